@@ -44,10 +44,8 @@ pub fn offset_ms() -> i64 {
 
 /// Wall clock in ms since the Unix epoch, plus the configured offset.
 pub fn wall_clock_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     now + offset_ms()
 }
 
@@ -93,6 +91,10 @@ pub struct Clock {
     hlc: HlcGenerator<ManualClock>,
     max_drift_ms: i64,
     drift_rejections: AtomicU64,
+    /// Every stamp this clock issues is > the previous one: uniqueness of
+    /// (stamp, node id) versions rests on this, even when a stamp is lifted
+    /// above a floor the HLC itself has not reached.
+    last_issued: AtomicU64,
 }
 
 impl Clock {
@@ -103,6 +105,7 @@ impl Clock {
             hlc: HlcGenerator::manual(0),
             max_drift_ms: max_drift_ms as i64,
             drift_rejections: AtomicU64::new(0),
+            last_issued: AtomicU64::new(0),
         }
     }
 
@@ -113,12 +116,7 @@ impl Clock {
     /// A fresh stamp for a local event; strictly greater than every stamp
     /// this clock handed out or observed before.
     pub fn now(&self) -> u64 {
-        self.tick_source();
-        let ts = self
-            .hlc
-            .next_timestamp()
-            .expect("HLC overflow: the logical counter or the physical time is out of range");
-        ts.as_u64()
+        self.issue_above(0)
     }
 
     /// A fresh version for a local write of this node.
@@ -128,11 +126,28 @@ impl Clock {
 
     /// A fresh version of this node strictly greater than `floor`.
     pub fn next_after(&self, floor: Version) -> Version {
-        let now = self.now();
-        let hlc = if now > floor.hlc { now } else { floor.hlc + 1 };
-        let v = Version::new(hlc, self.node_id);
-        debug_assert!(v > floor);
+        let v = Version::new(self.issue_above(floor.hlc), self.node_id);
+        assert!(v > floor, "issued version {v} not above floor {floor}");
         v
+    }
+
+    /// Issues a stamp > `floor_hlc`, > every stamp issued before, and >= the
+    /// HLC's next stamp.
+    fn issue_above(&self, floor_hlc: u64) -> u64 {
+        self.tick_source();
+        let hlc_next = self
+            .hlc
+            .next_timestamp()
+            .expect("HLC overflow: the logical counter or the physical time is out of range")
+            .as_u64();
+        let mut issued = 0;
+        self.last_issued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                issued = hlc_next.max(floor_hlc + 1).max(last + 1);
+                Some(issued)
+            })
+            .expect("closure always returns Some");
+        issued
     }
 
     /// Takes note of a stamp seen on a message from a peer. Returns false
@@ -146,8 +161,12 @@ impl Clock {
         if self.max_drift_ms > 0 && ahead_ms > self.max_drift_ms {
             let n = self.drift_rejections.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
-                tracing::warn!(ahead_ms, max_drift_ms = self.max_drift_ms, rejections = n + 1,
-                    "peer clock stamp too far ahead; not advancing the local clock");
+                tracing::warn!(
+                    ahead_ms,
+                    max_drift_ms = self.max_drift_ms,
+                    rejections = n + 1,
+                    "peer clock stamp too far ahead; not advancing the local clock"
+                );
             }
             return false;
         }
@@ -159,6 +178,7 @@ impl Clock {
     /// start-up with the persisted stamp reservation, so a restarted node
     /// never re-issues a stamp even if the wall clock went backwards.
     pub fn force(&self, hlc: u64) {
+        self.last_issued.fetch_max(hlc, Ordering::SeqCst);
         self.tick_source();
         if let Ok(ts) = HlcTimestamp::try_from(hlc) {
             // max_drift is 0, so update() cannot fail on drift.
@@ -166,9 +186,9 @@ impl Clock {
         }
     }
 
-    /// The latest stamp without advancing.
+    /// The latest stamp issued or observed, without advancing.
     pub fn current(&self) -> u64 {
-        self.hlc.timestamp().as_u64()
+        self.hlc.timestamp().as_u64().max(self.last_issued.load(Ordering::SeqCst))
     }
 
     pub fn drift_rejections(&self) -> u64 {
@@ -210,6 +230,26 @@ mod tests {
         let near = hlc_from_physical_ms(wall_clock_ms() + 200);
         assert!(c.observe(near));
         assert!(c.now() > near);
+    }
+
+    #[test]
+    fn concurrent_next_after_never_repeats() {
+        // Many threads lifting above the same far-future floor must still get
+        // distinct stamps: (stamp, node) is the identity of a write.
+        let c = std::sync::Arc::new(Clock::new(1, 1_000));
+        let floor = Version::new(hlc_from_physical_ms(wall_clock_ms() + 3_600_000), 9);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || (0..1000).map(|_| c.next_after(floor).hlc).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+        assert!(c.now() > all[n - 1]);
     }
 
     #[test]

@@ -98,11 +98,8 @@ impl Cell {
     pub fn decode(bytes: &[u8]) -> Result<Cell, DecodeError> {
         let (version, flags) = Self::decode_header(bytes)?;
         let origin = Level::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::Origin(flags))?;
-        let value = if flags & FLAG_TOMBSTONE != 0 {
-            None
-        } else {
-            Some(Bytes::copy_from_slice(&bytes[HEADER_BYTES..]))
-        };
+        let value =
+            if flags & FLAG_TOMBSTONE != 0 { None } else { Some(Bytes::copy_from_slice(&bytes[HEADER_BYTES..])) };
         Ok(Cell { value, version, origin })
     }
 
@@ -137,12 +134,13 @@ mod tests {
 
     // Small domains so equal versions (the tie-break path) are common.
     fn arb_cell() -> impl Strategy<Value = Cell> {
-        (0u64..4, 0u32..3, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)), arb_level())
-            .prop_map(|(hlc, node_id, value, origin)| Cell {
+        (0u64..4, 0u32..3, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)), arb_level()).prop_map(
+            |(hlc, node_id, value, origin)| Cell {
                 value: value.map(Bytes::from),
                 version: Version { hlc, node_id },
                 origin,
-            })
+            },
+        )
     }
 
     proptest! {

@@ -1,5 +1,315 @@
-//! The storage engine: one RocksDB per node.
+//! The storage engine: one RocksDB per node (DESIGN §3).
+//!
+//! * [`cell`]: the LWW cell kept per user key.
+//! * [`writer`]: the group-commit writer thread, the only writer.
+//! * [`digest`]: per-bucket digests for anti-entropy.
+//! * [`keys`]: column families and key layouts.
+//! * [`lock`]: exclusive ownership of the data directory.
+//!
+//! Reads go straight to RocksDB from any thread; every mutation is a
+//! [`WriteOp`] sent to the writer, answered after its batch is written
+//! (and fsynced, for `sync` jobs).
 
 pub mod cell;
+pub mod digest;
+pub mod keys;
+pub mod lock;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options, ReadOptions, DB,
+};
+use tokio::sync::{mpsc, oneshot};
 
 pub use cell::Cell;
+pub use digest::{Digests, BUCKETS};
+pub use keys::Cf;
+pub use writer::{OpOutcome, WriteOp};
+
+use crate::clock::{Clock, NodeId, Version};
+use lock::DirLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    InUse(String),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("RocksDB error: {0}")]
+    Rocks(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("the storage engine is shut down")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Rocks(e.into_string())
+    }
+}
+
+impl From<cell::DecodeError> for StoreError {
+    fn from(e: cell::DecodeError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub(crate) fn cf(db: &DB, c: Cf) -> &ColumnFamily {
+    db.cf_handle(c.name()).expect("every column family is created at open")
+}
+
+pub(crate) fn read_cell(db: &DB, key: &[u8]) -> Result<Option<Cell>, StoreError> {
+    match db.get_pinned_cf(cf(db, Cf::Cells), key)? {
+        Some(bytes) => Ok(Some(Cell::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// (key, version, tombstone) of a cell, as anti-entropy lists them.
+pub type KeyVersion = (Bytes, Version, bool);
+
+pub struct Store {
+    db: Arc<DB>,
+    tx: Mutex<Option<mpsc::Sender<writer::WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    clock: Arc<Clock>,
+    digests: Arc<Digests>,
+    reserved_hlc: Arc<AtomicU64>,
+    dir: PathBuf,
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Opens (creating if needed) the node's database in `dir`. `peers` are
+    /// the other nodes, for which `Fresh { hints: true }` writes store hints.
+    pub fn open(dir: &Path, clock: Arc<Clock>, peers: Vec<NodeId>) -> Result<Arc<Store>, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let lock = DirLock::acquire(dir)?;
+        let db_dir = dir.join("db");
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_max_total_wal_size(256 * 1024 * 1024);
+        opts.set_keep_log_file_num(4);
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        let cf_opts = {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_block_based_table_factory(&table);
+            o
+        };
+        let descriptors: Vec<_> =
+            Cf::ALL.iter().map(|c| ColumnFamilyDescriptor::new(c.name(), cf_opts.clone())).collect();
+        let db = Arc::new(DB::open_cf_descriptors(&opts, &db_dir, descriptors)?);
+
+        // Never re-issue a stamp handed out before a crash or restart.
+        let reserved = match db.get_cf(cf(&db, Cf::Meta), keys::META_HLC_RESERVED)? {
+            Some(b) => {
+                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| StoreError::Corrupt("hlc reservation".into()))?)
+            }
+            None => 0,
+        };
+        clock.force(reserved);
+
+        let digests = Arc::new(Digests::default());
+        let mut cells = 0u64;
+        for item in db.iterator_cf(cf(&db, Cf::Cells), IteratorMode::Start) {
+            let (k, v) = item?;
+            let (version, tomb) = Cell::decode_version(&v)?;
+            digests.update(&k, None, Some((version, tomb)));
+            cells += 1;
+        }
+        tracing::info!(dir = %dir.display(), cells, "store opened");
+
+        let reserved_hlc = Arc::new(AtomicU64::new(reserved));
+        let (tx, rx) = mpsc::channel(writer::WRITE_QUEUE_DEPTH);
+        let w = writer::Writer {
+            db: db.clone(),
+            clock: clock.clone(),
+            digests: digests.clone(),
+            reserved_hlc: reserved_hlc.clone(),
+            peers,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("capkv-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+        Ok(Arc::new(Store {
+            db,
+            tx: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            clock,
+            digests,
+            reserved_hlc,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        }))
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cf(&self, c: Cf) -> &ColumnFamily {
+        cf(&self.db, c)
+    }
+
+    pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>, StoreError> {
+        read_cell(&self.db, key)
+    }
+
+    pub fn get_raw(&self, c: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(cf(&self.db, c), key)?)
+    }
+
+    /// Submits ops to the writer and waits for them to be written (and
+    /// fsynced when `sync`). Outcomes are in op order.
+    pub async fn write(&self, ops: Vec<WriteOp>, sync: bool) -> Result<Vec<OpOutcome>, StoreError> {
+        let tx = self.tx.lock().expect("store sender lock").clone().ok_or(StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(writer::WriteJob { ops, sync, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Makes sure a stamp about to leave this node (e.g. a quorum write's
+    /// version) is covered by the persisted reservation before it is used.
+    pub async fn ensure_reserved(&self, hlc: u64) -> Result<(), StoreError> {
+        if hlc < self.reserved_hlc.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.write(Vec::new(), true).await.map(|_| ())
+    }
+
+    pub fn digests(&self) -> Vec<u64> {
+        self.digests.snapshot()
+    }
+
+    /// (key, version, tombstone) of every cell whose bucket is in `buckets`,
+    /// in key order after `after_key`, at most `limit` entries; `true` when
+    /// more remain.
+    pub fn list_buckets(
+        &self,
+        buckets: &[u32],
+        after_key: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<KeyVersion>, bool), StoreError> {
+        let wanted: std::collections::HashSet<u32> = buckets.iter().copied().collect();
+        let mut out = Vec::new();
+        let mode = if after_key.is_empty() {
+            IteratorMode::Start
+        } else {
+            IteratorMode::From(after_key, rocksdb::Direction::Forward)
+        };
+        for item in self.db.iterator_cf(cf(&self.db, Cf::Cells), mode) {
+            let (k, v) = item?;
+            if !after_key.is_empty() && &*k == after_key {
+                continue;
+            }
+            if !wanted.contains(&digest::bucket_of(&k)) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let (version, tomb) = Cell::decode_version(&v)?;
+            out.push((Bytes::copy_from_slice(&k), version, tomb));
+        }
+        Ok((out, false))
+    }
+
+    /// Hints for `peer`, in key order after `after_key`, at most `limit`.
+    pub fn scan_hints(&self, peer: NodeId, after_key: &[u8], limit: usize) -> Result<Vec<(Bytes, Cell)>, StoreError> {
+        let prefix = keys::hint_prefix(peer);
+        let start = keys::hint_key(peer, after_key);
+        let mut ro = ReadOptions::default();
+        let mut upper = prefix.to_vec();
+        increment(&mut upper);
+        ro.set_iterate_upper_bound(upper);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(
+            cf(&self.db, Cf::Hints),
+            ro,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            let Some((p, user_key)) = keys::split_hint_key(&k) else { continue };
+            debug_assert_eq!(p, peer);
+            if !after_key.is_empty() && user_key == after_key {
+                continue;
+            }
+            out.push((Bytes::copy_from_slice(user_key), Cell::decode(&v)?));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of hints stored for `peer` (counted, up to `max`).
+    pub fn count_hints(&self, peer: NodeId, max: usize) -> Result<usize, StoreError> {
+        let prefix = keys::hint_prefix(peer);
+        let mut ro = ReadOptions::default();
+        let mut upper = prefix.to_vec();
+        increment(&mut upper);
+        ro.set_iterate_upper_bound(upper);
+        let mut n = 0;
+        for item in self.db.iterator_cf_opt(
+            cf(&self.db, Cf::Hints),
+            ro,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            item?;
+            n += 1;
+            if n >= max {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Stops the writer after it has drained queued jobs, and waits for it.
+    pub fn shutdown(&self) {
+        self.tx.lock().expect("store sender lock").take();
+        if let Some(t) = self.writer_thread.lock().expect("writer thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The smallest byte string greater than every string with prefix `bytes`.
+pub(crate) fn increment(bytes: &mut Vec<u8>) {
+    while let Some(last) = bytes.pop() {
+        if last < 0xff {
+            bytes.push(last + 1);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

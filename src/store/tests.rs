@@ -1,0 +1,176 @@
+//! Store tests: durability across reopen, LWW merge through the writer,
+//! coordinator-local CAS, hints, digests and stamp reservation.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::level::Level;
+
+fn open(dir: &Path, node: NodeId) -> Arc<Store> {
+    Store::open(dir, Arc::new(Clock::new(node, 500)), vec![2, 3]).unwrap()
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn fresh(store: &Store, key: &str, value: Option<&str>, hints: bool) -> Cell {
+    let out = store
+        .write(vec![WriteOp::Fresh { key: b(key), value: value.map(b), origin: Level::Eventual, hints }], true)
+        .await
+        .unwrap();
+    match &out[0] {
+        OpOutcome::Written(c) => c.clone(),
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn writes_survive_reopen() {
+    // An acknowledged (synced) write is there after the store is reopened.
+    let dir = tempfile::tempdir().unwrap();
+    let c = {
+        let s = open(dir.path(), 1);
+        fresh(&s, "k", Some("v1"), false).await
+    };
+    let s = open(dir.path(), 1);
+    assert_eq!(s.get_cell(b"k").unwrap(), Some(c.clone()));
+    // Versions keep increasing after a restart (stamp reservation).
+    let c2 = fresh(&s, "k", Some("v2"), false).await;
+    assert!(c2.version > c.version);
+}
+
+#[tokio::test]
+async fn reservation_covers_stamps_after_restart() {
+    // A restarted node never re-issues a stamp: the clock starts above the
+    // persisted reservation, which is above every stamp issued before.
+    let dir = tempfile::tempdir().unwrap();
+    let issued = {
+        let s = open(dir.path(), 1);
+        let c = fresh(&s, "k", Some("v"), false).await;
+        let lifted = s.clock().next_after(c.version);
+        s.ensure_reserved(lifted.hlc).await.unwrap();
+        lifted.hlc
+    };
+    let s = open(dir.path(), 1);
+    assert!(s.clock().now() > issued);
+}
+
+#[tokio::test]
+async fn merge_keeps_newest_and_reports_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let newer = Cell::value(b("new"), Version::new(100, 2), Level::Eventual);
+    let older = Cell::value(b("old"), Version::new(50, 3), Level::Eventual);
+    let out = s
+        .write(
+            vec![WriteOp::Merge { key: b("k"), cell: newer.clone() }, WriteOp::Merge { key: b("k"), cell: older }],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![OpOutcome::Merged { applied: true }, OpOutcome::Merged { applied: false }]);
+    assert_eq!(s.get_cell(b"k").unwrap(), Some(newer));
+}
+
+#[tokio::test]
+async fn fresh_write_beats_a_far_future_cell() {
+    // A local write always gets a version above the key's current one, even
+    // when that came from a peer whose clock is far ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let future = crate::clock::hlc_from_physical_ms(crate::clock::wall_clock_ms() + 3_600_000);
+    let far = Cell::value(b("future"), Version::new(future, 2), Level::Eventual);
+    s.write(vec![WriteOp::Merge { key: b("k"), cell: far.clone() }], true).await.unwrap();
+    let mine = fresh(&s, "k", Some("now"), false).await;
+    assert!(mine.version > far.version);
+    assert_eq!(s.get_cell(b"k").unwrap().unwrap().value, Some(b("now")));
+}
+
+#[tokio::test]
+async fn cas_compares_current_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let cas = |expected: Option<&str>, new: &str| WriteOp::Cas {
+        key: b("k"),
+        expected: expected.map(b),
+        new_value: b(new),
+        origin: Level::Eventual,
+        hints: false,
+    };
+    let out =
+        s.write(vec![cas(None, "a"), cas(None, "b"), cas(Some("a"), "c"), cas(Some("a"), "d")], true).await.unwrap();
+    let swapped: Vec<bool> = out.iter().map(|o| matches!(o, OpOutcome::Cas { swapped: true, .. })).collect();
+    assert_eq!(swapped, vec![true, false, true, false]);
+    match &out[3] {
+        OpOutcome::Cas { current: Some(c), .. } => assert_eq!(c.value, Some(b("c"))),
+        o => panic!("{o:?}"),
+    }
+    // A tombstone counts as absent.
+    fresh(&s, "k", None, false).await;
+    let out = s.write(vec![cas(None, "e")], true).await.unwrap();
+    assert!(matches!(out[0], OpOutcome::Cas { swapped: true, .. }));
+}
+
+#[tokio::test]
+async fn hints_are_written_with_the_cell_and_cleared_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let c1 = fresh(&s, "k", Some("v1"), true).await;
+    assert_eq!(s.count_hints(2, 100).unwrap(), 1);
+    assert_eq!(s.count_hints(3, 100).unwrap(), 1);
+    let c2 = fresh(&s, "k", Some("v2"), true).await;
+    // Clearing the hint with the old version must not drop the newer write.
+    s.write(vec![WriteOp::ClearHint { peer: 2, key: b("k"), version: c1.version }], false).await.unwrap();
+    assert_eq!(s.scan_hints(2, b"", 10).unwrap(), vec![(b("k"), c2.clone())]);
+    s.write(vec![WriteOp::ClearHint { peer: 2, key: b("k"), version: c2.version }], false).await.unwrap();
+    assert_eq!(s.count_hints(2, 100).unwrap(), 0);
+    assert_eq!(s.count_hints(3, 100).unwrap(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_batches() {
+    // Many concurrent writers: all acknowledged, all readable, versions unique.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { fresh(&s, &format!("k{}", i % 20), Some(&i.to_string()), false).await }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap().version);
+    }
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 200);
+}
+
+#[tokio::test]
+async fn digests_are_rebuilt_identically_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let s = open(dir.path(), 1);
+        for i in 0..50 {
+            fresh(&s, &format!("k{i}"), Some("v"), false).await;
+        }
+        fresh(&s, "k7", None, false).await;
+        s.digests()
+    };
+    let s = open(dir.path(), 1);
+    assert_eq!(s.digests(), before);
+    let (entries, more) = s.list_buckets(&[digest::bucket_of(b"k7")], b"", 100).unwrap();
+    assert!(!more);
+    assert!(entries.iter().any(|(k, _, tomb)| &k[..] == b"k7" && *tomb));
+}
+
+#[test]
+fn second_open_of_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = open(dir.path(), 1);
+    let err = Store::open(dir.path(), Arc::new(Clock::new(1, 500)), vec![]).err().unwrap();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
