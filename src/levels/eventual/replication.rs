@@ -1,0 +1,231 @@
+//! Background replication of eventual writes, with hinted handoff.
+//!
+//! Every eventual write is stored together with one hint per peer (same
+//! batch, same fsync). One task per peer then delivers it:
+//!
+//! * **live**: the write is also put on the peer's bounded in-memory queue;
+//!   the task sends queued cells in batches and clears their hints.
+//! * **replay**: after a failed send, a full queue, or at start-up, the task
+//!   ignores the queue and sends what the `hints` family holds for that peer
+//!   until a scan from the start finds nothing, backing off while the peer
+//!   does not answer.
+//!
+//! Hints are cleared only if they still hold the delivered version, so a
+//! newer write is never dropped. Delivery is at-least-once; the receiver's
+//! LWW merge makes duplicates harmless. With hinted handoff disabled the
+//! queue is best effort and anti-entropy repairs what it drops.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::NodeId;
+use crate::metrics::{add, inc, Metrics};
+use crate::node::peers::{call, request, Peers};
+use crate::proto::peer::CellsRequest;
+use crate::store::{Cell, Store, WriteOp};
+use crate::wire::cell_to_peer;
+
+/// Cells waiting in memory per peer; beyond this the hints carry them.
+pub const PEER_QUEUE_CELLS: usize = 16 * 1024;
+/// Cells per replication RPC.
+pub const MAX_BATCH_CELLS: usize = 512;
+/// Payload bytes per replication RPC (a single larger cell still goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const REPLICATE_TIMEOUT_MS: u64 = 2_000;
+pub const RETRY_MIN_MS: u64 = 100;
+pub const RETRY_MAX_MS: u64 = 1_000;
+/// Safety net: look for undelivered hints this often even without a failure.
+pub const HINT_SWEEP_INTERVAL_MS: u64 = 30_000;
+
+struct PeerQueue {
+    tx: mpsc::Sender<(Bytes, Cell)>,
+    replay: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+pub struct Replication {
+    queues: BTreeMap<NodeId, PeerQueue>,
+}
+
+impl Replication {
+    pub fn start(
+        store: Arc<Store>,
+        peers: Arc<Peers>,
+        metrics: Arc<Metrics>,
+        hinted_handoff: bool,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Arc<Replication> {
+        let mut queues = BTreeMap::new();
+        for peer in peers.ids() {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_CELLS);
+            // Hints left from before a restart are delivered first.
+            let replay = Arc::new(AtomicBool::new(hinted_handoff));
+            let wake = Arc::new(Notify::new());
+            let task = PeerTask {
+                peer,
+                self_id: peers.self_id(),
+                peers: peers.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                hinted_handoff,
+                replay: replay.clone(),
+                wake: wake.clone(),
+                cancel: cancel.clone(),
+            };
+            tracker.spawn(task.run(rx));
+            queues.insert(peer, PeerQueue { tx, replay, wake });
+        }
+        Arc::new(Replication { queues })
+    }
+
+    /// Queues a freshly written cell for every peer. Never blocks: a full
+    /// queue switches that peer to replay from the hints.
+    pub fn enqueue(&self, key: Bytes, cell: Cell) {
+        for q in self.queues.values() {
+            if q.tx.try_send((key.clone(), cell.clone())).is_err() {
+                q.replay.store(true, Ordering::SeqCst);
+                q.wake.notify_one();
+            }
+        }
+    }
+}
+
+struct PeerTask {
+    peer: NodeId,
+    self_id: NodeId,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    hinted_handoff: bool,
+    replay: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+impl PeerTask {
+    async fn run(self, mut rx: mpsc::Receiver<(Bytes, Cell)>) {
+        let mut backoff_ms = RETRY_MIN_MS;
+        let mut cursor: Option<Bytes> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            if self.hinted_handoff && self.replay.load(Ordering::SeqCst) {
+                // The hints cover everything queued: drop the queue.
+                while rx.try_recv().is_ok() {}
+                let from_start = cursor.is_none();
+                match self.replay_page(cursor.as_deref().unwrap_or(b"")).await {
+                    Ok(Some(last)) => {
+                        cursor = Some(last);
+                        backoff_ms = RETRY_MIN_MS;
+                    }
+                    Ok(None) if from_start => {
+                        tracing::debug!(peer = self.peer, "hint replay done");
+                        self.replay.store(false, Ordering::SeqCst);
+                    }
+                    // Reached the end: one more pass from the start catches
+                    // hints written behind the cursor meanwhile.
+                    Ok(None) => cursor = None,
+                    Err(e) => {
+                        tracing::debug!(peer = self.peer, error = %e, backoff_ms, "hint replay failed");
+                        if !self.pause(backoff_ms).await {
+                            return;
+                        }
+                        backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+                    }
+                }
+                continue;
+            }
+            cursor = None;
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(HINT_SWEEP_INTERVAL_MS)) => {
+                    if self.hinted_handoff && self.store.count_hints(self.peer, 1).unwrap_or(0) > 0 {
+                        self.replay.store(true, Ordering::SeqCst);
+                    }
+                }
+                first = rx.recv() => {
+                    let Some(first) = first else { return };
+                    let mut batch = vec![first];
+                    let mut bytes = batch[0].1.encoded_len();
+                    while batch.len() < MAX_BATCH_CELLS && bytes < MAX_BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(item) => {
+                                bytes += item.0.len() + item.1.encoded_len();
+                                batch.push(item);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.deliver(&batch).await {
+                        inc(&self.metrics.replication_failures);
+                        tracing::debug!(peer = self.peer, error = %e, cells = batch.len(), "live replication failed");
+                        if self.hinted_handoff {
+                            self.replay.store(true, Ordering::SeqCst);
+                        }
+                        if !self.pause(backoff_ms).await {
+                            return;
+                        }
+                        backoff_ms = (backoff_ms * 2).min(RETRY_MAX_MS);
+                    } else {
+                        backoff_ms = RETRY_MIN_MS;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless cancelled; false when cancelled.
+    async fn pause(&self, ms: u64) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => true,
+        }
+    }
+
+    /// Sends one page of hints after `after`; the last key sent, or `None`
+    /// when there was nothing.
+    async fn replay_page(&self, after: &[u8]) -> Result<Option<Bytes>, String> {
+        let store = self.store.clone();
+        let (peer, after_owned) = (self.peer, after.to_vec());
+        let hints = tokio::task::spawn_blocking(move || store.scan_hints(peer, &after_owned, MAX_BATCH_CELLS))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let Some(last) = hints.last().map(|(k, _)| k.clone()) else { return Ok(None) };
+        let n = hints.len() as u64;
+        self.deliver(&hints).await?;
+        add(&self.metrics.hints_delivered, n);
+        Ok(Some(last))
+    }
+
+    /// Sends cells to the peer and clears their hints once it acknowledged.
+    async fn deliver(&self, cells: &[(Bytes, Cell)]) -> Result<(), String> {
+        let req =
+            CellsRequest { from_node: self.self_id, cells: cells.iter().map(|(k, c)| cell_to_peer(k, c)).collect() };
+        let mut client = self.peers.client(self.peer);
+        call(REPLICATE_TIMEOUT_MS, client.replicate(request(req, REPLICATE_TIMEOUT_MS)))
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        inc(&self.metrics.replication_batches);
+        add(&self.metrics.replication_cells, cells.len() as u64);
+        if self.hinted_handoff {
+            let ops = cells
+                .iter()
+                .map(|(k, c)| WriteOp::ClearHint { peer: self.peer, key: k.clone(), version: c.version })
+                .collect();
+            // Not synced: a hint that reappears after a crash is re-sent, harmlessly.
+            self.store.write(ops, false).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

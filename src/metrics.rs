@@ -1,0 +1,50 @@
+//! Node counters, shown by `kv cluster status`.
+//!
+//! Plain relaxed atomics: they are observations, never used for decisions.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        #[derive(Default)]
+        pub struct Metrics {
+            $(pub $name: AtomicU64,)*
+        }
+
+        impl Metrics {
+            pub fn snapshot(&self) -> BTreeMap<String, u64> {
+                let mut m = BTreeMap::new();
+                $(m.insert(stringify!($name).to_string(), self.$name.load(Ordering::Relaxed));)*
+                m
+            }
+        }
+    };
+}
+
+counters!(
+    eventual_gets,
+    eventual_writes,
+    replication_batches,
+    replication_cells,
+    replication_failures,
+    hints_delivered,
+    read_repair_rounds,
+    read_repair_cells_fixed,
+    anti_entropy_rounds,
+    anti_entropy_cells_pushed,
+    anti_entropy_cells_pulled,
+    quorum_gets,
+    quorum_writes,
+    read_imposes,
+    quorum_unavailable,
+    linearizable_ops,
+);
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}

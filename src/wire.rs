@@ -1,0 +1,31 @@
+//! Conversions between internal types and their protobuf forms.
+
+use bytes::Bytes;
+
+use crate::clock::Version;
+use crate::level::Level;
+use crate::proto;
+use crate::store::Cell;
+
+pub fn version_to_proto(v: Version) -> proto::Version {
+    proto::Version { hlc: v.hlc, node_id: v.node_id }
+}
+
+pub fn cell_to_peer(key: &Bytes, cell: &Cell) -> proto::peer::Cell {
+    proto::peer::Cell {
+        key: key.clone(),
+        value: cell.value.clone().unwrap_or_default(),
+        tombstone: cell.is_tombstone(),
+        hlc: cell.version.hlc,
+        node_id: cell.version.node_id,
+        origin: cell.origin as u32,
+    }
+}
+
+/// Decodes a peer cell; `None` for an unknown origin level (a newer peer).
+pub fn cell_from_peer(c: proto::peer::Cell) -> Option<(Bytes, Cell)> {
+    let origin = Level::from_u8(u8::try_from(c.origin).ok()?)?;
+    let version = Version::new(c.hlc, c.node_id);
+    let cell = if c.tombstone { Cell::tombstone(version, origin) } else { Cell::value(c.value, version, origin) };
+    Some((c.key, cell))
+}
