@@ -1,0 +1,467 @@
+//! The capkv client library.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), capkv::client::ClientError> {
+//! use capkv::client::{Client, CallOptions};
+//! use capkv::Level;
+//! let client = Client::new(&["127.0.0.1:7001", "127.0.0.1:7002"])?;
+//! let opts = CallOptions::new(Level::Quorum);
+//! client.set(b"greeting", b"hello", opts).await?;
+//! let v = client.get(b"greeting", opts).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every call names its consistency level and has a deadline (default 5 s)
+//! covering all attempts. A call is retried on another endpoint only when
+//! that cannot apply it twice:
+//! * the request never left (connection refused, no route);
+//! * the node said it certainly did not apply it (`capkv-retry: safe`,
+//!   e.g. no quorum or no leader);
+//! * it is a read;
+//! * it is a linearizable write: the request id makes the state machine
+//!   apply a retry at most once.
+//!
+//! Otherwise a write whose reply was lost is reported as
+//! [`ClientError::Indeterminate`]: it may or may not have taken effect.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::clock::Version;
+use crate::level::Level;
+use crate::node::peers::channel;
+use crate::proto::cluster_client::ClusterClient;
+use crate::proto::kv_client::KvClient;
+use crate::proto::{self, NodeStatus, RequestHeader};
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between rounds over all endpoints while nodes answer "retry".
+pub const RETRY_PAUSE_MS: u64 = 50;
+pub const MAX_ENDPOINTS: usize = 64;
+/// Largest request the client sends or reply it accepts.
+pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    #[error("{0}")]
+    Config(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Nothing was applied: no endpoint could serve the request.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A write that may or may not have taken effect.
+    #[error("indeterminate: {0}")]
+    Indeterminate(String),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    #[error("unimplemented: {0}")]
+    Unimplemented(String),
+    #[error("server error ({code}): {message}")]
+    Server { code: String, message: String },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CallOptions {
+    pub consistency: Level,
+    pub timeout: Duration,
+}
+
+impl CallOptions {
+    pub fn new(consistency: Level) -> Self {
+        CallOptions { consistency, timeout: DEFAULT_TIMEOUT }
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    pub value: Bytes,
+    pub version: Version,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub swapped: bool,
+    /// The value after the operation (`None` = the key is absent).
+    pub current: Option<Value>,
+}
+
+struct Endpoint {
+    addr: String,
+    kv: KvClient<Channel>,
+    cluster: ClusterClient<Channel>,
+}
+
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    client_id: u64,
+    next_request_id: AtomicU64,
+    /// The endpoint that answered last; tried first.
+    preferred: AtomicUsize,
+    /// Request ids in flight; the smallest is sent as `ack_below` so the
+    /// linearizable state machine can forget finished requests.
+    inflight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+/// A request id, released from the in-flight set when dropped.
+struct RequestId<'a> {
+    id: u64,
+    client: &'a Client,
+}
+
+impl Drop for RequestId<'_> {
+    fn drop(&mut self) {
+        self.client.inflight.lock().expect("inflight lock").remove(&self.id);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: any failure may be retried elsewhere.
+    Read,
+    /// Writes without de-duplication: only "never applied" may be retried.
+    Write,
+    /// Writes the server de-duplicates by (client id, request id).
+    DedupWrite,
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`). Connections are made lazily.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Config(
+                "no endpoints given: pass --endpoints HOST:PORT,... or set KV_ENDPOINTS".into(),
+            ));
+        }
+        if endpoints.len() > MAX_ENDPOINTS {
+            return Err(ClientError::Config(format!("{} endpoints given; at most {MAX_ENDPOINTS}", endpoints.len())));
+        }
+        let mut out = Vec::new();
+        for e in endpoints {
+            let addr = e.as_ref().trim().trim_start_matches("http://").to_string();
+            crate::node::config::validate_host_port(&addr)
+                .map_err(|m| ClientError::Config(format!("invalid endpoint: {m}")))?;
+            let ch = channel(&addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(ClientError::Config)?;
+            out.push(Endpoint {
+                addr,
+                kv: KvClient::new(ch.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                cluster: ClusterClient::new(ch),
+            });
+        }
+        Ok(Client {
+            endpoints: out,
+            client_id: rand::random::<u64>() | 1,
+            next_request_id: AtomicU64::new(1),
+            preferred: AtomicUsize::new(0),
+            inflight: Default::default(),
+        })
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.iter().map(|e| e.addr.clone()).collect()
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    fn request_id(&self) -> RequestId<'_> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        self.inflight.lock().expect("inflight lock").insert(id);
+        RequestId { id, client: self }
+    }
+
+    fn header(&self, opts: CallOptions, timeout: Duration, request_id: u64) -> Option<RequestHeader> {
+        let ack_below = self.inflight.lock().expect("inflight lock").first().copied().unwrap_or(request_id);
+        Some(RequestHeader {
+            consistency: opts.consistency.to_proto() as i32,
+            client_id: self.client_id,
+            request_id,
+            timeout_ms: timeout.as_millis().clamp(1, u32::MAX as u128) as u32,
+            ack_below,
+        })
+    }
+
+    /// Reads `key`; `None` when it does not exist.
+    pub async fn get(&self, key: &[u8], opts: CallOptions) -> Result<Option<Value>, ClientError> {
+        let key = Bytes::copy_from_slice(key);
+        let rid_guard = self.request_id();
+        let rid = rid_guard.id;
+        let r = self
+            .call(opts, Retry::Read, |mut kv, t| {
+                let req = proto::GetRequest { header: self.header(opts, t, rid), key: key.clone() };
+                async move { kv.get(timed(req, t)).await }
+            })
+            .await?;
+        Ok(found_value(r.found, r.value, r.version))
+    }
+
+    /// Writes `value`; returns the version it got.
+    pub async fn set(&self, key: &[u8], value: &[u8], opts: CallOptions) -> Result<Version, ClientError> {
+        let (key, value) = (Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+        let rid_guard = self.request_id();
+        let rid = rid_guard.id;
+        let r = self
+            .call(opts, write_retry(opts), |mut kv, t| {
+                let req =
+                    proto::SetRequest { header: self.header(opts, t, rid), key: key.clone(), value: value.clone() };
+                async move { kv.set(timed(req, t)).await }
+            })
+            .await?;
+        Ok(version(r.version))
+    }
+
+    /// Deletes `key` (a tombstone with a version).
+    pub async fn delete(&self, key: &[u8], opts: CallOptions) -> Result<Version, ClientError> {
+        let key = Bytes::copy_from_slice(key);
+        let rid_guard = self.request_id();
+        let rid = rid_guard.id;
+        let r = self
+            .call(opts, write_retry(opts), |mut kv, t| {
+                let req = proto::DeleteRequest { header: self.header(opts, t, rid), key: key.clone() };
+                async move { kv.delete(timed(req, t)).await }
+            })
+            .await?;
+        Ok(version(r.version))
+    }
+
+    /// Sets `key` to `new` if its value is `expected` (`None`: if absent).
+    pub async fn cas(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+        opts: CallOptions,
+    ) -> Result<CasOutcome, ClientError> {
+        let key = Bytes::copy_from_slice(key);
+        let new = Bytes::copy_from_slice(new);
+        let expected_bytes = expected.map(Bytes::copy_from_slice);
+        let rid_guard = self.request_id();
+        let rid = rid_guard.id;
+        let r = self
+            .call(opts, write_retry(opts), |mut kv, t| {
+                let req = proto::CasRequest {
+                    header: self.header(opts, t, rid),
+                    key: key.clone(),
+                    expect_absent: expected_bytes.is_none(),
+                    expected: expected_bytes.clone().unwrap_or_default(),
+                    new_value: new.clone(),
+                };
+                async move { kv.cas(timed(req, t)).await }
+            })
+            .await?;
+        Ok(CasOutcome { swapped: r.swapped, current: found_value(r.found, r.current, r.version) })
+    }
+
+    /// The status one endpoint reports about itself.
+    pub async fn node_status(&self, endpoint: usize, timeout: Duration) -> Result<NodeStatus, ClientError> {
+        let e = &self.endpoints[endpoint];
+        let mut c = e.cluster.clone();
+        crate::node::peers::call(timeout.as_millis() as u64, c.status(timed(proto::StatusRequest {}, timeout)))
+            .await
+            .map_err(|s| ClientError::Unavailable(format!("{}: {}", e.addr, describe(&s))))
+    }
+
+    /// The status of the first endpoint that answers.
+    pub async fn any_status(&self, timeout: Duration) -> Result<NodeStatus, ClientError> {
+        let mut errors = Vec::new();
+        for i in 0..self.endpoints.len() {
+            match self.node_status(i, timeout).await {
+                Ok(s) => return Ok(s),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Err(ClientError::Unavailable(format!("no endpoint answered: {}", errors.join("; "))))
+    }
+
+    async fn call<T, F, Fut>(&self, opts: CallOptions, retry: Retry, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + opts.timeout;
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let mut failures: Vec<String> = Vec::new();
+        let mut maybe_applied: Option<String> = None;
+        let mut round = 0usize;
+        loop {
+            let mut server_said_retry = false;
+            for i in 0..n {
+                let idx = (start + i) % n;
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(self.give_up(opts, &failures, maybe_applied));
+                }
+                let ep = &self.endpoints[idx];
+                // The server gets the deadline in `grpc-timeout`; the client
+                // enforces it too (a paused node would never answer).
+                match crate::node::peers::call(
+                    (deadline - now).as_millis() as u64 + 1,
+                    f(ep.kv.clone(), deadline - now),
+                )
+                .await
+                {
+                    Ok(r) => {
+                        self.preferred.store(idx, Ordering::Relaxed);
+                        return Ok(r);
+                    }
+                    Err(s) => {
+                        let why = format!("{} ({})", ep.addr, describe(&s));
+                        match classify(&s) {
+                            Class::Fatal => return Err(fatal(s)),
+                            Class::NotSent => failures.push(why),
+                            Class::NotApplied => {
+                                server_said_retry = true;
+                                failures.push(why);
+                            }
+                            Class::Unknown => {
+                                if retry == Retry::Write {
+                                    return Err(ClientError::Indeterminate(format!(
+                                        "the write may or may not have been applied: {why}"
+                                    )));
+                                }
+                                if retry == Retry::DedupWrite {
+                                    maybe_applied.get_or_insert(why.clone());
+                                }
+                                failures.push(why);
+                            }
+                        }
+                    }
+                }
+            }
+            round += 1;
+            // Only keep going while some node is alive and asked for a retry
+            // (e.g. a leader election); dead endpoints fail fast.
+            if !server_said_retry && maybe_applied.is_none() {
+                return Err(self.give_up(opts, &failures, None));
+            }
+            let pause = Duration::from_millis(RETRY_PAUSE_MS * (round as u64).min(10));
+            if Instant::now() + pause >= deadline {
+                return Err(self.give_up(opts, &failures, maybe_applied));
+            }
+            tokio::time::sleep(pause).await;
+            failures.clear();
+        }
+    }
+
+    fn give_up(&self, opts: CallOptions, failures: &[String], maybe_applied: Option<String>) -> ClientError {
+        let tried = if failures.is_empty() {
+            "no attempt finished before the deadline".to_string()
+        } else {
+            failures.join("; ")
+        };
+        match maybe_applied {
+            Some(_) => ClientError::Indeterminate(format!(
+                "no definite answer within {} ms (the operation may have been applied): {tried}",
+                opts.timeout.as_millis()
+            )),
+            None => {
+                ClientError::Unavailable(format!("no endpoint could serve the {} request: {tried}", opts.consistency))
+            }
+        }
+    }
+}
+
+fn write_retry(opts: CallOptions) -> Retry {
+    if opts.consistency == Level::Linearizable {
+        Retry::DedupWrite
+    } else {
+        Retry::Write
+    }
+}
+
+fn timed<T>(msg: T, t: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(t);
+    r
+}
+
+fn version(v: Option<proto::Version>) -> Version {
+    v.map(|v| Version::new(v.hlc, v.node_id)).unwrap_or_default()
+}
+
+fn found_value(found: bool, value: Bytes, v: Option<proto::Version>) -> Option<Value> {
+    found.then(|| Value { value, version: version(v) })
+}
+
+enum Class {
+    /// Do not retry: the request itself is wrong or impossible.
+    Fatal,
+    /// The request never reached a node.
+    NotSent,
+    /// A node answered that it did not apply it.
+    NotApplied,
+    /// Sent, fate unknown.
+    Unknown,
+}
+
+fn classify(s: &Status) -> Class {
+    if s.metadata().get(crate::node::service::RETRY_SAFE_HEADER).is_some() {
+        return Class::NotApplied;
+    }
+    if is_connect_error(s) {
+        return Class::NotSent;
+    }
+    match s.code() {
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::Unimplemented
+        | Code::NotFound
+        | Code::OutOfRange
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::AlreadyExists
+        | Code::Internal
+        | Code::DataLoss => Class::Fatal,
+        _ => Class::Unknown,
+    }
+}
+
+fn is_connect_error(s: &Status) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = src {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+fn describe(s: &Status) -> String {
+    let mut msg = s.message().to_string();
+    if is_connect_error(s) {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+        let mut last = None;
+        while let Some(e) = src {
+            last = Some(e.to_string());
+            src = e.source();
+        }
+        msg = format!("cannot connect: {}", last.unwrap_or(msg));
+    } else if msg.is_empty() {
+        msg = format!("{:?}", s.code());
+    }
+    msg
+}
+
+fn fatal(s: Status) -> ClientError {
+    let m = s.message().to_string();
+    match s.code() {
+        Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(m),
+        Code::FailedPrecondition => ClientError::FailedPrecondition(m),
+        Code::Unimplemented => ClientError::Unimplemented(m),
+        c => ClientError::Server { code: format!("{c:?}"), message: m },
+    }
+}

@@ -1,0 +1,292 @@
+//! Node configuration: `kv serve` flags or a TOML file (`--config FILE`),
+//! flags winning over the file. Validation here turns every bad setting into
+//! one sentence that says what is wrong and what is expected.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::clock::NodeId;
+
+/// Longest key accepted, in bytes (DESIGN §5).
+pub const MAX_KEY_BYTES: usize = 4096;
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Default deadline of a client request (like etcdctl's command timeout).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Largest cluster a node accepts (bounds fan-out and quorum bookkeeping).
+pub const MAX_NODES: usize = 15;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Test-only switches that deliberately break a guarantee, so the test
+/// harness can show that its checkers catch the bug (negative controls).
+/// Never set them in production; the node logs a loud warning when one is on.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UnsafeTestSwitches {
+    /// Quorum gets skip the ABD write-back (read-impose).
+    #[serde(default)]
+    pub skip_read_impose: bool,
+}
+
+impl UnsafeTestSwitches {
+    pub fn any(&self) -> bool {
+        self.skip_read_impose
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Address to bind (client and peer services share it).
+    pub listen: SocketAddr,
+    /// Every member, including this node: id → host:port peers dial.
+    pub cluster: BTreeMap<NodeId, String>,
+    pub max_value_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Period of anti-entropy rounds (eventual level), one peer per round.
+    pub anti_entropy_interval_ms: u64,
+    /// Whether writes that could not reach a peer are kept as hints.
+    pub hinted_handoff: bool,
+    /// A peer stamp further ahead than this does not move our clock.
+    pub max_clock_drift_ms: u64,
+    pub unsafe_test: UnsafeTestSwitches,
+}
+
+impl NodeConfig {
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.cluster.keys().copied().filter(|&id| id != self.id).collect()
+    }
+
+    pub fn majority(&self) -> usize {
+        self.cluster.len() / 2 + 1
+    }
+}
+
+/// The TOML file: same names as the flags, with `_` instead of `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<NodeId>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    /// Either "1=host:port,2=host:port" or a table `[cluster] 1 = "host:port"`.
+    pub cluster: Option<ClusterSpec>,
+    pub max_value_bytes: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    pub anti_entropy_interval_ms: Option<u64>,
+    pub hinted_handoff: Option<bool>,
+    pub max_clock_drift_ms: Option<u64>,
+    #[serde(default)]
+    pub unsafe_test: UnsafeTestSwitches,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ClusterSpec {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("invalid config file {}: {}", path.display(), e.message())))
+    }
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+pub fn parse_cluster(spec: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, addr)) = entry.split_once('=') else {
+            return err(format!("malformed --cluster entry {entry:?}: expected ID=HOST:PORT, e.g. 1=127.0.0.1:7001"));
+        };
+        insert_member(&mut out, id, addr)?;
+    }
+    if out.is_empty() {
+        return err(
+            "--cluster is empty: expected ID=HOST:PORT,... e.g. 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+        );
+    }
+    Ok(out)
+}
+
+fn insert_member(out: &mut BTreeMap<NodeId, String>, id: &str, addr: &str) -> Result<(), ConfigError> {
+    let id: NodeId = match id.trim().parse() {
+        Ok(n) if n > 0 => n,
+        _ => return err(format!("malformed --cluster entry: node id {id:?} must be a positive integer")),
+    };
+    let addr = addr.trim();
+    validate_host_port(addr).map_err(|m| ConfigError(format!("malformed --cluster entry for node {id}: {m}")))?;
+    if out.insert(id, addr.to_string()).is_some() {
+        return err(format!("malformed --cluster: node id {id} appears twice"));
+    }
+    Ok(())
+}
+
+/// Checks `host:port` (port 1..=65535, non-empty host).
+pub fn validate_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("address {addr:?} has no port: expected HOST:PORT"));
+    };
+    if host.is_empty() {
+        return Err(format!("address {addr:?} has no host: expected HOST:PORT"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("address {addr:?} has an invalid port {port:?}: expected 1-65535")),
+    }
+}
+
+/// Everything `kv serve` can be told on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub id: Option<NodeId>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub cluster: Option<String>,
+    pub max_value_bytes: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    pub anti_entropy_interval_ms: Option<u64>,
+    pub hinted_handoff: Option<bool>,
+    pub max_clock_drift_ms: Option<u64>,
+    pub unsafe_skip_read_impose: bool,
+}
+
+/// Builds the node configuration from an optional file and flag overrides.
+pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, ConfigError> {
+    let file = file.unwrap_or_default();
+    let Some(id) = o.id.or(file.id) else {
+        return err("missing node id: pass --id N (or `id = N` in the config file)");
+    };
+    if id == 0 {
+        return err("node id must be a positive integer");
+    }
+    let Some(data_dir) = o.data_dir.or(file.data_dir) else {
+        return err("missing data directory: pass --data-dir DIR (or `data_dir = \"DIR\"` in the config file)");
+    };
+    let cluster = match (o.cluster, file.cluster) {
+        (Some(spec), _) => parse_cluster(&spec)?,
+        (None, Some(ClusterSpec::Text(spec))) => parse_cluster(&spec)?,
+        (None, Some(ClusterSpec::Table(t))) => {
+            let mut out = BTreeMap::new();
+            for (id, addr) in t {
+                insert_member(&mut out, &id, &addr)?;
+            }
+            out
+        }
+        (None, None) => {
+            return err("missing --cluster: expected ID=HOST:PORT,... listing every node, this one included")
+        }
+    };
+    if cluster.len() > MAX_NODES {
+        return err(format!("--cluster lists {} nodes; at most {MAX_NODES} are supported", cluster.len()));
+    }
+    let Some(own) = cluster.get(&id) else {
+        return err(format!("--cluster does not list this node's id {id}: include {id}=HOST:PORT"));
+    };
+    let listen_text = o.listen.or(file.listen).unwrap_or_else(|| own.clone());
+    validate_host_port(&listen_text).map_err(|m| ConfigError(format!("invalid --listen: {m}")))?;
+    let listen: SocketAddr = match listen_text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            match listen_text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                Some(a) => a,
+                None => return err(format!("invalid --listen {listen_text:?}: cannot resolve it to an address")),
+            }
+        }
+    };
+    let max_value_bytes = o.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+    if max_value_bytes == 0 || max_value_bytes > 64 * 1024 * 1024 {
+        return err(format!("--max-value-bytes {max_value_bytes} is out of range: expected 1 to 67108864"));
+    }
+    let request_timeout_ms = o.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
+    if request_timeout_ms == 0 {
+        return err("--request-timeout-ms must be positive");
+    }
+    let unsafe_test =
+        UnsafeTestSwitches { skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose };
+    Ok(NodeConfig {
+        id,
+        data_dir,
+        listen,
+        cluster,
+        max_value_bytes,
+        request_timeout_ms,
+        anti_entropy_interval_ms: o
+            .anti_entropy_interval_ms
+            .or(file.anti_entropy_interval_ms)
+            .unwrap_or(10_000)
+            .max(100),
+        hinted_handoff: o.hinted_handoff.or(file.hinted_handoff).unwrap_or(true),
+        max_clock_drift_ms: o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500),
+        unsafe_test,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Overrides {
+        Overrides {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            cluster: Some("1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resolves_flags_with_defaults() {
+        let c = resolve(None, base()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.peers(), vec![2, 3]);
+        assert_eq!(c.majority(), 2);
+        assert_eq!(c.max_value_bytes, DEFAULT_MAX_VALUE_BYTES);
+    }
+
+    #[test]
+    fn malformed_cluster_says_what_is_expected() {
+        for (spec, needle) in [
+            ("1=127.0.0.1:7001,2", "expected ID=HOST:PORT"),
+            ("x=127.0.0.1:7001", "positive integer"),
+            ("1=127.0.0.1", "no port"),
+            ("1=127.0.0.1:99999", "invalid port"),
+            ("1=a:1,1=b:2", "appears twice"),
+            ("", "empty"),
+        ] {
+            let e = parse_cluster(spec).unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec:?}: {e}");
+        }
+        let e = resolve(None, Overrides { id: Some(4), ..base() }).unwrap_err().to_string();
+        assert!(e.contains("does not list this node's id 4"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_with_table_and_flag_override() {
+        let f: FileConfig = toml::from_str(
+            "id = 2\ndata_dir = \"/d\"\nmax_value_bytes = 100\n[cluster]\n1 = \"127.0.0.1:1\"\n2 = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let c = resolve(Some(f), Overrides { max_value_bytes: Some(200), ..Default::default() }).unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(c.max_value_bytes, 200);
+        let bad = toml::from_str::<FileConfig>("idd = 1").unwrap_err().message().to_string();
+        assert!(bad.contains("unknown field"), "{bad}");
+    }
+}

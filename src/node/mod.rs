@@ -1,0 +1,122 @@
+//! Process wiring of one node: open the store, start the levels' background
+//! tasks, serve the gRPC services on one port, and shut down cleanly.
+//!
+//! The listener and the shutdown signal are passed in (as in mini-redis'
+//! `server::run`), so tests and `kv dev` can run nodes on ports they chose.
+//! Every background task is spawned on one [`TaskTracker`] and stopped
+//! through one [`CancellationToken`]; shutdown waits for them, then stops the
+//! writer thread so RocksDB closes after its last write.
+
+pub mod config;
+pub mod peer_service;
+pub mod peers;
+pub mod service;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
+use crate::metrics::Metrics;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::cluster_server::ClusterServer;
+use crate::proto::kv_server::KvServer;
+use crate::proto::peer::peer_server::PeerServer;
+use crate::store::{Store, StoreError};
+pub use config::NodeConfig;
+
+/// How long shutdown waits for background tasks before giving up on them.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+/// What the services share.
+pub struct NodeState {
+    pub cfg: NodeConfig,
+    pub store: Arc<Store>,
+    pub peers: Arc<peers::Peers>,
+    pub eventual: Eventual,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+}
+
+/// Runs a node on `listener` until `shutdown` completes.
+pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    if cfg.unsafe_test.any() {
+        tracing::warn!(switches = ?cfg.unsafe_test, "UNSAFE TEST SWITCHES ARE ON: this node deliberately violates its guarantees");
+    }
+    let clock = Arc::new(Clock::new(cfg.id, cfg.max_clock_drift_ms));
+    let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
+    let store = Store::open(&cfg.data_dir, clock.clone(), hint_peers)?;
+    let local_ip: IpAddr = cfg.listen.ip();
+    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.cluster, local_ip).map_err(NodeError::Config)?);
+    let metrics = Arc::new(Metrics::default());
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let replication =
+        Replication::start(store.clone(), peers.clone(), metrics.clone(), cfg.hinted_handoff, cancel.clone(), &tracker);
+    let repair = ReadRepair::start(store.clone(), peers.clone(), metrics.clone(), cancel.clone(), &tracker);
+    anti_entropy::start(
+        store.clone(),
+        peers.clone(),
+        metrics.clone(),
+        cfg.anti_entropy_interval_ms,
+        cancel.clone(),
+        &tracker,
+    );
+    let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
+
+    let state = Arc::new(NodeState {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        peers,
+        eventual,
+        metrics,
+        started: Instant::now(),
+    });
+    let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+    tracing::info!(id = cfg.id, %addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
+
+    let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes))
+        .add_service(
+            PeerServer::new(peer_service::PeerService::new(state.clone()))
+                .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServer::new(service::ClusterService::new(state.clone())))
+        .add_service(AdminServer::new(service::AdminService::new(state.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+
+    tracing::info!(id = cfg.id, "shutting down");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    drop(state);
+    store.shutdown();
+    tracing::info!(id = cfg.id, "stopped");
+    served.map_err(|e| NodeError::Serve(e.to_string()))
+}

@@ -1,0 +1,248 @@
+//! The client-facing gRPC services: `Kv` (validate, then route the request
+//! to its level), `Cluster` (status) and `Admin` (test hooks).
+//!
+//! Every refusal is a gRPC status whose message is one sentence a user can
+//! act on. Statuses that mean "certainly not applied" carry the metadata
+//! `capkv-retry: safe`, which tells clients a retry on another node cannot
+//! apply the operation twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+use super::config::MAX_KEY_BYTES;
+use super::NodeState;
+use crate::level::Level;
+use crate::levels::{CasReply, LevelError};
+use crate::proto::admin_server::Admin;
+use crate::proto::cluster_server::Cluster;
+use crate::proto::kv_server::Kv;
+use crate::proto::*;
+use crate::store::Cell;
+use crate::wire::version_to_proto;
+
+/// Upper bound on a client-chosen deadline.
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 120_000;
+pub const RETRY_SAFE_HEADER: &str = "capkv-retry";
+
+pub struct KvService {
+    node: Arc<NodeState>,
+}
+
+impl KvService {
+    pub fn new(node: Arc<NodeState>) -> Self {
+        KvService { node }
+    }
+
+    fn key(&self, key: &Bytes) -> Result<(), Status> {
+        if key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Status::invalid_argument(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+        }
+        Ok(())
+    }
+
+    fn value(&self, value: &Bytes) -> Result<(), Status> {
+        let max = self.node.cfg.max_value_bytes;
+        if value.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "value is {} bytes; this node's limit is {max} (kv serve --max-value-bytes)",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The level and deadline the request asks for.
+    fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Duration), Status> {
+        let Some(h) = h else {
+            return Err(Status::invalid_argument("request has no header: set header.consistency"));
+        };
+        let level = match Consistency::try_from(h.consistency) {
+            Ok(Consistency::Unspecified) => {
+                return Err(Status::invalid_argument(
+                    "request has no consistency level: set it to EVENTUAL, QUORUM or LINEARIZABLE",
+                ))
+            }
+            Ok(_) => Level::from_proto(h.consistency).expect("known level"),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown consistency level {}: expected EVENTUAL (1), QUORUM (2) or LINEARIZABLE (3)",
+                    h.consistency
+                )))
+            }
+        };
+        let ms = match h.timeout_ms {
+            0 => self.node.cfg.request_timeout_ms,
+            t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
+        };
+        Ok((level, Duration::from_millis(ms)))
+    }
+}
+
+fn not_built(level: Level) -> Status {
+    Status::unimplemented(format!(
+        "the {level} level is not built on this node yet; choose another with --consistency (no fallback is made)"
+    ))
+}
+
+pub fn level_status(e: LevelError) -> Status {
+    match e {
+        LevelError::Unavailable(m) => retry_safe(Status::unavailable(m)),
+        LevelError::Indeterminate(m) => Status::deadline_exceeded(m),
+        LevelError::FailedPrecondition(m) => Status::failed_precondition(m),
+        LevelError::Unimplemented(m) => Status::unimplemented(m),
+        LevelError::Store(e) => Status::internal(e.to_string()),
+    }
+}
+
+pub fn retry_safe(mut s: Status) -> Status {
+    s.metadata_mut().insert(RETRY_SAFE_HEADER, "safe".parse().expect("ascii"));
+    s
+}
+
+fn get_reply(cell: Option<Cell>) -> GetResponse {
+    match cell {
+        Some(c) => GetResponse {
+            found: !c.is_tombstone(),
+            version: Some(version_to_proto(c.version)),
+            value: c.value.unwrap_or_default(),
+        },
+        None => GetResponse { found: false, value: Bytes::new(), version: None },
+    }
+}
+
+fn cas_reply(r: CasReply) -> CasResponse {
+    let g = get_reply(r.current);
+    CasResponse { swapped: r.swapped, found: g.found, current: g.value, version: g.version }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        let (level, _deadline) = self.header(req.header.as_ref())?;
+        self.key(&req.key)?;
+        let cell = match level {
+            Level::Eventual => self.node.eventual.get(req.key).map_err(level_status)?,
+            l => return Err(not_built(l)),
+        };
+        Ok(Response::new(get_reply(cell)))
+    }
+
+    async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let req = req.into_inner();
+        let (level, _deadline) = self.header(req.header.as_ref())?;
+        self.key(&req.key)?;
+        self.value(&req.value)?;
+        let cell = match level {
+            Level::Eventual => self.node.eventual.write(req.key, Some(req.value)).await.map_err(level_status)?,
+            l => return Err(not_built(l)),
+        };
+        Ok(Response::new(SetResponse { version: Some(version_to_proto(cell.version)) }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let (level, _deadline) = self.header(req.header.as_ref())?;
+        self.key(&req.key)?;
+        let cell = match level {
+            Level::Eventual => self.node.eventual.write(req.key, None).await.map_err(level_status)?,
+            l => return Err(not_built(l)),
+        };
+        Ok(Response::new(DeleteResponse { version: Some(version_to_proto(cell.version)) }))
+    }
+
+    async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
+        let req = req.into_inner();
+        let (level, _deadline) = self.header(req.header.as_ref())?;
+        self.key(&req.key)?;
+        self.value(&req.new_value)?;
+        let expected = if req.expect_absent { None } else { Some(req.expected) };
+        let reply = match level {
+            Level::Eventual => self.node.eventual.cas(req.key, expected, req.new_value).await.map_err(level_status)?,
+            l => return Err(not_built(l)),
+        };
+        Ok(Response::new(cas_reply(reply)))
+    }
+}
+
+pub struct ClusterService {
+    node: Arc<NodeState>,
+}
+
+impl ClusterService {
+    pub fn new(node: Arc<NodeState>) -> Self {
+        ClusterService { node }
+    }
+}
+
+/// Hints counted per peer in a status reply, at most.
+const MAX_COUNTED_HINTS: usize = 1_000_000;
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        let n = &self.node;
+        let store = n.store.clone();
+        let peers = n.cfg.peers();
+        let hints_pending = tokio::task::spawn_blocking(move || {
+            peers.into_iter().map(|p| (p, store.count_hints(p, MAX_COUNTED_HINTS).unwrap_or(0) as u64)).collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let mut counters = n.metrics.snapshot();
+        counters.insert("clock_drift_rejections".into(), n.store.clock().drift_rejections());
+        Ok(Response::new(NodeStatus {
+            id: n.cfg.id,
+            address: n.cfg.cluster.get(&n.cfg.id).cloned().unwrap_or_default(),
+            members: n.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
+            levels: vec![Consistency::Eventual as i32],
+            uptime_ms: n.started.elapsed().as_millis() as u64,
+            hints_pending,
+            counters: counters.into_iter().collect(),
+            raft: None,
+            clock_offset_ms: crate::clock::offset_ms(),
+        }))
+    }
+}
+
+pub struct AdminService {
+    node: Arc<NodeState>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<NodeState>) -> Self {
+        AdminService { node }
+    }
+}
+
+/// The clock-skew nemesis may move a clock by at most this much.
+pub const MAX_CLOCK_OFFSET_MS: i64 = 24 * 3600 * 1000;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn set_clock_offset(
+        &self,
+        req: Request<SetClockOffsetRequest>,
+    ) -> Result<Response<SetClockOffsetResponse>, Status> {
+        let offset = req.into_inner().offset_ms;
+        if offset.abs() > MAX_CLOCK_OFFSET_MS {
+            return Err(Status::invalid_argument(format!(
+                "clock offset {offset} ms is beyond ±{MAX_CLOCK_OFFSET_MS} ms"
+            )));
+        }
+        let previous = crate::clock::set_offset_ms(offset);
+        tracing::warn!(
+            node = self.node.cfg.id,
+            offset_ms = offset,
+            previous_ms = previous,
+            "clock offset changed (clock-skew test hook)"
+        );
+        Ok(Response::new(SetClockOffsetResponse { previous_offset_ms: previous }))
+    }
+}
