@@ -5,6 +5,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
         .bytes(".")
-        .compile_protos(&["proto/capkv.proto", "proto/peer.proto"], &["proto"])?;
+        .compile_protos(&["proto/capkv.proto", "proto/peer.proto", "proto/rsm.proto"], &["proto"])?;
     Ok(())
 }

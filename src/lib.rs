@@ -1,11 +1,23 @@
 //! capkv: a replicated key-value store whose consistency level is chosen per
 //! request (eventual, quorum, linearizable), plus a replicated topic log.
 //!
-//! See `docs/architecture.md` for the map of modules.
+//! Map (see `docs/architecture.md`):
+//! * [`store`]: one RocksDB per node, LWW cells, group-commit writer;
+//! * [`clock`]: hybrid logical clock and versions;
+//! * [`levels`]: one module per consistency level;
+//! * [`node`]: process wiring and gRPC services;
+//! * [`client`]: the gRPC client library;
+//! * [`cli`]: the `kv` command line.
 
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod level;
+pub mod levels;
+pub mod metrics;
+pub mod node;
 pub mod store;
+pub mod wire;
 
 /// Generated gRPC types for the client API (`proto/capkv.proto`).
 pub mod proto {

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `kv` binary: a thin shell over `capkv::cli`.
+
+fn main() -> std::process::ExitCode {
+    capkv::cli::run()
+}

@@ -1,0 +1,106 @@
+//! `kv cluster status`: every member with its address and whether it answers.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{fail, Cli, Output, EXIT_ERROR, EXIT_NO};
+use crate::client::Client;
+use crate::proto::NodeStatus;
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// List every node: id, address, reachable or not, and what it reports.
+    Status,
+}
+
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn level_names(s: &NodeStatus) -> String {
+    s.levels.iter().filter_map(|&l| crate::level::Level::from_proto(l)).map(|l| l.name()).collect::<Vec<_>>().join(",")
+}
+
+pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
+    let ClusterCommand::Status = cmd;
+    let entry = match Client::new(&cli.endpoints) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let first = match entry.any_status(STATUS_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut rows = Vec::new();
+    for m in &first.members {
+        let status = match Client::new(std::slice::from_ref(&m.address)) {
+            Ok(c) => c.node_status(0, STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        rows.push((m.id, m.address.clone(), status));
+    }
+    let unreachable = rows.iter().filter(|r| r.2.is_err()).count();
+    match cli.output {
+        Output::Json => {
+            let nodes: Vec<_> = rows
+                .iter()
+                .map(|(id, addr, s)| match s {
+                    Ok(s) => json!({
+                        "id": id, "address": addr, "reachable": true,
+                        "levels": level_names(s).split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(),
+                        "uptime_ms": s.uptime_ms,
+                        "hints_pending": s.hints_pending,
+                        "counters": s.counters,
+                        "clock_offset_ms": s.clock_offset_ms,
+                        "raft": s.raft.as_ref().map(|r| json!({
+                            "role": r.role, "term": r.term, "leader": r.leader_id,
+                            "commit_index": r.commit_index, "applied_index": r.applied_index,
+                            "last_contact_ms": r.last_contact_ms,
+                        })),
+                    }),
+                    Err(e) => json!({"id": id, "address": addr, "reachable": false, "error": e}),
+                })
+                .collect();
+            println!("{}", json!({ "nodes": nodes }));
+        }
+        Output::Text => {
+            println!(
+                "{:<4} {:<22} {:<10} {:<28} {:>8} {:>8} {:>10}",
+                "ID", "ADDRESS", "REACHABLE", "LEVELS", "HINTS", "IMPOSES", "UPTIME"
+            );
+            for (id, addr, s) in &rows {
+                match s {
+                    Ok(s) => {
+                        let hints: u64 = s.hints_pending.values().sum();
+                        let imposes = s.counters.get("read_imposes").copied().unwrap_or(0);
+                        println!(
+                            "{:<4} {:<22} {:<10} {:<28} {:>8} {:>8} {:>9}s",
+                            id,
+                            addr,
+                            "yes",
+                            level_names(s),
+                            hints,
+                            imposes,
+                            s.uptime_ms / 1000
+                        );
+                        if let Some(r) = &s.raft {
+                            println!(
+                                "     raft: role={} term={} leader={} commit={} applied={}",
+                                r.role, r.term, r.leader_id, r.commit_index, r.applied_index
+                            );
+                        }
+                    }
+                    Err(e) => println!("{:<4} {:<22} {:<10} {}", id, addr, "NO", e),
+                }
+            }
+        }
+    }
+    if unreachable == 0 {
+        ExitCode::SUCCESS
+    } else if unreachable < rows.len() {
+        ExitCode::from(EXIT_NO)
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
+}

@@ -1,0 +1,218 @@
+//! `kv dev`: a local cluster of real `kv serve` processes in one command.
+//!
+//! Ports are checked before anything starts; each node logs to
+//! `DATA_DIR/node-N.log`; `KV_ENDPOINTS=...` is printed on stdout once every
+//! node answers, so scripts can wait for that line. SIGTERM or Ctrl-C stops
+//! all nodes (SIGTERM, then SIGKILL after a grace period); children also get
+//! SIGTERM if `kv dev` itself dies (PR_SET_PDEATHSIG).
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::fail;
+use crate::client::Client;
+
+pub const MAX_DEV_NODES: usize = 7;
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Where the nodes keep their data (default: a temporary directory, removed on exit).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Port of node 1; node N listens on base-port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Host the nodes bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Extra arguments for every `kv serve`, after `--`.
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
+}
+
+struct Cluster {
+    children: Vec<(u32, Child)>,
+    temp: Option<PathBuf>,
+}
+
+impl Cluster {
+    fn stop(&mut self) {
+        for (_, c) in &self.children {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for (id, c) in &mut self.children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        eprintln!("node {id} did not stop within {}s; killing it", STOP_GRACE.as_secs());
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        self.children.clear();
+        if let Some(t) = self.temp.take() {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+pub fn run(args: DevArgs) -> ExitCode {
+    if args.nodes == 0 || args.nodes > MAX_DEV_NODES {
+        return fail(format!("--nodes {} is out of range: 1 to {MAX_DEV_NODES}", args.nodes));
+    }
+    if args.base_port as usize + args.nodes > 65536 || args.base_port == 0 {
+        return fail(format!("--base-port {} leaves no room for {} nodes", args.base_port, args.nodes));
+    }
+    let addrs: Vec<String> =
+        (0..args.nodes).map(|i| format!("{}:{}", args.host, args.base_port as usize + i)).collect();
+    for a in &addrs {
+        if let Err(e) = std::net::TcpListener::bind(a) {
+            return fail(format!("cannot use {a} for kv dev: {e}; choose another --base-port"));
+        }
+    }
+    let (dir, temp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!("capkv-dev-{}", std::process::id()));
+            (d.clone(), Some(d))
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return fail(format!("cannot create {}: {e}", dir.display()));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("cannot find the kv binary: {e}")),
+    };
+    let cluster_spec = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+    let mut cluster = Cluster { children: Vec::new(), temp };
+    for i in 1..=args.nodes as u32 {
+        let log_path = dir.join(format!("node-{i}.log"));
+        let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot open {}: {e}", log_path.display())),
+        };
+        let err_log = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => return fail(e),
+        };
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--id")
+            .arg(i.to_string())
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{i}")))
+            .arg("--cluster")
+            .arg(&cluster_spec)
+            .args(&args.serve_args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
+        // SAFETY: prctl in the child before exec; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => cluster.children.push((i, c)),
+            Err(e) => return fail(format!("cannot start node {i}: {e}")),
+        }
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let ready = rt.block_on(wait_ready(&addrs, &mut cluster, &dir));
+    if let Err(e) = ready {
+        return fail(e);
+    }
+    println!("KV_ENDPOINTS={}", addrs.join(","));
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "capkv dev cluster: {} nodes, data in {}{}, logs node-N.log there. Ctrl-C stops it.",
+        args.nodes,
+        dir.display(),
+        if cluster.temp.is_some() { " (temporary)" } else { "" }
+    );
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let signal = super::serve::shutdown_signal();
+        tokio::pin!(signal);
+        let mut reported = std::collections::BTreeSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tick.tick() => {
+                    for (id, c) in &mut cluster.children {
+                        if let Ok(Some(st)) = c.try_wait() {
+                            if reported.insert(*id) {
+                                eprintln!("node {id} exited ({st}); the others keep running");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    eprintln!("stopping the cluster");
+    cluster.stop();
+    ExitCode::SUCCESS
+}
+
+async fn wait_ready(addrs: &[String], cluster: &mut Cluster, dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (i, a) in addrs.iter().enumerate() {
+        let client = Client::new(&[a]).map_err(|e| e.to_string())?;
+        loop {
+            if client.node_status(0, Duration::from_millis(500)).await.is_ok() {
+                break;
+            }
+            let (id, child) = &mut cluster.children[i];
+            if let Ok(Some(st)) = child.try_wait() {
+                let log = dir.join(format!("node-{id}.log"));
+                return Err(format!(
+                    "node {id} exited during start-up ({st}); end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("node {} at {a} did not become ready within {}s", i + 1, READY_TIMEOUT.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

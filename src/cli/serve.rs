@@ -1,0 +1,109 @@
+//! `kv serve`: run one node until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::fail;
+use crate::node::config::{self, FileConfig, Overrides};
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer listed in --cluster).
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// Directory of this node's RocksDB (created if missing).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to bind, HOST:PORT (default: this node's --cluster entry).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Every node: ID=HOST:PORT,ID=HOST:PORT,...
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// TOML file with the same settings (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Largest value accepted, in bytes (default 1 MiB).
+    #[arg(long)]
+    pub max_value_bytes: Option<usize>,
+    /// Default deadline of a client request, in ms (default 5000).
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Period of anti-entropy rounds, in ms (default 10000).
+    #[arg(long)]
+    pub anti_entropy_interval_ms: Option<u64>,
+    /// Do not keep hints for unreachable peers (anti-entropy still repairs).
+    #[arg(long)]
+    pub no_hinted_handoff: bool,
+    /// Peer clock stamps further ahead than this do not move our clock (ms, default 500).
+    #[arg(long)]
+    pub max_clock_drift_ms: Option<u64>,
+    /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+    /// TEST ONLY: quorum gets skip read-impose (breaks linearizability).
+    #[arg(long, hide = true)]
+    pub unsafe_skip_read_impose: bool,
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(p) => match FileConfig::load(p) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let overrides = Overrides {
+        id: args.id,
+        data_dir: args.data_dir.clone(),
+        listen: args.listen.clone(),
+        cluster: args.cluster.clone(),
+        max_value_bytes: args.max_value_bytes,
+        request_timeout_ms: args.request_timeout_ms,
+        anti_entropy_interval_ms: args.anti_entropy_interval_ms,
+        hinted_handoff: args.no_hinted_handoff.then_some(false),
+        max_clock_drift_ms: args.max_clock_drift_ms,
+        unsafe_skip_read_impose: args.unsafe_skip_read_impose,
+    };
+    let cfg = match config::resolve(file, overrides) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on {}: {e}", cfg.listen)),
+        };
+        match crate::node::run(cfg, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
