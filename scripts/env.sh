@@ -1,0 +1,32 @@
+# Shared set-up for the scripts: sourced, not run.
+# Installs what the build needs on a fresh Debian machine when missing
+# (RocksDB's bindings need libclang; tonic/prost code generation needs protoc)
+# and reuses one cargo target dir outside the clone.
+
+capkv_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/capkv-target}"
+export CAPKV_BIN="$CARGO_TARGET_DIR/release"
+
+capkv_need_packages() {
+  local missing=()
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    missing+=(libclang-dev)
+  fi
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing build prerequisites: ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+capkv_build() {
+  echo "==> building capkv (release; target dir $CARGO_TARGET_DIR)" >&2
+  (cd "$capkv_root" && cargo build --release --workspace --bins)
+}

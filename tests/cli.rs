@@ -1,0 +1,199 @@
+//! The `kv` command line as a user meets it: exit statuses, one-line errors
+//! for every kind of bad input, `kv dev`, and `kv cluster status`.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn assert_one_clear_line(stderr: &str, needle: &str) {
+    assert!(stderr.contains(needle), "stderr {stderr:?} lacks {needle:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "stderr looks like a panic: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_set_del_cas_exit_statuses() {
+    let c = TestCluster::start(3, &[]).await;
+    let ep = c.endpoints();
+    let kv_e = |args: &[&str]| {
+        let mut a = vec!["--endpoints", &ep, "--consistency", "eventual"];
+        a.extend_from_slice(args);
+        kv(&a)
+    };
+    assert_eq!(kv_e(&["set", "fruit", "apple"]).0, 0);
+    let (code, out, _) = kv_e(&["get", "fruit"]);
+    assert_eq!((code, out.as_str()), (0, "apple\n"));
+    // Missing key: nothing on stdout, "not found" on stderr, exit 1.
+    let (code, out, err) = kv_e(&["get", "nope"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains("not found"), "{err}");
+    // CAS: 0 swapped, 1 compare failed (stderr names the current value).
+    assert_eq!(kv_e(&["cas", "fruit", "--expect", "apple", "pear"]).0, 0);
+    let (code, _, err) = kv_e(&["cas", "fruit", "--expect", "apple", "plum"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("\"pear\""), "{err}");
+    assert_eq!(kv_e(&["cas", "new", "--expect-absent", "x"]).0, 0);
+    assert_eq!(kv_e(&["cas", "new", "--expect-absent", "y"]).0, 1);
+    // JSON output.
+    let (code, out, _) = kv_e(&["--output", "json", "get", "fruit"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["value"], "pear");
+    assert!(v["version"]["hlc"].as_u64().unwrap() > 0);
+    // Delete, then the key is gone.
+    assert_eq!(kv_e(&["del", "fruit"]).0, 0);
+    assert_eq!(kv_e(&["get", "fruit"]).0, 1);
+    // Env vars are defaults for --endpoints and --consistency.
+    let (code, out, _) = kv_env(&["get", "new"], &[("KV_ENDPOINTS", &ep), ("KV_CONSISTENCY", "eventual")]);
+    assert_eq!((code, out.as_str()), (0, "x\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_line_and_non_zero_exit() {
+    let c = TestCluster::start(1, &["--max-value-bytes", "1000"]).await;
+    let ep = c.endpoints();
+    let run = |args: &[&str]| {
+        let mut a = vec!["--endpoints", &ep, "-c", "eventual"];
+        a.extend_from_slice(args);
+        kv(&a)
+    };
+    let (code, _, err) = run(&["get", ""]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "key must not be empty");
+
+    let long_key = "k".repeat(5000);
+    let (code, _, err) = run(&["set", &long_key, "v"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "key is 5000 bytes; the limit is 4096");
+
+    let big = "v".repeat(2000);
+    let (code, _, err) = run(&["set", "k", &big]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "value is 2000 bytes; this node's limit is 1000");
+
+    let (code, _, err) = kv(&["--endpoints", &ep, "--consistency", "bogus", "get", "k"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "unknown consistency level \"bogus\"");
+    let (code, _, err) = kv_env(&["--endpoints", &ep, "get", "k"], &[("KV_CONSISTENCY", "strongish")]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "unknown consistency level \"strongish\"");
+
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (code, _, err) = kv(&["--endpoints", &dead, "-c", "eventual", "get", "k"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, &dead);
+    assert_one_clear_line(&err, "cannot connect");
+
+    let (code, _, err) = kv(&["--endpoints", "nonsense", "get", "k"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "has no port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_bad_configuration_and_a_data_dir_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n1");
+    let d = d.to_str().unwrap();
+    for (cluster, needle) in [
+        ("1=127.0.0.1", "no port"),
+        ("1=127.0.0.1:7001,2", "expected ID=HOST:PORT"),
+        ("2=127.0.0.1:7001", "does not list this node's id 1"),
+        ("x=127.0.0.1:7001", "positive integer"),
+    ] {
+        let (code, _, err) = kv(&["serve", "--id", "1", "--data-dir", d, "--cluster", cluster]);
+        assert_eq!(code, 2, "{cluster}");
+        assert_one_clear_line(&err, needle);
+    }
+    let (code, _, err) = kv(&["serve", "--data-dir", d, "--cluster", "1=127.0.0.1:7001"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "missing node id");
+
+    let c = TestCluster::start(1, &[]).await;
+    let used = c.data_dir(1).to_str().unwrap().to_string();
+    let spec = format!("1=127.0.0.1:{}", free_port());
+    let (code, _, err) = kv(&["serve", "--id", "1", "--data-dir", &used, "--cluster", &spec]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "is in use by another capkv process (pid");
+
+    // The same node from a TOML file, with a flag overriding it.
+    let port = free_port();
+    let toml = dir.path().join("node.toml");
+    std::fs::write(&toml, format!("id = 1\ndata_dir = \"{d}\"\n[cluster]\n1 = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut child =
+        Command::new(KV).args(["serve", "--config", toml.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let client = capkv::client::Client::new(&[format!("127.0.0.1:{port}")]).unwrap();
+    eventually(Duration::from_secs(30), "node from TOML config answers", || async {
+        client.node_status(0, Duration::from_millis(300)).await.ok()
+    })
+    .await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "id = 1\nbogus_setting = 3\n").unwrap();
+    let (code, _, err) = kv(&["serve", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "unknown field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_lists_every_node_and_who_is_unreachable() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let ep = c.endpoints();
+    let (code, out, _) = kv(&["--endpoints", &ep, "cluster", "status"]);
+    assert_eq!(code, 0, "{out}");
+    for id in 1..=3 {
+        assert!(out.contains(&c.node(id).addr), "{out}");
+    }
+    c.kill(2);
+    let (code, out, _) = kv(&["--endpoints", &ep, "--output", "json", "cluster", "status"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let reach: Vec<bool> = v["nodes"].as_array().unwrap().iter().map(|n| n["reachable"].as_bool().unwrap()).collect();
+    assert_eq!(reach, vec![true, false, true]);
+}
+
+#[test]
+fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
+    // Find 3 consecutive free ports.
+    let base = loop {
+        let p = free_port();
+        if p < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let mut dev = Command::new(KV)
+        .args(["dev", "--base-port", &base.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(dev.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let endpoints =
+        line.trim().strip_prefix("KV_ENDPOINTS=").unwrap_or_else(|| panic!("first line {line:?}")).to_string();
+    assert_eq!(endpoints.split(',').count(), 3);
+    let (code, _, err) = kv(&["--endpoints", &endpoints, "-c", "eventual", "set", "a", "1"]);
+    assert_eq!(code, 0, "{err}");
+    unsafe { libc::kill(dev.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = dev.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "kv dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    // All nodes are gone: their ports are free again.
+    for i in 0..3 {
+        let addr = ("127.0.0.1", base + i);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(addr).is_err() {
+            assert!(Instant::now() < deadline, "port {} still in use", base + i);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

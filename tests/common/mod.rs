@@ -1,0 +1,225 @@
+//! Test harness: a cluster of real `kv serve` processes on loopback.
+//!
+//! Ports come from binding 127.0.0.1:0; data lives in a temp dir; every
+//! process is killed when the cluster is dropped (also on test panic).
+//! Waiting is always "poll a condition with a bounded deadline", never a
+//! fixed sleep.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use capkv::client::{CallOptions, Client};
+use capkv::Level;
+
+pub const KV: &str = env!("CARGO_BIN_EXE_kv");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Node {
+    pub id: u32,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub extra: Vec<String>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    pub spec: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes, each with `extra` flags, and waits until all answer.
+    pub async fn start(n: usize, extra: &[&str]) -> TestCluster {
+        Self::start_with(n, |_| extra.iter().map(|s| s.to_string()).collect()).await
+    }
+
+    /// Like `start`, with per-node extra flags.
+    pub async fn start_with(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let spec = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+        let nodes = (1..=n as u32)
+            .map(|id| Node {
+                id,
+                addr: addrs[id as usize - 1].clone(),
+                data_dir: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+                extra: extra(id),
+            })
+            .collect();
+        let mut c = TestCluster { nodes, spec, dir };
+        for id in 1..=n as u32 {
+            c.spawn(id);
+        }
+        for id in 1..=n as u32 {
+            c.wait_ready(id).await;
+        }
+        c
+    }
+
+    pub fn node(&self, id: u32) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn spawn(&mut self, id: u32) {
+        let spec = self.spec.clone();
+        let n = &mut self.nodes[id as usize - 1];
+        assert!(n.child.is_none(), "node {id} already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
+        let child = Command::new(KV)
+            .args(["serve", "--id", &id.to_string(), "--cluster", &spec, "--data-dir"])
+            .arg(&n.data_dir)
+            .args(&n.extra)
+            .env("RUST_LOG", "info,capkv=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        n.child = Some(child);
+    }
+
+    pub async fn wait_ready(&self, id: u32) {
+        let n = self.node(id);
+        let client = Client::new(std::slice::from_ref(&n.addr)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.node_status(0, Duration::from_millis(500)).await.is_err() {
+            assert!(Instant::now() < deadline, "node {id} not ready in 60s; log:\n{}", self.log_tail(id));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_tail(&self, id: u32) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn pid(&self, id: u32) -> i32 {
+        self.node(id).child.as_ref().expect("node running").id() as i32
+    }
+
+    pub fn signal(&self, id: u32, sig: i32) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.pid(id), sig) }, 0);
+    }
+
+    pub fn stop(&self, id: u32) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    pub fn cont(&self, id: u32) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut c) = self.nodes[id as usize - 1].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, id: u32) -> std::process::ExitStatus {
+        let mut c = self.nodes[id as usize - 1].child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn restart(&mut self, id: u32) {
+        self.spawn(id);
+        self.wait_ready(id).await;
+    }
+
+    /// A client talking to one node only.
+    pub fn client(&self, id: u32) -> Client {
+        Client::new(&[self.node(id).addr.clone()]).unwrap()
+    }
+
+    pub fn data_dir(&self, id: u32) -> &Path {
+        &self.node(id).data_dir
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if std::env::var_os("CAPKV_KEEP_TEST_DIR").is_some() {
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                eprintln!("keeping test dir {}", dir.keep().display());
+            }
+            for n in &self.nodes {
+                eprintln!("----- last lines of node {} log ({}) -----\n{}", n.id, n.log.display(), self.log_tail(n.id));
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn opts(level: Level) -> CallOptions {
+    CallOptions::new(level)
+}
+
+/// Polls `f` until it returns Some, at most `timeout`; panics with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the kv binary with args; returns (exit code, stdout, stderr).
+pub fn kv(args: &[&str]) -> (i32, String, String) {
+    kv_env(args, &[])
+}
+
+pub fn kv_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(KV)
+        .args(args)
+        .env_remove("KV_ENDPOINTS")
+        .env_remove("KV_CONSISTENCY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
