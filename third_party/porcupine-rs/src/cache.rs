@@ -83,7 +83,7 @@ mod tests {
         fn init() -> i32 {
             0
         }
-	
+
         fn step(s: &i32, op: &i32) -> (bool, i32) {
             (true, s + op)
         }

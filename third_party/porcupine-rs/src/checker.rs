@@ -1,7 +1,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -79,6 +79,32 @@ fn build_event_partitions<M: EventModel>(history: &[Event<M>]) -> Vec<Partition<
 // Dispatch
 // ---------------------------------------------------------------------------
 
+/// How the search on one partition ended.
+///
+/// A search stopped by the kill flag (timeout, or another partition already
+/// found illegal) proves nothing about its partition: it must never be
+/// reported as `Illegal`. (porcupine-rs 0.3.0 returned `false` for a killed
+/// search, so a timed-out `check_*_info_timeout` answered `Illegal`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SearchOutcome {
+    /// A complete linearization was found.
+    Linearizable,
+    /// The search space was exhausted without a linearization.
+    Illegal,
+    /// The search was stopped before it could decide.
+    Killed,
+}
+
+impl SearchOutcome {
+    fn as_check_result(self) -> CheckResult {
+        match self {
+            SearchOutcome::Linearizable => CheckResult::Ok,
+            SearchOutcome::Illegal => CheckResult::Illegal,
+            SearchOutcome::Killed => CheckResult::Unknown,
+        }
+    }
+}
+
 fn check_partitions<M: Model>(
     partitions: Vec<Partition<M>>,
     timeout: Option<Duration>,
@@ -90,13 +116,8 @@ fn check_partitions<M: Model>(
         // Fast path: single partition, no timeout, no info needed.
         1 if timeout.is_none() && !compute_info => {
             let kill = AtomicBool::new(false);
-            let (ok, _) = check_single(&partitions[0], &kill, false);
-            let result = if ok {
-                CheckResult::Ok
-            } else {
-                CheckResult::Illegal
-            };
-            (result, LinearizationInfo::empty())
+            let (outcome, _) = check_single(&partitions[0], &kill, false);
+            (outcome.as_check_result(), LinearizationInfo::empty())
         }
 
         _ => check_parallel(partitions, timeout, compute_info),
@@ -107,156 +128,113 @@ fn check_partitions<M: Model>(
 // Parallel driver
 // ---------------------------------------------------------------------------
 
+/// The longest partial linearizations of one partition (see `Linearizer`).
+type Longest = Vec<Option<Arc<Vec<usize>>>>;
+
+/// Check every partition on a bounded pool of worker threads.
+///
+/// At most `available_parallelism()` threads run at once (porcupine-rs 0.3.0
+/// spawned one thread per partition, so a history with thousands of keys
+/// started thousands of threads). Workers take partitions in order from a
+/// shared counter and report `(index, outcome, longest)` on a channel.
+///
+/// The verdict: `Illegal` if any partition is illegal; otherwise `Unknown` if
+/// any partition's search was stopped (timeout) or never ran; otherwise `Ok`.
 fn check_parallel<M: Model>(
     partitions: Vec<Partition<M>>,
     timeout: Option<Duration>,
     compute_info: bool,
 ) -> (CheckResult, LinearizationInfo<M>) {
     let total = partitions.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, total);
 
     // Extract the ops vecs upfront so we can move them into LinearizationInfo
     // without also moving the partitions (which are borrowed by the threads).
     let partition_ops: Vec<Vec<crate::model::Operation<M>>> =
         partitions.iter().map(|p| p.ops.clone()).collect();
 
-    // Each thread sends (partition_index, ok, longest).
-    // bounded(total): threads never block on send, even after the receiver
-    // has stopped reading.
-    let (tx, rx) = bounded::<(usize, bool, Vec<Option<Arc<Vec<usize>>>>)>(total);
-    let kill = Arc::new(AtomicBool::new(false));
+    // Every partition is reported exactly once, so bounded(total) never
+    // blocks a sender.
+    let (tx, rx) = bounded::<(usize, SearchOutcome, Longest)>(total);
+    let kill = AtomicBool::new(false);
+    let next_partition = AtomicUsize::new(0);
 
     thread::scope(|s| {
-        for (i, partition) in partitions.iter().enumerate() {
+        for _ in 0..workers {
             let tx = tx.clone();
-            let kill = Arc::clone(&kill);
+            let (kill, next_partition, partitions) = (&kill, &next_partition, &partitions);
             s.spawn(move |_| {
-                let (ok, longest) = check_single(partition, &kill, compute_info);
-                let _ = tx.send((i, ok, longest)); // never blocks: bounded(total)
+                loop {
+                    let i = next_partition.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let (outcome, longest) = if kill.load(Ordering::Relaxed) {
+                        (SearchOutcome::Killed, Vec::new())
+                    } else {
+                        check_single(&partitions[i], kill, compute_info)
+                    };
+                    let _ = tx.send((i, outcome, longest)); // never blocks: bounded(total)
+                }
             });
         }
 
-        // Drop our copy of the sender so the channel closes when all threads
-        // finish and their sender clones are dropped.  Without this, rx.recv()
-        // would never return Err.
+        // Drop our copy of the sender so the channel closes when every
+        // worker has finished.
         drop(tx);
 
-        // Optional timeout channel: fires once after the deadline.
-        let timeout_ch = timeout.map(crossbeam::channel::after);
+        // Fires once after the deadline; `never()` when there is no deadline.
+        let deadline = timeout.map_or_else(crossbeam::channel::never, crossbeam::channel::after);
 
-        let mut ok_all = true;
-        let mut received = 0;
-        let mut timed_out = false;
-        // Per-partition longest arrays, collected only when compute_info=true.
-        let mut all_longest: Vec<Option<Vec<Option<Arc<Vec<usize>>>>>> = vec![None; total];
+        let mut outcomes: Vec<Option<SearchOutcome>> = vec![None; total];
+        let mut all_longest: Vec<Longest> = vec![Vec::new(); total];
 
-        // ---------------------------------------------------------------
-        // Phase 1 — main receive loop
-        //
-        // Exits when:
-        //   (a) all results received,
-        //   (b) a false result arrives and compute_info=false (kill+break), or
-        //   (c) the timeout fires.
-        // ---------------------------------------------------------------
-        'recv: loop {
-            if received >= total {
-                break;
-            }
-
-            let msg = if let Some(ref t) = timeout_ch {
-                select! {
-                    recv(rx) -> m => match m {
-                        Ok(v)  => Some(v),
-                        Err(_) => break 'recv,
-                    },
-                    recv(t) -> _ => {
-                        timed_out = true;
-                        kill.store(true, Ordering::Relaxed);
-                        None // signals timeout
-                    }
-                }
-            } else {
-                match rx.recv() {
-                    Ok(v) => Some(v),
-                    Err(_) => break 'recv,
-                }
-            };
-
-            match msg {
-                Some((i, ok, longest)) => {
-                    received += 1;
-                    if compute_info {
-                        all_longest[i] = Some(longest);
-                    }
-                    if !ok {
-                        ok_all = false;
-                        if !compute_info {
-                            // Fast termination: no more info needed.
+        // Receive until every worker has finished. After the deadline or an
+        // illegal partition (when no info is wanted) the kill flag makes the
+        // remaining searches stop at their next step, so this ends promptly.
+        loop {
+            select! {
+                recv(rx) -> msg => match msg {
+                    Ok((i, outcome, longest)) => {
+                        outcomes[i] = Some(outcome);
+                        if compute_info {
+                            all_longest[i] = longest;
+                        }
+                        if outcome == SearchOutcome::Illegal && !compute_info {
+                            // Fast termination: the verdict is decided and
+                            // no partial linearizations are wanted.
                             kill.store(true, Ordering::Relaxed);
-                            break 'recv;
                         }
-                        // compute_info=true: keep running to collect all
-                        // partial linearizations.
                     }
-                }
-                None => break 'recv, // timeout fired
+                    Err(_) => break, // all workers done
+                },
+                recv(deadline) -> _ => kill.store(true, Ordering::Relaxed),
             }
         }
 
-        // ---------------------------------------------------------------
-        // Phase 2 — drain remaining results when compute_info=true
-        //
-        // If we exited phase 1 early (timeout, or channel closed), there
-        // may be results in the buffer that we haven't read yet.  Drain
-        // them so we collect complete data for all partitions that
-        // finished.  Since the channel is bounded(total) and threads
-        // always send exactly once, this loop terminates.
-        //
-        // The crossbeam scope join (implicit at the end of this closure)
-        // waits for any threads still running, so by the time we reach
-        // the end of this closure all threads have completed and all
-        // results are either already received or sitting in the buffer.
-        // ---------------------------------------------------------------
-        if compute_info {
-            while received < total {
-                match rx.recv() {
-                    Ok((i, ok, longest)) => {
-                        received += 1;
-                        if all_longest[i].is_none() {
-                            all_longest[i] = Some(longest);
-                        }
-                        if !ok {
-                            ok_all = false;
-                        }
-                    }
-                    Err(_) => break, // channel closed
-                }
-            }
-        }
-
-        // Build the info object from per-partition longest arrays.
-        let info = if compute_info {
-            LinearizationInfo::from_longest(
-                all_longest
-                    .into_iter()
-                    .map(|opt| opt.unwrap_or_default())
-                    .collect(),
-                partition_ops,
-            )
-        } else {
-            LinearizationInfo::empty()
-        };
-
-        let result = if !ok_all {
+        let results: Vec<CheckResult> = outcomes
+            .iter()
+            .map(|o| o.unwrap_or(SearchOutcome::Killed).as_check_result())
+            .collect();
+        let result = if results.contains(&CheckResult::Illegal) {
             CheckResult::Illegal
-        } else if timed_out {
+        } else if results.contains(&CheckResult::Unknown) {
             CheckResult::Unknown
         } else {
             CheckResult::Ok
         };
 
+        let info = if compute_info {
+            LinearizationInfo::from_longest(all_longest, partition_ops, results)
+        } else {
+            LinearizationInfo::empty()
+        };
+
         (result, info)
     })
-    .unwrap()
+    .expect("a porcupine-rs worker thread panicked")
 }
 
 // ---------------------------------------------------------------------------
@@ -265,15 +243,13 @@ fn check_parallel<M: Model>(
 
 /// Run the search on one partition.
 ///
-/// Returns `(ok, longest)` where `ok` is `true` iff the history is
-/// linearizable (or was killed before a definitive answer), and `longest`
-/// holds the per-operation partial linearization data (empty when
-/// `compute_info` is `false`).
+/// Returns the outcome and `longest`, the per-operation partial
+/// linearization data (empty when `compute_info` is `false`).
 fn check_single<M: Model>(
     partition: &Partition<M>,
     kill: &AtomicBool,
     compute_info: bool,
-) -> (bool, Vec<Option<Arc<Vec<usize>>>>) {
+) -> (SearchOutcome, Longest) {
     let n = partition.check_history.len();
     let mut linearizer = Linearizer::<M>::new(partition, compute_info);
     let mut current = linearizer.front();
@@ -281,7 +257,7 @@ fn check_single<M: Model>(
     while current < n {
         // Cooperative cancellation — checked at the top of every iteration.
         if kill.load(Ordering::Relaxed) {
-            return (false, linearizer.into_longest());
+            return (SearchOutcome::Killed, linearizer.into_longest());
         }
 
         match partition.check_history[current] {
@@ -302,7 +278,7 @@ fn check_single<M: Model>(
 
                 match linearizer.backtrack() {
                     Some(pos) => current = linearizer.next_of(pos),
-                    None => return (false, linearizer.into_longest()),
+                    None => return (SearchOutcome::Illegal, linearizer.into_longest()),
                 }
             }
         }
@@ -310,5 +286,5 @@ fn check_single<M: Model>(
 
     // Every entry was lifted: complete linearization found.
     linearizer.finalize_longest();
-    (true, linearizer.into_longest())
+    (SearchOutcome::Linearizable, linearizer.into_longest())
 }

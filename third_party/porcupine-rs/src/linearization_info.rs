@@ -1,6 +1,6 @@
 use std::{collections::HashSet, sync::Arc};
 
-use crate::model::{Model, Operation};
+use crate::model::{CheckResult, Model, Operation};
 
 // ---------------------------------------------------------------------------
 // Annotation
@@ -54,6 +54,12 @@ pub struct LinearizationInfo<M: Model> {
     /// and metadata.
     pub partition_ops: Vec<Vec<Operation<M>>>,
 
+    /// The verdict for each partition, in the same order as `partition_ops`:
+    /// `Ok`, `Illegal`, or `Unknown` when its search was stopped by the
+    /// timeout (or never started). Lets a caller tell which partitions are
+    /// the offending ones. (Added by the capkv fork.)
+    pub partition_results: Vec<CheckResult>,
+
     /// Optional extra annotations added by the caller.
     pub annotations: Vec<Annotation>,
 }
@@ -63,6 +69,7 @@ impl<M: Model> Default for LinearizationInfo<M> {
         Self {
             partial_linearizations: Vec::new(),
             partition_ops: Vec::new(),
+            partition_results: Vec::new(),
             annotations: Vec::new(),
         }
     }
@@ -80,15 +87,18 @@ impl<M: Model> LinearizationInfo<M> {
     ///   linearization of length `arc.len()` that includes `ops[i]` of partition `p`.
     ///   Multiple indices may share the same `Arc`; we deduplicate by pointer identity.
     /// - `partition_ops[p]` is the `Operation<M>` slice for partition `p`.
+    /// - `partition_results[p]` is the verdict for partition `p`.
     pub fn from_longest(
         all_longest: Vec<Vec<Option<Arc<Vec<usize>>>>>,
         partition_ops: Vec<Vec<Operation<M>>>,
+        partition_results: Vec<CheckResult>,
     ) -> Self {
         let partial_linearizations = all_longest.into_iter().map(dedup_sequences).collect();
 
         Self {
             partial_linearizations,
             partition_ops,
+            partition_results,
             annotations: Vec::new(),
         }
     }

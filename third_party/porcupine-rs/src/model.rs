@@ -16,7 +16,6 @@ pub trait Model: Clone + Send + Sync {
         vec![history.to_vec()]
     }
 
-
     fn init() -> Self::State;
 
     /// Checks whether the given operation is acceptable with given the state.
