@@ -276,8 +276,8 @@ pub enum HistoryError {
 /// Appends events to a `history.jsonl` stream, one line each.
 ///
 /// Each event is written with a single `write_all` of the whole line, so a
-/// crash leaves at most the last line truncated. Call [`HistoryWriter::flush`]
-/// (or drop the writer after flushing) to push buffered lines out.
+/// crash leaves at most the last line truncated. The writer does not flush
+/// on drop: call [`HistoryWriter::flush`] to push buffered lines out.
 #[derive(Debug)]
 pub struct HistoryWriter<W: Write> {
     out: W,
