@@ -1,0 +1,254 @@
+//! The linearizable level (DESIGN §4, third column): a replicated state
+//! machine over one Raft group of all nodes (tikv raft-rs `RawNode`).
+//!
+//! * [`state_machine`]: what applying an entry does (pure, deterministic).
+//! * [`storage`]: `raft::Storage` over the node's RocksDB.
+//! * [`raft_node`]: the driver that owns the `RawNode` and does its I/O.
+//! * [`transport`]: Raft messages and snapshots over the peer service.
+//! * [`snapshot`]: snapshot files, generation and installation.
+//!
+//! Any node accepts a request. Writes become commands proposed through the
+//! local Raft node (raft-rs forwards a follower's proposal to the leader)
+//! and are answered when applied; reads wait for a read index, then read
+//! this node's state machine. A command that was not answered in time is
+//! *indeterminate*; retrying it with the same (client id, request id) is
+//! safe because the state machine applies each at most once.
+
+pub mod logger;
+pub mod raft_node;
+pub mod snapshot;
+pub mod state_machine;
+pub mod storage;
+pub mod transport;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use raft::eraftpb::Message;
+use raft::RawNode;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{CasReply, LevelError};
+use crate::clock::{Clock, Version};
+use crate::level::Level;
+use crate::metrics::Metrics;
+use crate::node::peers::Peers;
+use crate::proto::rsm::{self, command::Op, reply};
+use crate::store::{Cell, Cf, Store, StoreError};
+use raft_node::{Channels, DbRsm, Driver, Proposal, ReadWaiter};
+pub use raft_node::{RaftSettings, RaftView, ReadMode};
+use snapshot::Snapshots;
+use state_machine::{decode_applied, user_key, RsmRead, META_APPLIED};
+use storage::{RaftStore, KEY_INSTALLING};
+
+/// Queued proposals / reads / inbound messages before senders wait or drop.
+pub const PROPOSAL_QUEUE: usize = 16 * 1024;
+pub const READ_QUEUE: usize = 16 * 1024;
+pub const INBOUND_QUEUE: usize = 16 * 1024;
+
+/// Who is asking: the client's session identifiers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub client_id: u64,
+    pub request_id: u64,
+    pub ack_below: u64,
+}
+
+pub struct Linear {
+    proposals: mpsc::Sender<Proposal>,
+    reads: mpsc::Sender<ReadWaiter>,
+    inbound: mpsc::Sender<Message>,
+    view: watch::Receiver<RaftView>,
+    store: Arc<Store>,
+    snapshots: Arc<Snapshots>,
+    /// Session id for requests that come without a client id.
+    own_client_id: u64,
+    own_seq: AtomicU64,
+}
+
+impl Linear {
+    /// Opens the Raft state (finishing an interrupted snapshot install) and
+    /// starts the driver and transport.
+    pub async fn start(
+        id: u32,
+        store: Arc<Store>,
+        peers: Arc<Peers>,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        settings: RaftSettings,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Linear>, StoreError> {
+        let snapshots = Arc::new(Snapshots::open(store.dir().join("snapshots"))?);
+        let voters: Vec<u64> = peers.members().keys().map(|&i| i as u64).collect();
+        let raft_store = RaftStore::open(store.db().clone(), &voters, snapshots.clone())?;
+        if let Some(name) = store.get_raw(Cf::RaftState, KEY_INSTALLING)? {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            tracing::warn!(file = %name, "finishing a snapshot install interrupted by a crash");
+            raft_node::install(&store, &raft_store, &name, &raft_store.conf_state()).await?;
+        }
+        let applied = DbRsm(store.db()).get(META_APPLIED)?.and_then(|b| decode_applied(&b)).map_or(0, |(i, _)| i);
+        let cfg = raft_node::raft_config(id, applied, &settings);
+        cfg.validate().map_err(|e| StoreError::Corrupt(format!("raft config: {e}")))?;
+        let node = RawNode::new(&cfg, raft_store, &logger::raft_logger(id))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start raft: {e}")))?;
+
+        let (ptx, prx) = mpsc::channel(PROPOSAL_QUEUE);
+        let (rtx, rrx) = mpsc::channel(READ_QUEUE);
+        let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
+        let (etx, erx) = mpsc::channel(1024);
+        let (vtx, vrx) = watch::channel(RaftView::default());
+        let transport = transport::Transport::start(peers, snapshots.clone(), etx, cancel.clone(), tracker);
+        let driver = Driver::new(node, id, store.clone(), transport, settings, clock, metrics, vtx, cancel, applied);
+        tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
+        tracing::info!(id, applied, "linearizable level started");
+        Ok(Arc::new(Linear {
+            proposals: ptx,
+            reads: rtx,
+            inbound: itx,
+            view: vrx,
+            store,
+            snapshots,
+            own_client_id: rand::random::<u64>() | 1,
+            own_seq: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn view(&self) -> RaftView {
+        self.view.borrow().clone()
+    }
+
+    /// Hands messages from a peer to the driver; dropped when it is
+    /// overloaded (Raft retransmits).
+    pub fn step(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            if self.inbound.try_send(m).is_err() {
+                break;
+            }
+        }
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
+    }
+
+    /// Waits until this node has applied everything committed before now.
+    async fn read_barrier(&self, deadline: Instant) -> Result<u64, LevelError> {
+        let (tx, rx) = oneshot::channel();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.reads.send(tx)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(LevelError::Unavailable("the linearizable level is overloaded or stopped".into())),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(LevelError::Unavailable("the Raft driver stopped".into())),
+            Err(_) => Err(LevelError::Unavailable(format!(
+                "no read index within {} ms: the Raft leader is not reachable from this node",
+                left.as_millis()
+            ))),
+        }
+    }
+
+    /// Linearizable read of `key` (tombstones come back as such).
+    pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Cell>, LevelError> {
+        self.read_barrier(Instant::now() + timeout).await?;
+        let Some(bytes) = DbRsm(self.store.db()).get(&user_key(key))? else { return Ok(None) };
+        let v = rsm::Value::decode(&bytes[..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let version = Version::new(v.hlc, v.node_id);
+        Ok(Some(if v.tombstone {
+            Cell::tombstone(version, Level::Linearizable)
+        } else {
+            Cell::value(v.value, version, Level::Linearizable)
+        }))
+    }
+
+    async fn propose(&self, caller: Caller, op: Op, timeout: Duration) -> Result<rsm::Reply, LevelError> {
+        let deadline = Instant::now() + timeout;
+        let caller = if caller.client_id == 0 {
+            let seq = self.own_seq.fetch_add(1, Ordering::Relaxed);
+            Caller { client_id: self.own_client_id, request_id: seq, ack_below: 0 }
+        } else {
+            caller
+        };
+        let cmd = rsm::Command {
+            client_id: caller.client_id,
+            request_id: caller.request_id,
+            ack_below: caller.ack_below,
+            op: Some(op),
+        };
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout(timeout, self.proposals.send(Proposal { cmd, reply: tx })).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(LevelError::Unavailable(
+                    "the linearizable level is overloaded or stopped; nothing was proposed".into(),
+                ))
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => {
+                return Err(LevelError::Indeterminate("the Raft driver stopped before the write was applied".into()))
+            }
+            Err(_) => {
+                return Err(LevelError::Indeterminate(format!(
+                "the write was not applied within {} ms; it may still be (retry with the same request id to find out)",
+                timeout.as_millis()
+            )))
+            }
+        };
+        match &reply.result {
+            Some(reply::Result::Refused(why)) => Err(LevelError::FailedPrecondition(why.clone())),
+            Some(_) => Ok(reply),
+            None => Err(LevelError::Indeterminate("empty reply from the state machine".into())),
+        }
+    }
+
+    pub async fn write(
+        &self,
+        caller: Caller,
+        key: Bytes,
+        value: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Version, LevelError> {
+        let op = match value {
+            Some(value) => Op::Put(rsm::Put { key, value }),
+            None => Op::Del(rsm::Del { key }),
+        };
+        match self.propose(caller, op, timeout).await?.result {
+            Some(reply::Result::Written(w)) => Ok(Version::new(w.hlc, w.node_id)),
+            other => Err(LevelError::Indeterminate(format!("unexpected reply to a write: {other:?}"))),
+        }
+    }
+
+    pub async fn cas(
+        &self,
+        caller: Caller,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new_value: Bytes,
+        timeout: Duration,
+    ) -> Result<CasReply, LevelError> {
+        let op = Op::Cas(rsm::Cas {
+            key,
+            expect_absent: expected.is_none(),
+            expected: expected.unwrap_or_default(),
+            new_value,
+        });
+        match self.propose(caller, op, timeout).await?.result {
+            Some(reply::Result::Cas(c)) => Ok(CasReply {
+                swapped: c.swapped,
+                current: c.found.then(|| Cell::value(c.current, Version::new(c.hlc, c.node_id), Level::Linearizable)),
+            }),
+            other => Err(LevelError::Indeterminate(format!("unexpected reply to a cas: {other:?}"))),
+        }
+    }
+}

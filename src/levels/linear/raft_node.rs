@@ -1,0 +1,622 @@
+//! The Raft driver: the one task that owns the `RawNode`.
+//!
+//! raft-rs is a pure state machine; this loop does its I/O. It takes ticks
+//! from a timer, messages from peers, client proposals and read requests
+//! from bounded channels, and after each input handles the `Ready` in the
+//! order raft-rs documents (`raft/src/lib.rs`, "Processing the Ready State"):
+//!
+//! 1. send `messages` (a leader may send before persisting);
+//! 2. install a snapshot, if any;
+//! 3. apply `committed_entries`;
+//! 4. and 5. persist `entries` and the hard state in **one synced write
+//!    batch**;
+//! 6. send `persisted_messages`;
+//! 7. `advance`, then send/apply what the `LightReady` carries, and
+//!    `advance_apply`.
+//!
+//! Proposals arriving while a Ready is being persisted queue up and go into
+//! the next entry together (one entry per batch of commands, one fsync per
+//! Ready): that batching is where throughput comes from. Applying needs no
+//! fsync: a committed entry is durable in the log and is re-applied after a
+//! crash from the applied index stored with the state.
+//!
+//! Clients wait for their own command's reply, matched by (client id,
+//! request id) when the entry is applied — on whatever node proposed it;
+//! raft-rs forwards a follower's proposal to the leader. Reads use ReadIndex
+//! (or the leader lease): many reads share one read-index request, and each
+//! completes once this node has applied up to the index it got.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::{install_ops, SnapMeta, SnapshotReader, INSTALL_BATCH_RECORDS};
+use super::state_machine::{Applier, RsmRead};
+use super::storage::{RaftStore, KEY_INSTALLING};
+use super::transport::{Transport, TransportEvent};
+use crate::clock::Clock;
+use crate::levels::LevelError;
+use crate::metrics::{add, Metrics};
+use crate::proto::rsm;
+use crate::store::{cf, Cf, Store, StoreError, WriteOp};
+
+/// Commands folded into one Raft entry at most.
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+/// Payload bytes per Raft entry at most (a single larger command goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Proposals waiting for their entry to be applied, at most.
+pub const MAX_PENDING_PROPOSALS: usize = 100_000;
+/// Read-index requests in flight, at most.
+pub const MAX_PENDING_READ_CONTEXTS: usize = 10_000;
+/// A read-index request without an answer after this is forgotten.
+pub const READ_CONTEXT_TTL_MS: u64 = 30_000;
+/// Peer messages stepped per loop turn before handling the Ready.
+pub const MAX_STEP_PER_TURN: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex: a heartbeat round confirms leadership for each batch of reads.
+    ReadIndex,
+    /// Leader lease: no round trip; correct only while clocks drift less than
+    /// the election timeout allows (see docs/consistency.md).
+    Lease,
+}
+
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact the log once this many entries are applied beyond the last compaction.
+    pub snapshot_entries: u64,
+    /// Entries kept behind the applied index at compaction, for slow followers.
+    pub catch_up_entries: u64,
+    pub read_mode: ReadMode,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_entries: 10_000,
+            catch_up_entries: 1_000,
+            read_mode: ReadMode::ReadIndex,
+        }
+    }
+}
+
+pub struct Proposal {
+    pub cmd: rsm::Command,
+    pub reply: oneshot::Sender<Result<rsm::Reply, LevelError>>,
+}
+
+/// Completes with the read index once this node has applied up to it.
+pub type ReadWaiter = oneshot::Sender<Result<u64, LevelError>>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftView {
+    pub role: String,
+    pub term: u64,
+    pub leader_id: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Milliseconds since a message from each peer was last received.
+    pub last_contact_ms: BTreeMap<u32, u64>,
+}
+
+pub struct Channels {
+    pub proposals: mpsc::Receiver<Proposal>,
+    pub reads: mpsc::Receiver<ReadWaiter>,
+    pub inbound: mpsc::Receiver<Message>,
+    pub events: mpsc::Receiver<TransportEvent>,
+}
+
+/// `RsmRead` over the live `rsm` column family.
+pub struct DbRsm<'a>(pub &'a rocksdb::DB);
+
+impl RsmRead for DbRsm<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get_cf(cf(self.0, Cf::Rsm), key)?)
+    }
+
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let start = if after.is_empty() { prefix.to_vec() } else { after.to_vec() };
+        let mut out = Vec::new();
+        for item in
+            self.0.iterator_cf(cf(self.0, Cf::Rsm), rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if &*k == after {
+                continue;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub struct Driver {
+    pub node: RawNode<RaftStore>,
+    pub id: u32,
+    pub store: Arc<Store>,
+    pub transport: Transport,
+    pub settings: RaftSettings,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+    pub view: watch::Sender<RaftView>,
+    pub cancel: CancellationToken,
+    pub applied: u64,
+    waiters: HashMap<(u64, u64), Vec<oneshot::Sender<Result<rsm::Reply, LevelError>>>>,
+    read_seq: u64,
+    reads_issued: HashMap<u64, (Instant, Vec<ReadWaiter>)>,
+    reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
+    last_contact: HashMap<u64, Instant>,
+    snap_generating: bool,
+    snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
+}
+
+pub fn raft_config(id: u32, applied: u64, s: &RaftSettings) -> raft::Config {
+    raft::Config {
+        id: id as u64,
+        election_tick: s.election_ticks,
+        heartbeat_tick: s.heartbeat_ticks,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: match s.read_mode {
+            ReadMode::ReadIndex => ReadOnlyOption::Safe,
+            ReadMode::Lease => ReadOnlyOption::LeaseBased,
+        },
+        max_committed_size_per_ready: 16 * 1024 * 1024,
+        ..Default::default()
+    }
+}
+
+fn unavailable(why: &str) -> LevelError {
+    LevelError::Unavailable(why.to_string())
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: RawNode<RaftStore>,
+        id: u32,
+        store: Arc<Store>,
+        transport: Transport,
+        settings: RaftSettings,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        view: watch::Sender<RaftView>,
+        cancel: CancellationToken,
+        applied: u64,
+    ) -> Driver {
+        Driver {
+            node,
+            id,
+            store,
+            transport,
+            settings,
+            clock,
+            metrics,
+            view,
+            cancel,
+            applied,
+            waiters: HashMap::new(),
+            read_seq: 0,
+            reads_issued: HashMap::new(),
+            reads_ready: BTreeMap::new(),
+            last_contact: HashMap::new(),
+            snap_generating: false,
+            snap_done: mpsc::channel(1),
+        }
+    }
+
+    pub async fn run(mut self, mut ch: Channels) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tick.tick() => {
+                    self.node.tick();
+                    if housekeeping.elapsed() >= Duration::from_secs(1) {
+                        housekeeping = Instant::now();
+                        self.housekeeping();
+                    }
+                    self.maybe_generate_snapshot();
+                }
+                Some(m) = ch.inbound.recv() => {
+                    self.step(m);
+                    for _ in 0..MAX_STEP_PER_TURN {
+                        match ch.inbound.try_recv() {
+                            Ok(m) => self.step(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(p) = ch.proposals.recv() => {
+                    let mut batch = vec![p];
+                    while batch.len() < MAX_BATCH_COMMANDS {
+                        match ch.proposals.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    self.propose(batch);
+                }
+                Some(r) = ch.reads.recv() => {
+                    let mut rs = vec![r];
+                    while let Ok(r) = ch.reads.try_recv() {
+                        rs.push(r);
+                    }
+                    self.read_index(rs);
+                }
+                Some(ev) = ch.events.recv() => self.on_event(ev),
+                Some(done) = self.snap_done.1.recv() => {
+                    self.snap_generating = false;
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "snapshot generation failed");
+                    }
+                }
+            }
+            if let Err(e) = self.handle_ready().await {
+                // A storage failure: this node can no longer take part safely.
+                tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
+                break;
+            }
+            self.publish_view();
+        }
+        tracing::debug!("raft driver stopped");
+    }
+
+    fn step(&mut self, m: Message) {
+        self.last_contact.insert(m.from, Instant::now());
+        if let Err(e) = self.node.step(m) {
+            tracing::debug!(error = %e, "raft step");
+        }
+    }
+
+    fn on_event(&mut self, ev: TransportEvent) {
+        match ev {
+            TransportEvent::Unreachable(to) => self.node.report_unreachable(to),
+            TransportEvent::SnapshotSent { to, ok } => {
+                let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                self.node.report_snapshot(to, status);
+            }
+        }
+    }
+
+    fn no_leader_reason(&self) -> String {
+        format!(
+            "no Raft leader known to node {} (term {}): an election is in progress or a majority of the nodes is unreachable",
+            self.id, self.node.raft.term,
+        )
+    }
+
+    fn propose(&mut self, batch: Vec<Proposal>) {
+        if self.node.raft.leader_id == INVALID_ID {
+            let why = self.no_leader_reason();
+            for p in batch {
+                let _ = p.reply.send(Err(unavailable(&why)));
+            }
+            return;
+        }
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut bytes = 0usize;
+        for p in batch {
+            if self.waiters.len() >= MAX_PENDING_PROPOSALS {
+                let _ =
+                    p.reply.send(Err(unavailable("too many linearizable writes pending on this node; retry later")));
+                continue;
+            }
+            bytes += p.cmd.encoded_len();
+            self.waiters.entry((p.cmd.client_id, p.cmd.request_id)).or_default().push(p.reply);
+            commands.push(p.cmd);
+            if bytes >= MAX_BATCH_BYTES {
+                self.propose_entry(std::mem::take(&mut commands));
+                bytes = 0;
+            }
+        }
+        if !commands.is_empty() {
+            self.propose_entry(commands);
+        }
+    }
+
+    fn propose_entry(&mut self, commands: Vec<rsm::Command>) {
+        let batch = rsm::Batch { stamp: self.clock.now(), proposer: self.id, commands };
+        if let Err(e) = self.node.propose(vec![], batch.encode_to_vec()) {
+            let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
+            for c in batch.commands {
+                if let Some(ws) = self.waiters.remove(&(c.client_id, c.request_id)) {
+                    for w in ws {
+                        let _ = w.send(Err(unavailable(&why)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_index(&mut self, waiters: Vec<ReadWaiter>) {
+        if self.node.raft.leader_id == INVALID_ID || self.reads_issued.len() >= MAX_PENDING_READ_CONTEXTS {
+            let why = if self.node.raft.leader_id == INVALID_ID {
+                self.no_leader_reason()
+            } else {
+                "too many linearizable reads pending on this node; retry later".to_string()
+            };
+            for w in waiters {
+                let _ = w.send(Err(unavailable(&why)));
+            }
+            return;
+        }
+        self.read_seq += 1;
+        let ctx = self.read_seq;
+        self.reads_issued.insert(ctx, (Instant::now(), waiters));
+        self.node.read_index(ctx.to_be_bytes().to_vec());
+    }
+
+    fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
+        let Some((_, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
+        if index <= self.applied {
+            for w in waiters {
+                let _ = w.send(Ok(index));
+            }
+        } else {
+            self.reads_ready.entry(index).or_default().extend(waiters);
+        }
+    }
+
+    fn complete_reads(&mut self) {
+        let later = self.reads_ready.split_off(&(self.applied + 1));
+        for (index, ws) in std::mem::replace(&mut self.reads_ready, later) {
+            for w in ws {
+                let _ = w.send(Ok(index));
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        self.waiters.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+        let ttl = Duration::from_millis(READ_CONTEXT_TTL_MS);
+        self.reads_issued.retain(|_, (at, _)| at.elapsed() < ttl);
+    }
+
+    fn maybe_generate_snapshot(&mut self) {
+        if self.snap_generating {
+            return;
+        }
+        let snapshots = self.node.store().snapshots.clone();
+        if snapshots.take_request().is_none() {
+            return;
+        }
+        self.snap_generating = true;
+        let db = self.store.db().clone();
+        let done = self.snap_done.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.blocking_send(snapshots.generate(&db));
+        });
+    }
+
+    async fn handle_ready(&mut self) -> Result<(), StoreError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        // 1. The leader's messages may go out before it persists.
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        // 2. A snapshot from the leader replaces our state.
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(&snap).await?;
+        }
+        // 3. Apply what is committed (and already durable here).
+        let committed = rd.take_committed_entries();
+        self.apply(committed).await?;
+        // 4-5. Entries and hard state: one synced batch.
+        let entries = rd.take_entries();
+        let hs = rd.hs().cloned();
+        let mut ops = self.node.store().append_ops(&entries)?;
+        if let Some(hs) = &hs {
+            ops.push(RaftStore::hard_state_op(hs));
+        }
+        if !ops.is_empty() {
+            self.store.write(ops, rd.must_sync()).await?;
+            self.node.store().appended(&entries, hs.as_ref());
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs.index, &rs.request_ctx);
+        }
+        // 6. Messages that must follow persistence (votes, appends' acks).
+        if !rd.persisted_messages().is_empty() {
+            self.transport.send(rd.take_persisted_messages());
+        }
+        // 7. Advance.
+        let mut light = self.node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.node.store().set_commit(commit);
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries()).await?;
+        self.node.advance_apply();
+        self.maybe_compact().await
+    }
+
+    async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let db = self.store.db().clone();
+        let view = DbRsm(&db);
+        let mut applier = Applier::new(&view);
+        let mut conf_ops = Vec::new();
+        for e in &entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    applier.apply(e.index, e.term, e.get_data()).map_err(|e| StoreError::Corrupt(e.to_string()))?
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // capkv never proposes membership changes yet; apply any
+                    // that appear so Raft's view stays consistent.
+                    let cs = if e.get_entry_type() == EntryType::EntryConfChange {
+                        let cc = ConfChange::parse_from_bytes(e.get_data())
+                            .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+                        self.node.apply_conf_change(&cc)
+                    } else {
+                        let cc = ConfChangeV2::parse_from_bytes(e.get_data())
+                            .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+                        self.node.apply_conf_change(&cc)
+                    };
+                    if let Ok(cs) = cs {
+                        conf_ops.push(WriteOp::Put {
+                            cf: Cf::RaftState,
+                            key: super::storage::KEY_CONF_STATE.to_vec(),
+                            value: cs.write_to_bytes().map_err(|x| StoreError::Corrupt(x.to_string()))?,
+                        });
+                    }
+                    applier.apply(e.index, e.term, &[]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                }
+            }
+        }
+        let (mut ops, answers, applied) = applier.finish();
+        ops.extend(conf_ops);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.store.write(ops, false).await?;
+        if let Some((index, _)) = applied {
+            assert!(index > self.applied, "applied index regressed: {} -> {index}", self.applied);
+            self.applied = index;
+        }
+        add(&self.metrics.linearizable_ops, answers.len() as u64);
+        for a in answers {
+            if let Some(ws) = self.waiters.remove(&(a.client_id, a.request_id)) {
+                for w in ws {
+                    let _ = w.send(Ok(a.reply.clone()));
+                }
+            }
+        }
+        self.complete_reads();
+        Ok(())
+    }
+
+    async fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
+        let meta = snap.get_metadata();
+        let name = String::from_utf8(snap.get_data().to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tracing::info!(index = meta.index, term = meta.term, file = %name, "installing snapshot from the leader");
+        install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
+        self.applied = meta.index;
+        self.complete_reads();
+        Ok(())
+    }
+
+    async fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        let (truncated, _) = self.node.store().truncated();
+        let s = &self.settings;
+        if self.applied < truncated + s.snapshot_entries + s.catch_up_entries {
+            return Ok(());
+        }
+        let target = self.applied - s.catch_up_entries;
+        if let Some((ops, t)) = self.node.store().compact_ops(target)? {
+            self.store.write(ops, false).await?;
+            self.node.store().compacted(t);
+            tracing::debug!(index = t.0, "raft log compacted");
+        }
+        Ok(())
+    }
+
+    fn publish_view(&mut self) {
+        let r = &self.node.raft;
+        let role = match r.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        };
+        let now = Instant::now();
+        let view = RaftView {
+            role: role.to_string(),
+            term: r.term,
+            leader_id: r.leader_id,
+            commit_index: r.raft_log.committed,
+            applied_index: self.applied,
+            last_contact_ms: self
+                .last_contact
+                .iter()
+                .map(|(&id, at)| (id as u32, now.duration_since(*at).as_millis() as u64))
+                .collect(),
+        };
+        self.view.send_if_modified(|v| {
+            // Contact ages change every turn; publish them at most as often
+            // as something else changes or once per tick.
+            if *v == view {
+                false
+            } else {
+                *v = view;
+                true
+            }
+        });
+    }
+}
+
+/// Installs the snapshot file `name` (in the node's snapshot dir): replaces
+/// the `rsm` family, LWW-merges its keys into `cells`, then moves the Raft
+/// log to the snapshot's position. Safe to redo after a crash (the
+/// `installing` marker names the file until the last batch).
+pub async fn install(
+    store: &Store,
+    raft_store: &RaftStore,
+    name: &str,
+    cs: &raft::eraftpb::ConfState,
+) -> Result<(), StoreError> {
+    let path = raft_store.snapshots.path(name);
+    let mut reader = SnapshotReader::open(&path)?;
+    let (index, term) = (reader.meta.index, reader.meta.term);
+    store
+        .write(
+            vec![WriteOp::Put { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec(), value: name.as_bytes().to_vec() }],
+            true,
+        )
+        .await?;
+    store.write(vec![WriteOp::DeleteRange { cf: Cf::Rsm, from: Vec::new(), to: vec![0xff] }], false).await?;
+    let mut records = 0usize;
+    loop {
+        let ops = tokio::task::block_in_place(|| install_ops(&mut reader, INSTALL_BATCH_RECORDS))?;
+        if ops.is_empty() {
+            break;
+        }
+        records += ops.len();
+        store.write(ops, false).await?;
+    }
+    let mut ops = raft_store.snapshot_ops(index, term, cs);
+    ops.push(WriteOp::Delete { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec() });
+    store.write(ops, true).await?;
+    raft_store.snapshot_installed(index, term, cs);
+    tracing::info!(index, term, records, "snapshot installed");
+    Ok(())
+}

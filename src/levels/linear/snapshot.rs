@@ -1,0 +1,302 @@
+//! Raft snapshots of the linearizable state machine.
+//!
+//! A snapshot is the `rsm` column family at one applied index, written to a
+//! file `snapshots/snap-INDEX-TERM.bin` from a RocksDB point-in-time view
+//! (so apply goes on meanwhile). `raft::Storage::snapshot` hands out the
+//! newest file that is recent enough, or asks for a new one and answers
+//! "temporarily unavailable" (raft-rs retries). The transport streams the
+//! file in chunks ([`CHUNK_BYTES`]); the receiver writes it to its own
+//! snapshot dir before stepping the snapshot message into Raft.
+//!
+//! Installing replaces the `rsm` family by the file's records and
+//! LWW-merges every user key into `cells`, so eventual/quorum data is never
+//! lost. An `installing` marker in `raft_state` makes a crash mid-install
+//! redo it at start-up.
+//!
+//! File: `MAGIC | index u64 | term u64 | {klen u32, key, vlen u32, value}* |
+//! END u32 | xxh3 of all preceding bytes u64`, big-endian.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use prost::Message;
+use rocksdb::{IteratorMode, DB};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::state_machine::{decode_applied, KEY_PREFIX, META_APPLIED};
+use crate::clock::Version;
+use crate::level::Level;
+use crate::proto::rsm;
+use crate::store::{cf, Cell, Cf, StoreError, WriteOp};
+
+const MAGIC: &[u8; 8] = b"CAPKVSN1";
+const END: u32 = u32::MAX;
+/// Bytes per snapshot chunk on the wire.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Records per write batch while installing.
+pub const INSTALL_BATCH_RECORDS: usize = 4096;
+/// Largest key or value record accepted from a snapshot file.
+pub const MAX_RECORD_BYTES: u32 = 128 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapMeta {
+    pub index: u64,
+    pub term: u64,
+}
+
+impl SnapMeta {
+    pub fn file_name(&self) -> String {
+        format!("snap-{:020}-{:020}.bin", self.index, self.term)
+    }
+
+    pub fn parse(name: &str) -> Option<SnapMeta> {
+        let rest = name.strip_prefix("snap-")?.strip_suffix(".bin")?;
+        let (i, t) = rest.split_once('-')?;
+        Some(SnapMeta { index: i.parse().ok()?, term: t.parse().ok()? })
+    }
+}
+
+/// The node's snapshot files and the pending request for a new one.
+pub struct Snapshots {
+    dir: PathBuf,
+    latest: Mutex<Option<SnapMeta>>,
+    requested: AtomicU64,
+    wanted: AtomicBool,
+}
+
+impl Snapshots {
+    pub fn open(dir: PathBuf) -> Result<Snapshots, StoreError> {
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let mut latest: Option<SnapMeta> = None;
+        for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::Io(e.to_string()))? {
+            let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(m) = SnapMeta::parse(&name) {
+                if latest.is_none_or(|l| m.index > l.index) {
+                    latest = Some(m);
+                }
+            }
+        }
+        Ok(Snapshots { dir, latest: Mutex::new(latest), requested: AtomicU64::new(0), wanted: AtomicBool::new(false) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The newest generated snapshot if its index is at least `index`.
+    pub fn ready_at_least(&self, index: u64) -> Option<SnapMeta> {
+        self.latest.lock().expect("snapshots lock").filter(|m| m.index >= index)
+    }
+
+    pub fn request(&self, index: u64, to: u64) {
+        self.requested.fetch_max(index, Ordering::SeqCst);
+        if !self.wanted.swap(true, Ordering::SeqCst) {
+            tracing::info!(index, to, "snapshot requested for a lagging follower");
+        }
+    }
+
+    /// A pending request, if any (cleared).
+    pub fn take_request(&self) -> Option<u64> {
+        self.wanted.swap(false, Ordering::SeqCst).then(|| self.requested.load(Ordering::SeqCst))
+    }
+
+    /// Writes a snapshot of the current `rsm` state (blocking).
+    pub fn generate(&self, db: &DB) -> Result<SnapMeta, StoreError> {
+        let view = db.snapshot();
+        let rsm_cf = cf(db, Cf::Rsm);
+        let applied = view
+            .get_cf(rsm_cf, META_APPLIED)?
+            .and_then(|b| decode_applied(&b))
+            .ok_or_else(|| StoreError::Corrupt("no applied index to snapshot".into()))?;
+        let meta = SnapMeta { index: applied.0, term: applied.1 };
+        let final_path = self.path(&meta.file_name());
+        if final_path.exists() {
+            self.publish(meta);
+            return Ok(meta);
+        }
+        let tmp = self.path(&format!("{}.tmp", meta.file_name()));
+        let mut w = ChecksumWriter::new(File::create(&tmp).map_err(io)?);
+        w.write_all(MAGIC)?;
+        w.write_all(&meta.index.to_be_bytes())?;
+        w.write_all(&meta.term.to_be_bytes())?;
+        let mut records = 0u64;
+        for item in view.iterator_cf(rsm_cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            w.write_all(&(k.len() as u32).to_be_bytes())?;
+            w.write_all(&k)?;
+            w.write_all(&(v.len() as u32).to_be_bytes())?;
+            w.write_all(&v)?;
+            records += 1;
+        }
+        w.write_all(&END.to_be_bytes())?;
+        let sum = w.hasher.digest();
+        let mut file = w.inner.into_inner().map_err(|e| StoreError::Io(e.to_string()))?;
+        file.write_all(&sum.to_be_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &final_path).map_err(io)?;
+        tracing::info!(index = meta.index, term = meta.term, records, "snapshot generated");
+        self.publish(meta);
+        Ok(meta)
+    }
+
+    /// Makes `meta` the snapshot handed out, removing older files.
+    pub fn publish(&self, meta: SnapMeta) {
+        let mut latest = self.latest.lock().expect("snapshots lock");
+        if latest.is_none_or(|l| meta.index >= l.index) {
+            *latest = Some(meta);
+        }
+        let keep = latest.map(|m| m.file_name());
+        drop(latest);
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(m) = SnapMeta::parse(&name) {
+                    // Keep the newest and anything being installed/sent.
+                    if Some(&name) != keep.as_ref() && m.index < meta.index {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+struct ChecksumWriter {
+    inner: BufWriter<File>,
+    hasher: Xxh3,
+}
+
+impl ChecksumWriter {
+    fn new(f: File) -> Self {
+        ChecksumWriter { inner: BufWriter::new(f), hasher: Xxh3::new() }
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(b);
+        self.inner.write_all(b).map_err(io)
+    }
+}
+
+/// Reads a snapshot file record by record, verifying the checksum at the end.
+pub struct SnapshotReader {
+    r: BufReader<File>,
+    hasher: Xxh3,
+    pub meta: SnapMeta,
+    done: bool,
+}
+
+impl SnapshotReader {
+    pub fn open(path: &Path) -> Result<SnapshotReader, StoreError> {
+        let f =
+            File::open(path).map_err(|e| StoreError::Io(format!("cannot open snapshot {}: {e}", path.display())))?;
+        let mut r = SnapshotReader {
+            r: BufReader::new(f),
+            hasher: Xxh3::new(),
+            meta: SnapMeta { index: 0, term: 0 },
+            done: false,
+        };
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(StoreError::Corrupt(format!("{} is not a capkv snapshot", path.display())));
+        }
+        r.meta = SnapMeta { index: r.read_u64()?, term: r.read_u64()? };
+        Ok(r)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.r.read_exact(buf).map_err(|e| StoreError::Corrupt(format!("truncated snapshot: {e}")))?;
+        self.hasher.update(buf);
+        Ok(())
+    }
+
+    fn read_u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        self.read_exact(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn read_u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.read_exact(&mut b)?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// The next (key, value), or None at the (verified) end.
+    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let klen = self.read_u32()?;
+        if klen == END {
+            let expected = self.hasher.digest();
+            let mut b = [0u8; 8];
+            self.r.read_exact(&mut b).map_err(|e| StoreError::Corrupt(format!("truncated snapshot: {e}")))?;
+            if u64::from_be_bytes(b) != expected {
+                return Err(StoreError::Corrupt("snapshot checksum mismatch".into()));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        if klen > MAX_RECORD_BYTES {
+            return Err(StoreError::Corrupt(format!("snapshot key of {klen} bytes")));
+        }
+        let mut k = vec![0u8; klen as usize];
+        self.read_exact(&mut k)?;
+        let vlen = self.read_u32()?;
+        if vlen > MAX_RECORD_BYTES {
+            return Err(StoreError::Corrupt(format!("snapshot value of {vlen} bytes")));
+        }
+        let mut v = vec![0u8; vlen as usize];
+        self.read_exact(&mut v)?;
+        Ok(Some((k, v)))
+    }
+}
+
+/// The write ops for up to `max` records: rsm puts plus the LWW merge of
+/// user keys into `cells`.
+pub fn install_ops(reader: &mut SnapshotReader, max: usize) -> Result<Vec<WriteOp>, StoreError> {
+    let mut ops = Vec::with_capacity(max * 2);
+    for _ in 0..max {
+        let Some((k, v)) = reader.next_record()? else { break };
+        if k.first() == Some(&KEY_PREFIX) {
+            let val = rsm::Value::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("snapshot value: {e}")))?;
+            let version = Version::new(val.hlc, val.node_id);
+            let cell = if val.tombstone {
+                Cell::tombstone(version, Level::Linearizable)
+            } else {
+                Cell::value(val.value, version, Level::Linearizable)
+            };
+            ops.push(WriteOp::Merge { key: Bytes::copy_from_slice(&k[1..]), cell });
+        }
+        ops.push(WriteOp::Put { cf: Cf::Rsm, key: k, value: v });
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_file_names_round_trip() {
+        let m = SnapMeta { index: 42, term: 7 };
+        assert_eq!(SnapMeta::parse(&m.file_name()), Some(m));
+        assert_eq!(SnapMeta::parse("snap-x.bin"), None);
+    }
+}

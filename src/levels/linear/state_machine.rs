@@ -1,0 +1,330 @@
+//! The linearizable level's state machine: what applying a Raft entry does.
+//!
+//! Pure logic over a read view of the `rsm` column family: it returns the
+//! writes to make and the replies to hand out, and never reads a clock. Every
+//! replica applying the same entries therefore reaches the same state:
+//!
+//! * **Deterministic versions.** An entry carries its proposer's HLC stamp.
+//!   A write to key k gets `hlc = max(stamp, current(k).hlc + 1)` and
+//!   `node_id = proposer | LINEAR_VERSION_BIT`, so versions of a key strictly
+//!   increase and never collide with eventual/quorum versions of the same
+//!   node (the bit keeps the namespaces apart).
+//! * **CAS** compares the state machine's value (absent or tombstone = no
+//!   value) and swaps atomically; the reply says swapped or not and gives
+//!   the current value.
+//! * **Exactly-once retries.** A session per client id keeps recent
+//!   (request id → reply). A command whose id is already there is answered
+//!   from the session without being applied again. The client's
+//!   `ack_below` trims the session; a late duplicate below it is refused.
+//!   Sessions idle for [`SESSION_TTL_MS`] of *log time* (the largest stamp
+//!   applied so far) are swept every [`SESSION_SWEEP_EVERY_ENTRIES`]
+//!   entries — never by a local clock.
+//! * Each write is also LWW-merged into the key's cell, so eventual and
+//!   quorum reads see linearizable writes.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::clock::{hlc_from_physical_ms, hlc_physical_ms, Version};
+use crate::level::Level;
+use crate::proto::rsm::{self, command::Op, reply};
+use crate::store::{Cell, Cf, StoreError, WriteOp};
+
+/// Set in the node id of versions produced by the state machine.
+pub const LINEAR_VERSION_BIT: u32 = 1 << 31;
+/// Replies kept per client session at most (≥ the client's concurrency).
+pub const MAX_SESSION_REPLIES: usize = 1024;
+/// A session unused for this long (log time) is dropped.
+pub const SESSION_TTL_MS: i64 = 10 * 60 * 1000;
+pub const SESSION_SWEEP_EVERY_ENTRIES: u64 = 8192;
+/// Sessions examined per sweep at most (the sweep resumes where it stopped).
+pub const SESSION_SWEEP_MAX: usize = 10_000;
+
+pub const KEY_PREFIX: u8 = b'k';
+pub const SESSION_PREFIX: u8 = b's';
+pub const META_APPLIED: &[u8] = b"m/applied";
+pub const META_MAX_STAMP: &[u8] = b"m/max_stamp";
+pub const META_SWEEP_CURSOR: &[u8] = b"m/sweep_cursor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("corrupt state machine data: {0}")]
+    Corrupt(String),
+}
+
+/// Read access to the `rsm` column family as of the last applied batch.
+pub trait RsmRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keys with `prefix` strictly after `after`, in order, at most `limit`.
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+}
+
+pub fn user_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(KEY_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn session_key(client_id: u64) -> Vec<u8> {
+    let mut k = vec![SESSION_PREFIX];
+    k.extend_from_slice(&client_id.to_be_bytes());
+    k
+}
+
+/// The applied (index, term) recorded with the last applied batch.
+pub fn decode_applied(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    Some((u64::from_be_bytes(bytes[..8].try_into().ok()?), u64::from_be_bytes(bytes[8..].try_into().ok()?)))
+}
+
+/// A reply together with who waits for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub client_id: u64,
+    pub request_id: u64,
+    pub reply: rsm::Reply,
+}
+
+/// Applies committed entries in order; `finish` hands out the writes (one
+/// batch, including the new applied index) and the replies.
+pub struct Applier<'a, R: RsmRead> {
+    read: &'a R,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ops: Vec<WriteOp>,
+    answers: Vec<Answer>,
+    applied: Option<(u64, u64)>,
+    max_stamp: Option<u64>,
+}
+
+impl<'a, R: RsmRead> Applier<'a, R> {
+    pub fn new(read: &'a R) -> Self {
+        Applier { read, overlay: HashMap::new(), ops: Vec::new(), answers: Vec::new(), applied: None, max_stamp: None }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.read.get(key),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(WriteOp::Put { cf: Cf::Rsm, key: key.clone(), value: value.clone() });
+        self.overlay.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push(WriteOp::Delete { cf: Cf::Rsm, key: key.clone() });
+        self.overlay.insert(key, None);
+    }
+
+    fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, ApplyError> {
+        M::decode(bytes).map_err(|e| ApplyError::Corrupt(format!("{what}: {e}")))
+    }
+
+    fn max_stamp(&mut self) -> Result<u64, ApplyError> {
+        if let Some(s) = self.max_stamp {
+            return Ok(s);
+        }
+        let s = match self.get(META_MAX_STAMP)? {
+            Some(b) => {
+                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| ApplyError::Corrupt("max stamp".into()))?)
+            }
+            None => 0,
+        };
+        self.max_stamp = Some(s);
+        Ok(s)
+    }
+
+    /// Applies the entry at `index` (`data` empty for Raft's own entries).
+    pub fn apply(&mut self, index: u64, term: u64, data: &[u8]) -> Result<(), ApplyError> {
+        if let Some((last, _)) = self.applied {
+            assert!(index > last, "apply out of order: {index} after {last}");
+        }
+        self.applied = Some((index, term));
+        if data.is_empty() {
+            return Ok(());
+        }
+        let batch: rsm::Batch = Self::decode(data, "entry")?;
+        let log_time = self.max_stamp()?.max(batch.stamp);
+        self.max_stamp = Some(log_time);
+        for cmd in &batch.commands {
+            let reply = self.apply_command(&batch, cmd, log_time)?;
+            self.answers.push(Answer { client_id: cmd.client_id, request_id: cmd.request_id, reply });
+        }
+        if index.is_multiple_of(SESSION_SWEEP_EVERY_ENTRIES) {
+            self.sweep_sessions(log_time)?;
+        }
+        Ok(())
+    }
+
+    fn apply_command(
+        &mut self,
+        batch: &rsm::Batch,
+        cmd: &rsm::Command,
+        log_time: u64,
+    ) -> Result<rsm::Reply, ApplyError> {
+        if cmd.client_id == 0 {
+            return self.execute(batch, cmd);
+        }
+        let skey = session_key(cmd.client_id);
+        let mut session: rsm::Session = match self.get(&skey)? {
+            Some(b) => Self::decode(&b, "session")?,
+            None => rsm::Session::default(),
+        };
+        if let Some(e) = session.entries.iter().find(|e| e.request_id == cmd.request_id) {
+            // A retry of a command already applied: same answer, no effect.
+            return Ok(e.reply.clone().unwrap_or_default());
+        }
+        if cmd.request_id < session.ack_below {
+            return Ok(refused("a late duplicate of a request the client already finished; not applied"));
+        }
+        let reply = self.execute(batch, cmd)?;
+        session.ack_below = session.ack_below.max(cmd.ack_below);
+        let ack = session.ack_below;
+        session.entries.retain(|e| e.request_id >= ack);
+        session.entries.push(rsm::SessionEntry { request_id: cmd.request_id, reply: Some(reply.clone()) });
+        if session.entries.len() > MAX_SESSION_REPLIES {
+            session.entries.sort_by_key(|e| e.request_id);
+            let drop = session.entries.len() - MAX_SESSION_REPLIES;
+            session.entries.drain(..drop);
+        }
+        session.last_active_stamp = log_time;
+        self.put(skey, session.encode_to_vec());
+        Ok(reply)
+    }
+
+    fn current(&self, key: &[u8]) -> Result<Option<rsm::Value>, ApplyError> {
+        match self.get(&user_key(key))? {
+            Some(b) => Ok(Some(Self::decode(&b, "value")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `value` (None = tombstone) to `key` with the next version.
+    fn write(
+        &mut self,
+        batch: &rsm::Batch,
+        key: &Bytes,
+        current: Option<&rsm::Value>,
+        value: Option<Bytes>,
+    ) -> Version {
+        let floor = current.map_or(0, |c| c.hlc + 1);
+        let version = Version::new(batch.stamp.max(floor), batch.proposer | LINEAR_VERSION_BIT);
+        if let Some(c) = current {
+            assert!(version > Version::new(c.hlc, c.node_id), "state machine version regression on {key:?}");
+        }
+        let stored = rsm::Value {
+            value: value.clone().unwrap_or_default(),
+            tombstone: value.is_none(),
+            hlc: version.hlc,
+            node_id: version.node_id,
+        };
+        self.put(user_key(key), stored.encode_to_vec());
+        let cell = match value {
+            Some(v) => Cell::value(v, version, Level::Linearizable),
+            None => Cell::tombstone(version, Level::Linearizable),
+        };
+        self.ops.push(WriteOp::Merge { key: key.clone(), cell });
+        version
+    }
+
+    fn execute(&mut self, batch: &rsm::Batch, cmd: &rsm::Command) -> Result<rsm::Reply, ApplyError> {
+        let result = match &cmd.op {
+            Some(Op::Put(p)) => {
+                let cur = self.current(&p.key)?;
+                let v = self.write(batch, &p.key, cur.as_ref(), Some(p.value.clone()));
+                reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id })
+            }
+            Some(Op::Del(d)) => {
+                let cur = self.current(&d.key)?;
+                let v = self.write(batch, &d.key, cur.as_ref(), None);
+                reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id })
+            }
+            Some(Op::Cas(c)) => {
+                let cur = self.current(&c.key)?;
+                let live = cur.as_ref().filter(|v| !v.tombstone);
+                let matches = match live {
+                    None => c.expect_absent,
+                    Some(v) => !c.expect_absent && v.value == c.expected,
+                };
+                if matches {
+                    let v = self.write(batch, &c.key, cur.as_ref(), Some(c.new_value.clone()));
+                    reply::Result::Cas(rsm::CasResult {
+                        swapped: true,
+                        found: true,
+                        current: c.new_value.clone(),
+                        hlc: v.hlc,
+                        node_id: v.node_id,
+                    })
+                } else {
+                    reply::Result::Cas(match live {
+                        Some(v) => rsm::CasResult {
+                            swapped: false,
+                            found: true,
+                            current: v.value.clone(),
+                            hlc: v.hlc,
+                            node_id: v.node_id,
+                        },
+                        None => rsm::CasResult::default(),
+                    })
+                }
+            }
+            None => return Ok(refused("empty command")),
+        };
+        Ok(rsm::Reply { result: Some(result) })
+    }
+
+    fn sweep_sessions(&mut self, log_time: u64) -> Result<(), ApplyError> {
+        let cutoff = hlc_from_physical_ms(hlc_physical_ms(log_time) - SESSION_TTL_MS);
+        let cursor = self.get(META_SWEEP_CURSOR)?.unwrap_or_default();
+        let page = self.read.scan(&[SESSION_PREFIX], &cursor, SESSION_SWEEP_MAX)?;
+        let next = if page.len() == SESSION_SWEEP_MAX {
+            page.last().map(|(k, _)| k.clone()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for (k, v) in page {
+            // The overlay may hold a fresher copy touched in this batch.
+            let v = match self.overlay.get(&k) {
+                Some(Some(v)) => v.clone(),
+                Some(None) => continue,
+                None => v,
+            };
+            let s: rsm::Session = Self::decode(&v, "session")?;
+            if s.last_active_stamp < cutoff {
+                self.delete(k);
+            }
+        }
+        self.put(META_SWEEP_CURSOR.to_vec(), next);
+        Ok(())
+    }
+
+    /// The writes of everything applied (plus the applied index and log
+    /// time), and the replies in apply order.
+    pub fn finish(mut self) -> (Vec<WriteOp>, Vec<Answer>, Option<(u64, u64)>) {
+        if let Some((index, term)) = self.applied {
+            let mut v = index.to_be_bytes().to_vec();
+            v.extend_from_slice(&term.to_be_bytes());
+            self.ops.push(WriteOp::Put { cf: Cf::Rsm, key: META_APPLIED.to_vec(), value: v });
+        }
+        if let Some(s) = self.max_stamp {
+            self.ops.push(WriteOp::Put { cf: Cf::Rsm, key: META_MAX_STAMP.to_vec(), value: s.to_be_bytes().to_vec() });
+        }
+        (self.ops, self.answers, self.applied)
+    }
+}
+
+fn refused(why: &str) -> rsm::Reply {
+    rsm::Reply { result: Some(reply::Result::Refused(why.to_string())) }
+}
+
+#[cfg(test)]
+mod tests;

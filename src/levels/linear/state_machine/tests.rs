@@ -1,0 +1,211 @@
+//! State machine tests: determinism, version monotonicity under clock
+//! regressions, CAS, and exactly-once sessions (DESIGN §4-5).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::proto::rsm::{Batch, Command};
+
+#[derive(Default, Clone)]
+struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl RsmRead for MemRsm {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .0
+            .range(after.to_vec()..)
+            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+impl MemRsm {
+    fn persist(&mut self, ops: &[WriteOp]) {
+        for op in ops {
+            match op {
+                WriteOp::Put { cf: Cf::Rsm, key, value } => {
+                    self.0.insert(key.clone(), value.clone());
+                }
+                WriteOp::Delete { cf: Cf::Rsm, key } => {
+                    self.0.remove(key);
+                }
+                WriteOp::Merge { .. } => {}
+                other => panic!("unexpected op {other:?}"),
+            }
+        }
+    }
+
+    /// Applies one entry and persists it; returns its answers and merged cells.
+    fn step(&mut self, index: u64, batch: &Batch) -> (Vec<Answer>, Vec<(Bytes, Cell)>) {
+        let mut a = Applier::new(&*self);
+        a.apply(index, 1, &batch.encode_to_vec()).unwrap();
+        let (ops, answers, applied) = a.finish();
+        assert_eq!(applied, Some((index, 1)));
+        self.persist(&ops);
+        let cells = ops
+            .into_iter()
+            .filter_map(|o| match o {
+                WriteOp::Merge { key, cell } => Some((key, cell)),
+                _ => None,
+            })
+            .collect();
+        (answers, cells)
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put(client: u64, rid: u64, k: &str, v: &str) -> Command {
+    Command { client_id: client, request_id: rid, ack_below: 0, op: Some(Op::Put(rsm::Put { key: b(k), value: b(v) })) }
+}
+
+fn cas(client: u64, rid: u64, k: &str, expected: Option<&str>, new: &str) -> Command {
+    Command {
+        client_id: client,
+        request_id: rid,
+        ack_below: 0,
+        op: Some(Op::Cas(rsm::Cas {
+            key: b(k),
+            expect_absent: expected.is_none(),
+            expected: expected.map(b).unwrap_or_default(),
+            new_value: b(new),
+        })),
+    }
+}
+
+fn batch(stamp: u64, proposer: u32, commands: Vec<Command>) -> Batch {
+    Batch { stamp, proposer, commands }
+}
+
+fn written(a: &Answer) -> Version {
+    match &a.reply.result {
+        Some(reply::Result::Written(w)) => Version::new(w.hlc, w.node_id),
+        r => panic!("not a write: {r:?}"),
+    }
+}
+
+fn cas_result(a: &Answer) -> rsm::CasResult {
+    match &a.reply.result {
+        Some(reply::Result::Cas(c)) => c.clone(),
+        r => panic!("not a cas: {r:?}"),
+    }
+}
+
+#[test]
+fn replicas_applying_the_same_entries_agree_byte_for_byte() {
+    // Determinism: the state machine's output depends only on the log.
+    let entries = [
+        batch(1000, 1, vec![put(7, 1, "a", "x"), cas(7, 2, "a", Some("x"), "y"), put(8, 1, "b", "z")]),
+        batch(
+            900,
+            2,
+            vec![
+                cas(9, 1, "a", Some("x"), "w"),
+                Command { op: Some(Op::Del(rsm::Del { key: b("b") })), ..put(9, 2, "", "") },
+            ],
+        ),
+    ];
+    let (mut r1, mut r2) = (MemRsm::default(), MemRsm::default());
+    for (i, e) in entries.iter().enumerate() {
+        let x = r1.step(i as u64 + 1, e);
+        let y = r2.step(i as u64 + 1, e);
+        assert_eq!(x, y);
+    }
+    assert_eq!(r1.0, r2.0);
+}
+
+#[test]
+fn versions_increase_even_when_a_later_proposer_clock_is_behind() {
+    // A new leader with a slower clock must still produce newer versions.
+    let mut r = MemRsm::default();
+    let (a1, c1) = r.step(1, &batch(5000, 1, vec![put(1, 1, "k", "v1")]));
+    let (a2, c2) = r.step(2, &batch(100, 2, vec![put(2, 1, "k", "v2"), put(2, 2, "k", "v3")]));
+    let v1 = written(&a1[0]);
+    let (v2, v3) = (written(&a2[0]), written(&a2[1]));
+    assert_eq!(v1, Version::new(5000, 1 | LINEAR_VERSION_BIT));
+    assert!(v2 > v1 && v3 > v2);
+    assert_eq!(v3.node_id, 2 | LINEAR_VERSION_BIT);
+    // The cells merged carry the same versions, with origin linearizable.
+    assert_eq!(c1[0].1.version, v1);
+    assert_eq!(c2[1].1, Cell::value(b("v3"), v3, Level::Linearizable));
+}
+
+#[test]
+fn cas_swaps_only_on_match_and_reports_the_current_value() {
+    let mut r = MemRsm::default();
+    let (a, _) = r.step(
+        1,
+        &batch(10, 1, vec![cas(1, 1, "k", None, "a"), cas(1, 2, "k", None, "b"), cas(1, 3, "k", Some("a"), "c")]),
+    );
+    let res: Vec<rsm::CasResult> = a.iter().map(cas_result).collect();
+    assert!(res[0].swapped && !res[1].swapped && res[2].swapped);
+    assert_eq!(res[1].current, b("a"));
+    assert_eq!(res[2].current, b("c"));
+    // After a delete the key is absent again.
+    let del = Command { op: Some(Op::Del(rsm::Del { key: b("k") })), ..put(1, 4, "", "") };
+    r.step(2, &batch(11, 1, vec![del]));
+    let (a, _) = r.step(3, &batch(12, 1, vec![cas(1, 5, "k", Some("c"), "d"), cas(1, 6, "k", None, "e")]));
+    let res: Vec<rsm::CasResult> = a.iter().map(cas_result).collect();
+    assert!(!res[0].swapped && !res[0].found);
+    assert!(res[1].swapped);
+}
+
+#[test]
+fn a_retried_command_applies_once_and_gets_the_same_reply() {
+    // Exactly-once: the same (client, request) in a later entry (a retry that
+    // was committed twice) is answered from the session without effect.
+    let mut r = MemRsm::default();
+    r.step(1, &batch(10, 1, vec![put(1, 1, "ctr", "0")]));
+    let (first, _) = r.step(2, &batch(11, 1, vec![cas(5, 7, "ctr", Some("0"), "1")]));
+    let (again, cells) = r.step(3, &batch(12, 2, vec![cas(5, 7, "ctr", Some("0"), "1")]));
+    assert_eq!(first[0].reply, again[0].reply);
+    assert!(cas_result(&again[0]).swapped);
+    assert!(cells.is_empty(), "a duplicate must not write");
+    // Another client's identical request is a new command: compare fails.
+    let (other, _) = r.step(4, &batch(13, 1, vec![cas(6, 7, "ctr", Some("0"), "1")]));
+    assert!(!cas_result(&other[0]).swapped);
+}
+
+#[test]
+fn ack_below_trims_the_session_and_refuses_late_duplicates() {
+    let mut r = MemRsm::default();
+    r.step(1, &batch(10, 1, vec![put(5, 1, "a", "1"), put(5, 2, "a", "2")]));
+    let mut c = put(5, 3, "a", "3");
+    c.ack_below = 3;
+    r.step(2, &batch(11, 1, vec![c]));
+    let s: rsm::Session = rsm::Session::decode(&r.0[&session_key(5)][..]).unwrap();
+    assert_eq!(s.entries.iter().map(|e| e.request_id).collect::<Vec<_>>(), vec![3]);
+    let (late, cells) = r.step(3, &batch(12, 1, vec![put(5, 1, "a", "1")]));
+    assert!(matches!(late[0].reply.result, Some(reply::Result::Refused(_))));
+    assert!(cells.is_empty());
+}
+
+#[test]
+fn idle_sessions_expire_by_log_time_only() {
+    let mut r = MemRsm::default();
+    let t0 = hlc_from_physical_ms(1_800_000_000_000);
+    r.step(1, &batch(t0, 1, vec![put(1, 1, "a", "1")]));
+    r.step(2, &batch(t0, 1, vec![put(2, 1, "b", "1")]));
+    // Entry at a sweep index, 11 minutes of log time later, from client 2.
+    let later = hlc_from_physical_ms(1_800_000_000_000 + 11 * 60 * 1000);
+    r.step(SESSION_SWEEP_EVERY_ENTRIES, &batch(later, 1, vec![put(2, 2, "b", "2")]));
+    assert!(!r.0.contains_key(&session_key(1)), "client 1 idle past the TTL");
+    assert!(r.0.contains_key(&session_key(2)), "client 2 just wrote");
+}
+
+#[test]
+fn session_is_bounded() {
+    let mut r = MemRsm::default();
+    let cmds: Vec<Command> = (1..=(MAX_SESSION_REPLIES as u64 + 10)).map(|i| put(3, i, "k", "v")).collect();
+    r.step(1, &batch(10, 1, cmds));
+    let s: rsm::Session = rsm::Session::decode(&r.0[&session_key(3)][..]).unwrap();
+    assert_eq!(s.entries.len(), MAX_SESSION_REPLIES);
+    assert_eq!(s.entries[0].request_id, 11);
+}

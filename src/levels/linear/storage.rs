@@ -1,0 +1,308 @@
+//! `raft::Storage` over the node's RocksDB.
+//!
+//! * `raft_log`: entry index (u64 big-endian) → `eraftpb::Entry` (protobuf).
+//! * `raft_state`: `hs` → HardState, `cs` → ConfState, `truncated` →
+//!   (index, term) of the last entry removed by compaction or replaced by a
+//!   snapshot; `installing` marks a snapshot install in progress.
+//!
+//! raft-rs only *reads* through the trait. The Ready loop turns what a Ready
+//! asks to persist into [`WriteOp`]s (see [`RaftStore::append_ops`] etc.),
+//! writes them in one synced batch, and then tells this store
+//! ([`RaftStore::appended`]) so its in-memory bounds follow the disk.
+//! Snapshots are produced on demand by [`super::snapshot`]; `snapshot()`
+//! answers `SnapshotTemporarilyUnavailable` until one is ready.
+
+use std::sync::{Arc, RwLock};
+
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{IteratorMode, DB};
+
+use super::snapshot::Snapshots;
+use crate::store::{cf, Cf, StoreError, WriteOp};
+
+pub const KEY_HARD_STATE: &[u8] = b"hs";
+pub const KEY_CONF_STATE: &[u8] = b"cs";
+pub const KEY_TRUNCATED: &[u8] = b"truncated";
+pub const KEY_INSTALLING: &[u8] = b"installing";
+
+pub fn log_key(index: u64) -> Vec<u8> {
+    index.to_be_bytes().to_vec()
+}
+
+#[derive(Clone, Debug, Default)]
+struct Core {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the last entry no longer in the log.
+    truncated: (u64, u64),
+    last_index: u64,
+}
+
+pub struct RaftStore {
+    db: Arc<DB>,
+    core: RwLock<Core>,
+    pub snapshots: Arc<Snapshots>,
+}
+
+fn other(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+fn store_err(e: StoreError) -> raft::Error {
+    other(e)
+}
+
+impl RaftStore {
+    /// Loads the Raft state; a fresh store gets `voters` as its configuration.
+    pub fn open(db: Arc<DB>, voters: &[u64], snapshots: Arc<Snapshots>) -> Result<RaftStore, StoreError> {
+        let st = cf(&db, Cf::RaftState);
+        let hard_state = match db.get_cf(st, KEY_HARD_STATE)? {
+            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| StoreError::Corrupt(format!("hard state: {e}")))?,
+            None => HardState::default(),
+        };
+        let conf_state = match db.get_cf(st, KEY_CONF_STATE)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| StoreError::Corrupt(format!("conf state: {e}")))?,
+            None => {
+                let mut cs = ConfState::default();
+                cs.set_voters(voters.to_vec());
+                cs
+            }
+        };
+        let truncated = match db.get_cf(st, KEY_TRUNCATED)? {
+            Some(b) if b.len() == 16 => {
+                (u64::from_be_bytes(b[..8].try_into().unwrap()), u64::from_be_bytes(b[8..].try_into().unwrap()))
+            }
+            Some(_) => return Err(StoreError::Corrupt("truncated state".into())),
+            None => (0, 0),
+        };
+        let last_index = match db.iterator_cf(cf(&db, Cf::RaftLog), IteratorMode::End).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("raft log key".into()))?)
+            }
+            None => truncated.0,
+        };
+        let core = Core { hard_state, conf_state, truncated, last_index: last_index.max(truncated.0) };
+        Ok(RaftStore { db, core: RwLock::new(core), snapshots })
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.core.read().expect("raft core").hard_state.clone()
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.core.read().expect("raft core").conf_state.clone()
+    }
+
+    pub fn truncated(&self) -> (u64, u64) {
+        self.core.read().expect("raft core").truncated
+    }
+
+    /// Ops that append `entries` (overwriting any conflicting suffix).
+    pub fn append_ops(&self, entries: &[Entry]) -> Result<Vec<WriteOp>, StoreError> {
+        let Some(first) = entries.first() else { return Ok(Vec::new()) };
+        let core = self.core.read().expect("raft core");
+        assert!(
+            first.index > core.truncated.0,
+            "append {} over compacted log (truncated {})",
+            first.index,
+            core.truncated.0
+        );
+        assert!(first.index <= core.last_index + 1, "gap in raft log: last {} append {}", core.last_index, first.index);
+        let mut ops = Vec::with_capacity(entries.len() + 1);
+        for e in entries {
+            let bytes = e.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            ops.push(WriteOp::Put { cf: Cf::RaftLog, key: log_key(e.index), value: bytes });
+        }
+        let new_last = entries.last().expect("non-empty").index;
+        if new_last < core.last_index {
+            ops.push(WriteOp::DeleteRange {
+                cf: Cf::RaftLog,
+                from: log_key(new_last + 1),
+                to: log_key(core.last_index + 1),
+            });
+        }
+        Ok(ops)
+    }
+
+    pub fn hard_state_op(hs: &HardState) -> WriteOp {
+        WriteOp::Put {
+            cf: Cf::RaftState,
+            key: KEY_HARD_STATE.to_vec(),
+            value: hs.write_to_bytes().expect("encode hard state"),
+        }
+    }
+
+    /// Records that the ops of `append_ops(entries)` and the hard state are durable.
+    pub fn appended(&self, entries: &[Entry], hs: Option<&HardState>) {
+        let mut core = self.core.write().expect("raft core");
+        if let Some(last) = entries.last() {
+            core.last_index = last.index;
+        }
+        if let Some(hs) = hs {
+            assert!(hs.commit >= core.hard_state.commit || hs.term > core.hard_state.term, "commit index regressed");
+            core.hard_state = hs.clone();
+        }
+    }
+
+    /// The commit index raft-rs reports after `advance` (persisted with the
+    /// next hard state; it can always be recovered from the log).
+    pub fn set_commit(&self, commit: u64) {
+        let mut core = self.core.write().expect("raft core");
+        core.hard_state.commit = core.hard_state.commit.max(commit);
+    }
+
+    /// Ops that drop log entries up to and including `index` (≤ applied).
+    pub fn compact_ops(&self, index: u64) -> Result<Option<(Vec<WriteOp>, (u64, u64))>, StoreError> {
+        let core = self.core.read().expect("raft core");
+        if index <= core.truncated.0 || index > core.last_index {
+            return Ok(None);
+        }
+        drop(core);
+        let term = self.term(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let core = self.core.read().expect("raft core");
+        let ops = vec![
+            WriteOp::DeleteRange { cf: Cf::RaftLog, from: log_key(core.truncated.0), to: log_key(index + 1) },
+            truncated_op(index, term),
+        ];
+        Ok(Some((ops, (index, term))))
+    }
+
+    pub fn compacted(&self, truncated: (u64, u64)) {
+        let mut core = self.core.write().expect("raft core");
+        assert!(truncated.0 >= core.truncated.0, "truncated index regressed");
+        core.truncated = truncated;
+    }
+
+    /// Ops that replace the log by a snapshot's position (the rsm contents
+    /// are written separately by the snapshot installer).
+    pub fn snapshot_ops(&self, index: u64, term: u64, cs: &ConfState) -> Vec<WriteOp> {
+        let core = self.core.read().expect("raft core");
+        let mut hs = core.hard_state.clone();
+        hs.term = hs.term.max(term);
+        hs.commit = hs.commit.max(index);
+        vec![
+            WriteOp::DeleteRange { cf: Cf::RaftLog, from: log_key(0), to: log_key(u64::MAX) },
+            truncated_op(index, term),
+            WriteOp::Put {
+                cf: Cf::RaftState,
+                key: KEY_CONF_STATE.to_vec(),
+                value: cs.write_to_bytes().expect("encode conf state"),
+            },
+            Self::hard_state_op(&hs),
+        ]
+    }
+
+    pub fn snapshot_installed(&self, index: u64, term: u64, cs: &ConfState) {
+        let mut core = self.core.write().expect("raft core");
+        core.truncated = (index, term);
+        core.last_index = index;
+        core.conf_state = cs.clone();
+        core.hard_state.term = core.hard_state.term.max(term);
+        core.hard_state.commit = core.hard_state.commit.max(index);
+    }
+}
+
+fn truncated_op(index: u64, term: u64) -> WriteOp {
+    let mut v = index.to_be_bytes().to_vec();
+    v.extend_from_slice(&term.to_be_bytes());
+    WriteOp::Put { cf: Cf::RaftState, key: KEY_TRUNCATED.to_vec(), value: v }
+}
+
+impl raft::Storage for RaftStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let core = self.core.read().expect("raft core");
+        Ok(RaftState::new(core.hard_state.clone(), core.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _ctx: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        let core = self.core.read().expect("raft core");
+        if low <= core.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= core.last_index + 1, "entries({low}, {high}) beyond last index {}", core.last_index);
+        drop(core);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let from = log_key(low);
+        for item in
+            self.db.iterator_cf(cf(&self.db, Cf::RaftLog), IteratorMode::From(&from, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| store_err(e.into()))?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(other)?);
+            if idx >= high {
+                break;
+            }
+            if idx != low + out.len() as u64 {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            let e = Entry::parse_from_bytes(&v).map_err(other)?;
+            size += e.compute_size() as u64;
+            if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let core = self.core.read().expect("raft core");
+        if idx == core.truncated.0 {
+            return Ok(core.truncated.1);
+        }
+        if idx < core.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > core.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        drop(core);
+        match self.db.get_pinned_cf(cf(&self.db, Cf::RaftLog), log_key(idx)).map_err(|e| store_err(e.into()))? {
+            Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(other)?.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.core.read().expect("raft core").truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.core.read().expect("raft core").last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let cs = self.conf_state();
+        // A snapshot older than the compacted log would leave the follower
+        // needing entries nobody has: ask for a fresh one instead.
+        let floor = request_index.max(self.truncated().0);
+        match self.snapshots.ready_at_least(floor) {
+            Some(meta) => {
+                let mut s = Snapshot::default();
+                let m = s.mut_metadata();
+                m.index = meta.index;
+                m.term = meta.term;
+                m.set_conf_state(cs);
+                s.data = meta.file_name().into_bytes().into();
+                Ok(s)
+            }
+            None => {
+                self.snapshots.request(floor, to);
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Raft messages between nodes, over the peer gRPC service.
+//!
+//! One task per peer drains a bounded queue and sends what accumulated as
+//! one `Raft` RPC (batching under load, one message when idle). Raft
+//! tolerates loss, so a full queue or a failed RPC drops messages and tells
+//! Raft the peer is unreachable; it retransmits. Snapshot messages go
+//! through their own task that streams the snapshot file in chunks and
+//! reports the outcome back to Raft.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{Message, MessageType};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::snapshot::{Snapshots, CHUNK_BYTES};
+use crate::clock::NodeId;
+use crate::node::peers::{call, request, Peers};
+use crate::proto::peer::{RaftBatch, SnapshotChunk};
+
+/// Messages waiting per peer; beyond this they are dropped (Raft resends).
+pub const PEER_QUEUE_MESSAGES: usize = 4096;
+pub const MAX_BATCH_MESSAGES: usize = 256;
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+pub const RAFT_RPC_TIMEOUT_MS: u64 = 2_000;
+pub const SNAPSHOT_RPC_TIMEOUT_MS: u64 = 120_000;
+/// Pause after a failed send, so a dead peer does not spin the task.
+pub const FAILURE_PAUSE_MS: u64 = 50;
+
+/// What the transport tells the Raft driver.
+#[derive(Debug)]
+pub enum TransportEvent {
+    Unreachable(u64),
+    SnapshotSent { to: u64, ok: bool },
+}
+
+pub struct Transport {
+    queues: BTreeMap<u64, mpsc::Sender<Message>>,
+    peers: Arc<Peers>,
+    snapshots: Arc<Snapshots>,
+    events: mpsc::Sender<TransportEvent>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Transport {
+    pub fn start(
+        peers: Arc<Peers>,
+        snapshots: Arc<Snapshots>,
+        events: mpsc::Sender<TransportEvent>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Transport {
+        let mut queues = BTreeMap::new();
+        for id in peers.ids() {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            tracker.spawn(send_loop(id, peers.clone(), rx, events.clone(), cancel.clone()));
+            queues.insert(id as u64, tx);
+        }
+        Transport { queues, peers, snapshots, events, tracker: tracker.clone(), cancel }
+    }
+
+    pub fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.tracker.spawn(send_snapshot(
+                    to,
+                    m,
+                    self.peers.clone(),
+                    self.snapshots.clone(),
+                    self.events.clone(),
+                    self.cancel.clone(),
+                ));
+                continue;
+            }
+            let Some(q) = self.queues.get(&to) else {
+                tracing::warn!(to, "raft message for an unknown peer dropped");
+                continue;
+            };
+            if q.try_send(m).is_err() {
+                let _ = self.events.try_send(TransportEvent::Unreachable(to));
+            }
+        }
+    }
+}
+
+async fn send_loop(
+    to: NodeId,
+    peers: Arc<Peers>,
+    mut rx: mpsc::Receiver<Message>,
+    events: mpsc::Sender<TransportEvent>,
+    cancel: CancellationToken,
+) {
+    let mut client = peers.client(to);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let encode = |m: Message| Bytes::from(m.write_to_bytes().expect("encode raft message"));
+        let mut batch = vec![encode(first)];
+        let mut bytes = batch[0].len();
+        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    let b = encode(m);
+                    bytes += b.len();
+                    batch.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let req = RaftBatch { from_node: peers.self_id(), messages: batch };
+        if let Err(s) = call(RAFT_RPC_TIMEOUT_MS, client.raft(request(req, RAFT_RPC_TIMEOUT_MS))).await {
+            tracing::trace!(to, error = %s.message(), "raft send failed");
+            let _ = events.try_send(TransportEvent::Unreachable(to as u64));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS)) => {}
+            }
+        }
+    }
+}
+
+async fn send_snapshot(
+    to: u64,
+    msg: Message,
+    peers: Arc<Peers>,
+    snapshots: Arc<Snapshots>,
+    events: mpsc::Sender<TransportEvent>,
+    cancel: CancellationToken,
+) {
+    let ok = tokio::select! {
+        _ = cancel.cancelled() => false,
+        r = stream_snapshot(to as NodeId, msg, &peers, &snapshots) => match r {
+            Ok(bytes) => {
+                tracing::info!(to, bytes, "snapshot sent");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(to, error = %e, "snapshot send failed");
+                false
+            }
+        },
+    };
+    let _ = events.send(TransportEvent::SnapshotSent { to, ok }).await;
+}
+
+async fn stream_snapshot(to: NodeId, msg: Message, peers: &Peers, snapshots: &Snapshots) -> Result<u64, String> {
+    let name = String::from_utf8(msg.get_snapshot().get_data().to_vec()).map_err(|e| e.to_string())?;
+    let path = snapshots.path(&name);
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let header = Bytes::from(msg.write_to_bytes().map_err(|e| e.to_string())?);
+    let from = peers.self_id();
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let reader = async move {
+        let mut first = true;
+        let mut total = 0u64;
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let mut n = 0;
+            while n < CHUNK_BYTES {
+                let r = file.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+                if r == 0 {
+                    break;
+                }
+                n += r;
+            }
+            buf.truncate(n);
+            total += n as u64;
+            let last = n < CHUNK_BYTES;
+            let chunk = SnapshotChunk {
+                from_node: from,
+                message: if first { header.clone() } else { Bytes::new() },
+                data: Bytes::from(buf),
+                last,
+            };
+            first = false;
+            if tx.send(chunk).await.is_err() {
+                return Err("snapshot stream closed by the receiver".to_string());
+            }
+            if last {
+                return Ok(total);
+            }
+        }
+    };
+    let mut client = peers.client(to);
+    let rpc = call(
+        SNAPSHOT_RPC_TIMEOUT_MS,
+        client.snapshot(request(tokio_stream::wrappers::ReceiverStream::new(rx), SNAPSHOT_RPC_TIMEOUT_MS)),
+    );
+    let (sent, reply) = tokio::join!(reader, rpc);
+    reply.map_err(|s| s.message().to_string())?;
+    sent
+}
