@@ -27,6 +27,11 @@ pub mod proto {
     pub mod peer {
         tonic::include_proto!("capkv.peer.v1");
     }
+
+    /// The linearizable state machine's commands and stored values (`proto/rsm.proto`).
+    pub mod rsm {
+        tonic::include_proto!("capkv.rsm.v1");
+    }
 }
 
 pub use clock::{NodeId, Version};

@@ -40,6 +40,24 @@ pub struct ServeArgs {
     /// Peer clock stamps further ahead than this do not move our clock (ms, default 500).
     #[arg(long)]
     pub max_clock_drift_ms: Option<u64>,
+    /// Raft tick interval in ms (default 50).
+    #[arg(long)]
+    pub raft_tick_ms: Option<u64>,
+    /// Ticks without a leader before an election (default 10; randomized up to 2x).
+    #[arg(long)]
+    pub raft_election_ticks: Option<usize>,
+    /// Ticks between leader heartbeats (default 2).
+    #[arg(long)]
+    pub raft_heartbeat_ticks: Option<usize>,
+    /// Compact the Raft log after this many applied entries (default 10000).
+    #[arg(long)]
+    pub raft_snapshot_entries: Option<u64>,
+    /// Entries kept behind the applied index at compaction (default 1000).
+    #[arg(long)]
+    pub raft_catch_up_entries: Option<u64>,
+    /// Linearizable reads: read-index (default) or lease (assumes bounded clock drift).
+    #[arg(long)]
+    pub read_mode: Option<String>,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -66,6 +84,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         anti_entropy_interval_ms: args.anti_entropy_interval_ms,
         hinted_handoff: args.no_hinted_handoff.then_some(false),
         max_clock_drift_ms: args.max_clock_drift_ms,
+        raft_tick_ms: args.raft_tick_ms,
+        raft_election_ticks: args.raft_election_ticks,
+        raft_heartbeat_ticks: args.raft_heartbeat_ticks,
+        raft_snapshot_entries: args.raft_snapshot_entries,
+        raft_catch_up_entries: args.raft_catch_up_entries,
+        read_mode: args.read_mode.clone(),
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
     };
     let cfg = match config::resolve(file, overrides) {

@@ -3,6 +3,7 @@
 //! about another.
 
 pub mod eventual;
+pub mod linear;
 
 use crate::store::StoreError;
 

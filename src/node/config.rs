@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::clock::NodeId;
+use crate::levels::linear::{RaftSettings, ReadMode};
 
 /// Longest key accepted, in bytes (DESIGN §5).
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -59,6 +60,7 @@ pub struct NodeConfig {
     pub hinted_handoff: bool,
     /// A peer stamp further ahead than this does not move our clock.
     pub max_clock_drift_ms: u64,
+    pub raft: RaftSettings,
     pub unsafe_test: UnsafeTestSwitches,
 }
 
@@ -86,6 +88,13 @@ pub struct FileConfig {
     pub anti_entropy_interval_ms: Option<u64>,
     pub hinted_handoff: Option<bool>,
     pub max_clock_drift_ms: Option<u64>,
+    pub raft_tick_ms: Option<u64>,
+    pub raft_election_ticks: Option<usize>,
+    pub raft_heartbeat_ticks: Option<usize>,
+    pub raft_snapshot_entries: Option<u64>,
+    pub raft_catch_up_entries: Option<u64>,
+    /// "read-index" (default) or "lease".
+    pub read_mode: Option<String>,
     #[serde(default)]
     pub unsafe_test: UnsafeTestSwitches,
 }
@@ -162,7 +171,21 @@ pub struct Overrides {
     pub anti_entropy_interval_ms: Option<u64>,
     pub hinted_handoff: Option<bool>,
     pub max_clock_drift_ms: Option<u64>,
+    pub raft_tick_ms: Option<u64>,
+    pub raft_election_ticks: Option<usize>,
+    pub raft_heartbeat_ticks: Option<usize>,
+    pub raft_snapshot_entries: Option<u64>,
+    pub raft_catch_up_entries: Option<u64>,
+    pub read_mode: Option<String>,
     pub unsafe_skip_read_impose: bool,
+}
+
+pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
+    match s {
+        "read-index" | "readindex" => Ok(ReadMode::ReadIndex),
+        "lease" => Ok(ReadMode::Lease),
+        _ => err(format!("unknown read mode {s:?}: expected read-index or lease")),
+    }
 }
 
 /// Builds the node configuration from an optional file and flag overrides.
@@ -217,6 +240,30 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     if request_timeout_ms == 0 {
         return err("--request-timeout-ms must be positive");
     }
+    let d = RaftSettings::default();
+    let raft = RaftSettings {
+        tick_ms: o.raft_tick_ms.or(file.raft_tick_ms).unwrap_or(d.tick_ms),
+        election_ticks: o.raft_election_ticks.or(file.raft_election_ticks).unwrap_or(d.election_ticks),
+        heartbeat_ticks: o.raft_heartbeat_ticks.or(file.raft_heartbeat_ticks).unwrap_or(d.heartbeat_ticks),
+        snapshot_entries: o.raft_snapshot_entries.or(file.raft_snapshot_entries).unwrap_or(d.snapshot_entries),
+        catch_up_entries: o.raft_catch_up_entries.or(file.raft_catch_up_entries).unwrap_or(d.catch_up_entries),
+        read_mode: match o.read_mode.or(file.read_mode) {
+            Some(m) => parse_read_mode(&m)?,
+            None => d.read_mode,
+        },
+    };
+    if raft.tick_ms == 0 || raft.tick_ms > 10_000 {
+        return err(format!("--raft-tick-ms {} is out of range: 1 to 10000", raft.tick_ms));
+    }
+    if raft.heartbeat_ticks == 0 || raft.election_ticks <= raft.heartbeat_ticks {
+        return err(format!(
+            "--raft-election-ticks ({}) must exceed --raft-heartbeat-ticks ({}), which must be positive",
+            raft.election_ticks, raft.heartbeat_ticks
+        ));
+    }
+    if raft.snapshot_entries == 0 {
+        return err("--raft-snapshot-entries must be positive");
+    }
     let unsafe_test =
         UnsafeTestSwitches { skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose };
     Ok(NodeConfig {
@@ -233,6 +280,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             .max(100),
         hinted_handoff: o.hinted_handoff.or(file.hinted_handoff).unwrap_or(true),
         max_clock_drift_ms: o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500),
+        raft,
         unsafe_test,
     })
 }

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
+use crate::levels::linear::Linear;
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::cluster_server::ClusterServer;
@@ -51,6 +52,7 @@ pub struct NodeState {
     pub store: Arc<Store>,
     pub peers: Arc<peers::Peers>,
     pub eventual: Eventual,
+    pub linear: Arc<Linear>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
@@ -81,12 +83,24 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         &tracker,
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
+    let linear = Linear::start(
+        cfg.id,
+        store.clone(),
+        peers.clone(),
+        clock.clone(),
+        metrics.clone(),
+        cfg.raft.clone(),
+        cancel.clone(),
+        &tracker,
+    )
+    .await?;
 
     let state = Arc::new(NodeState {
         cfg: cfg.clone(),
         store: store.clone(),
         peers,
         eventual,
+        linear,
         metrics,
         started: Instant::now(),
     });

@@ -5,10 +5,16 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::NodeState;
+use crate::levels::linear::snapshot::SnapMeta;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::*;
 use crate::store::{OpOutcome, WriteOp, BUCKETS};
 use crate::wire::{cell_from_peer, cell_to_peer};
+use protobuf::Message as _;
+use tokio::io::AsyncWriteExt;
+
+/// Largest snapshot a node accepts.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Most entries one ListBuckets page returns.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
@@ -112,15 +118,62 @@ impl Peer for PeerService {
         Ok(Response::new(PingResponse { node_id: self.node.cfg.id, hlc: self.node.store.clock().now() }))
     }
 
-    async fn raft(&self, _req: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
-        Err(Status::unimplemented("the linearizable level is not built on this node"))
+    async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
+        let req = req.into_inner();
+        self.check_member(req.from_node)?;
+        let mut msgs = Vec::with_capacity(req.messages.len());
+        for m in &req.messages {
+            msgs.push(
+                raft::eraftpb::Message::parse_from_bytes(m)
+                    .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?,
+            );
+        }
+        self.node.linear.step(msgs);
+        Ok(Response::new(RaftBatchResponse {}))
     }
 
     async fn snapshot(
         &self,
-        _req: Request<tonic::Streaming<SnapshotChunk>>,
+        req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotResponse>, Status> {
-        Err(Status::unimplemented("the linearizable level is not built on this node"))
+        let mut stream = req.into_inner();
+        let snapshots = self.node.linear.snapshots().clone();
+        let mut header: Option<raft::eraftpb::Message> = None;
+        let mut file: Option<(tokio::fs::File, std::path::PathBuf, std::path::PathBuf)> = None;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            self.check_member(chunk.from_node)?;
+            if header.is_none() {
+                let m = raft::eraftpb::Message::parse_from_bytes(&chunk.message)
+                    .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                let meta = m.get_snapshot().get_metadata();
+                let name = SnapMeta { index: meta.index, term: meta.term }.file_name();
+                let tmp = snapshots.path(&format!("{name}.recv.tmp"));
+                let f = tokio::fs::File::create(&tmp).await.map_err(|e| Status::internal(e.to_string()))?;
+                file = Some((f, tmp, snapshots.path(&name)));
+                header = Some(m);
+            }
+            let (f, _, _) = file.as_mut().expect("file opened with the header");
+            total += chunk.data.len() as u64;
+            if total > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!("snapshot larger than {MAX_SNAPSHOT_BYTES} bytes")));
+            }
+            f.write_all(&chunk.data).await.map_err(|e| Status::internal(e.to_string()))?;
+            if chunk.last {
+                break;
+            }
+        }
+        let (Some(mut msg), Some((f, tmp, path))) = (header, file) else {
+            return Err(Status::invalid_argument("empty snapshot stream"));
+        };
+        f.sync_all().await.map_err(|e| Status::internal(e.to_string()))?;
+        drop(f);
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| Status::internal(e.to_string()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        msg.mut_snapshot().set_data(name.into_bytes().into());
+        tracing::info!(from = msg.from, bytes = total, "snapshot received");
+        self.node.linear.step(vec![msg]);
+        Ok(Response::new(SnapshotResponse {}))
     }
 
     async fn propose(&self, _req: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::config::MAX_KEY_BYTES;
 use super::NodeState;
 use crate::level::Level;
+use crate::levels::linear::Caller;
 use crate::levels::{CasReply, LevelError};
 use crate::proto::admin_server::Admin;
 use crate::proto::cluster_server::Cluster;
@@ -57,8 +58,8 @@ impl KvService {
         Ok(())
     }
 
-    /// The level and deadline the request asks for.
-    fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Duration), Status> {
+    /// The level, deadline and caller ids the request carries.
+    fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Duration, Caller), Status> {
         let Some(h) = h else {
             return Err(Status::invalid_argument("request has no header: set header.consistency"));
         };
@@ -80,7 +81,8 @@ impl KvService {
             0 => self.node.cfg.request_timeout_ms,
             t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
         };
-        Ok((level, Duration::from_millis(ms)))
+        let caller = Caller { client_id: h.client_id, request_id: h.request_id, ack_below: h.ack_below };
+        Ok((level, Duration::from_millis(ms), caller))
     }
 }
 
@@ -125,10 +127,11 @@ fn cas_reply(r: CasReply) -> CasResponse {
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = req.into_inner();
-        let (level, _deadline) = self.header(req.header.as_ref())?;
+        let (level, timeout, _caller) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         let cell = match level {
             Level::Eventual => self.node.eventual.get(req.key).map_err(level_status)?,
+            Level::Linearizable => self.node.linear.get(&req.key, timeout).await.map_err(level_status)?,
             l => return Err(not_built(l)),
         };
         Ok(Response::new(get_reply(cell)))
@@ -136,35 +139,44 @@ impl Kv for KvService {
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let req = req.into_inner();
-        let (level, _deadline) = self.header(req.header.as_ref())?;
+        let (level, timeout, caller) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.value)?;
         let cell = match level {
-            Level::Eventual => self.node.eventual.write(req.key, Some(req.value)).await.map_err(level_status)?,
+            Level::Eventual => self.node.eventual.write(req.key, Some(req.value)).await.map_err(level_status)?.version,
+            Level::Linearizable => {
+                self.node.linear.write(caller, req.key, Some(req.value), timeout).await.map_err(level_status)?
+            }
             l => return Err(not_built(l)),
         };
-        Ok(Response::new(SetResponse { version: Some(version_to_proto(cell.version)) }))
+        Ok(Response::new(SetResponse { version: Some(version_to_proto(cell)) }))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
-        let (level, _deadline) = self.header(req.header.as_ref())?;
+        let (level, timeout, caller) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         let cell = match level {
-            Level::Eventual => self.node.eventual.write(req.key, None).await.map_err(level_status)?,
+            Level::Eventual => self.node.eventual.write(req.key, None).await.map_err(level_status)?.version,
+            Level::Linearizable => {
+                self.node.linear.write(caller, req.key, None, timeout).await.map_err(level_status)?
+            }
             l => return Err(not_built(l)),
         };
-        Ok(Response::new(DeleteResponse { version: Some(version_to_proto(cell.version)) }))
+        Ok(Response::new(DeleteResponse { version: Some(version_to_proto(cell)) }))
     }
 
     async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
         let req = req.into_inner();
-        let (level, _deadline) = self.header(req.header.as_ref())?;
+        let (level, timeout, caller) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.new_value)?;
         let expected = if req.expect_absent { None } else { Some(req.expected) };
         let reply = match level {
             Level::Eventual => self.node.eventual.cas(req.key, expected, req.new_value).await.map_err(level_status)?,
+            Level::Linearizable => {
+                self.node.linear.cas(caller, req.key, expected, req.new_value, timeout).await.map_err(level_status)?
+            }
             l => return Err(not_built(l)),
         };
         Ok(Response::new(cas_reply(reply)))
@@ -201,11 +213,21 @@ impl Cluster for ClusterService {
             id: n.cfg.id,
             address: n.cfg.cluster.get(&n.cfg.id).cloned().unwrap_or_default(),
             members: n.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
-            levels: vec![Consistency::Eventual as i32],
+            levels: vec![Consistency::Eventual as i32, Consistency::Linearizable as i32],
             uptime_ms: n.started.elapsed().as_millis() as u64,
             hints_pending,
             counters: counters.into_iter().collect(),
-            raft: None,
+            raft: Some({
+                let v = n.linear.view();
+                RaftStatus {
+                    role: v.role,
+                    term: v.term,
+                    leader_id: v.leader_id,
+                    commit_index: v.commit_index,
+                    applied_index: v.applied_index,
+                    last_contact_ms: v.last_contact_ms.into_iter().collect(),
+                }
+            }),
             clock_offset_ms: crate::clock::offset_ms(),
         }))
     }

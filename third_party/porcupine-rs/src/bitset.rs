@@ -10,10 +10,7 @@ impl Bitset {
     /// Create a bitset of `n` bits, all cleared.
     pub fn new(n: usize) -> Self {
         let num_words = n.div_ceil(64);
-        Self {
-            words: vec![0u64; num_words],
-            n,
-        }
+        Self { words: vec![0u64; num_words], n }
     }
 
     /// Set bit `i`.

@@ -27,10 +27,7 @@ fn cache_key<M: Model>(linearized: &Bitset, state: &M::State) -> u64 {
     // Fibonacci/golden-ratio mix so that small differences in either input
     // produce very different combined keys.
     bitset_hash
-        ^ state_hash
-            .wrapping_add(0x9e37_79b9_7f4a_7c15)
-            .wrapping_add(bitset_hash << 6)
-            .wrapping_add(bitset_hash >> 2)
+        ^ state_hash.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_add(bitset_hash << 6).wrapping_add(bitset_hash >> 2)
 }
 
 // ---------------------------------------------------------------------------
@@ -43,19 +40,13 @@ pub struct Cache<M: Model> {
 
 impl<M: Model> Cache<M> {
     pub fn new() -> Self {
-        Self {
-            map: HashMap::new(),
-        }
+        Self { map: HashMap::new() }
     }
 
     /// Returns `true` if `(linearized, state)` has already been visited.
     pub fn cache_contains(&self, linearized: &Bitset, state: &M::State) -> bool {
         let key = cache_key::<M>(linearized, state);
-        self.map.get(&key).is_some_and(|bucket| {
-            bucket
-                .iter()
-                .any(|(bs, s)| bs == linearized && M::equal(s, state))
-        })
+        self.map.get(&key).is_some_and(|bucket| bucket.iter().any(|(bs, s)| bs == linearized && M::equal(s, state)))
     }
 
     /// Record `(linearized, state)` as visited.

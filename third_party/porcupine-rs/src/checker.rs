@@ -25,10 +25,7 @@ use crate::partition::{CheckEntry, Partition};
 /// Pass `timeout = Some(d)` to bound the search.  Returns [`CheckResult::Unknown`]
 /// if the timeout elapses before a definitive answer is found.
 /// Pass `timeout = None` for an unlimited search.
-pub fn check_operations<M: Model>(
-    history: &[Operation<M>],
-    timeout: Option<Duration>,
-) -> CheckResult {
+pub fn check_operations<M: Model>(history: &[Operation<M>], timeout: Option<Duration>) -> CheckResult {
     let partitions = build_operation_partitions::<M>(history);
     check_partitions::<M>(partitions, timeout, false).0
 }
@@ -62,17 +59,11 @@ pub fn check_events_info<M: EventModel>(
 // ---------------------------------------------------------------------------
 
 fn build_operation_partitions<M: Model>(history: &[Operation<M>]) -> Vec<Partition<M>> {
-    M::partition_operations(history)
-        .into_iter()
-        .map(|ops| Partition::from_operations(&ops))
-        .collect()
+    M::partition_operations(history).into_iter().map(|ops| Partition::from_operations(&ops)).collect()
 }
 
 fn build_event_partitions<M: EventModel>(history: &[Event<M>]) -> Vec<Partition<M>> {
-    M::partition_events(history)
-        .into_iter()
-        .map(|evs| Partition::from_events(&evs))
-        .collect()
+    M::partition_events(history).into_iter().map(|evs| Partition::from_events(&evs)).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -146,14 +137,11 @@ fn check_parallel<M: Model>(
     compute_info: bool,
 ) -> (CheckResult, LinearizationInfo<M>) {
     let total = partitions.len();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, total);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, total);
 
     // Extract the ops vecs upfront so we can move them into LinearizationInfo
     // without also moving the partitions (which are borrowed by the threads).
-    let partition_ops: Vec<Vec<crate::model::Operation<M>>> =
-        partitions.iter().map(|p| p.ops.clone()).collect();
+    let partition_ops: Vec<Vec<crate::model::Operation<M>>> = partitions.iter().map(|p| p.ops.clone()).collect();
 
     // Every partition is reported exactly once, so bounded(total) never
     // blocks a sender.
@@ -214,10 +202,8 @@ fn check_parallel<M: Model>(
             }
         }
 
-        let results: Vec<CheckResult> = outcomes
-            .iter()
-            .map(|o| o.unwrap_or(SearchOutcome::Killed).as_check_result())
-            .collect();
+        let results: Vec<CheckResult> =
+            outcomes.iter().map(|o| o.unwrap_or(SearchOutcome::Killed).as_check_result()).collect();
         let result = if results.contains(&CheckResult::Illegal) {
             CheckResult::Illegal
         } else if results.contains(&CheckResult::Unknown) {
@@ -245,11 +231,7 @@ fn check_parallel<M: Model>(
 ///
 /// Returns the outcome and `longest`, the per-operation partial
 /// linearization data (empty when `compute_info` is `false`).
-fn check_single<M: Model>(
-    partition: &Partition<M>,
-    kill: &AtomicBool,
-    compute_info: bool,
-) -> (SearchOutcome, Longest) {
+fn check_single<M: Model>(partition: &Partition<M>, kill: &AtomicBool, compute_info: bool) -> (SearchOutcome, Longest) {
     let n = partition.check_history.len();
     let mut linearizer = Linearizer::<M>::new(partition, compute_info);
     let mut current = linearizer.front();

@@ -31,10 +31,7 @@ pub fn check_operations<M: Model>(history: &[Operation<M>]) -> bool {
 /// - `Ok`      — linearizable.
 /// - `Illegal` — not linearizable.
 /// - `Unknown` — the timeout elapsed before a definitive answer was found.
-pub fn check_operations_timeout<M: Model>(
-    history: &[Operation<M>],
-    timeout: Duration,
-) -> CheckResult {
+pub fn check_operations_timeout<M: Model>(history: &[Operation<M>], timeout: Duration) -> CheckResult {
     checker::check_operations::<M>(history, Some(timeout))
 }
 
@@ -43,9 +40,7 @@ pub fn check_operations_timeout<M: Model>(
 /// The info contains the longest partial linearization sequences found for
 /// each operation, plus the original operations needed by [`visualize`] and
 /// [`visualize_path`].
-pub fn check_operations_info<M: Model>(
-    history: &[Operation<M>],
-) -> (CheckResult, LinearizationInfo<M>) {
+pub fn check_operations_info<M: Model>(history: &[Operation<M>]) -> (CheckResult, LinearizationInfo<M>) {
     checker::check_operations_info::<M>(history, None)
 }
 
@@ -72,9 +67,7 @@ pub fn check_events_timeout<M: EventModel>(history: &[Event<M>], timeout: Durati
 }
 
 /// Check an event history and return both the verdict and [`LinearizationInfo`].
-pub fn check_events_info<M: EventModel>(
-    history: &[Event<M>],
-) -> (CheckResult, LinearizationInfo<M>) {
+pub fn check_events_info<M: EventModel>(history: &[Event<M>]) -> (CheckResult, LinearizationInfo<M>) {
     checker::check_events_info::<M>(history, None)
 }
 
@@ -95,10 +88,7 @@ pub fn check_events_info_timeout<M: EventModel>(
 /// The type parameter `M` must be specified so the function can call
 /// `M::describe_operation`, `M::describe_state`, `M::describe_metadata`,
 /// and replay `M::step` over partial linearizations to annotate each step.
-pub fn visualize<M: Model, W: std::io::Write>(
-    info: &LinearizationInfo<M>,
-    output: &mut W,
-) -> std::io::Result<()> {
+pub fn visualize<M: Model, W: std::io::Write>(info: &LinearizationInfo<M>, output: &mut W) -> std::io::Result<()> {
     visualization::visualize::<M, W>(info, output)
 }
 

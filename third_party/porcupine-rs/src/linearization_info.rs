@@ -95,12 +95,7 @@ impl<M: Model> LinearizationInfo<M> {
     ) -> Self {
         let partial_linearizations = all_longest.into_iter().map(dedup_sequences).collect();
 
-        Self {
-            partial_linearizations,
-            partition_ops,
-            partition_results,
-            annotations: Vec::new(),
-        }
+        Self { partial_linearizations, partition_ops, partition_results, annotations: Vec::new() }
     }
 
     /// Add extra annotations that will be rendered in the visualization

@@ -57,11 +57,7 @@ impl<'a, M: Model> Linearizer<'a, M> {
             cache: Cache::new(),
             stack: Vec::new(),
             compute_info,
-            longest: if compute_info {
-                vec![None; m]
-            } else {
-                Vec::new()
-            },
+            longest: if compute_info { vec![None; m] } else { Vec::new() },
         }
     }
 
@@ -100,8 +96,7 @@ impl<'a, M: Model> Linearizer<'a, M> {
 
         // Cache miss: store a snapshot, then restore the bit.
         // lift() will set it permanently when the caller commits this choice.
-        self.cache
-            .cache_insert(self.linearized.clone(), next_state.clone());
+        self.cache.cache_insert(self.linearized.clone(), next_state.clone());
         self.linearized.clear(op_index);
         Some(next_state)
     }
@@ -114,11 +109,7 @@ impl<'a, M: Model> Linearizer<'a, M> {
 
         let prior = mem::replace(&mut self.state, next_state);
         self.linearized.set(op_index);
-        self.stack.push(Frame {
-            history_pos: pos,
-            op_index,
-            prior_state: prior,
-        });
+        self.stack.push(Frame { history_pos: pos, op_index, prior_state: prior });
 
         // Remove call first, return second; restore must be the reverse.
         self.sl.remove(self.call_pos[op_index]);

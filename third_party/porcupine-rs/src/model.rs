@@ -78,45 +78,19 @@ pub trait EventModel: Model {
 // ---------------------------------------------------------------------------
 
 pub enum Event<M: EventModel> {
-    Call {
-        client_id: Option<u32>,
-        value: M::Input,
-        id: usize,
-        metadata: Option<M::Metadata>,
-    },
-    Return {
-        client_id: Option<u32>,
-        value: M::Output,
-        id: usize,
-        metadata: Option<M::Metadata>,
-    },
+    Call { client_id: Option<u32>, value: M::Input, id: usize, metadata: Option<M::Metadata> },
+    Return { client_id: Option<u32>, value: M::Output, id: usize, metadata: Option<M::Metadata> },
 }
 
 impl<M: EventModel> Clone for Event<M> {
     fn clone(&self) -> Self {
         match self {
-            Event::Call {
-                client_id,
-                value,
-                id,
-                metadata,
-            } => Event::Call {
-                client_id: *client_id,
-                value: value.clone(),
-                id: *id,
-                metadata: metadata.clone(),
-            },
-            Event::Return {
-                client_id,
-                value,
-                id,
-                metadata,
-            } => Event::Return {
-                client_id: *client_id,
-                value: value.clone(),
-                id: *id,
-                metadata: metadata.clone(),
-            },
+            Event::Call { client_id, value, id, metadata } => {
+                Event::Call { client_id: *client_id, value: value.clone(), id: *id, metadata: metadata.clone() }
+            }
+            Event::Return { client_id, value, id, metadata } => {
+                Event::Return { client_id: *client_id, value: value.clone(), id: *id, metadata: metadata.clone() }
+            }
         }
     }
 }
@@ -124,24 +98,14 @@ impl<M: EventModel> Clone for Event<M> {
 impl<M: EventModel> Debug for Event<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Event::Call {
-                client_id,
-                value,
-                id,
-                metadata,
-            } => f
+            Event::Call { client_id, value, id, metadata } => f
                 .debug_struct("Call")
                 .field("client_id", client_id)
                 .field("value", value)
                 .field("id", id)
                 .field("metadata", metadata)
                 .finish(),
-            Event::Return {
-                client_id,
-                value,
-                id,
-                metadata,
-            } => f
+            Event::Return { client_id, value, id, metadata } => f
                 .debug_struct("Return")
                 .field("client_id", client_id)
                 .field("value", value)

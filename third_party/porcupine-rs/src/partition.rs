@@ -55,14 +55,8 @@ impl<M: Model> Partition<M> {
             .enumerate()
             .flat_map(|(i, op)| {
                 [
-                    CheckEntry::Call {
-                        op_index: i,
-                        time: op.call_time,
-                    },
-                    CheckEntry::Return {
-                        op_index: i,
-                        time: op.return_time,
-                    },
+                    CheckEntry::Call { op_index: i, time: op.call_time },
+                    CheckEntry::Return { op_index: i, time: op.return_time },
                 ]
             })
             .collect();
@@ -80,10 +74,7 @@ impl<M: EventModel> Partition<M> {
     pub fn from_events(events: &[Event<M>]) -> Self {
         let events = Self::renumber(events);
 
-        let m = events
-            .iter()
-            .filter(|e| matches!(e, Event::Return { .. }))
-            .count();
+        let m = events.iter().filter(|e| matches!(e, Event::Return { .. })).count();
 
         struct Pending<M: EventModel> {
             call_time: i64,
@@ -100,12 +91,7 @@ impl<M: EventModel> Partition<M> {
             let time = pos as i64;
 
             match e {
-                Event::Call {
-                    client_id,
-                    value,
-                    id,
-                    metadata,
-                } => {
+                Event::Call { client_id, value, id, metadata } => {
                     pending.insert(
                         *id,
                         Pending {
@@ -115,21 +101,11 @@ impl<M: EventModel> Partition<M> {
                             metadata: metadata.clone(),
                         },
                     );
-                    check_history.push(CheckEntry::Call {
-                        op_index: *id,
-                        time,
-                    });
+                    check_history.push(CheckEntry::Call { op_index: *id, time });
                 }
 
-                Event::Return {
-                    value,
-                    id,
-                    metadata,
-                    ..
-                } => {
-                    let p = pending
-                        .remove(id)
-                        .unwrap_or_else(|| panic!("return event id={id} has no matching call"));
+                Event::Return { value, id, metadata, .. } => {
+                    let p = pending.remove(id).unwrap_or_else(|| panic!("return event id={id} has no matching call"));
 
                     // Combine input and output into an Op
                     let op = M::combine(&p.input, &value.clone());
@@ -142,18 +118,12 @@ impl<M: EventModel> Partition<M> {
                         op,
                         metadata: p.metadata.clone().or_else(|| metadata.clone()),
                     });
-                    check_history.push(CheckEntry::Return {
-                        op_index: *id,
-                        time,
-                    });
+                    check_history.push(CheckEntry::Return { op_index: *id, time });
                 }
             }
         }
 
-        let ops: Vec<Operation<M>> = ops
-            .into_iter()
-            .map(|x| x.expect("call event has no matching return"))
-            .collect();
+        let ops: Vec<Operation<M>> = ops.into_iter().map(|x| x.expect("call event has no matching return")).collect();
 
         check_history.sort_by_key(|e| (e.time(), e.kind_order()));
 
@@ -181,23 +151,13 @@ impl<M: EventModel> Partition<M> {
                     id
                 });
                 match e {
-                    Event::Call {
-                        client_id,
-                        value,
-                        metadata,
-                        ..
-                    } => Event::Call {
+                    Event::Call { client_id, value, metadata, .. } => Event::Call {
                         client_id: *client_id,
                         value: value.clone(),
                         id: new_id,
                         metadata: metadata.clone(),
                     },
-                    Event::Return {
-                        client_id,
-                        value,
-                        metadata,
-                        ..
-                    } => Event::Return {
+                    Event::Return { client_id, value, metadata, .. } => Event::Return {
                         client_id: *client_id,
                         value: value.clone(),
                         id: new_id,
@@ -241,31 +201,15 @@ mod tests {
     }
 
     fn op(call: i64, ret: i64) -> Operation<DummyModel> {
-        Operation {
-            client_id: None,
-            call_time: call,
-            return_time: ret,
-            op: (),
-            metadata: None,
-        }
+        Operation { client_id: None, call_time: call, return_time: ret, op: (), metadata: None }
     }
 
     fn call_event(id: usize, v: i32) -> Event<DummyModel> {
-        Event::Call {
-            client_id: None,
-            value: v,
-            id,
-            metadata: None,
-        }
+        Event::Call { client_id: None, value: v, id, metadata: None }
     }
 
     fn ret_event(id: usize, v: i32) -> Event<DummyModel> {
-        Event::Return {
-            client_id: None,
-            value: v,
-            id,
-            metadata: None,
-        }
+        Event::Return { client_id: None, value: v, id, metadata: None }
     }
 
     // --- from_operations ---
@@ -323,12 +267,7 @@ mod tests {
 
     #[test]
     fn from_events_sequential() {
-        let evs = vec![
-            call_event(0, 10),
-            ret_event(0, 10),
-            call_event(1, 20),
-            ret_event(1, 20),
-        ];
+        let evs = vec![call_event(0, 10), ret_event(0, 10), call_event(1, 20), ret_event(1, 20)];
         let p = Partition::from_events(&evs);
         assert_eq!(p.ops.len(), 2);
         assert_eq!(p.check_history.len(), 4);
@@ -338,12 +277,7 @@ mod tests {
     fn from_events_out_of_order_returns() {
         // call(7), call(3), return(3), return(7)
         // renumber: 7→0, 3→1 — ops[0] is op originally id=7, ops[1] is op originally id=3
-        let evs = vec![
-            call_event(7, 0),
-            call_event(3, 0),
-            ret_event(3, 0),
-            ret_event(7, 0),
-        ];
+        let evs = vec![call_event(7, 0), call_event(3, 0), ret_event(3, 0), ret_event(7, 0)];
         let p = Partition::from_events(&evs);
         assert_eq!(p.ops.len(), 2);
         // ops[0] was called first (original id 7, renumbered to 0)
@@ -356,12 +290,7 @@ mod tests {
     #[test]
     fn from_events_timestamps_are_positions() {
         // positions: 0=call(0), 1=call(1), 2=ret(0), 3=ret(1)
-        let evs = vec![
-            call_event(0, 0),
-            call_event(1, 0),
-            ret_event(0, 0),
-            ret_event(1, 0),
-        ];
+        let evs = vec![call_event(0, 0), call_event(1, 0), ret_event(0, 0), ret_event(1, 0)];
         let p = Partition::from_events(&evs);
         assert_eq!(p.ops[0].call_time, 0);
         assert_eq!(p.ops[0].return_time, 2);
@@ -371,12 +300,7 @@ mod tests {
 
     #[test]
     fn renumber_makes_ids_dense() {
-        let evs = vec![
-            call_event(5, 0),
-            call_event(99, 0),
-            ret_event(5, 0),
-            ret_event(99, 0),
-        ];
+        let evs = vec![call_event(5, 0), call_event(99, 0), ret_event(5, 0), ret_event(99, 0)];
         let p = Partition::from_events(&evs);
         // ops[0] = originally id 5, ops[1] = originally id 99
         assert_eq!(p.ops.len(), 2);

@@ -21,11 +21,7 @@ impl SkipList {
         next[n] = if n == 0 { n } else { 0 };
         // prev[head] is never read (the head is never removed); leave as 0.
 
-        Self {
-            next,
-            prev,
-            head: n,
-        }
+        Self { next, prev, head: n }
     }
 
     /// The first active entry, or `head` when the list is empty.

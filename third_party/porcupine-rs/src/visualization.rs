@@ -100,10 +100,7 @@ fn timestamp_mapping<M: Model>(info: &LinearizationInfo<M>) -> BTreeMap<i64, i64
     }
 
     // Map i-th distinct timestamp → i * 100.
-    all.into_iter()
-        .enumerate()
-        .map(|(i, ts)| (ts, i as i64 * 100))
-        .collect()
+    all.into_iter().enumerate().map(|(i, ts)| (ts, i as i64 * 100)).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -120,16 +117,9 @@ pub fn compute_visualization_data<M: Model>(info: &LinearizationInfo<M>) -> Visu
         .map(|(ops, seqs)| build_partition_data::<M>(ops, seqs, &time_map))
         .collect();
 
-    let annotations: Vec<AnnotationElement> = info
-        .annotations
-        .iter()
-        .map(|a| build_annotation(a, &time_map))
-        .collect();
+    let annotations: Vec<AnnotationElement> = info.annotations.iter().map(|a| build_annotation(a, &time_map)).collect();
 
-    VisualizationData {
-        partitions,
-        annotations,
-    }
+    VisualizationData { partitions, annotations }
 }
 
 fn build_partition_data<M: Model>(
@@ -188,20 +178,13 @@ fn build_partition_data<M: Model>(
                         largest.insert(op_idx, lin_idx);
                     }
 
-                    LinearizationStep {
-                        index: op_idx,
-                        state_description: state_desc,
-                    }
+                    LinearizationStep { index: op_idx, state_description: state_desc }
                 })
                 .collect()
         })
         .collect();
 
-    PartitionVisualizationData {
-        history,
-        partial_linearizations: linearizations,
-        largest,
-    }
+    PartitionVisualizationData { history, partial_linearizations: linearizations, largest }
 }
 
 fn build_annotation(a: &Annotation, time_map: &BTreeMap<i64, i64>) -> AnnotationElement {
@@ -231,17 +214,11 @@ fn build_annotation(a: &Annotation, time_map: &BTreeMap<i64, i64>) -> Annotation
 /// `M::describe_operation`, `M::describe_state`, `M::describe_metadata`, and
 /// replay `M::step` over partial linearizations to annotate each step with
 /// the resulting state.
-pub fn visualize<M: Model, W: Write>(
-    info: &LinearizationInfo<M>,
-    output: &mut W,
-) -> io::Result<()> {
+pub fn visualize<M: Model, W: Write>(info: &LinearizationInfo<M>, output: &mut W) -> io::Result<()> {
     let data = compute_visualization_data::<M>(info);
     let json = serde_json::to_string(&data).map_err(io::Error::other)?;
 
-    let html = HTML_TEMPLATE
-        .replace(PLACEHOLDER_CSS, CSS)
-        .replace(PLACEHOLDER_JS, JS)
-        .replace(PLACEHOLDER_DATA, &json);
+    let html = HTML_TEMPLATE.replace(PLACEHOLDER_CSS, CSS).replace(PLACEHOLDER_JS, JS).replace(PLACEHOLDER_DATA, &json);
 
     output.write_all(html.as_bytes())
 }

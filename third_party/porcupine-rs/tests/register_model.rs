@@ -4,11 +4,7 @@ mod common;
 
 #[test]
 fn test_register_model() {
-    let o1 = vec![
-        put(0, 0, 100, 100),
-        get(1, 25, 75, Some(100)),
-        get(2, 30, 60, Some(0)),
-    ];
+    let o1 = vec![put(0, 0, 100, 100), get(1, 25, 75, Some(100)), get(2, 30, 60, Some(0))];
     let linearizable = porcupine_rs::check_operations(&o1);
     assert!(linearizable, "expected operations to be linearizable");
 
@@ -23,11 +19,7 @@ fn test_register_model() {
     let linearizable = porcupine_rs::check_events(&e1);
     assert!(linearizable, "expected events to be linearizable");
 
-    let o2 = vec![
-        put(0, 0, 100, 200),
-        get(1, 10, 30, Some(200)),
-        get(2, 40, 90, Some(0)),
-    ];
+    let o2 = vec![put(0, 0, 100, 200), get(1, 10, 30, Some(200)), get(2, 40, 90, Some(0))];
     let linearizable = porcupine_rs::check_operations(&o2);
     assert!(!linearizable, "expected operations to not be linearizable");
 
@@ -45,21 +37,11 @@ fn test_register_model() {
 
 #[test]
 fn test_zero_duration() {
-    let o1 = vec![
-        put(0, 0, 100, 100),
-        get(1, 25, 75, Some(100)),
-        get(2, 30, 30, Some(0)),
-        get(3, 30, 30, Some(0)),
-    ];
+    let o1 = vec![put(0, 0, 100, 100), get(1, 25, 75, Some(100)), get(2, 30, 30, Some(0)), get(3, 30, 30, Some(0))];
     let linearizable = porcupine_rs::check_operations(&o1);
     assert!(linearizable, "expected operations to be linearizable");
 
-    let o2 = vec![
-        put(0, 0, 100, 200),
-        get(1, 10, 10, Some(200)),
-        get(2, 10, 10, Some(200)),
-        get(3, 40, 90, Some(0)),
-    ];
+    let o2 = vec![put(0, 0, 100, 200), get(1, 10, 10, Some(200)), get(2, 10, 10, Some(200)), get(3, 40, 90, Some(0))];
     let linearizable = porcupine_rs::check_operations(&o2);
     assert!(!linearizable, "expected operations to not be linearizable");
 }

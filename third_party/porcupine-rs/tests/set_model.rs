@@ -70,39 +70,19 @@ impl EventModel for SetModel {
 }
 
 fn write_call(client_id: u32, id: usize, v: u32) -> Event<SetModel> {
-    Event::Call {
-        client_id: Some(client_id),
-        value: SetInput::Write(v),
-        id,
-        metadata: None,
-    }
+    Event::Call { client_id: Some(client_id), value: SetInput::Write(v), id, metadata: None }
 }
 
 fn write_return(client_id: u32, id: usize) -> Event<SetModel> {
-    Event::Return {
-        client_id: Some(client_id),
-        value: SetOutput::Write,
-        id,
-        metadata: None,
-    }
+    Event::Return { client_id: Some(client_id), value: SetOutput::Write, id, metadata: None }
 }
 
 fn read_call(client_id: u32, id: usize) -> Event<SetModel> {
-    Event::Call {
-        client_id: Some(client_id),
-        value: SetInput::Read,
-        id,
-        metadata: None,
-    }
+    Event::Call { client_id: Some(client_id), value: SetInput::Read, id, metadata: None }
 }
 
 fn read_return(client_id: u32, id: usize, v: Vec<u32>, u: bool) -> Event<SetModel> {
-    Event::Return {
-        client_id: Some(client_id),
-        value: SetOutput::Read(v, u),
-        id,
-        metadata: None,
-    }
+    Event::Return { client_id: Some(client_id), value: SetOutput::Read(v, u), id, metadata: None }
 }
 
 #[test]

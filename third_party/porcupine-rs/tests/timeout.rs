@@ -51,13 +51,7 @@ impl Model for KeyedRegister {
 }
 
 fn op(call: i64, ret: i64, op: RegOp) -> Operation<KeyedRegister> {
-    Operation {
-        client_id: Some(0),
-        call_time: call,
-        return_time: ret,
-        op,
-        metadata: None,
-    }
+    Operation { client_id: Some(0), call_time: call, return_time: ret, op, metadata: None }
 }
 
 /// A linearizable history that is expensive to search: `n` concurrent writes
@@ -83,10 +77,7 @@ fn timed_out_search_is_unknown_with_and_without_info() {
     let budget = Duration::from_millis(200);
 
     let started = Instant::now();
-    assert_eq!(
-        porcupine_rs::check_operations_timeout(&history, budget),
-        CheckResult::Unknown
-    );
+    assert_eq!(porcupine_rs::check_operations_timeout(&history, budget), CheckResult::Unknown);
     let (result, info) = porcupine_rs::check_operations_info_timeout(&history, budget);
     // porcupine-rs 0.3.0 answered Illegal here.
     assert_eq!(result, CheckResult::Unknown);
@@ -101,17 +92,10 @@ fn illegal_partition_is_reported_even_when_another_times_out() {
     history.push(op(0, 1, RegOp::Write { key: 1, value: 5 }));
     history.push(op(2, 3, RegOp::Read { key: 1, value: 6 }));
 
-    let (result, info) =
-        porcupine_rs::check_operations_info_timeout(&history, Duration::from_millis(200));
+    let (result, info) = porcupine_rs::check_operations_info_timeout(&history, Duration::from_millis(200));
     assert_eq!(result, CheckResult::Illegal);
-    assert_eq!(
-        info.partition_results,
-        vec![CheckResult::Unknown, CheckResult::Illegal]
-    );
-    assert_eq!(
-        porcupine_rs::check_operations_timeout(&history, Duration::from_millis(200)),
-        CheckResult::Illegal
-    );
+    assert_eq!(info.partition_results, vec![CheckResult::Unknown, CheckResult::Illegal]);
+    assert_eq!(porcupine_rs::check_operations_timeout(&history, Duration::from_millis(200)), CheckResult::Illegal);
 }
 
 #[test]
@@ -124,27 +108,15 @@ fn many_partitions_are_all_checked() {
         history.push(op(t, t + 2, RegOp::Write { key, value: 7 }));
         history.push(op(t + 1, t + 3, RegOp::Read { key, value: 7 }));
     }
-    let (result, info) =
-        porcupine_rs::check_operations_info_timeout(&history, Duration::from_secs(30));
+    let (result, info) = porcupine_rs::check_operations_info_timeout(&history, Duration::from_secs(30));
     assert_eq!(result, CheckResult::Ok);
     assert_eq!(info.partition_results.len(), 3_000);
     assert!(info.partition_results.iter().all(|r| *r == CheckResult::Ok));
 
     // One bad key among them is found.
-    history.push(op(
-        40_000,
-        40_001,
-        RegOp::Read {
-            key: 2_999,
-            value: 8,
-        },
-    ));
-    let (result, info) =
-        porcupine_rs::check_operations_info_timeout(&history, Duration::from_secs(30));
+    history.push(op(40_000, 40_001, RegOp::Read { key: 2_999, value: 8 }));
+    let (result, info) = porcupine_rs::check_operations_info_timeout(&history, Duration::from_secs(30));
     assert_eq!(result, CheckResult::Illegal);
     assert_eq!(info.partition_results[2_999], CheckResult::Illegal);
-    assert_eq!(
-        porcupine_rs::check_operations_timeout(&history, Duration::from_secs(30)),
-        CheckResult::Illegal
-    );
+    assert_eq!(porcupine_rs::check_operations_timeout(&history, Duration::from_secs(30)), CheckResult::Illegal);
 }

@@ -65,57 +65,25 @@ impl EventModel for RegisterModel {
 }
 
 pub fn put(client_id: u32, call: i64, ret: i64, v: u32) -> Operation<RegisterModel> {
-    Operation {
-        client_id: Some(client_id),
-        call_time: call,
-        return_time: ret,
-        op: RegisterOp::Put(v),
-        metadata: None,
-    }
+    Operation { client_id: Some(client_id), call_time: call, return_time: ret, op: RegisterOp::Put(v), metadata: None }
 }
 
 pub fn get(client_id: u32, call: i64, ret: i64, v: Option<u32>) -> Operation<RegisterModel> {
-    Operation {
-        client_id: Some(client_id),
-        call_time: call,
-        return_time: ret,
-        op: RegisterOp::Get(v),
-        metadata: None,
-    }
+    Operation { client_id: Some(client_id), call_time: call, return_time: ret, op: RegisterOp::Get(v), metadata: None }
 }
 
 pub fn put_call(client_id: u32, id: usize, v: u32) -> Event<RegisterModel> {
-    Event::Call {
-        client_id: Some(client_id),
-        value: RegisterInput::Put(v),
-        id,
-        metadata: None,
-    }
+    Event::Call { client_id: Some(client_id), value: RegisterInput::Put(v), id, metadata: None }
 }
 
 pub fn put_return(client_id: u32, id: usize) -> Event<RegisterModel> {
-    Event::Return {
-        client_id: Some(client_id),
-        value: RegisterOutput::Put,
-        id,
-        metadata: None,
-    }
+    Event::Return { client_id: Some(client_id), value: RegisterOutput::Put, id, metadata: None }
 }
 
 pub fn get_call(client_id: u32, id: usize) -> Event<RegisterModel> {
-    Event::Call {
-        client_id: Some(client_id),
-        value: RegisterInput::Get,
-        id,
-        metadata: None,
-    }
+    Event::Call { client_id: Some(client_id), value: RegisterInput::Get, id, metadata: None }
 }
 
 pub fn get_return(client_id: u32, id: usize, v: Option<u32>) -> Event<RegisterModel> {
-    Event::Return {
-        client_id: Some(client_id),
-        value: RegisterOutput::Get(v),
-        id,
-        metadata: None,
-    }
+    Event::Return { client_id: Some(client_id), value: RegisterOutput::Get(v), id, metadata: None }
 }

@@ -1,0 +1,273 @@
+//! The linearizable level on real processes (issue "Linearizable level",
+//! DESIGN §4-5): CAS increments under concurrency, leader crash, snapshot
+//! catch-up, full-cluster crash, exactly-once retries, minority partition.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capkv::client::{CallOptions, ClientError};
+use capkv::proto::kv_client::KvClient;
+use capkv::proto::{CasRequest, Consistency, RequestHeader};
+use capkv::Level;
+use common::*;
+
+const L: Level = Level::Linearizable;
+
+/// The node every other node names as leader, once they agree.
+async fn leader(c: &TestCluster, alive: &[u32]) -> u32 {
+    eventually(Duration::from_secs(20), "a leader all live nodes agree on", || async {
+        let mut seen = None;
+        for &id in alive {
+            let st = c.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
+            let l = st.raft?.leader_id as u32;
+            if l == 0 || seen.is_some_and(|s| s != l) {
+                return None;
+            }
+            seen = Some(l);
+        }
+        seen.filter(|l| alive.contains(l))
+    })
+    .await
+}
+
+async fn cas_increments(c: &TestCluster, nodes: &[u32], workers: usize, per_worker: usize) {
+    c.client(nodes[0]).set(b"ctr", b"0", opts(L)).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = Arc::new(c.client(nodes[w % nodes.len()]));
+        tasks.push(tokio::spawn(async move {
+            let mut swapped = 0usize;
+            let mut attempts = 0;
+            while swapped < per_worker {
+                attempts += 1;
+                assert!(attempts < 10_000, "no progress");
+                let cur = match client.get(b"ctr", opts(L)).await {
+                    Ok(Some(v)) => v.value,
+                    Ok(None) => panic!("counter vanished"),
+                    Err(_) => continue,
+                };
+                let n: u64 = std::str::from_utf8(&cur).unwrap().parse().unwrap();
+                match client.cas(b"ctr", Some(&cur), (n + 1).to_string().as_bytes(), opts(L)).await {
+                    Ok(o) if o.swapped => swapped += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("cas failed: {e}"),
+                }
+            }
+            swapped
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let v = c.client(nodes[1 % nodes.len()]).get(b"ctr", opts(L)).await.unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&v.value).unwrap(),
+        total.to_string(),
+        "counter must equal the successful CAS count"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cas_increments_count_exactly() {
+    // Linearizable CAS: every successful swap is one increment, no lost
+    // update, whichever node each client talks to.
+    let c = TestCluster::start(3, &[]).await;
+    cas_increments(&c, &[1, 2, 3], 6, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_cas_increments_and_leader_kill() {
+    let mut c = TestCluster::start(5, &[]).await;
+    cas_increments(&c, &[1, 2, 3, 4, 5], 5, 10).await;
+    let l = leader(&c, &[1, 2, 3, 4, 5]).await;
+    c.kill(l);
+    let alive: Vec<u32> = (1..=5).filter(|&i| i != l).collect();
+    let new = leader(&c, &alive).await;
+    assert_ne!(new, l);
+    c.client(alive[0]).set(b"after", b"kill", opts(L)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_9_elects_a_new_leader_and_writes_resume() {
+    // Raft §5.2: after the leader dies a new one is elected; the window
+    // without a writable leader is measured (target <= 1 s by default).
+    let mut c = TestCluster::start(3, &[]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let alive: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
+    let client = c.client(alive[0]);
+    client.set(b"k", b"before", opts(L)).await.unwrap();
+    c.kill(l);
+    let killed_at = Instant::now();
+    let short = CallOptions::new(L).timeout(Duration::from_millis(300));
+    let mut i = 0;
+    eventually(Duration::from_secs(15), "a write succeeds after the leader died", || {
+        i += 1;
+        let v = format!("after-{i}");
+        let client = &client;
+        async move { client.set(b"k", v.as_bytes(), short).await.ok() }
+    })
+    .await;
+    let window = killed_at.elapsed();
+    eprintln!("unavailability window after leader kill -9: {} ms", window.as_millis());
+    assert_ne!(leader(&c, &alive).await, l);
+    assert!(client.get(b"k", opts(L)).await.unwrap().unwrap().value.starts_with(b"after-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_down_during_10k_writes_catches_up_by_snapshot() {
+    // Raft §7: the leader compacted its log past what the follower has, so
+    // the follower can only catch up by installing a snapshot.
+    let mut c = TestCluster::start(3, &["--raft-snapshot-entries", "1000", "--raft-catch-up-entries", "100"]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    c.kill(follower);
+    let writer = Arc::new(c.client(l));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..625 {
+                let k = format!("w{w}-{i}");
+                writer.set(k.as_bytes(), k.as_bytes(), opts(L)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.restart(follower).await;
+    let f = c.client(follower);
+    eventually(Duration::from_secs(60), "the follower applied everything", || async {
+        let st = f.node_status(0, Duration::from_millis(500)).await.ok()?;
+        let lst = c.client(l).node_status(0, Duration::from_millis(500)).await.ok()?;
+        let (r, lr) = (st.raft?, lst.raft?);
+        // (Batching packs the 10k writes into far fewer entries.)
+        (r.applied_index >= lr.commit_index && lr.commit_index > 1_100).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&c.node(follower).log).unwrap();
+    assert!(log.contains("snapshot installed"), "the follower must have caught up by snapshot");
+    // The installed state is the data: eventual reads on the follower see it.
+    for w in [0, 7, 15] {
+        let k = format!("w{w}-624");
+        let v = f.get(k.as_bytes(), opts(Level::Eventual)).await.unwrap().expect("key from the snapshot");
+        assert_eq!(&v.value[..], k.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cluster_kill_9_keeps_every_acknowledged_write() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let mut tasks = Vec::new();
+    for node in 1..=3u32 {
+        let client = c.client(node);
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let k = format!("n{node}-{i}");
+                if client.set(k.as_bytes(), k.as_bytes(), opts(L)).await.is_ok() {
+                    acked.push(k);
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert_eq!(acked.len(), 450);
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    for id in 1..=3 {
+        c.wait_ready(id).await;
+    }
+    leader(&c, &[1, 2, 3]).await;
+    let client = c.client(2);
+    for k in &acked {
+        let v = client.get(k.as_bytes(), opts(L)).await.unwrap();
+        assert_eq!(v.map(|v| v.value.to_vec()), Some(k.as_bytes().to_vec()), "lost acknowledged write {k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_cas_with_the_same_request_id_applies_once() {
+    // Exactly-once (DESIGN §5): the state machine answers a retry from the
+    // client's session instead of applying it again.
+    let c = TestCluster::start(3, &[]).await;
+    c.client(1).set(b"x", b"0", opts(L)).await.unwrap();
+    let cas = |node: u32| {
+        let addr = format!("http://{}", c.node(node).addr);
+        async move {
+            let mut kv = KvClient::connect(addr).await.unwrap();
+            kv.cas(CasRequest {
+                header: Some(RequestHeader {
+                    consistency: Consistency::Linearizable as i32,
+                    client_id: 4242,
+                    request_id: 7,
+                    timeout_ms: 5000,
+                    ack_below: 7,
+                }),
+                key: "x".into(),
+                expect_absent: false,
+                expected: "0".into(),
+                new_value: "1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let first = cas(1).await;
+    let retry = cas(3).await;
+    assert!(first.swapped);
+    assert_eq!(first, retry, "a retry gets the original reply");
+    // Applied once: the value is 1, and a fresh CAS from 0 fails.
+    let v = c.client(2).get(b"x", opts(L)).await.unwrap().unwrap();
+    assert_eq!(&v.value[..], b"1");
+    assert!(!c.client(2).cas(b"x", Some(b"0"), b"1", opts(L)).await.unwrap().swapped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_side_fails_with_unavailable_while_eventual_still_answers() {
+    // CAP: with two of three nodes paused the third cannot form a majority;
+    // linearizable ops are refused within the deadline, eventual ones work.
+    let c = TestCluster::start(3, &[]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let lone = (1..=3).find(|&i| i != l).unwrap();
+    c.client(lone).set(b"k", b"v", opts(L)).await.unwrap();
+    for id in (1..=3).filter(|&i| i != lone) {
+        c.stop(id);
+    }
+    let client = c.client(lone);
+    let deadline = Duration::from_secs(2);
+    let o = CallOptions::new(L).timeout(deadline);
+    // Once the lone node knows it has no leader, it says UNAVAILABLE at once.
+    eventually(Duration::from_secs(20), "linearizable reads refused as UNAVAILABLE", || async {
+        let t = Instant::now();
+        let r = client.get(b"k", o).await;
+        assert!(t.elapsed() < deadline + Duration::from_millis(500), "took {:?}", t.elapsed());
+        assert!(r.is_err(), "a linearizable read must not succeed without a majority");
+        matches!(r, Err(ClientError::Unavailable(_))).then_some(())
+    })
+    .await;
+    let t = Instant::now();
+    let w = client.set(b"k", b"w", o).await;
+    assert!(t.elapsed() < deadline + Duration::from_millis(500));
+    assert!(matches!(w, Err(ClientError::Unavailable(_))), "{w:?}");
+    // Meanwhile the eventual level answers on the same node.
+    assert_eq!(&client.get(b"k", opts(Level::Eventual)).await.unwrap().unwrap().value[..], b"v");
+    client.set(b"e", b"1", opts(Level::Eventual)).await.unwrap();
+    for id in (1..=3).filter(|&i| i != lone) {
+        c.cont(id);
+    }
+    leader(&c, &[1, 2, 3]).await;
+    c.client(lone).set(b"k", b"healed", opts(L)).await.unwrap();
+}
