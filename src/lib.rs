@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod level;
+pub mod levels;
 pub mod store;
 
 /// Generated gRPC types for the client API (`proto/capkv.proto`).
