@@ -10,6 +10,8 @@
 //!
 //! - [`core`]: the coordinator state machine for one client operation
 //!   ([`Coordinator::step`] takes an [`Input`], returns [`Effect`]s).
+//! - [`replica`]: the replica side (read a cell; keep a written cell only if
+//!   it supersedes the current one).
 //!
 //! How a shell drives it (one coordinator per client operation):
 //!
@@ -39,8 +41,10 @@
 //! ```
 
 pub mod core;
+pub mod replica;
 
 pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
     ReplicaSetError, MAX_REPLICAS,
 };
+pub use self::replica::Replica;
