@@ -13,6 +13,9 @@
 //! - [`replica`]: the replica side (read a cell; keep a written cell only if
 //!   it supersedes the current one).
 //!
+//! Test-only: `linearizability` (a brute-force per-key linearizability
+//! checker).
+//!
 //! How a shell drives it (one coordinator per client operation):
 //!
 //! ```ignore
@@ -42,6 +45,9 @@
 
 pub mod core;
 pub mod replica;
+
+#[cfg(test)]
+mod linearizability;
 
 pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
