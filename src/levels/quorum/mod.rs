@@ -13,8 +13,9 @@
 //! - [`replica`]: the replica side (read a cell; keep a written cell only if
 //!   it supersedes the current one).
 //!
-//! Test-only: `linearizability` (a brute-force per-key linearizability
-//! checker).
+//! Test-only: `sim` (a deterministic simulated network driven by one seeded
+//! RNG), `linearizability` (a brute-force per-key linearizability checker)
+//! and `tests` (scenarios and random schedules checked by it).
 //!
 //! How a shell drives it (one coordinator per client operation):
 //!
@@ -48,6 +49,10 @@ pub mod replica;
 
 #[cfg(test)]
 mod linearizability;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
