@@ -4,6 +4,7 @@
 
 pub mod eventual;
 pub mod linear;
+pub mod quorum;
 
 use crate::store::StoreError;
 

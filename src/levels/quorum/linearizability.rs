@@ -1,0 +1,299 @@
+//! A brute-force linearizability checker for ONE register (one key), for the
+//! quorum tests.
+//!
+//! Why it exists: the quorum level promises linearizability per key, and
+//! the simulated schedules must be checked against that promise, not
+//! against what the implementation happens to do.
+//!
+//! What it decides: whether some total order of the operations (1) respects
+//! real time — an operation that returned before another was invoked comes
+//! first — and (2) is a legal register history: each read returns the value
+//! of the latest write before it, or the initial value (absent).
+//!
+//! Outcomes: an `Ok` operation took effect once between its invocation and
+//! its return. An `Unknown` write (indeterminate or crashed) took effect at
+//! some point after its invocation, or never. Failed operations and reads
+//! without an answer never took effect; the caller leaves them out.
+//!
+//! Method: depth-first search in the style of Wing & Gong (1993) with the
+//! state cache of Lowe (2017) ("WGL"): repeatedly pick the next operation to
+//! linearize among those invoked before the earliest pending return, and
+//! memoize (set of linearized operations, register value) pairs that were
+//! already explored. Fine for a few dozen operations per key.
+
+use std::collections::HashSet;
+
+/// A register value: `None` is absent (never written, or deleted).
+pub type Value = Option<u64>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegOp {
+    /// A read that returned this value.
+    Read(Value),
+    /// A write of this value (`None` = delete).
+    Write(Value),
+}
+
+/// One operation of a history. Times are totally ordered event stamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub op: RegOp,
+    pub invoke: u64,
+    /// `None`: the outcome is unknown (only for writes): it may take effect
+    /// at any time after `invoke`, or never.
+    pub ret: Option<u64>,
+}
+
+impl Entry {
+    pub fn ok(op: RegOp, invoke: u64, ret: u64) -> Entry {
+        assert!(invoke < ret, "an operation returns after its invocation");
+        Entry {
+            op,
+            invoke,
+            ret: Some(ret),
+        }
+    }
+
+    pub fn unknown_write(value: Value, invoke: u64) -> Entry {
+        Entry {
+            op: RegOp::Write(value),
+            invoke,
+            ret: None,
+        }
+    }
+}
+
+/// The largest history this checker accepts (its set of linearized
+/// operations is a bit mask).
+pub const MAX_OPS: usize = 64;
+
+/// `Ok(())` if the history of one register, starting absent, is
+/// linearizable; otherwise a description of why not.
+pub fn check(entries: &[Entry]) -> Result<(), String> {
+    assert!(
+        entries.len() <= MAX_OPS,
+        "{} operations: the checker handles at most {MAX_OPS}",
+        entries.len()
+    );
+    for e in entries {
+        assert!(
+            e.ret.is_some() || matches!(e.op, RegOp::Write(_)),
+            "a read without an answer has no effect; leave it out"
+        );
+    }
+    let required: u64 = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.ret.is_some())
+        .fold(0, |m, (i, _)| m | (1 << i));
+    let mut search = Search {
+        entries,
+        required,
+        explored: HashSet::new(),
+    };
+    if search.extend(0, None) {
+        Ok(())
+    } else {
+        Err(format!(
+            "not linearizable ({} operations, {} states explored): {}",
+            entries.len(),
+            search.explored.len(),
+            describe(entries)
+        ))
+    }
+}
+
+struct Search<'a> {
+    entries: &'a [Entry],
+    /// Operations that must be linearized (those that returned).
+    required: u64,
+    /// (linearized set, value) pairs from which no linearization exists.
+    explored: HashSet<(u64, Value)>,
+}
+
+impl Search<'_> {
+    /// Whether the operations not in `done` can be linearized after the
+    /// ones in `done`, which left the register at `value`.
+    fn extend(&mut self, done: u64, value: Value) -> bool {
+        if done & self.required == self.required {
+            // Unknown writes not linearized yet may never take effect.
+            return true;
+        }
+        if !self.explored.insert((done, value)) {
+            return false;
+        }
+        let pending = |i: usize| done & (1 << i) == 0;
+        // The earliest return among pending operations: whatever comes next
+        // must have been invoked before it.
+        let horizon = (0..self.entries.len())
+            .filter(|&i| pending(i))
+            .filter_map(|i| self.entries[i].ret)
+            .min();
+        for i in 0..self.entries.len() {
+            let e = self.entries[i];
+            if !pending(i) || horizon.is_some_and(|h| e.invoke > h) {
+                continue;
+            }
+            let next = match e.op {
+                RegOp::Read(v) if v == value => value,
+                RegOp::Read(_) => continue,
+                RegOp::Write(v) => v,
+            };
+            if self.extend(done | (1 << i), next) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn describe(entries: &[Entry]) -> String {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.invoke);
+    sorted
+        .iter()
+        .map(|e| {
+            let op = match e.op {
+                RegOp::Read(v) => format!("read->{}", show(v)),
+                RegOp::Write(v) => format!("write({})", show(v)),
+            };
+            match e.ret {
+                Some(r) => format!("{op}@[{},{r}]", e.invoke),
+                None => format!("{op}@[{},?]", e.invoke),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn show(v: Value) -> String {
+    v.map_or_else(|| "absent".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Sanity of the checker itself (Herlihy & Wing 1990, definition of
+    //! linearizability): it must reject known non-linearizable histories and
+    //! accept linearizable ones, or the schedule tests prove nothing.
+    use super::*;
+    use RegOp::{Read, Write};
+
+    #[test]
+    fn accepts_a_sequential_history() {
+        let h = [
+            Entry::ok(Read(None), 1, 2),
+            Entry::ok(Write(Some(1)), 3, 4),
+            Entry::ok(Read(Some(1)), 5, 6),
+        ];
+        assert_eq!(check(&h), Ok(()));
+    }
+
+    #[test]
+    fn rejects_a_stale_read_after_a_completed_write() {
+        let h = [Entry::ok(Write(Some(1)), 1, 2), Entry::ok(Read(None), 3, 4)];
+        assert!(check(&h).is_err());
+    }
+
+    #[test]
+    fn rejects_the_new_old_inversion() {
+        // A write concurrent with two reads: the first read sees the new
+        // value, a later read (invoked after the first returned) the old
+        // one. Each read alone is fine; together they are not.
+        let h = [
+            Entry::ok(Write(Some(1)), 1, 100),
+            Entry::ok(Read(Some(1)), 10, 20),
+            Entry::ok(Read(None), 30, 40),
+        ];
+        let err = check(&h).unwrap_err();
+        assert!(err.contains("not linearizable"), "{err}");
+        // The same with the write's outcome unknown.
+        let h = [
+            Entry::unknown_write(Some(1), 1),
+            Entry::ok(Read(Some(1)), 10, 20),
+            Entry::ok(Read(None), 30, 40),
+        ];
+        assert!(check(&h).is_err());
+    }
+
+    #[test]
+    fn accepts_reads_concurrent_with_a_write_in_either_order_if_old_first() {
+        let h = [
+            Entry::ok(Write(Some(1)), 1, 100),
+            Entry::ok(Read(None), 10, 20),
+            Entry::ok(Read(Some(1)), 30, 40),
+        ];
+        assert_eq!(check(&h), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_write_may_take_effect_late_or_never() {
+        let late = [
+            Entry::unknown_write(Some(7), 1),
+            Entry::ok(Read(None), 10, 20),
+            Entry::ok(Read(Some(7)), 500, 600),
+        ];
+        assert_eq!(check(&late), Ok(()));
+        let never = [
+            Entry::unknown_write(Some(7), 1),
+            Entry::ok(Read(None), 500, 600),
+        ];
+        assert_eq!(check(&never), Ok(()));
+        let before_invocation = [
+            Entry::ok(Read(Some(7)), 1, 2),
+            Entry::unknown_write(Some(7), 5),
+        ];
+        assert!(
+            check(&before_invocation).is_err(),
+            "a write cannot be read before it was invoked"
+        );
+    }
+
+    #[test]
+    fn rejects_a_lost_acknowledged_write() {
+        // Two acknowledged writes in real-time order; a later read must
+        // return the second one.
+        let h = [
+            Entry::ok(Write(Some(1)), 1, 2),
+            Entry::ok(Write(Some(2)), 3, 4),
+            Entry::ok(Read(Some(1)), 5, 6),
+        ];
+        assert!(check(&h).is_err());
+    }
+
+    #[test]
+    fn accepts_concurrent_writes_in_either_order() {
+        let h = [
+            Entry::ok(Write(Some(1)), 1, 10),
+            Entry::ok(Write(Some(2)), 2, 11),
+            Entry::ok(Read(Some(1)), 12, 13),
+            Entry::ok(Read(Some(1)), 14, 15),
+        ];
+        assert_eq!(check(&h), Ok(()));
+        let flip = [
+            Entry::ok(Write(Some(1)), 1, 10),
+            Entry::ok(Write(Some(2)), 2, 11),
+            Entry::ok(Read(Some(1)), 12, 13),
+            Entry::ok(Read(Some(2)), 14, 15),
+        ];
+        assert!(
+            check(&flip).is_err(),
+            "after both writes returned the value cannot change without a write"
+        );
+    }
+
+    #[test]
+    fn deletes_are_writes_of_absent() {
+        let h = [
+            Entry::ok(Write(Some(1)), 1, 2),
+            Entry::ok(Write(None), 3, 4),
+            Entry::ok(Read(None), 5, 6),
+        ];
+        assert_eq!(check(&h), Ok(()));
+        let resurrected = [
+            Entry::ok(Write(Some(1)), 1, 2),
+            Entry::ok(Write(None), 3, 4),
+            Entry::ok(Read(Some(1)), 5, 6),
+        ];
+        assert!(check(&resurrected).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The quorum consistency level: linearizable get/set/del **per key**, with
+//! no leader, by the ABD algorithm for a multi-writer atomic register
+//! (Attiya, Bar-Noy, Dolev, "Sharing memory robustly in message-passing
+//! systems", JACM 1995; multi-writer variant: Lynch & Shvartsman, "Robust
+//! emulation of shared memory using dynamic quorum-acknowledged broadcasts",
+//! FTCS 1997).
+//!
+//! This module is the sans-I/O core: it decides *what* to send and *when* an
+//! operation is answered, and never touches a socket, a clock or an RNG.
+//!
+//! - [`core`]: the coordinator state machine for one client operation
+//!   ([`Coordinator::step`] takes an [`Input`], returns [`Effect`]s).
+//! - [`replica`]: the replica side (read a cell; keep a written cell only if
+//!   it supersedes the current one).
+//!
+//! Test-only: `sim` (a deterministic simulated network driven by one seeded
+//! RNG), `linearizability` (a brute-force per-key linearizability checker)
+//! and `tests` (scenarios and random schedules checked by it).
+//!
+//! How a shell drives it (one coordinator per client operation):
+//!
+//! ```ignore
+//! let mut coord = Coordinator::new(Op::get(key), replicas, QuorumConfig::default())?;
+//! let mut effects = coord.step(Input::Start);
+//! loop {
+//!     for effect in std::mem::take(&mut effects) {
+//!         match effect {
+//!             // In parallel; each reply or error comes back on `tx` as
+//!             // Input::ReadReply / WriteAck / Failed { phase: msg.phase(), .. }.
+//!             Effect::Send { to, msg } => spawn_rpc(to, msg, tx.clone()),
+//!             Effect::NeedVersion { above } => {
+//!                 effects.extend(coord.step(Input::Version(clock.next_after(above))))
+//!             }
+//!             Effect::Done(result) => return result, // replies still in flight are dropped
+//!         }
+//!     }
+//!     if effects.is_empty() {
+//!         let input = tokio::select! {
+//!             Some(input) = rx.recv() => input,
+//!             _ = tokio::time::sleep_until(deadline) => Input::Deadline,
+//!         };
+//!         effects = coord.step(input);
+//!     }
+//! }
+//! ```
+
+pub mod core;
+pub mod replica;
+
+#[cfg(test)]
+mod linearizability;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{
+    majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
+    ReplicaSetError, MAX_REPLICAS,
+};
+pub use self::replica::Replica;
