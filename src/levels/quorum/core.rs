@@ -85,17 +85,11 @@ impl Op {
     }
 
     pub fn set(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
-        Op::Set {
-            key: key.into(),
-            value: Some(value.into()),
-        }
+        Op::Set { key: key.into(), value: Some(value.into()) }
     }
 
     pub fn del(key: impl Into<Bytes>) -> Op {
-        Op::Set {
-            key: key.into(),
-            value: None,
-        }
+        Op::Set { key: key.into(), value: None }
     }
 
     pub fn key(&self) -> &Bytes {
@@ -162,11 +156,7 @@ pub enum Input {
     /// The request of `phase` to replica `from` failed (RPC error, timeout,
     /// refused connection). For a write this does not mean the replica did
     /// not apply it.
-    Failed {
-        from: NodeId,
-        phase: Phase,
-        reason: String,
-    },
+    Failed { from: NodeId, phase: Phase, reason: String },
     /// The version asked for by [`Effect::NeedVersion`]; must be strictly
     /// greater than its `above` (asserted).
     Version(Version),
@@ -224,13 +214,7 @@ pub enum QuorumError {
         "quorum unavailable: {answered} of {total} replicas answered the {phase} phase, {needed} needed{}",
         if *timed_out { " (deadline passed)" } else { "" }
     )]
-    Unavailable {
-        answered: usize,
-        needed: usize,
-        total: usize,
-        phase: Phase,
-        timed_out: bool,
-    },
+    Unavailable { answered: usize, needed: usize, total: usize, phase: Phase, timed_out: bool },
     /// A set or delete failed after its write phase started: the write may
     /// have reached some replicas and may or may not become visible later.
     #[error(
@@ -238,13 +222,7 @@ pub enum QuorumError {
          the write may or may not take effect",
         if *timed_out { " (deadline passed)" } else { "" }
     )]
-    Indeterminate {
-        acked: usize,
-        needed: usize,
-        total: usize,
-        version: Version,
-        timed_out: bool,
-    },
+    Indeterminate { acked: usize, needed: usize, total: usize, version: Version, timed_out: bool },
 }
 
 /// An unusable replica list.
@@ -277,11 +255,7 @@ struct Tally<T> {
 
 impl<T> Tally<T> {
     fn new(replica_count: usize) -> Self {
-        Tally {
-            answers: (0..replica_count).map(|_| Answer::Pending).collect(),
-            ok: 0,
-            failed: 0,
-        }
+        Tally { answers: (0..replica_count).map(|_| Answer::Pending).collect(), ok: 0, failed: 0 }
     }
 
     /// Records the first answer of replica `slot`; returns false (and
@@ -297,24 +271,9 @@ impl<T> Tally<T> {
         }
         self.answers[slot] = answer;
         // Invariant: each replica is counted at most once per phase.
-        assert!(
-            self.ok + self.failed <= self.answers.len(),
-            "a replica was counted twice"
-        );
-        debug_assert_eq!(
-            self.ok,
-            self.answers
-                .iter()
-                .filter(|a| matches!(a, Answer::Ok(_)))
-                .count()
-        );
-        debug_assert_eq!(
-            self.failed,
-            self.answers
-                .iter()
-                .filter(|a| matches!(a, Answer::Failed))
-                .count()
-        );
+        assert!(self.ok + self.failed <= self.answers.len(), "a replica was counted twice");
+        debug_assert_eq!(self.ok, self.answers.iter().filter(|a| matches!(a, Answer::Ok(_))).count());
+        debug_assert_eq!(self.failed, self.answers.iter().filter(|a| matches!(a, Answer::Failed)).count());
         true
     }
 
@@ -364,32 +323,19 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator for `op` over `replicas` (which include this node).
-    pub fn new(
-        op: Op,
-        replicas: Vec<NodeId>,
-        config: QuorumConfig,
-    ) -> Result<Self, ReplicaSetError> {
+    pub fn new(op: Op, replicas: Vec<NodeId>, config: QuorumConfig) -> Result<Self, ReplicaSetError> {
         if replicas.is_empty() {
             return Err(ReplicaSetError::Empty);
         }
         if replicas.len() > MAX_REPLICAS {
-            return Err(ReplicaSetError::TooMany {
-                count: replicas.len(),
-                max: MAX_REPLICAS,
-            });
+            return Err(ReplicaSetError::TooMany { count: replicas.len(), max: MAX_REPLICAS });
         }
         for (i, r) in replicas.iter().enumerate() {
             if replicas[..i].contains(r) {
                 return Err(ReplicaSetError::Duplicate(*r));
             }
         }
-        Ok(Coordinator {
-            op,
-            replicas,
-            config,
-            state: State::NotStarted,
-            max_read: None,
-        })
+        Ok(Coordinator { op, replicas, config, state: State::NotStarted, max_read: None })
     }
 
     pub fn op(&self) -> &Op {
@@ -435,11 +381,7 @@ impl Coordinator {
                 Some(slot) => self.on_write_answer(slot, Answer::Ok(())),
                 None => Vec::new(),
             },
-            Input::Failed {
-                from,
-                phase,
-                reason,
-            } => match self.slot(from) {
+            Input::Failed { from, phase, reason } => match self.slot(from) {
                 Some(slot) => {
                     tracing::debug!(replica = from, %phase, %reason, "quorum replica request failed");
                     match phase {
@@ -459,10 +401,7 @@ impl Coordinator {
             "Done effect and done state disagree"
         );
         debug_assert!(
-            effects
-                .iter()
-                .position(|e| matches!(e, Effect::Done(_)))
-                .is_none_or(|i| i + 1 == effects.len()),
+            effects.iter().position(|e| matches!(e, Effect::Done(_))).is_none_or(|i| i + 1 == effects.len()),
             "Done must be the last effect"
         );
         effects
@@ -471,10 +410,7 @@ impl Coordinator {
     fn slot(&self, from: NodeId) -> Option<usize> {
         let slot = self.replicas.iter().position(|r| *r == from);
         if slot.is_none() {
-            tracing::warn!(
-                replica = from,
-                "quorum reply from a node outside the replica set ignored"
-            );
+            tracing::warn!(replica = from, "quorum reply from a node outside the replica set ignored");
         }
         slot
     }
@@ -485,13 +421,7 @@ impl Coordinator {
         }
         self.state = State::Reading(Tally::new(self.replicas.len()));
         let key = self.op.key().clone();
-        self.replicas
-            .iter()
-            .map(|&to| Effect::Send {
-                to,
-                msg: Message::Read { key: key.clone() },
-            })
-            .collect()
+        self.replicas.iter().map(|&to| Effect::Send { to, msg: Message::Read { key: key.clone() } }).collect()
     }
 
     fn on_read_answer(&mut self, slot: usize, answer: Answer<Option<Cell>>) -> Vec<Effect> {
@@ -526,10 +456,7 @@ impl Coordinator {
             Op::Get { key } => {
                 let unanimous = replies.iter().all(|r| *r == highest);
                 if unanimous || self.config.skip_read_impose_unsafe {
-                    return self.finish(Ok(Outcome::Get {
-                        cell: highest,
-                        imposed: false,
-                    }));
+                    return self.finish(Ok(Outcome::Get { cell: highest, imposed: false }));
                 }
                 // Some replica of the majority lacks the highest cell, which
                 // therefore may sit on a minority only: write it back first.
@@ -550,19 +477,12 @@ impl Coordinator {
         };
         // Invariant: a set's version is strictly greater than every version
         // it read, so it supersedes them all on every replica.
-        assert!(
-            version > above,
-            "quorum set: version {version:?} is not above the highest version read {above:?}"
-        );
+        assert!(version > above, "quorum set: version {version:?} is not above the highest version read {above:?}");
         assert!(self.max_read.is_none_or(|m| version > m));
         let Op::Set { key, value } = self.op.clone() else {
             unreachable!("only a set waits for a version");
         };
-        let cell = Cell {
-            value,
-            version,
-            origin: Level::Quorum,
-        };
+        let cell = Cell { value, version, origin: Level::Quorum };
         self.start_write(WriteKind::NewVersion, key, cell)
     }
 
@@ -570,19 +490,9 @@ impl Coordinator {
         let effects = self
             .replicas
             .iter()
-            .map(|&to| Effect::Send {
-                to,
-                msg: Message::Write {
-                    key: key.clone(),
-                    cell: cell.clone(),
-                },
-            })
+            .map(|&to| Effect::Send { to, msg: Message::Write { key: key.clone(), cell: cell.clone() } })
             .collect();
-        self.state = State::Writing {
-            kind,
-            cell,
-            acks: Tally::new(self.replicas.len()),
-        };
+        self.state = State::Writing { kind, cell, acks: Tally::new(self.replicas.len()) };
         effects
     }
 
@@ -604,13 +514,8 @@ impl Coordinator {
             return Vec::new();
         }
         let outcome = match kind {
-            WriteKind::Impose => Outcome::Get {
-                cell: Some(cell.clone()),
-                imposed: true,
-            },
-            WriteKind::NewVersion => Outcome::Set {
-                version: cell.version,
-            },
+            WriteKind::Impose => Outcome::Get { cell: Some(cell.clone()), imposed: true },
+            WriteKind::NewVersion => Outcome::Set { version: cell.version },
         };
         self.finish(Ok(outcome))
     }
@@ -619,31 +524,17 @@ impl Coordinator {
         let needed = self.majority();
         let total = self.replicas.len();
         let err = match &self.state {
-            State::NotStarted => QuorumError::Unavailable {
-                answered: 0,
-                needed,
-                total,
-                phase: Phase::Read,
-                timed_out: true,
-            },
-            State::Reading(tally) => QuorumError::Unavailable {
-                answered: tally.ok,
-                needed,
-                total,
-                phase: Phase::Read,
-                timed_out: true,
-            },
-            // The read phase is over but no write was sent: a clean failure.
-            State::AwaitingVersion { .. } => QuorumError::Unavailable {
-                answered: 0,
-                needed,
-                total,
-                phase: Phase::Write,
-                timed_out: true,
-            },
-            State::Writing { kind, cell, acks } => {
-                write_failure(*kind, cell, acks.ok, needed, total, true)
+            State::NotStarted => {
+                QuorumError::Unavailable { answered: 0, needed, total, phase: Phase::Read, timed_out: true }
             }
+            State::Reading(tally) => {
+                QuorumError::Unavailable { answered: tally.ok, needed, total, phase: Phase::Read, timed_out: true }
+            }
+            // The read phase is over but no write was sent: a clean failure.
+            State::AwaitingVersion { .. } => {
+                QuorumError::Unavailable { answered: 0, needed, total, phase: Phase::Write, timed_out: true }
+            }
+            State::Writing { kind, cell, acks } => write_failure(*kind, cell, acks.ok, needed, total, true),
             State::Done => unreachable!("step returns early when done"),
         };
         self.finish(Err(err))
@@ -668,20 +559,10 @@ fn write_failure(
     match kind {
         // A get's write-back only re-writes a cell some replica already had;
         // the get itself failed without effect.
-        WriteKind::Impose => QuorumError::Unavailable {
-            answered: acked,
-            needed,
-            total,
-            phase: Phase::Write,
-            timed_out,
-        },
-        WriteKind::NewVersion => QuorumError::Indeterminate {
-            acked,
-            needed,
-            total,
-            version: cell.version,
-            timed_out,
-        },
+        WriteKind::Impose => {
+            QuorumError::Unavailable { answered: acked, needed, total, phase: Phase::Write, timed_out }
+        }
+        WriteKind::NewVersion => QuorumError::Indeterminate { acked, needed, total, version: cell.version, timed_out },
     }
 }
 
@@ -695,11 +576,7 @@ mod tests {
     const KEY: &[u8] = b"k";
 
     fn cell(value: &'static str, hlc: u64, node: NodeId) -> Cell {
-        Cell::value(
-            Bytes::from_static(value.as_bytes()),
-            Version::new(hlc, node),
-            Level::Quorum,
-        )
+        Cell::value(Bytes::from_static(value.as_bytes()), Version::new(hlc, node), Level::Quorum)
     }
 
     fn coordinator(op: Op, replicas: &[NodeId]) -> Coordinator {
@@ -711,11 +588,7 @@ mod tests {
     }
 
     fn failed(from: NodeId, phase: Phase) -> Input {
-        Input::Failed {
-            from,
-            phase,
-            reason: "connection refused".into(),
-        }
+        Input::Failed { from, phase, reason: "connection refused".into() }
     }
 
     /// The (destination, message) of every send.
@@ -741,18 +614,10 @@ mod tests {
         // ABD read/write, phase 1 (query): the request goes to all replicas.
         let mut c = coordinator(Op::get(KEY), &[1, 2, 3]);
         let effects = c.step(Input::Start);
-        let read = Message::Read {
-            key: Bytes::from_static(KEY),
-        };
-        assert_eq!(
-            sends(&effects),
-            vec![(1, read.clone()), (2, read.clone()), (3, read)]
-        );
+        let read = Message::Read { key: Bytes::from_static(KEY) };
+        assert_eq!(sends(&effects), vec![(1, read.clone()), (2, read.clone()), (3, read)]);
         assert_eq!(c.phase(), Some(Phase::Read));
-        assert!(
-            c.step(Input::Start).is_empty(),
-            "a second Start does nothing"
-        );
+        assert!(c.step(Input::Start).is_empty(), "a second Start does nothing");
     }
 
     #[test]
@@ -765,13 +630,7 @@ mod tests {
         assert!(c.step(read_reply(2, Some(cell("a", 5, 1)))).is_empty());
         let effects = c.step(read_reply(3, Some(cell("a", 5, 1))));
         assert!(sends(&effects).is_empty(), "no write-back");
-        assert_eq!(
-            done(&effects),
-            Some(Ok(Outcome::Get {
-                cell: Some(cell("a", 5, 1)),
-                imposed: false
-            }))
-        );
+        assert_eq!(done(&effects), Some(Ok(Outcome::Get { cell: Some(cell("a", 5, 1)), imposed: false })));
     }
 
     #[test]
@@ -781,13 +640,7 @@ mod tests {
         c.step(Input::Start);
         c.step(read_reply(1, None));
         let effects = c.step(read_reply(3, None));
-        assert_eq!(
-            done(&effects),
-            Some(Ok(Outcome::Get {
-                cell: None,
-                imposed: false
-            }))
-        );
+        assert_eq!(done(&effects), Some(Ok(Outcome::Get { cell: None, imposed: false })));
         assert_eq!(done(&effects).unwrap().unwrap().value(), None);
     }
 
@@ -801,33 +654,14 @@ mod tests {
         c.step(Input::Start);
         c.step(read_reply(1, Some(cell("old", 5, 1))));
         let effects = c.step(read_reply(2, Some(new.clone())));
-        assert_eq!(
-            done(&effects),
-            None,
-            "must not answer before the write-back"
-        );
-        let write = Message::Write {
-            key: Bytes::from_static(KEY),
-            cell: new.clone(),
-        };
-        assert_eq!(
-            sends(&effects),
-            vec![(1, write.clone()), (2, write.clone()), (3, write)]
-        );
+        assert_eq!(done(&effects), None, "must not answer before the write-back");
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: new.clone() };
+        assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
         assert_eq!(c.phase(), Some(Phase::Write));
-        assert!(
-            c.step(Input::WriteAck { from: 3 }).is_empty(),
-            "one ack of three is not a majority"
-        );
+        assert!(c.step(Input::WriteAck { from: 3 }).is_empty(), "one ack of three is not a majority");
         let effects = c.step(Input::WriteAck { from: 1 });
         let outcome = done(&effects).unwrap().unwrap();
-        assert_eq!(
-            outcome,
-            Outcome::Get {
-                cell: Some(new),
-                imposed: true
-            }
-        );
+        assert_eq!(outcome, Outcome::Get { cell: Some(new), imposed: true });
         assert!(outcome.imposed());
         assert_eq!(outcome.value().map(|b| &b[..]), Some(&b"new"[..]));
     }
@@ -844,34 +678,20 @@ mod tests {
         assert_eq!(sends(&effects).len(), 3);
         c.step(Input::WriteAck { from: 1 });
         let outcome = done(&c.step(Input::WriteAck { from: 2 })).unwrap().unwrap();
-        assert_eq!(
-            outcome,
-            Outcome::Get {
-                cell: Some(tomb),
-                imposed: true
-            }
-        );
+        assert_eq!(outcome, Outcome::Get { cell: Some(tomb), imposed: true });
         assert_eq!(outcome.value(), None, "a tombstone reads as not found");
     }
 
     #[test]
     fn skip_read_impose_unsafe_answers_the_highest_without_writing_back() {
         // Negative-control switch: ABD read WITHOUT phase 2.
-        let config = QuorumConfig {
-            skip_read_impose_unsafe: true,
-        };
+        let config = QuorumConfig { skip_read_impose_unsafe: true };
         let mut c = Coordinator::new(Op::get(KEY), vec![1, 2, 3], config).unwrap();
         c.step(Input::Start);
         c.step(read_reply(1, Some(cell("old", 5, 1))));
         let effects = c.step(read_reply(2, Some(cell("new", 6, 2))));
         assert!(sends(&effects).is_empty());
-        assert_eq!(
-            done(&effects),
-            Some(Ok(Outcome::Get {
-                cell: Some(cell("new", 6, 2)),
-                imposed: false
-            }))
-        );
+        assert_eq!(done(&effects), Some(Ok(Outcome::Get { cell: Some(cell("new", 6, 2)), imposed: false })));
     }
 
     #[test]
@@ -882,24 +702,13 @@ mod tests {
         c.step(Input::Start);
         c.step(read_reply(3, Some(cell("x", 40, 3))));
         let effects = c.step(read_reply(1, Some(cell("y", 41, 1))));
-        assert_eq!(
-            effects,
-            vec![Effect::NeedVersion {
-                above: Version::new(41, 1)
-            }]
-        );
+        assert_eq!(effects, vec![Effect::NeedVersion { above: Version::new(41, 1) }]);
         assert_eq!(c.phase(), None);
         let v = Version::new(42, 2);
         let effects = c.step(Input::Version(v));
         let written = Cell::value(Bytes::from_static(b"v"), v, Level::Quorum);
-        let write = Message::Write {
-            key: Bytes::from_static(KEY),
-            cell: written,
-        };
-        assert_eq!(
-            sends(&effects),
-            vec![(1, write.clone()), (2, write.clone()), (3, write)]
-        );
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: written };
+        assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
         c.step(Input::WriteAck { from: 2 });
         let effects = c.step(Input::WriteAck { from: 3 });
         assert_eq!(done(&effects), Some(Ok(Outcome::Set { version: v })));
@@ -911,30 +720,11 @@ mod tests {
         let mut c = coordinator(Op::del(KEY), &[1]);
         let effects = c.step(Input::Start);
         assert_eq!(sends(&effects).len(), 1);
-        assert_eq!(
-            c.step(read_reply(1, None)),
-            vec![Effect::NeedVersion {
-                above: Version::ZERO
-            }]
-        );
+        assert_eq!(c.step(read_reply(1, None)), vec![Effect::NeedVersion { above: Version::ZERO }]);
         let effects = c.step(Input::Version(Version::new(1, 1)));
         let tomb = Cell::tombstone(Version::new(1, 1), Level::Quorum);
-        assert_eq!(
-            sends(&effects),
-            vec![(
-                1,
-                Message::Write {
-                    key: Bytes::from_static(KEY),
-                    cell: tomb
-                }
-            )]
-        );
-        assert_eq!(
-            done(&c.step(Input::WriteAck { from: 1 })),
-            Some(Ok(Outcome::Set {
-                version: Version::new(1, 1)
-            }))
-        );
+        assert_eq!(sends(&effects), vec![(1, Message::Write { key: Bytes::from_static(KEY), cell: tomb })]);
+        assert_eq!(done(&c.step(Input::WriteAck { from: 1 })), Some(Ok(Outcome::Set { version: Version::new(1, 1) })));
     }
 
     #[test]
@@ -945,18 +735,9 @@ mod tests {
         let mut c = coordinator(Op::set(KEY, "v"), &[1, 2, 3]);
         c.step(Input::Start);
         c.step(read_reply(1, Some(cell("x", 10, 3))));
-        assert_eq!(
-            c.step(read_reply(2, None)),
-            vec![Effect::NeedVersion {
-                above: Version::new(10, 3)
-            }]
-        );
+        assert_eq!(c.step(read_reply(2, None)), vec![Effect::NeedVersion { above: Version::new(10, 3) }]);
         let effects = c.step(Input::Version(Version::new(10, 5)));
-        assert_eq!(
-            sends(&effects).len(),
-            3,
-            "(10, node 5) > (10, node 3) is accepted"
-        );
+        assert_eq!(sends(&effects).len(), 3, "(10, node 5) > (10, node 3) is accepted");
     }
 
     #[test]
@@ -983,12 +764,7 @@ mod tests {
         c.step(Input::WriteAck { from: 1 });
         c.step(Input::WriteAck { from: 3 });
         let effects = c.step(Input::WriteAck { from: 4 });
-        assert_eq!(
-            done(&effects),
-            Some(Ok(Outcome::Set {
-                version: Version::new(1, 1)
-            }))
-        );
+        assert_eq!(done(&effects), Some(Ok(Outcome::Set { version: Version::new(1, 1) })));
         assert!(c.is_done());
     }
 
@@ -1004,13 +780,7 @@ mod tests {
         assert!(c.step(read_reply(3, Some(cell("newer", 7, 3)))).is_empty());
         c.step(Input::WriteAck { from: 1 });
         let effects = c.step(Input::WriteAck { from: 2 });
-        assert_eq!(
-            done(&effects),
-            Some(Ok(Outcome::Get {
-                cell: Some(cell("new", 6, 2)),
-                imposed: true
-            }))
-        );
+        assert_eq!(done(&effects), Some(Ok(Outcome::Get { cell: Some(cell("new", 6, 2)), imposed: true })));
         // After Done: nothing, whatever arrives.
         assert!(c.step(Input::WriteAck { from: 3 }).is_empty());
         assert!(c.step(read_reply(3, None)).is_empty());
@@ -1027,14 +797,8 @@ mod tests {
         let mut c = coordinator(Op::set(KEY, "v"), &[1, 2, 3]);
         c.step(Input::Start);
         assert!(c.step(read_reply(1, None)).is_empty());
-        assert!(
-            c.step(read_reply(1, None)).is_empty(),
-            "the same replica twice is not a majority"
-        );
-        assert!(
-            c.step(failed(1, Phase::Read)).is_empty(),
-            "nor does a later error from it count"
-        );
+        assert!(c.step(read_reply(1, None)).is_empty(), "the same replica twice is not a majority");
+        assert!(c.step(failed(1, Phase::Read)).is_empty(), "nor does a later error from it count");
         assert_eq!(c.step(read_reply(3, None)).len(), 1);
         c.step(Input::Version(Version::new(1, 1)));
         assert!(c.step(Input::WriteAck { from: 2 }).is_empty());
@@ -1059,25 +823,13 @@ mod tests {
         let mut c = coordinator(Op::get(KEY), &[1, 2, 3]);
         c.step(Input::Start);
         c.step(read_reply(2, None));
-        assert!(
-            c.step(failed(1, Phase::Read)).is_empty(),
-            "one failure of three leaves a majority possible"
-        );
+        assert!(c.step(failed(1, Phase::Read)).is_empty(), "one failure of three leaves a majority possible");
         let err = done(&c.step(failed(3, Phase::Read))).unwrap().unwrap_err();
         assert_eq!(
             err,
-            QuorumError::Unavailable {
-                answered: 1,
-                needed: 2,
-                total: 3,
-                phase: Phase::Read,
-                timed_out: false
-            }
+            QuorumError::Unavailable { answered: 1, needed: 2, total: 3, phase: Phase::Read, timed_out: false }
         );
-        assert_eq!(
-            err.to_string(),
-            "quorum unavailable: 1 of 3 replicas answered the read phase, 2 needed"
-        );
+        assert_eq!(err.to_string(), "quorum unavailable: 1 of 3 replicas answered the read phase, 2 needed");
         assert!(c.step(read_reply(1, None)).is_empty());
     }
 
@@ -1093,12 +845,7 @@ mod tests {
         assert!(c.step(failed(3, Phase::Read)).is_empty());
         assert!(c.step(failed(1, Phase::Write)).is_empty());
         c.step(Input::WriteAck { from: 2 });
-        assert_eq!(
-            done(&c.step(Input::WriteAck { from: 3 })),
-            Some(Ok(Outcome::Set {
-                version: Version::new(1, 1)
-            }))
-        );
+        assert_eq!(done(&c.step(Input::WriteAck { from: 3 })), Some(Ok(Outcome::Set { version: Version::new(1, 1) })));
     }
 
     #[test]
@@ -1110,13 +857,7 @@ mod tests {
         let err = done(&c.step(Input::Deadline)).unwrap().unwrap_err();
         assert_eq!(
             err,
-            QuorumError::Unavailable {
-                answered: 1,
-                needed: 2,
-                total: 3,
-                phase: Phase::Read,
-                timed_out: true
-            }
+            QuorumError::Unavailable { answered: 1, needed: 2, total: 3, phase: Phase::Read, timed_out: true }
         );
         assert_eq!(
             err.to_string(),
@@ -1131,15 +872,7 @@ mod tests {
         c.step(read_reply(1, None));
         c.step(read_reply(2, None));
         let err = done(&c.step(Input::Deadline)).unwrap().unwrap_err();
-        assert!(matches!(
-            err,
-            QuorumError::Unavailable {
-                answered: 0,
-                phase: Phase::Write,
-                timed_out: true,
-                ..
-            }
-        ));
+        assert!(matches!(err, QuorumError::Unavailable { answered: 0, phase: Phase::Write, timed_out: true, .. }));
         assert!(c.step(Input::Version(Version::new(1, 1))).is_empty());
     }
 
@@ -1157,17 +890,9 @@ mod tests {
         let err = done(&c.step(Input::Deadline)).unwrap().unwrap_err();
         assert_eq!(
             err,
-            QuorumError::Indeterminate {
-                acked: 1,
-                needed: 2,
-                total: 3,
-                version: Version::new(7, 1),
-                timed_out: true
-            }
+            QuorumError::Indeterminate { acked: 1, needed: 2, total: 3, version: Version::new(7, 1), timed_out: true }
         );
-        assert!(err
-            .to_string()
-            .starts_with("quorum write indeterminate: 1 of 3 replicas acknowledged version"));
+        assert!(err.to_string().starts_with("quorum write indeterminate: 1 of 3 replicas acknowledged version"));
     }
 
     #[test]
@@ -1181,14 +906,7 @@ mod tests {
         c.step(Input::Version(Version::new(7, 1)));
         c.step(failed(1, Phase::Write));
         let err = done(&c.step(failed(2, Phase::Write))).unwrap().unwrap_err();
-        assert!(matches!(
-            err,
-            QuorumError::Indeterminate {
-                acked: 0,
-                timed_out: false,
-                ..
-            }
-        ));
+        assert!(matches!(err, QuorumError::Indeterminate { acked: 0, timed_out: false, .. }));
     }
 
     #[test]
@@ -1203,38 +921,22 @@ mod tests {
         let err = done(&c.step(Input::Deadline)).unwrap().unwrap_err();
         assert_eq!(
             err,
-            QuorumError::Unavailable {
-                answered: 1,
-                needed: 2,
-                total: 3,
-                phase: Phase::Write,
-                timed_out: true
-            }
+            QuorumError::Unavailable { answered: 1, needed: 2, total: 3, phase: Phase::Write, timed_out: true }
         );
     }
 
     #[test]
     fn majorities() {
-        assert_eq!(
-            (1..=6).map(majority).collect::<Vec<_>>(),
-            vec![1, 2, 2, 3, 3, 4]
-        );
+        assert_eq!((1..=6).map(majority).collect::<Vec<_>>(), vec![1, 2, 2, 3, 3, 4]);
     }
 
     #[test]
     fn replica_sets_are_validated() {
-        let new =
-            |r: Vec<NodeId>| Coordinator::new(Op::get(KEY), r, QuorumConfig::default()).map(|_| ());
+        let new = |r: Vec<NodeId>| Coordinator::new(Op::get(KEY), r, QuorumConfig::default()).map(|_| ());
         assert_eq!(new(vec![]), Err(ReplicaSetError::Empty));
         assert_eq!(new(vec![1, 2, 1]), Err(ReplicaSetError::Duplicate(1)));
         let too_many: Vec<NodeId> = (1..=(MAX_REPLICAS as NodeId + 1)).collect();
-        assert_eq!(
-            new(too_many),
-            Err(ReplicaSetError::TooMany {
-                count: MAX_REPLICAS + 1,
-                max: MAX_REPLICAS
-            })
-        );
+        assert_eq!(new(too_many), Err(ReplicaSetError::TooMany { count: MAX_REPLICAS + 1, max: MAX_REPLICAS }));
         assert!(new((1..=(MAX_REPLICAS as NodeId)).collect()).is_ok());
     }
 }

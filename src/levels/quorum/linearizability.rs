@@ -47,19 +47,11 @@ pub struct Entry {
 impl Entry {
     pub fn ok(op: RegOp, invoke: u64, ret: u64) -> Entry {
         assert!(invoke < ret, "an operation returns after its invocation");
-        Entry {
-            op,
-            invoke,
-            ret: Some(ret),
-        }
+        Entry { op, invoke, ret: Some(ret) }
     }
 
     pub fn unknown_write(value: Value, invoke: u64) -> Entry {
-        Entry {
-            op: RegOp::Write(value),
-            invoke,
-            ret: None,
-        }
+        Entry { op: RegOp::Write(value), invoke, ret: None }
     }
 }
 
@@ -70,27 +62,15 @@ pub const MAX_OPS: usize = 64;
 /// `Ok(())` if the history of one register, starting absent, is
 /// linearizable; otherwise a description of why not.
 pub fn check(entries: &[Entry]) -> Result<(), String> {
-    assert!(
-        entries.len() <= MAX_OPS,
-        "{} operations: the checker handles at most {MAX_OPS}",
-        entries.len()
-    );
+    assert!(entries.len() <= MAX_OPS, "{} operations: the checker handles at most {MAX_OPS}", entries.len());
     for e in entries {
         assert!(
             e.ret.is_some() || matches!(e.op, RegOp::Write(_)),
             "a read without an answer has no effect; leave it out"
         );
     }
-    let required: u64 = entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.ret.is_some())
-        .fold(0, |m, (i, _)| m | (1 << i));
-    let mut search = Search {
-        entries,
-        required,
-        explored: HashSet::new(),
-    };
+    let required: u64 = entries.iter().enumerate().filter(|(_, e)| e.ret.is_some()).fold(0, |m, (i, _)| m | (1 << i));
+    let mut search = Search { entries, required, explored: HashSet::new() };
     if search.extend(0, None) {
         Ok(())
     } else {
@@ -125,10 +105,7 @@ impl Search<'_> {
         let pending = |i: usize| done & (1 << i) == 0;
         // The earliest return among pending operations: whatever comes next
         // must have been invoked before it.
-        let horizon = (0..self.entries.len())
-            .filter(|&i| pending(i))
-            .filter_map(|i| self.entries[i].ret)
-            .min();
+        let horizon = (0..self.entries.len()).filter(|&i| pending(i)).filter_map(|i| self.entries[i].ret).min();
         for i in 0..self.entries.len() {
             let e = self.entries[i];
             if !pending(i) || horizon.is_some_and(|h| e.invoke > h) {
@@ -180,11 +157,7 @@ mod tests {
 
     #[test]
     fn accepts_a_sequential_history() {
-        let h = [
-            Entry::ok(Read(None), 1, 2),
-            Entry::ok(Write(Some(1)), 3, 4),
-            Entry::ok(Read(Some(1)), 5, 6),
-        ];
+        let h = [Entry::ok(Read(None), 1, 2), Entry::ok(Write(Some(1)), 3, 4), Entry::ok(Read(Some(1)), 5, 6)];
         assert_eq!(check(&h), Ok(()));
     }
 
@@ -199,64 +172,36 @@ mod tests {
         // A write concurrent with two reads: the first read sees the new
         // value, a later read (invoked after the first returned) the old
         // one. Each read alone is fine; together they are not.
-        let h = [
-            Entry::ok(Write(Some(1)), 1, 100),
-            Entry::ok(Read(Some(1)), 10, 20),
-            Entry::ok(Read(None), 30, 40),
-        ];
+        let h = [Entry::ok(Write(Some(1)), 1, 100), Entry::ok(Read(Some(1)), 10, 20), Entry::ok(Read(None), 30, 40)];
         let err = check(&h).unwrap_err();
         assert!(err.contains("not linearizable"), "{err}");
         // The same with the write's outcome unknown.
-        let h = [
-            Entry::unknown_write(Some(1), 1),
-            Entry::ok(Read(Some(1)), 10, 20),
-            Entry::ok(Read(None), 30, 40),
-        ];
+        let h = [Entry::unknown_write(Some(1), 1), Entry::ok(Read(Some(1)), 10, 20), Entry::ok(Read(None), 30, 40)];
         assert!(check(&h).is_err());
     }
 
     #[test]
     fn accepts_reads_concurrent_with_a_write_in_either_order_if_old_first() {
-        let h = [
-            Entry::ok(Write(Some(1)), 1, 100),
-            Entry::ok(Read(None), 10, 20),
-            Entry::ok(Read(Some(1)), 30, 40),
-        ];
+        let h = [Entry::ok(Write(Some(1)), 1, 100), Entry::ok(Read(None), 10, 20), Entry::ok(Read(Some(1)), 30, 40)];
         assert_eq!(check(&h), Ok(()));
     }
 
     #[test]
     fn an_unknown_write_may_take_effect_late_or_never() {
-        let late = [
-            Entry::unknown_write(Some(7), 1),
-            Entry::ok(Read(None), 10, 20),
-            Entry::ok(Read(Some(7)), 500, 600),
-        ];
+        let late =
+            [Entry::unknown_write(Some(7), 1), Entry::ok(Read(None), 10, 20), Entry::ok(Read(Some(7)), 500, 600)];
         assert_eq!(check(&late), Ok(()));
-        let never = [
-            Entry::unknown_write(Some(7), 1),
-            Entry::ok(Read(None), 500, 600),
-        ];
+        let never = [Entry::unknown_write(Some(7), 1), Entry::ok(Read(None), 500, 600)];
         assert_eq!(check(&never), Ok(()));
-        let before_invocation = [
-            Entry::ok(Read(Some(7)), 1, 2),
-            Entry::unknown_write(Some(7), 5),
-        ];
-        assert!(
-            check(&before_invocation).is_err(),
-            "a write cannot be read before it was invoked"
-        );
+        let before_invocation = [Entry::ok(Read(Some(7)), 1, 2), Entry::unknown_write(Some(7), 5)];
+        assert!(check(&before_invocation).is_err(), "a write cannot be read before it was invoked");
     }
 
     #[test]
     fn rejects_a_lost_acknowledged_write() {
         // Two acknowledged writes in real-time order; a later read must
         // return the second one.
-        let h = [
-            Entry::ok(Write(Some(1)), 1, 2),
-            Entry::ok(Write(Some(2)), 3, 4),
-            Entry::ok(Read(Some(1)), 5, 6),
-        ];
+        let h = [Entry::ok(Write(Some(1)), 1, 2), Entry::ok(Write(Some(2)), 3, 4), Entry::ok(Read(Some(1)), 5, 6)];
         assert!(check(&h).is_err());
     }
 
@@ -275,25 +220,15 @@ mod tests {
             Entry::ok(Read(Some(1)), 12, 13),
             Entry::ok(Read(Some(2)), 14, 15),
         ];
-        assert!(
-            check(&flip).is_err(),
-            "after both writes returned the value cannot change without a write"
-        );
+        assert!(check(&flip).is_err(), "after both writes returned the value cannot change without a write");
     }
 
     #[test]
     fn deletes_are_writes_of_absent() {
-        let h = [
-            Entry::ok(Write(Some(1)), 1, 2),
-            Entry::ok(Write(None), 3, 4),
-            Entry::ok(Read(None), 5, 6),
-        ];
+        let h = [Entry::ok(Write(Some(1)), 1, 2), Entry::ok(Write(None), 3, 4), Entry::ok(Read(None), 5, 6)];
         assert_eq!(check(&h), Ok(()));
-        let resurrected = [
-            Entry::ok(Write(Some(1)), 1, 2),
-            Entry::ok(Write(None), 3, 4),
-            Entry::ok(Read(Some(1)), 5, 6),
-        ];
+        let resurrected =
+            [Entry::ok(Write(Some(1)), 1, 2), Entry::ok(Write(None), 3, 4), Entry::ok(Read(Some(1)), 5, 6)];
         assert!(check(&resurrected).is_err());
     }
 }

@@ -46,6 +46,7 @@
 
 pub mod core;
 pub mod replica;
+pub mod shell;
 
 #[cfg(test)]
 mod linearizability;
@@ -55,7 +56,8 @@ mod sim;
 mod tests;
 
 pub use self::core::{
-    majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
-    ReplicaSetError, MAX_REPLICAS,
+    majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReplicaSetError,
+    MAX_REPLICAS,
 };
 pub use self::replica::Replica;
+pub use self::shell::{Quorum, CAS_REFUSAL};

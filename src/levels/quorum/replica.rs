@@ -57,10 +57,7 @@ impl Replica {
     /// coordinator's input (what the shell's local path and the tests use).
     pub fn serve(&mut self, me: NodeId, msg: &Message) -> Input {
         match msg {
-            Message::Read { key } => Input::ReadReply {
-                from: me,
-                cell: self.read(key),
-            },
+            Message::Read { key } => Input::ReadReply { from: me, cell: self.read(key) },
             Message::Write { key, cell } => {
                 self.write(key.clone(), cell.clone());
                 Input::WriteAck { from: me }
@@ -88,11 +85,7 @@ mod tests {
     use crate::level::Level;
 
     fn cell(value: &'static str, hlc: u64, node: NodeId) -> Cell {
-        Cell::value(
-            Bytes::from_static(value.as_bytes()),
-            Version::new(hlc, node),
-            Level::Quorum,
-        )
+        Cell::value(Bytes::from_static(value.as_bytes()), Version::new(hlc, node), Level::Quorum)
     }
 
     #[test]
@@ -101,20 +94,11 @@ mod tests {
         let k = Bytes::from_static(b"k");
         assert_eq!(r.read(&k), None);
         assert!(r.write(k.clone(), cell("a", 5, 1)));
-        assert!(
-            !r.write(k.clone(), cell("old", 4, 9)),
-            "an older version must not replace a newer one"
-        );
+        assert!(!r.write(k.clone(), cell("old", 4, 9)), "an older version must not replace a newer one");
         assert_eq!(r.read(&k), Some(cell("a", 5, 1)));
-        assert!(r.write(
-            k.clone(),
-            Cell::tombstone(Version::new(6, 1), Level::Quorum)
-        ));
+        assert!(r.write(k.clone(), Cell::tombstone(Version::new(6, 1), Level::Quorum)));
         assert!(r.read(&k).unwrap().is_tombstone());
-        assert!(
-            !r.write(k.clone(), cell("a", 5, 1)),
-            "a delete is not undone by an older write"
-        );
+        assert!(!r.write(k.clone(), cell("a", 5, 1)), "a delete is not undone by an older write");
     }
 
     #[test]
@@ -131,20 +115,11 @@ mod tests {
     fn redelivered_write_is_acked_and_changes_nothing() {
         let mut r = Replica::new();
         let k = Bytes::from_static(b"k");
-        let msg = Message::Write {
-            key: k.clone(),
-            cell: cell("a", 1, 1),
-        };
+        let msg = Message::Write { key: k.clone(), cell: cell("a", 1, 1) };
         assert_eq!(r.serve(2, &msg), Input::WriteAck { from: 2 });
         let before = r.clone();
         assert_eq!(r.serve(2, &msg), Input::WriteAck { from: 2 });
         assert_eq!(r, before);
-        assert_eq!(
-            r.serve(2, &Message::Read { key: k }),
-            Input::ReadReply {
-                from: 2,
-                cell: Some(cell("a", 1, 1))
-            }
-        );
+        assert_eq!(r.serve(2, &Message::Read { key: k }), Input::ReadReply { from: 2, cell: Some(cell("a", 1, 1)) });
     }
 }

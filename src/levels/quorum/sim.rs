@@ -34,9 +34,7 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
-use super::core::{
-    Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError,
-};
+use super::core::{Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError};
 use super::linearizability::{self, Entry, RegOp, Value};
 use super::replica::Replica;
 use crate::clock::{NodeId, Version};
@@ -158,13 +156,8 @@ impl SimReport {
 /// linearizability per key only).
 pub fn check_history(history: &[HistOp], key_count: usize) -> Result<(), String> {
     for key in 0..key_count {
-        let entries: Vec<Entry> = history
-            .iter()
-            .filter(|h| h.key == key)
-            .filter_map(to_entry)
-            .collect();
-        linearizability::check(&entries)
-            .map_err(|e| format!("key {key}: {e}\n{}", timeline(history, key)))?;
+        let entries: Vec<Entry> = history.iter().filter(|h| h.key == key).filter_map(to_entry).collect();
+        linearizability::check(&entries).map_err(|e| format!("key {key}: {e}\n{}", timeline(history, key)))?;
     }
     Ok(())
 }
@@ -185,10 +178,7 @@ fn timeline(history: &[HistOp], key: usize) -> String {
                 other => format!("-> {other:?}"),
             };
             let ret_ms = h.ret_ms.map_or_else(|| "?".to_string(), |t| t.to_string());
-            format!(
-                "  client {} {op} {result} @ [{} ms, {ret_ms} ms]",
-                h.client, h.invoke_ms
-            )
+            format!("  client {} {op} {result} @ [{} ms, {ret_ms} ms]", h.client, h.invoke_ms)
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -196,19 +186,9 @@ fn timeline(history: &[HistOp], key: usize) -> String {
 
 fn to_entry(h: &HistOp) -> Option<Entry> {
     match (&h.write, &h.result) {
-        (None, HistResult::Read(v)) => Some(Entry::ok(
-            RegOp::Read(*v),
-            h.invoke,
-            h.ret.expect("returned"),
-        )),
-        (Some(v), HistResult::Written) => Some(Entry::ok(
-            RegOp::Write(*v),
-            h.invoke,
-            h.ret.expect("returned"),
-        )),
-        (Some(v), HistResult::Indeterminate | HistResult::Pending) => {
-            Some(Entry::unknown_write(*v, h.invoke))
-        }
+        (None, HistResult::Read(v)) => Some(Entry::ok(RegOp::Read(*v), h.invoke, h.ret.expect("returned"))),
+        (Some(v), HistResult::Written) => Some(Entry::ok(RegOp::Write(*v), h.invoke, h.ret.expect("returned"))),
+        (Some(v), HistResult::Indeterminate | HistResult::Pending) => Some(Entry::unknown_write(*v, h.invoke)),
         // Failed operations and unanswered gets had no effect.
         (_, HistResult::Failed) | (None, HistResult::Pending) => None,
         (None, r) => unreachable!("a get ended as {r:?}"),
@@ -313,11 +293,7 @@ impl Sim {
             }
         }
         let clients = (0..config.client_count)
-            .map(|i| Client {
-                home: ids[i % ids.len()],
-                ops_left: config.ops_per_client,
-                running: None,
-            })
+            .map(|i| Client { home: ids[i % ids.len()], ops_left: config.ops_per_client, running: None })
             .collect();
         Sim {
             rng,
@@ -327,18 +303,7 @@ impl Sim {
             next_op_id: 0,
             next_value: 1,
             queue: BTreeMap::new(),
-            replicas: ids
-                .iter()
-                .map(|&id| {
-                    (
-                        id,
-                        SimReplica {
-                            state: Replica::new(),
-                            up: true,
-                        },
-                    )
-                })
-                .collect(),
+            replicas: ids.iter().map(|&id| (id, SimReplica { state: Replica::new(), up: true })).collect(),
             clocks: ids.iter().map(|&id| (id, 0)).collect(),
             link_ms,
             clients,
@@ -349,8 +314,7 @@ impl Sim {
     }
 
     fn run(mut self) -> SimReport {
-        let horizon_ms =
-            self.config.ops_per_client as u64 * (self.config.timeout_ms + self.config.max_think_ms);
+        let horizon_ms = self.config.ops_per_client as u64 * (self.config.timeout_ms + self.config.max_think_ms);
         for node in 1..=self.config.replica_count as NodeId {
             for _ in 0..2 {
                 if self.chance(self.config.replica_crash_pct) {
@@ -369,25 +333,14 @@ impl Sim {
             assert!(at >= self.now_ms, "time goes forward");
             self.now_ms = at;
             self.stats.events += 1;
-            assert!(
-                self.stats.events <= MAX_EVENTS,
-                "simulation did not settle (seed {})",
-                self.config.seed
-            );
+            assert!(self.stats.events <= MAX_EVENTS, "simulation did not settle (seed {})", self.config.seed);
             self.handle(event);
         }
         self.stats.end_ms = self.now_ms;
         for c in &self.clients {
-            assert!(
-                c.running.is_none() && c.ops_left == 0,
-                "every client finished"
-            );
+            assert!(c.running.is_none() && c.ops_left == 0, "every client finished");
         }
-        SimReport {
-            config: self.config,
-            history: self.history,
-            stats: self.stats,
-        }
+        SimReport { config: self.config, history: self.history, stats: self.stats }
     }
 
     fn chance(&mut self, pct: u32) -> bool {
@@ -418,17 +371,8 @@ impl Sim {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Wake { client } => self.start_op(client),
-            Event::Deliver {
-                client,
-                op_id,
-                to,
-                msg,
-            } => self.deliver(client, op_id, to, msg),
-            Event::Reply {
-                client,
-                op_id,
-                input,
-            } => {
+            Event::Deliver { client, op_id, to, msg } => self.deliver(client, op_id, to, msg),
+            Event::Reply { client, op_id, input } => {
                 if let Some(coord) = self.coordinator(client, op_id) {
                     let effects = coord.step(input);
                     self.perform(client, effects);
@@ -440,23 +384,15 @@ impl Sim {
                     self.perform(client, effects);
                 }
             }
-            Event::CrashReplica { node } => {
-                self.replicas.get_mut(&node).expect("replica").up = false
-            }
-            Event::RestartReplica { node } => {
-                self.replicas.get_mut(&node).expect("replica").up = true
-            }
+            Event::CrashReplica { node } => self.replicas.get_mut(&node).expect("replica").up = false,
+            Event::RestartReplica { node } => self.replicas.get_mut(&node).expect("replica").up = true,
         }
     }
 
     /// The coordinator of `client`'s operation `op_id`, if it is still
     /// running there (replies to older operations are dropped).
     fn coordinator(&mut self, client: usize, op_id: u64) -> Option<&mut Coordinator> {
-        self.clients[client]
-            .running
-            .as_mut()
-            .filter(|r| r.op_id == op_id)
-            .map(|r| &mut r.coord)
+        self.clients[client].running.as_mut().filter(|r| r.op_id == op_id).map(|r| &mut r.coord)
     }
 
     fn start_op(&mut self, client: usize) {
@@ -477,8 +413,7 @@ impl Sim {
             (Op::del(key_bytes), Some(None))
         };
         let replicas: Vec<NodeId> = self.replicas.keys().copied().collect();
-        let coord =
-            Coordinator::new(op, replicas, self.config.quorum.clone()).expect("valid replica set");
+        let coord = Coordinator::new(op, replicas, self.config.quorum.clone()).expect("valid replica set");
         let invoke = self.stamp();
         self.history.push(HistOp {
             client,
@@ -495,16 +430,8 @@ impl Sim {
         let hist = self.history.len() - 1;
         let c = &mut self.clients[client];
         c.running = Some(Running { op_id, coord, hist });
-        self.schedule_at(
-            self.now_ms + self.config.timeout_ms,
-            Event::Deadline { client, op_id },
-        );
-        let effects = self.clients[client]
-            .running
-            .as_mut()
-            .expect("just set")
-            .coord
-            .step(Input::Start);
+        self.schedule_at(self.now_ms + self.config.timeout_ms, Event::Deadline { client, op_id });
+        let effects = self.clients[client].running.as_mut().expect("just set").coord.step(Input::Start);
         self.perform(client, effects);
     }
 
@@ -515,23 +442,9 @@ impl Sim {
         while !batch.is_empty() {
             // A coordinator sends a whole phase at once; it may crash part-way
             // through sending its write phase.
-            let writes = batch
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        Effect::Send {
-                            msg: Message::Write { .. },
-                            ..
-                        }
-                    )
-                })
-                .count();
+            let writes = batch.iter().filter(|e| matches!(e, Effect::Send { msg: Message::Write { .. }, .. })).count();
             if writes > 0 && self.chance(self.config.writer_crash_pct) {
-                let mut sends: Vec<Effect> = batch
-                    .into_iter()
-                    .filter(|e| matches!(e, Effect::Send { .. }))
-                    .collect();
+                let mut sends: Vec<Effect> = batch.into_iter().filter(|e| matches!(e, Effect::Send { .. })).collect();
                 sends.shuffle(&mut self.rng);
                 sends.truncate(self.rng.random_range(0..writes));
                 for e in sends {
@@ -561,15 +474,7 @@ impl Sim {
                     self.lost(client, op_id, to, msg.phase());
                 } else {
                     let at = self.now_ms + self.delay_ms(client, to);
-                    self.schedule_at(
-                        at,
-                        Event::Deliver {
-                            client,
-                            op_id,
-                            to,
-                            msg,
-                        },
-                    );
+                    self.schedule_at(at, Event::Deliver { client, op_id, to, msg });
                 }
                 Vec::new()
             }
@@ -596,19 +501,8 @@ impl Sim {
         self.stats.dropped += 1;
         if self.chance(self.config.fail_on_drop_pct) {
             let at = self.now_ms + self.delay_ms(client, from);
-            let input = Input::Failed {
-                from,
-                phase,
-                reason: "simulated RPC error".into(),
-            };
-            self.schedule_at(
-                at,
-                Event::Reply {
-                    client,
-                    op_id,
-                    input,
-                },
-            );
+            let input = Input::Failed { from, phase, reason: "simulated RPC error".into() };
+            self.schedule_at(at, Event::Reply { client, op_id, input });
         }
     }
 
@@ -627,34 +521,16 @@ impl Sim {
         let at = self.now_ms + self.delay_ms(client, to);
         if self.chance(self.config.dup_pct) {
             let dup_at = at + self.delay_ms(client, to);
-            self.schedule_at(
-                dup_at,
-                Event::Reply {
-                    client,
-                    op_id,
-                    input: input.clone(),
-                },
-            );
+            self.schedule_at(dup_at, Event::Reply { client, op_id, input: input.clone() });
         }
-        self.schedule_at(
-            at,
-            Event::Reply {
-                client,
-                op_id,
-                input,
-            },
-        );
+        self.schedule_at(at, Event::Reply { client, op_id, input });
     }
 
     /// The node clock's next version above `above` (like `Clock::next_after`),
     /// sometimes after a forward jump, sometimes reusing `above`'s clock part
     /// when the node id breaks the tie.
     fn next_version(&mut self, home: NodeId, above: Version) -> Version {
-        let jump = if self.chance(self.config.clock_jump_pct) {
-            self.rng.random_range(1..=1_000)
-        } else {
-            0
-        };
+        let jump = if self.chance(self.config.clock_jump_pct) { self.rng.random_range(1..=1_000) } else { 0 };
         let clock = self.clocks[&home] + jump;
         let hlc = if above.hlc > clock && home > above.node_id && self.rng.random_bool(0.5) {
             above.hlc
@@ -711,21 +587,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(replica_count: usize, config: QuorumConfig) -> Cluster {
-        Cluster {
-            replicas: (1..=replica_count as NodeId)
-                .map(|id| (id, Replica::new()))
-                .collect(),
-            config,
-        }
+        Cluster { replicas: (1..=replica_count as NodeId).map(|id| (id, Replica::new())).collect(), config }
     }
 
     pub fn coordinator(&self, op: Op) -> Coordinator {
-        Coordinator::new(
-            op,
-            self.replicas.keys().copied().collect(),
-            self.config.clone(),
-        )
-        .expect("valid replica set")
+        Coordinator::new(op, self.replicas.keys().copied().collect(), self.config.clone()).expect("valid replica set")
     }
 
     /// Starts `coord` and delivers its messages in FIFO order, only those
@@ -746,9 +612,7 @@ impl Cluster {
                         inputs.push_back(replica.serve(to, &msg));
                     }
                     Effect::Send { .. } => {}
-                    Effect::NeedVersion { above } => {
-                        inputs.push_back(Input::Version(version(above)))
-                    }
+                    Effect::NeedVersion { above } => inputs.push_back(Input::Version(version(above))),
                     Effect::Done(result) => return Some(result),
                 }
             }

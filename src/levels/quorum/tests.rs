@@ -35,44 +35,20 @@ fn value_of(outcome: &Outcome) -> Option<u64> {
 ///    its write-back, if any, reaches `r1_write_back_to`.
 /// 4. Reader R2, invoked after R1 returned, reads replicas {2, 3}: its
 ///    majority excludes replica 1, the only original holder of value 2.
-fn inversion_schedule(
-    config: QuorumConfig,
-    r1_write_back_to: [NodeId; 2],
-) -> (Outcome, Outcome, Vec<Entry>) {
+fn inversion_schedule(config: QuorumConfig, r1_write_back_to: [NodeId; 2]) -> (Outcome, Outcome, Vec<Entry>) {
     let mut cluster = Cluster::new(3, config);
     let everywhere = |_: Phase, _: NodeId| true;
 
     let mut w1 = cluster.coordinator(Op::set(KEY, encode_value(1)));
-    let done = cluster
-        .drive(&mut w1, everywhere, next_after(3))
-        .expect("finishes");
+    let done = cluster.drive(&mut w1, everywhere, next_after(3)).expect("finishes");
     assert!(matches!(done, Ok(Outcome::Set { .. })));
 
     let mut w2 = cluster.coordinator(Op::set(KEY, encode_value(2)));
-    let done = cluster.drive(
-        &mut w2,
-        |phase, to| phase == Phase::Read || to == 1,
-        next_after(3),
-    );
-    assert_eq!(
-        done, None,
-        "the writer crashed before a majority acknowledged"
-    );
+    let done = cluster.drive(&mut w2, |phase, to| phase == Phase::Read || to == 1, next_after(3));
+    assert_eq!(done, None, "the writer crashed before a majority acknowledged");
     drop(w2);
-    assert_eq!(
-        cluster.replicas[&1]
-            .read(KEY)
-            .and_then(|c| c.value)
-            .map(|v| decode_value(&v)),
-        Some(2)
-    );
-    assert_eq!(
-        cluster.replicas[&2]
-            .read(KEY)
-            .and_then(|c| c.value)
-            .map(|v| decode_value(&v)),
-        Some(1)
-    );
+    assert_eq!(cluster.replicas[&1].read(KEY).and_then(|c| c.value).map(|v| decode_value(&v)), Some(2));
+    assert_eq!(cluster.replicas[&2].read(KEY).and_then(|c| c.value).map(|v| decode_value(&v)), Some(1));
 
     let mut r1 = cluster.coordinator(Op::get(KEY));
     let r1_out = cluster
@@ -88,10 +64,7 @@ fn inversion_schedule(
         .expect("succeeds");
 
     let mut r2 = cluster.coordinator(Op::get(KEY));
-    let r2_out = cluster
-        .drive(&mut r2, |_, to| to != 1, next_after(2))
-        .expect("finishes")
-        .expect("succeeds");
+    let r2_out = cluster.drive(&mut r2, |_, to| to != 1, next_after(2)).expect("finishes").expect("succeeds");
 
     let history = vec![
         Entry::ok(RegOp::Write(Some(1)), 1, 2),
@@ -111,17 +84,9 @@ fn read_impose_prevents_the_new_old_inversion() {
     // write-back reached, even with the writer dead.
     for write_back_to in [[1, 2], [1, 3], [2, 3]] {
         let (r1, r2, history) = inversion_schedule(QuorumConfig::default(), write_back_to);
-        assert_eq!(
-            value_of(&r1),
-            Some(2),
-            "R1's majority includes the holder of the new value"
-        );
+        assert_eq!(value_of(&r1), Some(2), "R1's majority includes the holder of the new value");
         assert!(r1.imposed(), "R1 saw two versions, so it must write back");
-        assert_eq!(
-            value_of(&r2),
-            Some(2),
-            "R2 must not go back to the old value (write-back to {write_back_to:?})"
-        );
+        assert_eq!(value_of(&r2), Some(2), "R2 must not go back to the old value (write-back to {write_back_to:?})");
         assert_eq!(linearizability::check(&history), Ok(()));
     }
 }
@@ -132,17 +97,11 @@ fn without_read_impose_the_new_old_inversion_appears() {
     // (`skip_read_impose_unsafe`), the same schedule produces the new/old
     // inversion ABD's phase 2 exists to prevent, and the linearizability
     // checker rejects the history. This shows the scenario can fail.
-    let config = QuorumConfig {
-        skip_read_impose_unsafe: true,
-    };
+    let config = QuorumConfig { skip_read_impose_unsafe: true };
     let (r1, r2, history) = inversion_schedule(config, [1, 2]);
     assert_eq!(value_of(&r1), Some(2));
     assert!(!r1.imposed());
-    assert_eq!(
-        value_of(&r2),
-        Some(1),
-        "the anomaly: R2 returns the old value after R1 returned the new one"
-    );
+    assert_eq!(value_of(&r2), Some(1), "the anomaly: R2 returns the old value after R1 returned the new one");
     let err = linearizability::check(&history).expect_err("the checker must reject the inversion");
     assert!(err.contains("not linearizable"), "{err}");
 }
@@ -156,13 +115,7 @@ fn pump(cluster: &mut Cluster, coord: &mut Coordinator, effects: Vec<Effect>) ->
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
-                    inputs.push_back(
-                        cluster
-                            .replicas
-                            .get_mut(&to)
-                            .expect("replica")
-                            .serve(to, &msg),
-                    );
+                    inputs.push_back(cluster.replicas.get_mut(&to).expect("replica").serve(to, &msg));
                 }
                 other => return other,
             }
@@ -182,24 +135,15 @@ fn concurrent_writers_with_equal_clock_parts_are_ordered_by_writer_id() {
     for b_first in [false, true] {
         let mut cluster = Cluster::new(3, QuorumConfig::default());
         let mut w0 = cluster.coordinator(Op::set(KEY, encode_value(1)));
-        cluster
-            .drive(&mut w0, |_, _| true, |_| Version::new(5, 1))
-            .expect("finishes")
-            .expect("ok");
+        cluster.drive(&mut w0, |_, _| true, |_| Version::new(5, 1)).expect("finishes").expect("ok");
 
         let mut a = cluster.coordinator(Op::set(KEY, encode_value(2)));
         let mut b = cluster.coordinator(Op::set(KEY, encode_value(3)));
         let start_a = a.step(Input::Start);
         let start_b = b.step(Input::Start);
         let above = Version::new(5, 1);
-        assert_eq!(
-            pump(&mut cluster, &mut a, start_a),
-            Effect::NeedVersion { above }
-        );
-        assert_eq!(
-            pump(&mut cluster, &mut b, start_b),
-            Effect::NeedVersion { above }
-        );
+        assert_eq!(pump(&mut cluster, &mut a, start_a), Effect::NeedVersion { above });
+        assert_eq!(pump(&mut cluster, &mut b, start_b), Effect::NeedVersion { above });
         let (va, vb) = (Version::new(6, 2), Version::new(6, 3));
         let mut finish = |c: &mut Coordinator, v: Version| {
             let effects = c.step(Input::Version(v));
@@ -215,27 +159,16 @@ fn concurrent_writers_with_equal_clock_parts_are_ordered_by_writer_id() {
         assert_eq!(da, Effect::Done(Ok(Outcome::Set { version: va })));
         assert_eq!(db, Effect::Done(Ok(Outcome::Set { version: vb })));
         for (id, replica) in &cluster.replicas {
-            assert_eq!(
-                replica.read(KEY).map(|c| c.version),
-                Some(vb),
-                "replica {id}"
-            );
+            assert_eq!(replica.read(KEY).map(|c| c.version), Some(vb), "replica {id}");
         }
         let mut r = cluster.coordinator(Op::get(KEY));
-        let got = cluster
-            .drive(&mut r, |_, _| true, next_after(1))
-            .expect("finishes")
-            .expect("ok");
+        let got = cluster.drive(&mut r, |_, _| true, next_after(1)).expect("finishes").expect("ok");
         assert_eq!(value_of(&got), Some(3));
     }
 }
 
 fn env_seed() -> Option<u64> {
-    std::env::var("CAPKV_SEED").ok().map(|s| {
-        s.trim()
-            .parse()
-            .expect("CAPKV_SEED must be an unsigned integer")
-    })
+    std::env::var("CAPKV_SEED").ok().map(|s| s.trim().parse().expect("CAPKV_SEED must be an unsigned integer"))
 }
 
 /// Runs the simulated schedule of `seed` and checks its history.
@@ -243,22 +176,14 @@ fn check_seed(seed: u64, config: QuorumConfig) -> Result<SimStats, String> {
     let report = sim::run(seed, config);
     match report.check() {
         Ok(()) => Ok(report.stats),
-        Err(e) => Err(format!(
-            "seed {seed} (rerun with CAPKV_SEED={seed}), {:?}: {e}",
-            report.config
-        )),
+        Err(e) => Err(format!("seed {seed} (rerun with CAPKV_SEED={seed}), {:?}: {e}", report.config)),
     }
 }
 
 /// The proptest runner over seeds: deterministic (fixed RNG), no failure
 /// files, no shrinking (a smaller seed is not a simpler schedule).
 fn seed_runner(cases: u32) -> TestRunner {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 0,
-        ..Config::default()
-    };
+    let config = Config { cases, failure_persistence: None, max_shrink_iters: 0, ..Config::default() };
     TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
 }
 
@@ -304,14 +229,7 @@ fn random_schedules_are_linearizable_per_key() {
     let t = totals.into_inner();
     eprintln!("quorum sim: {SCHEDULE_CASES} schedules linearizable; totals {t:?}");
     // The schedules exercised what they claim to.
-    assert!(
-        t.imposed > 0
-            && t.failed > 0
-            && t.indeterminate > 0
-            && t.crashed_mid_op > 0
-            && t.dropped > 0,
-        "{t:?}"
-    );
+    assert!(t.imposed > 0 && t.failed > 0 && t.indeterminate > 0 && t.crashed_mid_op > 0 && t.dropped > 0, "{t:?}");
 }
 
 #[test]
@@ -320,21 +238,13 @@ fn random_schedules_without_read_impose_are_caught() {
     // kind of schedules, with ABD's read write-back switched off, must
     // find a non-linearizable history — proof that the checker and the
     // schedules have teeth.
-    let unsafe_config = QuorumConfig {
-        skip_read_impose_unsafe: true,
-    };
-    let result = seed_runner(SCHEDULE_CASES).run(&any::<u64>(), |seed| {
-        check_seed(seed, unsafe_config.clone())
-            .map(|_| ())
-            .map_err(TestCaseError::fail)
-    });
+    let unsafe_config = QuorumConfig { skip_read_impose_unsafe: true };
+    let result = seed_runner(SCHEDULE_CASES)
+        .run(&any::<u64>(), |seed| check_seed(seed, unsafe_config.clone()).map(|_| ()).map_err(TestCaseError::fail));
     match result {
         Err(TestError::Fail(reason, seed)) => {
             eprintln!("quorum sim: without read-impose, caught at seed {seed}: {reason}");
-            assert!(
-                check_seed(seed, QuorumConfig::default()).is_ok(),
-                "the same seed passes with read-impose"
-            );
+            assert!(check_seed(seed, QuorumConfig::default()).is_ok(), "the same seed passes with read-impose");
         }
         other => {
             panic!("no schedule among {SCHEDULE_CASES} caught the missing read-impose: {other:?}")
@@ -349,19 +259,12 @@ fn a_seed_reproduces_its_schedule() {
     for seed in [0, 1, 42, u64::MAX] {
         let a = sim::run(seed, QuorumConfig::default());
         let b = sim::run(seed, QuorumConfig::default());
-        assert_eq!(
-            format!("{:?}", a.history),
-            format!("{:?}", b.history),
-            "seed {seed}"
-        );
+        assert_eq!(format!("{:?}", a.history), format!("{:?}", b.history), "seed {seed}");
         assert_eq!(a.stats.events, b.stats.events);
     }
 }
 
 #[test]
 fn sim_values_round_trip() {
-    assert_eq!(
-        decode_value(&encode_value(0x0102_0304_0506_0708)),
-        0x0102_0304_0506_0708
-    );
+    assert_eq!(decode_value(&encode_value(0x0102_0304_0506_0708)), 0x0102_0304_0506_0708);
 }

@@ -1,0 +1,166 @@
+//! The quorum level's I/O shell around the sans-I/O [`Coordinator`].
+//!
+//! For one client operation it sends the coordinator's messages to all
+//! replicas in parallel — to this node's own store directly, to peers over
+//! the peer service (`ReadCells` for reads, `Replicate` for writes; the
+//! receiver merges LWW and fsyncs before acknowledging) — and feeds replies,
+//! failures and the deadline back in. The answer comes as soon as a
+//! majority of the current phase answered; slower replicas are not awaited.
+//!
+//! New versions come from the node's clock, above everything the read phase
+//! saw, and are covered by the persisted stamp reservation before any
+//! replica sees them (see `store::Store::ensure_reserved`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{Coordinator, Effect, Input, Message, Op, Outcome, QuorumConfig, QuorumError};
+use crate::clock::{NodeId, Version};
+use crate::levels::LevelError;
+use crate::metrics::{inc, Metrics};
+use crate::node::peers::{call, request, Peers};
+use crate::proto::peer::{CellsRequest, ReadCellsRequest};
+use crate::store::{Cell, Store, WriteOp};
+use crate::wire::{cell_from_peer, cell_to_peer};
+
+pub struct Quorum {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    replicas: Vec<NodeId>,
+    config: QuorumConfig,
+    metrics: Arc<Metrics>,
+}
+
+pub const CAS_REFUSAL: &str = "compare-and-set is not available at the quorum level: an ABD read/write register gives \
+linearizable get/set/del per key but cannot implement an atomic compare-and-set; use --consistency linearizable for cas";
+
+impl Quorum {
+    pub fn new(store: Arc<Store>, peers: Arc<Peers>, config: QuorumConfig, metrics: Arc<Metrics>) -> Quorum {
+        let replicas = peers.members().keys().copied().collect();
+        Quorum { store, peers, replicas, config, metrics }
+    }
+
+    /// Linearizable read of one key (tombstones come back as such).
+    pub async fn get(&self, key: Bytes, timeout: Duration) -> Result<Option<Cell>, LevelError> {
+        inc(&self.metrics.quorum_gets);
+        match self.run(Op::get(key.clone()), timeout).await? {
+            Outcome::Get { cell, imposed } => {
+                if imposed {
+                    inc(&self.metrics.read_imposes);
+                    tracing::debug!(key = ?key, "quorum get imposed the newest value on a majority");
+                }
+                Ok(cell)
+            }
+            Outcome::Set { .. } => unreachable!("a get answers with a cell"),
+        }
+    }
+
+    /// Writes `value` (`None` deletes); returns the version written.
+    pub async fn write(&self, key: Bytes, value: Option<Bytes>, timeout: Duration) -> Result<Version, LevelError> {
+        inc(&self.metrics.quorum_writes);
+        let op = match value {
+            Some(v) => Op::set(key, v),
+            None => Op::del(key),
+        };
+        match self.run(op, timeout).await? {
+            Outcome::Set { version } => Ok(version),
+            Outcome::Get { .. } => unreachable!("a set answers with a version"),
+        }
+    }
+
+    async fn run(&self, op: Op, timeout: Duration) -> Result<Outcome, LevelError> {
+        let deadline = Instant::now() + timeout;
+        let mut coord = Coordinator::new(op, self.replicas.clone(), self.config.clone())
+            .map_err(|e| LevelError::Unavailable(e.to_string()))?;
+        let (tx, mut rx) = mpsc::channel::<Input>(2 * self.replicas.len() + 2);
+        let mut effects: VecDeque<Effect> = coord.step(Input::Start).into();
+        loop {
+            while let Some(effect) = effects.pop_front() {
+                match effect {
+                    Effect::Send { to, msg } => self.send(to, msg, deadline, tx.clone()),
+                    Effect::NeedVersion { above } => {
+                        let v = self.store.clock().next_after(above);
+                        let input = match self.store.ensure_reserved(v.hlc).await {
+                            Ok(()) => Input::Version(v),
+                            // Cannot make the stamp durable: fail cleanly before sending it.
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot persist the stamp reservation");
+                                Input::Deadline
+                            }
+                        };
+                        effects.extend(coord.step(input));
+                    }
+                    Effect::Done(result) => return result.map_err(|e| self.error(e)),
+                }
+            }
+            let input = tokio::select! {
+                Some(input) = rx.recv() => input,
+                _ = tokio::time::sleep_until(deadline.into()) => Input::Deadline,
+            };
+            effects.extend(coord.step(input));
+        }
+    }
+
+    fn error(&self, e: QuorumError) -> LevelError {
+        match e {
+            QuorumError::Unavailable { .. } => {
+                inc(&self.metrics.quorum_unavailable);
+                LevelError::Unavailable(e.to_string())
+            }
+            QuorumError::Indeterminate { .. } => LevelError::Indeterminate(e.to_string()),
+        }
+    }
+
+    /// Delivers one message to one replica in the background; its answer (or
+    /// failure) comes back on `tx`.
+    fn send(&self, to: NodeId, msg: Message, deadline: Instant, tx: mpsc::Sender<Input>) {
+        let store = self.store.clone();
+        let peers = self.peers.clone();
+        let me = peers.self_id();
+        tokio::spawn(async move {
+            let phase = msg.phase();
+            let timeout_ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1) as u64;
+            let result: Result<Input, String> =
+                if to == me { local(&store, msg).await } else { remote(&peers, me, to, msg, timeout_ms).await };
+            let input = result.unwrap_or_else(|reason| Input::Failed { from: to, phase, reason });
+            let _ = tx.send(input).await;
+        });
+    }
+}
+
+async fn local(store: &Store, msg: Message) -> Result<Input, String> {
+    let me = store.clock().node_id();
+    match msg {
+        Message::Read { key } => {
+            Ok(Input::ReadReply { from: me, cell: store.get_cell(&key).map_err(|e| e.to_string())? })
+        }
+        Message::Write { key, cell } => {
+            store.write(vec![WriteOp::Merge { key, cell }], true).await.map_err(|e| e.to_string())?;
+            Ok(Input::WriteAck { from: me })
+        }
+    }
+}
+
+async fn remote(peers: &Peers, me: NodeId, to: NodeId, msg: Message, timeout_ms: u64) -> Result<Input, String> {
+    let mut client = peers.client(to);
+    match msg {
+        Message::Read { key } => {
+            let req = ReadCellsRequest { from_node: me, keys: vec![key] };
+            let reply = call(timeout_ms, client.read_cells(request(req, timeout_ms)))
+                .await
+                .map_err(|s| s.message().to_string())?;
+            let [maybe] = <[_; 1]>::try_from(reply.cells).map_err(|_| "malformed ReadCells reply".to_string())?;
+            let cell = maybe.cell.filter(|_| maybe.present).and_then(cell_from_peer).map(|(_, c)| c);
+            Ok(Input::ReadReply { from: to, cell })
+        }
+        Message::Write { key, cell } => {
+            let req = CellsRequest { from_node: me, cells: vec![cell_to_peer(&key, &cell)] };
+            call(timeout_ms, client.replicate(request(req, timeout_ms))).await.map_err(|s| s.message().to_string())?;
+            Ok(Input::WriteAck { from: to })
+        }
+    }
+}
