@@ -294,6 +294,7 @@ impl Client {
         let n = self.endpoints.len();
         let start = self.preferred.load(Ordering::Relaxed) % n;
         let mut failures: Vec<String> = Vec::new();
+        let mut last_round: Vec<String> = Vec::new();
         let mut maybe_applied: Option<String> = None;
         let mut round = 0usize;
         loop {
@@ -302,7 +303,8 @@ impl Client {
                 let idx = (start + i) % n;
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(self.give_up(opts, &failures, maybe_applied));
+                    let seen = if failures.is_empty() { &last_round } else { &failures };
+                    return Err(self.give_up(opts, seen, maybe_applied));
                 }
                 let ep = &self.endpoints[idx];
                 // The server gets the deadline in `grpc-timeout`; the client
@@ -352,7 +354,7 @@ impl Client {
                 return Err(self.give_up(opts, &failures, maybe_applied));
             }
             tokio::time::sleep(pause).await;
-            failures.clear();
+            last_round = std::mem::take(&mut failures);
         }
     }
 

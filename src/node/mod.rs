@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
 use crate::levels::linear::Linear;
+use crate::levels::quorum::{Quorum, QuorumConfig};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::cluster_server::ClusterServer;
@@ -52,6 +53,7 @@ pub struct NodeState {
     pub store: Arc<Store>,
     pub peers: Arc<peers::Peers>,
     pub eventual: Eventual,
+    pub quorum: Quorum,
     pub linear: Arc<Linear>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
@@ -83,6 +85,12 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         &tracker,
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
+    let quorum = Quorum::new(
+        store.clone(),
+        peers.clone(),
+        QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
+        metrics.clone(),
+    );
     let linear = Linear::start(
         cfg.id,
         store.clone(),
@@ -100,6 +108,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         store: store.clone(),
         peers,
         eventual,
+        quorum,
         linear,
         metrics,
         started: Instant::now(),

@@ -16,6 +16,7 @@ use super::config::MAX_KEY_BYTES;
 use super::NodeState;
 use crate::level::Level;
 use crate::levels::linear::Caller;
+use crate::levels::quorum::CAS_REFUSAL;
 use crate::levels::{CasReply, LevelError};
 use crate::proto::admin_server::Admin;
 use crate::proto::cluster_server::Cluster;
@@ -27,6 +28,9 @@ use crate::wire::version_to_proto;
 /// Upper bound on a client-chosen deadline.
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 120_000;
 pub const RETRY_SAFE_HEADER: &str = "capkv-retry";
+/// How much earlier than the client's deadline a node stops working on a
+/// request (at most a tenth of the deadline).
+pub const DEADLINE_MARGIN_MS: u64 = 100;
 
 pub struct KvService {
     node: Arc<NodeState>,
@@ -81,15 +85,12 @@ impl KvService {
             0 => self.node.cfg.request_timeout_ms,
             t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
         };
+        // Answer a little before the client gives up, so a refusal arrives
+        // as a refusal and not as a client-side timeout (indeterminate).
+        let ms = ms - (ms / 10).min(DEADLINE_MARGIN_MS);
         let caller = Caller { client_id: h.client_id, request_id: h.request_id, ack_below: h.ack_below };
         Ok((level, Duration::from_millis(ms), caller))
     }
-}
-
-fn not_built(level: Level) -> Status {
-    Status::unimplemented(format!(
-        "the {level} level is not built on this node yet; choose another with --consistency (no fallback is made)"
-    ))
 }
 
 pub fn level_status(e: LevelError) -> Status {
@@ -131,8 +132,8 @@ impl Kv for KvService {
         self.key(&req.key)?;
         let cell = match level {
             Level::Eventual => self.node.eventual.get(req.key).map_err(level_status)?,
+            Level::Quorum => self.node.quorum.get(req.key, timeout).await.map_err(level_status)?,
             Level::Linearizable => self.node.linear.get(&req.key, timeout).await.map_err(level_status)?,
-            l => return Err(not_built(l)),
         };
         Ok(Response::new(get_reply(cell)))
     }
@@ -144,10 +145,10 @@ impl Kv for KvService {
         self.value(&req.value)?;
         let cell = match level {
             Level::Eventual => self.node.eventual.write(req.key, Some(req.value)).await.map_err(level_status)?.version,
+            Level::Quorum => self.node.quorum.write(req.key, Some(req.value), timeout).await.map_err(level_status)?,
             Level::Linearizable => {
                 self.node.linear.write(caller, req.key, Some(req.value), timeout).await.map_err(level_status)?
             }
-            l => return Err(not_built(l)),
         };
         Ok(Response::new(SetResponse { version: Some(version_to_proto(cell)) }))
     }
@@ -158,10 +159,10 @@ impl Kv for KvService {
         self.key(&req.key)?;
         let cell = match level {
             Level::Eventual => self.node.eventual.write(req.key, None).await.map_err(level_status)?.version,
+            Level::Quorum => self.node.quorum.write(req.key, None, timeout).await.map_err(level_status)?,
             Level::Linearizable => {
                 self.node.linear.write(caller, req.key, None, timeout).await.map_err(level_status)?
             }
-            l => return Err(not_built(l)),
         };
         Ok(Response::new(DeleteResponse { version: Some(version_to_proto(cell)) }))
     }
@@ -174,10 +175,10 @@ impl Kv for KvService {
         let expected = if req.expect_absent { None } else { Some(req.expected) };
         let reply = match level {
             Level::Eventual => self.node.eventual.cas(req.key, expected, req.new_value).await.map_err(level_status)?,
+            Level::Quorum => return Err(Status::failed_precondition(CAS_REFUSAL)),
             Level::Linearizable => {
                 self.node.linear.cas(caller, req.key, expected, req.new_value, timeout).await.map_err(level_status)?
             }
-            l => return Err(not_built(l)),
         };
         Ok(Response::new(cas_reply(reply)))
     }
@@ -213,7 +214,7 @@ impl Cluster for ClusterService {
             id: n.cfg.id,
             address: n.cfg.cluster.get(&n.cfg.id).cloned().unwrap_or_default(),
             members: n.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
-            levels: vec![Consistency::Eventual as i32, Consistency::Linearizable as i32],
+            levels: vec![Consistency::Eventual as i32, Consistency::Quorum as i32, Consistency::Linearizable as i32],
             uptime_ms: n.started.elapsed().as_millis() as u64,
             hints_pending,
             counters: counters.into_iter().collect(),
