@@ -1,7 +1,7 @@
 //! `kv dev`: a local cluster of real `kv serve` processes in one command.
 //!
 //! Ports are checked before anything starts; each node logs to
-//! `DATA_DIR/node-N.log`; `KV_ENDPOINTS=...` is printed on stdout once every
+//! `DATA_DIR/node-N.log` and its pid is in `DATA_DIR/node-N.pid`; `KV_ENDPOINTS=...` is printed on stdout once every
 //! node answers, so scripts can wait for that line. SIGTERM or Ctrl-C stops
 //! all nodes (SIGTERM, then SIGKILL after a grace period); children also get
 //! SIGTERM if `kv dev` itself dies (PR_SET_PDEATHSIG).
@@ -145,7 +145,11 @@ pub fn run(args: DevArgs) -> ExitCode {
             });
         }
         match cmd.spawn() {
-            Ok(c) => cluster.children.push((i, c)),
+            Ok(c) => {
+                // For scripts that pause or kill one node (e.g. the demo).
+                let _ = std::fs::write(dir.join(format!("node-{i}.pid")), format!("{}\n", c.id()));
+                cluster.children.push((i, c));
+            }
             Err(e) => return fail(format!("cannot start node {i}: {e}")),
         }
     }
@@ -214,5 +218,25 @@ async fn wait_ready(addrs: &[String], cluster: &mut Cluster, dir: &Path) -> Resu
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(())
+    // Ready means every level serves: wait until all nodes know the Raft leader.
+    let client = Client::new(addrs).map_err(|e| e.to_string())?;
+    loop {
+        let mut agreed = true;
+        for i in 0..addrs.len() {
+            let leader =
+                client.node_status(i, Duration::from_millis(500)).await.ok().and_then(|s| s.raft).map(|r| r.leader_id);
+            agreed &= leader.is_some_and(|l| l != 0);
+        }
+        if agreed {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no Raft leader elected within {}s; see the node logs in {}",
+                READY_TIMEOUT.as_secs(),
+                dir.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

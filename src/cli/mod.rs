@@ -16,8 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::level::Level;
 
-/// Level used when neither --consistency nor KV_CONSISTENCY is given.
-pub const DEFAULT_LEVEL: &str = "eventual";
+/// Level used when neither --consistency nor KV_CONSISTENCY is given: the
+/// safest, as etcd does.
+pub const DEFAULT_LEVEL: &str = "linearizable";
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
 #[derive(Parser, Debug)]
