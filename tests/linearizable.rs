@@ -101,13 +101,15 @@ async fn leader_kill_9_elects_a_new_leader_and_writes_resume() {
     client.set(b"k", b"before", opts(L)).await.unwrap();
     c.kill(l);
     let killed_at = Instant::now();
-    let short = CallOptions::new(L).timeout(Duration::from_millis(300));
+    // One write with the default deadline (5 s): the node fails requests
+    // stuck in the old term at once and the client retries them (same
+    // request id), so it succeeds as soon as a new leader exists.
     let mut i = 0;
     eventually(Duration::from_secs(15), "a write succeeds after the leader died", || {
         i += 1;
         let v = format!("after-{i}");
         let client = &client;
-        async move { client.set(b"k", v.as_bytes(), short).await.ok() }
+        async move { client.set(b"k", v.as_bytes(), opts(L)).await.ok() }
     })
     .await;
     let window = killed_at.elapsed();

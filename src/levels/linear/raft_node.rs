@@ -161,9 +161,13 @@ pub struct Driver {
     pub view: watch::Sender<RaftView>,
     pub cancel: CancellationToken,
     pub applied: u64,
-    waiters: HashMap<(u64, u64), Vec<oneshot::Sender<Result<rsm::Reply, LevelError>>>>,
+    /// Per (client id, request id): the term it was proposed in, and who waits.
+    waiters: HashMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
     read_seq: u64,
-    reads_issued: HashMap<u64, (Instant, Vec<ReadWaiter>)>,
+    /// Per read context: when and in which term it was issued, and who waits.
+    reads_issued: HashMap<u64, (Instant, u64, Vec<ReadWaiter>)>,
+    /// The term waiters were last checked against.
+    seen_term: u64,
     reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
     snap_generating: bool,
@@ -221,6 +225,7 @@ impl Driver {
             waiters: HashMap::new(),
             read_seq: 0,
             reads_issued: HashMap::new(),
+            seen_term: 0,
             reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
             snap_generating: false,
@@ -282,9 +287,49 @@ impl Driver {
                 tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
                 break;
             }
+            if self.node.raft.term != self.seen_term {
+                self.on_term_change();
+            }
             self.publish_view();
         }
         tracing::debug!("raft driver stopped");
+    }
+
+    /// A new term means leadership changed: proposals and reads in flight
+    /// from older terms may never be answered (a forwarded proposal can be
+    /// lost with a dead leader). Fail them now instead of at the deadline:
+    /// writes as indeterminate (the client retries them with the same
+    /// request id, which the session makes safe), reads as unavailable.
+    fn on_term_change(&mut self) {
+        let term = self.node.raft.term;
+        self.seen_term = term;
+        let mut expired = Vec::new();
+        for ws in self.waiters.values_mut() {
+            let (old, current): (Vec<_>, Vec<_>) = std::mem::take(ws).into_iter().partition(|(t, _)| *t < term);
+            *ws = current;
+            expired.extend(old);
+        }
+        self.waiters.retain(|_, ws| !ws.is_empty());
+        let mut failed = expired.len();
+        for (_, w) in expired {
+            let _ = w.send(Err(LevelError::Indeterminate(format!(
+                "Raft leadership changed (term {term}) while the write was in flight; it may or may not be applied: \
+retry with the same request id"
+            ))));
+        }
+        let stale: Vec<u64> = self.reads_issued.iter().filter(|(_, (_, t, _))| *t < term).map(|(&c, _)| c).collect();
+        for ctx in stale {
+            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
+                for w in ws {
+                    let _ =
+                        w.send(Err(unavailable("Raft leadership changed before the read index was confirmed; retry")));
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            tracing::debug!(term, failed, "failed requests in flight from an older term");
+        }
     }
 
     fn step(&mut self, m: Message) {
@@ -328,7 +373,8 @@ impl Driver {
                 continue;
             }
             bytes += p.cmd.encoded_len();
-            self.waiters.entry((p.cmd.client_id, p.cmd.request_id)).or_default().push(p.reply);
+            let term = self.node.raft.term;
+            self.waiters.entry((p.cmd.client_id, p.cmd.request_id)).or_default().push((term, p.reply));
             commands.push(p.cmd);
             if bytes >= MAX_BATCH_BYTES {
                 self.propose_entry(std::mem::take(&mut commands));
@@ -346,7 +392,7 @@ impl Driver {
             let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
             for c in batch.commands {
                 if let Some(ws) = self.waiters.remove(&(c.client_id, c.request_id)) {
-                    for w in ws {
+                    for (_, w) in ws {
                         let _ = w.send(Err(unavailable(&why)));
                     }
                 }
@@ -368,13 +414,13 @@ impl Driver {
         }
         self.read_seq += 1;
         let ctx = self.read_seq;
-        self.reads_issued.insert(ctx, (Instant::now(), waiters));
+        self.reads_issued.insert(ctx, (Instant::now(), self.node.raft.term, waiters));
         self.node.read_index(ctx.to_be_bytes().to_vec());
     }
 
     fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
         let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
-        let Some((_, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
+        let Some((_, _, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
         if index <= self.applied {
             for w in waiters {
                 let _ = w.send(Ok(index));
@@ -395,11 +441,11 @@ impl Driver {
 
     fn housekeeping(&mut self) {
         self.waiters.retain(|_, ws| {
-            ws.retain(|w| !w.is_closed());
+            ws.retain(|(_, w)| !w.is_closed());
             !ws.is_empty()
         });
         let ttl = Duration::from_millis(READ_CONTEXT_TTL_MS);
-        self.reads_issued.retain(|_, (at, _)| at.elapsed() < ttl);
+        self.reads_issued.retain(|_, (at, _, _)| at.elapsed() < ttl);
     }
 
     fn maybe_generate_snapshot(&mut self) {
@@ -516,7 +562,7 @@ impl Driver {
         add(&self.metrics.linearizable_ops, answers.len() as u64);
         for a in answers {
             if let Some(ws) = self.waiters.remove(&(a.client_id, a.request_id)) {
-                for w in ws {
+                for (_, w) in ws {
                     let _ = w.send(Ok(a.reply.clone()));
                 }
             }
