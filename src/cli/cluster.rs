@@ -85,9 +85,17 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
                             s.uptime_ms / 1000
                         );
                         if let Some(r) = &s.raft {
+                            let mut contact: Vec<_> = r.last_contact_ms.iter().collect();
+                            contact.sort();
+                            let contact: Vec<String> = contact.iter().map(|(p, ms)| format!("{p}:{ms}ms")).collect();
                             println!(
-                                "     raft: role={} term={} leader={} commit={} applied={}",
-                                r.role, r.term, r.leader_id, r.commit_index, r.applied_index
+                                "     raft: role={} term={} leader={} commit={} applied={} last-contact=[{}]",
+                                r.role,
+                                r.term,
+                                r.leader_id,
+                                r.commit_index,
+                                r.applied_index,
+                                contact.join(" ")
                             );
                         }
                     }
