@@ -273,3 +273,33 @@ async fn minority_side_fails_with_unavailable_while_eventual_still_answers() {
     leader(&c, &[1, 2, 3]).await;
     c.client(lone).set(b"k", b"healed", opts(L)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_catches_up_by_snapshot() {
+    // A follower whose data dir is deleted rejoins empty. Raft assumes logs
+    // are never lost (the leader would believe it still holds everything);
+    // capkv detects it, re-replicates to it, and it installs a snapshot.
+    let mut c = TestCluster::start(3, &["--raft-snapshot-entries", "200", "--raft-catch-up-entries", "20"]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    let writer = c.client(l);
+    for i in 0..400 {
+        writer.set(format!("k{i}").as_bytes(), b"v", opts(L)).await.unwrap();
+    }
+    c.kill(follower);
+    std::fs::remove_dir_all(c.data_dir(follower)).unwrap();
+    c.restart(follower).await;
+    let f = c.client(follower);
+    eventually(Duration::from_secs(30), "the wiped follower has the data again", || async {
+        f.get(b"k399", opts(Level::Eventual)).await.ok().flatten()
+    })
+    .await;
+    assert!(f.get(b"k0", opts(L)).await.unwrap().is_some());
+    let log = std::fs::read_to_string(&c.node(follower).log).unwrap();
+    assert!(log.contains("snapshot installed"), "caught up by snapshot");
+    // And the cluster still elects and writes normally afterwards.
+    c.kill(l);
+    let alive: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
+    leader(&c, &alive).await;
+    c.client(follower).set(b"after", b"wipe", opts(L)).await.unwrap();
+}

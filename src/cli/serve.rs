@@ -99,6 +99,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Fail-stop: a bug anywhere in a node (a panic in any task) stops the
+    // process loudly rather than leaving it half alive. Restart is safe:
+    // everything acknowledged is on disk.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("panic: {info}; aborting the node");
+        std::process::abort();
+    }));
 
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

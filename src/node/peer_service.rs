@@ -128,6 +128,9 @@ impl Peer for PeerService {
                     .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?,
             );
         }
+        if req.lost_log {
+            self.node.linear.peer_lost_log(req.from_node, req.log_last_index);
+        }
         self.node.linear.step(msgs);
         Ok(Response::new(RaftBatchResponse {}))
     }

@@ -62,7 +62,7 @@ pub struct Caller {
 pub struct Linear {
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
-    inbound: mpsc::Sender<Message>,
+    inbound: mpsc::Sender<transport::Inbound>,
     view: watch::Receiver<RaftView>,
     store: Arc<Store>,
     snapshots: Arc<Snapshots>,
@@ -103,8 +103,11 @@ impl Linear {
         let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
         let (etx, erx) = mpsc::channel(1024);
         let (vtx, vrx) = watch::channel(RaftView::default());
-        let transport = transport::Transport::start(peers, snapshots.clone(), etx, cancel.clone(), tracker);
-        let driver = Driver::new(node, id, store.clone(), transport, settings, clock, metrics, vtx, cancel, applied);
+        let lost_log = Arc::new(transport::LostLog::default());
+        let transport =
+            transport::Transport::start(peers, snapshots.clone(), etx, lost_log.clone(), cancel.clone(), tracker);
+        let driver =
+            Driver::new(node, id, store.clone(), transport, settings, clock, metrics, vtx, cancel, applied, lost_log);
         tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
         tracing::info!(id, applied, "linearizable level started");
         Ok(Arc::new(Linear {
@@ -127,10 +130,15 @@ impl Linear {
     /// overloaded (Raft retransmits).
     pub fn step(&self, msgs: Vec<Message>) {
         for m in msgs {
-            if self.inbound.try_send(m).is_err() {
+            if self.inbound.try_send(transport::Inbound::Message(m)).is_err() {
                 break;
             }
         }
+    }
+
+    /// A peer says it lost its Raft log and holds entries up to `last_index`.
+    pub fn peer_lost_log(&self, from: u32, last_index: u64) {
+        let _ = self.inbound.try_send(transport::Inbound::LostLog { from: from as u64, last_index });
     }
 
     pub fn snapshots(&self) -> &Arc<Snapshots> {

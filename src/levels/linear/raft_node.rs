@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use protobuf::Message as PbMessage;
-use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, INSTALL_BATCH_RECORDS};
 use super::state_machine::{Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
-use super::transport::{Transport, TransportEvent};
+use super::transport::{Inbound, LostLog, Transport, TransportEvent};
 use crate::clock::Clock;
 use crate::levels::LevelError;
 use crate::metrics::{add, Metrics};
@@ -116,7 +116,7 @@ pub struct RaftView {
 pub struct Channels {
     pub proposals: mpsc::Receiver<Proposal>,
     pub reads: mpsc::Receiver<ReadWaiter>,
-    pub inbound: mpsc::Receiver<Message>,
+    pub inbound: mpsc::Receiver<Inbound>,
     pub events: mpsc::Receiver<TransportEvent>,
 }
 
@@ -168,6 +168,11 @@ pub struct Driver {
     reads_issued: HashMap<u64, (Instant, u64, Vec<ReadWaiter>)>,
     /// The term waiters were last checked against.
     seen_term: u64,
+    /// Set when this node found it lost its log: the commit index it must
+    /// reach before it votes again.
+    recovering_until: Option<u64>,
+    /// Tells peers (through the transport) that this node lost its log.
+    pub lost_log: Arc<LostLog>,
     reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
     snap_generating: bool,
@@ -210,6 +215,7 @@ impl Driver {
         view: watch::Sender<RaftView>,
         cancel: CancellationToken,
         applied: u64,
+        lost_log: Arc<LostLog>,
     ) -> Driver {
         Driver {
             node,
@@ -226,6 +232,8 @@ impl Driver {
             read_seq: 0,
             reads_issued: HashMap::new(),
             seen_term: 0,
+            recovering_until: None,
+            lost_log,
             reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
             snap_generating: false,
@@ -249,10 +257,10 @@ impl Driver {
                     self.maybe_generate_snapshot();
                 }
                 Some(m) = ch.inbound.recv() => {
-                    self.step(m);
+                    self.inbound(m);
                     for _ in 0..MAX_STEP_PER_TURN {
                         match ch.inbound.try_recv() {
-                            Ok(m) => self.step(m),
+                            Ok(m) => self.inbound(m),
                             Err(_) => break,
                         }
                     }
@@ -332,8 +340,64 @@ retry with the same request id"
         }
     }
 
-    fn step(&mut self, m: Message) {
+    fn inbound(&mut self, input: Inbound) {
+        match input {
+            Inbound::Message(m) => self.step(m),
+            Inbound::LostLog { from, last_index } => self.peer_lost_log(from, last_index),
+        }
+    }
+
+    /// A follower reports it holds entries only up to `last_index`, less than
+    /// we recorded as replicated to it: it lost its log. Lower our record so
+    /// Raft probes it again and sends what it lacks (a snapshot if our log
+    /// no longer has it). Raft assumes durable logs, so nothing else would.
+    fn peer_lost_log(&mut self, from: u64, last_index: u64) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        if let Some(pr) = self.node.raft.mut_prs().get_mut(from) {
+            if pr.matched > last_index {
+                tracing::warn!(
+                    peer = from,
+                    matched = pr.matched,
+                    last_index,
+                    "peer lost its Raft log; re-replicating to it"
+                );
+                pr.matched = last_index;
+                pr.become_probe();
+            }
+        }
+    }
+
+    fn step(&mut self, mut m: Message) {
         self.last_contact.insert(m.from, Instant::now());
+        let last_index = self.node.raft.raft_log.last_index();
+        // A heartbeat may only carry a commit index we hold (Raft §5.3). One
+        // beyond our log means this node lost its log (its data dir was
+        // wiped) while the leader still counts on it. Raft would panic; we
+        // clamp, the leader's next append is rejected, it probes back and
+        // sends a snapshot. Until caught up, this node must not vote: it may
+        // have forgotten a vote it already gave in the current term.
+        if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > last_index {
+            if self.recovering_until.is_none() {
+                tracing::warn!(
+                    commit = m.commit,
+                    last_index,
+                    leader = m.from,
+                    "the leader's commit index is beyond this node's log: this node lost its Raft data; \
+                     catching up from the leader and not voting until then"
+                );
+            }
+            self.recovering_until = Some(self.recovering_until.unwrap_or(0).max(m.commit));
+            m.commit = last_index;
+            self.lost_log.last_index.store(last_index, std::sync::atomic::Ordering::SeqCst);
+            self.lost_log.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.recovering_until.is_some()
+            && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
+        {
+            return;
+        }
         if let Err(e) = self.node.step(m) {
             tracing::debug!(error = %e, "raft step");
         }
@@ -568,7 +632,16 @@ retry with the same request id"
             }
         }
         self.complete_reads();
+        self.check_recovered();
         Ok(())
+    }
+
+    fn check_recovered(&mut self) {
+        if self.recovering_until.is_some_and(|c| self.applied >= c) {
+            tracing::info!(applied = self.applied, "caught up after losing the Raft log; voting again");
+            self.recovering_until = None;
+            self.lost_log.lost.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     async fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
@@ -578,6 +651,7 @@ retry with the same request id"
         install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
         self.applied = meta.index;
         self.complete_reads();
+        self.check_recovered();
         Ok(())
     }
 

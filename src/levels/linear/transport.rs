@@ -33,6 +33,14 @@ pub const SNAPSHOT_RPC_TIMEOUT_MS: u64 = 120_000;
 /// Pause after a failed send, so a dead peer does not spin the task.
 pub const FAILURE_PAUSE_MS: u64 = 50;
 
+/// Set by the driver while this node is catching up after losing its log;
+/// every batch sent then says so (see `raft_node::Driver::step`).
+#[derive(Default)]
+pub struct LostLog {
+    pub lost: std::sync::atomic::AtomicBool,
+    pub last_index: std::sync::atomic::AtomicU64,
+}
+
 /// What the transport tells the Raft driver.
 #[derive(Debug)]
 pub enum TransportEvent {
@@ -49,18 +57,30 @@ pub struct Transport {
     cancel: CancellationToken,
 }
 
+/// Raft messages and signals arriving from peers.
+#[derive(Debug)]
+pub enum Inbound {
+    Message(Message),
+    /// The peer lost its log and holds entries only up to `last_index`.
+    LostLog {
+        from: u64,
+        last_index: u64,
+    },
+}
+
 impl Transport {
     pub fn start(
         peers: Arc<Peers>,
         snapshots: Arc<Snapshots>,
         events: mpsc::Sender<TransportEvent>,
+        lost_log: Arc<LostLog>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Transport {
         let mut queues = BTreeMap::new();
         for id in peers.ids() {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tracker.spawn(send_loop(id, peers.clone(), rx, events.clone(), cancel.clone()));
+            tracker.spawn(send_loop(id, peers.clone(), rx, events.clone(), lost_log.clone(), cancel.clone()));
             queues.insert(id as u64, tx);
         }
         Transport { queues, peers, snapshots, events, tracker: tracker.clone(), cancel }
@@ -96,8 +116,10 @@ async fn send_loop(
     peers: Arc<Peers>,
     mut rx: mpsc::Receiver<Message>,
     events: mpsc::Sender<TransportEvent>,
+    lost_log: Arc<LostLog>,
     cancel: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering;
     let mut client = peers.client(to);
     loop {
         let first = tokio::select! {
@@ -117,7 +139,12 @@ async fn send_loop(
                 Err(_) => break,
             }
         }
-        let req = RaftBatch { from_node: peers.self_id(), messages: batch };
+        let req = RaftBatch {
+            from_node: peers.self_id(),
+            messages: batch,
+            lost_log: lost_log.lost.load(Ordering::SeqCst),
+            log_last_index: lost_log.last_index.load(Ordering::SeqCst),
+        };
         if let Err(s) = call(RAFT_RPC_TIMEOUT_MS, client.raft(request(req, RAFT_RPC_TIMEOUT_MS))).await {
             tracing::trace!(to, error = %s.message(), "raft send failed");
             let _ = events.try_send(TransportEvent::Unreachable(to as u64));
