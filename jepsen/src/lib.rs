@@ -1,13 +1,13 @@
-//! capkv's Jepsen-style testing: the history format the harness records and
-//! the linearizability checker that judges it.
+//! capkv's Jepsen-style testing: the history format the harness records,
+//! the linearizability checker that judges it, and the harness's parts.
 //!
 //! - [`history`]: the `history.jsonl` format (events, writer, reader,
 //!   pairing of invokes with completions).
-//! - [`checker`]: bounded linearizability checks with porcupine-rs, for
-//!   capkv histories and for the published reference histories (Jepsen etcd
-//!   logs, Porcupine kv logs) the checker is validated on.
-//!
-//! The harness that starts nodes and injects faults will live here too.
+//! - [`checker`]: bounded linearizability checks with porcupine-rs.
+//! - [`cluster`]: the node processes, one loopback address each.
+//! - [`record`]: the run clock and the recorder behind the history file.
 
 pub mod checker;
+pub mod cluster;
 pub mod history;
+pub mod record;
