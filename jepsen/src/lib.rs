@@ -5,12 +5,16 @@
 //!   pairing of invokes with completions).
 //! - [`checker`]: bounded linearizability checks with porcupine-rs.
 //! - [`cluster`]: the node processes, one loopback address each.
+//! - [`generator`]: the seeded per-key register workload.
+//! - [`client`]: worker processes that run it and record each operation.
 //! - [`nemesis`]: faults (kill, pause, partition, clock), their planning
 //!   from a seed, their schedule, and the driver that applies them.
 //! - [`record`]: the run clock and the recorder behind the history file.
 
 pub mod checker;
+pub mod client;
 pub mod cluster;
+pub mod generator;
 pub mod history;
 pub mod nemesis;
 pub mod record;
