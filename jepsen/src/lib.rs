@@ -3,7 +3,8 @@
 //!
 //! - [`history`]: the `history.jsonl` format (events, writer, reader,
 //!   pairing of invokes with completions).
-//! - [`checker`]: bounded linearizability checks with porcupine-rs.
+//! - [`checker`]: bounded linearizability checks with porcupine-rs, replica
+//!   convergence and stale-read statistics for the eventual level.
 //! - [`cluster`]: the node processes, one loopback address each.
 //! - [`generator`]: the seeded per-key register workload.
 //! - [`client`]: worker processes that run it and record each operation.
@@ -18,3 +19,5 @@ pub mod generator;
 pub mod history;
 pub mod nemesis;
 pub mod record;
+pub mod stats;
+pub mod validity;
