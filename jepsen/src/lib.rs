@@ -1,16 +1,21 @@
-//! capkv's Jepsen-style testing: the history format the harness records,
-//! the linearizability checker that judges it, and the harness's parts.
+//! capkv's Jepsen-style testing: a harness that starts real `kv serve`
+//! processes, injects faults, records what clients saw as a history, and
+//! checks it.
 //!
 //! - [`history`]: the `history.jsonl` format (events, writer, reader,
 //!   pairing of invokes with completions).
-//! - [`checker`]: bounded linearizability checks with porcupine-rs, replica
-//!   convergence and stale-read statistics for the eventual level.
+//! - [`checker`]: bounded linearizability checks with porcupine-rs (also
+//!   validated on published reference histories), replica convergence and
+//!   stale-read statistics for the eventual level.
 //! - [`cluster`]: the node processes, one loopback address each.
-//! - [`generator`]: the seeded per-key register workload.
-//! - [`client`]: worker processes that run it and record each operation.
 //! - [`nemesis`]: faults (kill, pause, partition, clock), their planning
 //!   from a seed, their schedule, and the driver that applies them.
+//! - [`generator`]: the seeded per-key register workload.
+//! - [`client`]: worker processes that run it and record each operation.
 //! - [`record`]: the run clock and the recorder behind the history file.
+//! - [`run`]: one run from start to verdict; [`report`]: its files.
+//!
+//! `docs/jepsen.md` is the user-facing description.
 
 pub mod checker;
 pub mod client;
@@ -19,5 +24,7 @@ pub mod generator;
 pub mod history;
 pub mod nemesis;
 pub mod record;
+pub mod report;
+pub mod run;
 pub mod stats;
 pub mod validity;
