@@ -146,18 +146,13 @@ impl<'de> Deserialize<'de> for Value {
             }
 
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-                i64::try_from(v)
-                    .map(Value::Int)
-                    .map_err(|_| E::custom(format!("integer {v} does not fit in i64")))
+                i64::try_from(v).map(Value::Int).map_err(|_| E::custom(format!("integer {v} does not fit in i64")))
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-                let expected = seq
-                    .next_element::<i64>()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &"[expected, new]"))?;
-                let new = seq
-                    .next_element::<i64>()?
-                    .ok_or_else(|| de::Error::invalid_length(1, &"[expected, new]"))?;
+                let expected =
+                    seq.next_element::<i64>()?.ok_or_else(|| de::Error::invalid_length(0, &"[expected, new]"))?;
+                let new = seq.next_element::<i64>()?.ok_or_else(|| de::Error::invalid_length(1, &"[expected, new]"))?;
                 if seq.next_element::<de::IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(3, &"[expected, new]"));
                 }
@@ -228,16 +223,10 @@ impl Event {
                 (OpKind::Cas, EventType::Invoke) => "[expected, new]",
                 (OpKind::Cas, _) => "null or [expected, new]",
             };
-            return Err(format!(
-                "a {} {} must have value {wanted}, not {}",
-                self.f, self.kind, self.value
-            ));
+            return Err(format!("a {} {} must have value {wanted}, not {}", self.f, self.kind, self.value));
         }
         if self.error.is_some() && self.kind != EventType::Fail {
-            return Err(format!(
-                "only a fail carries an error, not an {}",
-                self.kind
-            ));
+            return Err(format!("only a fail carries an error, not an {}", self.kind));
         }
         Ok(())
     }
@@ -288,10 +277,7 @@ impl<W: Write> HistoryWriter<W> {
     /// A writer appending to `out` (wrap a file in a `BufWriter` yourself if
     /// you want buffering).
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            line: Vec::with_capacity(128),
-        }
+        Self { out, line: Vec::with_capacity(128) }
     }
 
     /// Appends `event` as one line. Refuses (without writing anything) an event
@@ -310,11 +296,7 @@ impl<W: Write> HistoryWriter<W> {
     /// version a write got), which readers ignore. `extra` must serialize to
     /// a map (a struct or a map) whose keys differ from the event's own
     /// fields; refuses an invalid event as [`HistoryWriter::append`] does.
-    pub fn append_with<X: Serialize>(
-        &mut self,
-        event: &Event,
-        extra: &X,
-    ) -> Result<(), HistoryError> {
+    pub fn append_with<X: Serialize>(&mut self, event: &Event, extra: &X) -> Result<(), HistoryError> {
         #[derive(Serialize)]
         struct Line<'a, X> {
             #[serde(flatten)]
@@ -353,31 +335,21 @@ pub fn read_history<R: BufRead>(mut input: R) -> Result<Vec<Event>, HistoryError
         let line = events.len() + 1;
         // Read at most LINE_BYTES_MAX + 1 bytes so an endless line is caught
         // without reading it all into memory.
-        let read = input
-            .by_ref()
-            .take(LINE_BYTES_MAX as u64 + 1)
-            .read_until(b'\n', &mut buf)?;
+        let read = input.by_ref().take(LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut buf)?;
         if read == 0 {
             return Ok(events);
         }
         if buf.last() == Some(&b'\n') {
             buf.pop();
         } else if buf.len() > LINE_BYTES_MAX {
-            return Err(HistoryError::Malformed {
-                line,
-                message: format!("line longer than {LINE_BYTES_MAX} bytes"),
-            });
+            return Err(HistoryError::Malformed { line, message: format!("line longer than {LINE_BYTES_MAX} bytes") });
         }
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
-        let event: Event = serde_json::from_slice(&buf).map_err(|e| HistoryError::Malformed {
-            line,
-            message: e.to_string(),
-        })?;
-        event
-            .validate()
-            .map_err(|message| HistoryError::Malformed { line, message })?;
+        let event: Event =
+            serde_json::from_slice(&buf).map_err(|e| HistoryError::Malformed { line, message: e.to_string() })?;
+        event.validate().map_err(|message| HistoryError::Malformed { line, message })?;
         events.push(event);
     }
 }
@@ -456,9 +428,7 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
     for (index, event) in events.iter().enumerate() {
         let line = index + 1;
         let unpaired = |message: String| HistoryError::Unpaired { line, message };
-        event
-            .validate()
-            .map_err(|message| HistoryError::Malformed { line, message })?;
+        event.validate().map_err(|message| HistoryError::Malformed { line, message })?;
 
         if event.kind == EventType::Invoke {
             if let Some(&previous) = outstanding.get(&event.process) {
@@ -517,9 +487,7 @@ pub fn pair_operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError>
                 op.return_time = ReturnTime::At(event.time_ns);
             }
             EventType::Fail => {
-                op.completion = Completion::Fail {
-                    error: event.error.clone(),
-                };
+                op.completion = Completion::Fail { error: event.error.clone() };
                 op.return_time = ReturnTime::At(event.time_ns);
             }
             EventType::Info => {
@@ -537,23 +505,14 @@ mod tests {
     use super::*;
 
     fn ev(process: u64, kind: EventType, f: OpKind, value: Value, time_ns: u64) -> Event {
-        Event {
-            process,
-            kind,
-            f,
-            key: "k".to_string(),
-            value,
-            time_ns,
-            error: None,
-        }
+        Event { process, kind, f, key: "k".to_string(), value, time_ns, error: None }
     }
 
     // Proves: the documented example line parses to the expected typed event
     // and serializes back to the same JSON (field for field).
     #[test]
     fn example_line_round_trips() {
-        let line =
-            r#"{"process":3,"type":"invoke","f":"cas","key":"k7","value":[1,2],"time_ns":123}"#;
+        let line = r#"{"process":3,"type":"invoke","f":"cas","key":"k7","value":[1,2],"time_ns":123}"#;
         let event: Event = serde_json::from_str(line).unwrap();
         assert_eq!(
             event,
@@ -562,10 +521,7 @@ mod tests {
                 kind: EventType::Invoke,
                 f: OpKind::Cas,
                 key: "k7".into(),
-                value: Value::Cas {
-                    expected: 1,
-                    new: 2
-                },
+                value: Value::Cas { expected: 1, new: 2 },
                 time_ns: 123,
                 error: None,
             }
@@ -652,10 +608,7 @@ mod tests {
     #[test]
     fn overlong_line_is_malformed() {
         let text = vec![b'x'; LINE_BYTES_MAX * 2];
-        assert!(matches!(
-            read_history(&text[..]),
-            Err(HistoryError::Malformed { line: 1, .. })
-        ));
+        assert!(matches!(read_history(&text[..]), Err(HistoryError::Malformed { line: 1, .. })));
     }
 
     // Proves: pairing matches invokes to completions per process, keeps
@@ -672,41 +625,18 @@ mod tests {
             ev(1, EventType::Info, OpKind::Write, Value::Int(1), 20),
             ev(3, EventType::Ok, OpKind::Read, Value::Int(1), 30),
             fail,
-            ev(
-                1,
-                EventType::Invoke,
-                OpKind::Cas,
-                Value::Cas {
-                    expected: 1,
-                    new: 2,
-                },
-                50,
-            ),
+            ev(1, EventType::Invoke, OpKind::Cas, Value::Cas { expected: 1, new: 2 }, 50),
         ];
         let ops = pair_operations(&events).unwrap();
         assert_eq!(ops.len(), 4);
-        assert_eq!(
-            (ops[0].completion.clone(), ops[0].return_time),
-            (Completion::Unknown, ReturnTime::Never)
-        );
-        assert_eq!(
-            ops[1].completion,
-            Completion::Fail {
-                error: Some("UNAVAILABLE".into())
-            }
-        );
+        assert_eq!((ops[0].completion.clone(), ops[0].return_time), (Completion::Unknown, ReturnTime::Never));
+        assert_eq!(ops[1].completion, Completion::Fail { error: Some("UNAVAILABLE".into()) });
         assert_eq!(ops[1].return_time, ReturnTime::At(40));
         assert_eq!(ops[2].completion, Completion::Ok { read: Some(1) });
-        assert_eq!(
-            (ops[2].call_ns, ops[2].return_time),
-            (12, ReturnTime::At(30))
-        );
+        assert_eq!((ops[2].call_ns, ops[2].return_time), (12, ReturnTime::At(30)));
         assert_eq!(ops[3].f, OpKind::Cas);
         assert_eq!(ops[3].invoke_line, 7);
-        assert_eq!(
-            (ops[3].completion.clone(), ops[3].return_time),
-            (Completion::Unknown, ReturnTime::Never)
-        );
+        assert_eq!((ops[3].completion.clone(), ops[3].return_time), (Completion::Unknown, ReturnTime::Never));
     }
 
     // Proves: every malformed pairing is an error naming the offending line,
@@ -725,23 +655,11 @@ mod tests {
             // completion of another key
             (vec![inv(0, 1), other_key], 2),
             // completion of another f
-            (
-                vec![
-                    inv(0, 1),
-                    ev(0, EventType::Ok, OpKind::Read, Value::Null, 2),
-                ],
-                2,
-            ),
+            (vec![inv(0, 1), ev(0, EventType::Ok, OpKind::Read, Value::Null, 2)], 2),
             // completion before invoke
             (vec![inv(0, 10), ok(0, 9)], 2),
             // completion value differs from the invoked one
-            (
-                vec![
-                    inv(0, 1),
-                    ev(0, EventType::Ok, OpKind::Write, Value::Int(2), 2),
-                ],
-                2,
-            ),
+            (vec![inv(0, 1), ev(0, EventType::Ok, OpKind::Write, Value::Int(2), 2)], 2),
         ];
         for (events, line) in cases {
             match pair_operations(&events) {

@@ -25,11 +25,7 @@ use capkv_jepsen::checker::{self, Format, Outcome};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kv-jepsen",
-    version,
-    about = "capkv's Jepsen-style testing tools"
-)]
+#[command(name = "kv-jepsen", version, about = "capkv's Jepsen-style testing tools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,12 +108,7 @@ fn main() -> ExitCode {
 
 fn run_check(args: &CheckArgs) -> ExitCode {
     let budget = Duration::from_secs(args.timeout_s);
-    let worst = args
-        .files
-        .iter()
-        .map(|file| check_one(args, file, budget))
-        .max()
-        .unwrap_or(FileStatus::Linearizable);
+    let worst = args.files.iter().map(|file| check_one(args, file, budget)).max().unwrap_or(FileStatus::Linearizable);
     match worst {
         FileStatus::Linearizable => ExitCode::SUCCESS,
         FileStatus::Violation => ExitCode::from(1),
@@ -139,12 +130,7 @@ fn check_one(args: &CheckArgs, file: &Path, budget: Duration) -> FileStatus {
 fn check_and_report(args: &CheckArgs, file: &Path, budget: Duration) -> anyhow::Result<FileStatus> {
     let name = file.display();
     let verdict = checker::check_file(args.format.into(), file, budget)?;
-    println!(
-        "{name}: {} ({} ops, {} ms)",
-        verdict.result,
-        verdict.ops,
-        verdict.elapsed.as_millis()
-    );
+    println!("{name}: {} ({} ops, {} ms)", verdict.result, verdict.ops, verdict.elapsed.as_millis());
     Ok(match verdict.result {
         Outcome::Linearizable => FileStatus::Linearizable,
         Outcome::Unknown => FileStatus::UnknownOrError,
@@ -166,9 +152,7 @@ fn check_and_report(args: &CheckArgs, file: &Path, budget: Duration) -> anyhow::
 
 /// Writes `DIR/<file-stem>.html` and returns its path.
 fn write_html(verdict: &checker::Verdict, dir: &Path, file: &Path) -> anyhow::Result<PathBuf> {
-    let stem = file
-        .file_stem()
-        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    let stem = file.file_stem().map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
     let html = dir.join(format!("{stem}.html"));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     verdict.write_html(&html)?;

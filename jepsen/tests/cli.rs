@@ -30,18 +30,11 @@ fn file(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("kv-jepsen runs")
+    Command::new(BIN).args(args).output().expect("kv-jepsen runs")
 }
 
 fn stdout_lines(out: &Output) -> Vec<String> {
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8(out.stdout.clone()).unwrap().lines().map(str::to_string).collect()
 }
 
 // Proves: one stdout line per file in the documented shape; exit 0 when all
@@ -51,22 +44,12 @@ fn all_linearizable_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let a = file(dir.path(), "a.jsonl", LINEARIZABLE);
     let b = file(dir.path(), "b.jsonl", "");
-    let out = run(&[
-        "check",
-        "--format",
-        "jsonl",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-    ]);
+    let out = run(&["check", "--format", "jsonl", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let lines = stdout_lines(&out);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let prefix = format!("{}: linearizable (2 ops, ", a.display());
-    assert!(
-        lines[0].starts_with(&prefix) && lines[0].ends_with(" ms)"),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with(&prefix) && lines[0].ends_with(" ms)"), "{}", lines[0]);
     assert!(lines[1].starts_with(&format!("{}: linearizable (0 ops, ", b.display())));
 }
 
@@ -96,10 +79,7 @@ fn violation_exits_1_with_explanation_and_html() {
     assert!(stderr.contains("key \"k\""), "{stderr}");
     assert!(stderr.contains("read() → absent"), "{stderr}");
     assert!(html_dir.join("stale.html").is_file());
-    assert!(
-        !html_dir.join("ok.html").exists(),
-        "only violations get a page"
-    );
+    assert!(!html_dir.join("ok.html").exists(), "only violations get a page");
 }
 
 // Proves: a malformed or missing file is one clear error line (no panic,
@@ -110,22 +90,12 @@ fn errors_exit_2_with_one_line() {
     let bad = file(dir.path(), "bad.jsonl", MALFORMED);
     let ok = file(dir.path(), "ok.jsonl", LINEARIZABLE);
     let missing = dir.path().join("missing.jsonl");
-    let out = run(&[
-        "check",
-        "--format",
-        "jsonl",
-        bad.to_str().unwrap(),
-        missing.to_str().unwrap(),
-        ok.to_str().unwrap(),
-    ]);
+    let out =
+        run(&["check", "--format", "jsonl", bad.to_str().unwrap(), missing.to_str().unwrap(), ok.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let lines = stdout_lines(&out);
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(
-        lines[0].starts_with(&format!("{}: error: line 3: ", bad.display())),
-        "{}",
-        lines[0]
-    );
+    assert!(lines[0].starts_with(&format!("{}: error: line 3: ", bad.display())), "{}", lines[0]);
     assert!(lines[1].starts_with(&format!("{}: error: cannot open", missing.display())));
     assert!(lines[2].contains(": linearizable ("));
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -139,13 +109,7 @@ fn violation_wins_over_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = file(dir.path(), "stale.jsonl", STALE_READ);
     let broken = file(dir.path(), "broken.jsonl", "{");
-    let out = run(&[
-        "check",
-        "--format",
-        "jsonl",
-        broken.to_str().unwrap(),
-        bad.to_str().unwrap(),
-    ]);
+    let out = run(&["check", "--format", "jsonl", broken.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
@@ -154,11 +118,8 @@ fn violation_wins_over_error() {
 #[test]
 fn formats_and_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = file(
-        dir.path(),
-        "e.log",
-        "INFO  jepsen.util - 0\t:invoke\t:write\t1\nINFO  jepsen.util - 0\t:ok\t:write\t1\n",
-    );
+    let etcd =
+        file(dir.path(), "e.log", "INFO  jepsen.util - 0\t:invoke\t:write\t1\nINFO  jepsen.util - 0\t:ok\t:write\t1\n");
     let kv = file(
         dir.path(),
         "k.txt",
@@ -168,14 +129,7 @@ fn formats_and_usage_errors() {
     let out = run(&["check", "--format", "jepsen-etcd", etcd.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = run(&["check", "--format", "porcupine-kv", kv.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a get of \"x\" from the initial \"\": {out:?}"
-    );
-    assert_eq!(
-        run(&["check", "--format", "csv", "x"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(out.status.code(), Some(1), "a get of \"x\" from the initial \"\": {out:?}");
+    assert_eq!(run(&["check", "--format", "csv", "x"]).status.code(), Some(2));
     assert_eq!(run(&["check", "--format", "jsonl"]).status.code(), Some(2));
 }

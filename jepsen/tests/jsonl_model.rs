@@ -14,65 +14,25 @@ const BUDGET: Duration = Duration::from_secs(10);
 
 /// One event: (process, type, f, key, value, time_ns), error none.
 fn ev(process: u64, kind: EventType, f: OpKind, key: &str, value: Value, time_ns: u64) -> Event {
-    Event {
-        process,
-        kind,
-        f,
-        key: key.to_string(),
-        value,
-        time_ns,
-        error: None,
-    }
+    Event { process, kind, f, key: key.to_string(), value, time_ns, error: None }
 }
 
 /// A whole operation as two events: the invoke with value `invoke` at
 /// `span.0`, the completion `done.0` with value `done.1` at `span.1`.
-fn op(
-    process: u64,
-    f: OpKind,
-    key: &str,
-    invoke: Value,
-    done: (EventType, Value),
-    span: (u64, u64),
-) -> [Event; 2] {
-    [
-        ev(process, EventType::Invoke, f, key, invoke, span.0),
-        ev(process, done.0, f, key, done.1, span.1),
-    ]
+fn op(process: u64, f: OpKind, key: &str, invoke: Value, done: (EventType, Value), span: (u64, u64)) -> [Event; 2] {
+    [ev(process, EventType::Invoke, f, key, invoke, span.0), ev(process, done.0, f, key, done.1, span.1)]
 }
 
 fn write_ok(p: u64, key: &str, v: i64, start: u64, end: u64) -> [Event; 2] {
-    op(
-        p,
-        OpKind::Write,
-        key,
-        Value::Int(v),
-        (EventType::Ok, Value::Int(v)),
-        (start, end),
-    )
+    op(p, OpKind::Write, key, Value::Int(v), (EventType::Ok, Value::Int(v)), (start, end))
 }
 
 fn read_ok(p: u64, key: &str, v: Option<i64>, start: u64, end: u64) -> [Event; 2] {
     let result = v.map_or(Value::Null, Value::Int);
-    op(
-        p,
-        OpKind::Read,
-        key,
-        Value::Null,
-        (EventType::Ok, result),
-        (start, end),
-    )
+    op(p, OpKind::Read, key, Value::Null, (EventType::Ok, result), (start, end))
 }
 
-fn cas(
-    p: u64,
-    key: &str,
-    expected: i64,
-    new: i64,
-    done: EventType,
-    start: u64,
-    end: u64,
-) -> [Event; 2] {
+fn cas(p: u64, key: &str, expected: i64, new: i64, done: EventType, start: u64, end: u64) -> [Event; 2] {
     let v = Value::Cas { expected, new };
     op(p, OpKind::Cas, key, v, (done, v), (start, end))
 }
@@ -111,12 +71,7 @@ fn write_then_read_is_linearizable() {
 // see the old value.
 #[test]
 fn stale_read_is_a_violation() {
-    let h = [
-        write_ok(0, "k", 1, 0, 10),
-        write_ok(0, "k", 2, 20, 30),
-        read_ok(1, "k", Some(1), 40, 50),
-    ]
-    .concat();
+    let h = [write_ok(0, "k", 1, 0, 10), write_ok(0, "k", 2, 20, 30), read_ok(1, "k", Some(1), 40, 50)].concat();
     let v = check(&h);
     assert_eq!(v.result, Outcome::NotLinearizable);
     let e = v.explanation.expect("explained");
@@ -129,22 +84,12 @@ fn stale_read_is_a_violation() {
     assert_eq!(key.stuck.len(), 1);
     assert_eq!(key.stuck[0].op, "read() → 1");
     assert_eq!(key.stuck[0].origin, "process 1, line 5");
-    assert!(
-        key.stuck[0].reason.contains("held 2"),
-        "{}",
-        key.stuck[0].reason
-    );
+    assert!(key.stuck[0].reason.contains("held 2"), "{}", key.stuck[0].reason);
     let text = e.to_string();
     assert!(text.contains("key \"k\""), "{text}");
 
-    let concurrent = sorted(
-        [
-            write_ok(0, "k", 1, 0, 10),
-            write_ok(0, "k", 2, 20, 50),
-            read_ok(1, "k", Some(1), 40, 60),
-        ]
-        .concat(),
-    );
+    let concurrent =
+        sorted([write_ok(0, "k", 1, 0, 10), write_ok(0, "k", 2, 20, 50), read_ok(1, "k", Some(1), 40, 60)].concat());
     assert_eq!(check(&concurrent).result, Outcome::Linearizable);
 }
 
@@ -163,26 +108,14 @@ fn lost_write_is_a_violation() {
 // than `expected` is a violation; with the right value it is linearizable.
 #[test]
 fn cas_ok_on_a_different_value_is_a_violation() {
-    let bad = [
-        write_ok(0, "k", 1, 0, 10),
-        cas(1, "k", 2, 3, EventType::Ok, 20, 30),
-    ]
-    .concat();
+    let bad = [write_ok(0, "k", 1, 0, 10), cas(1, "k", 2, 3, EventType::Ok, 20, 30)].concat();
     let v = check(&bad);
     assert_eq!(v.result, Outcome::NotLinearizable);
     let stuck = &v.explanation.unwrap().keys[0].stuck;
-    assert!(
-        stuck[0].reason.contains("swapped from 2"),
-        "{}",
-        stuck[0].reason
-    );
+    assert!(stuck[0].reason.contains("swapped from 2"), "{}", stuck[0].reason);
 
-    let good = [
-        write_ok(0, "k", 1, 0, 10),
-        cas(1, "k", 1, 3, EventType::Ok, 20, 30),
-        read_ok(2, "k", Some(3), 40, 50),
-    ]
-    .concat();
+    let good = [write_ok(0, "k", 1, 0, 10), cas(1, "k", 1, 3, EventType::Ok, 20, 30), read_ok(2, "k", Some(3), 40, 50)]
+        .concat();
     assert_eq!(check(&good).result, Outcome::Linearizable);
 }
 
@@ -193,15 +126,7 @@ fn cas_ok_on_a_different_value_is_a_violation() {
 #[test]
 fn unknown_write_may_take_effect_late() {
     let late = [
-        op(
-            0,
-            OpKind::Write,
-            "k",
-            Value::Int(1),
-            (EventType::Info, Value::Int(1)),
-            (0, 10),
-        )
-        .to_vec(),
+        op(0, OpKind::Write, "k", Value::Int(1), (EventType::Info, Value::Int(1)), (0, 10)).to_vec(),
         write_ok(1, "k", 2, 20, 30).to_vec(),
         read_ok(2, "k", Some(2), 40, 50).to_vec(),
         read_ok(2, "k", Some(1), 60, 70).to_vec(),
@@ -209,12 +134,8 @@ fn unknown_write_may_take_effect_late() {
     .concat();
     assert_eq!(check(&late).result, Outcome::Linearizable);
 
-    let without = [
-        write_ok(1, "k", 2, 20, 30),
-        read_ok(2, "k", Some(2), 40, 50),
-        read_ok(2, "k", Some(1), 60, 70),
-    ]
-    .concat();
+    let without =
+        [write_ok(1, "k", 2, 20, 30), read_ok(2, "k", Some(2), 40, 50), read_ok(2, "k", Some(1), 60, 70)].concat();
     assert_eq!(check(&without).result, Outcome::NotLinearizable);
 
     // Had the write been acknowledged at 10, it could not follow the write
@@ -234,15 +155,7 @@ fn unknown_write_may_take_effect_late() {
 #[test]
 fn unknown_write_may_never_take_effect() {
     let info = [
-        op(
-            0,
-            OpKind::Write,
-            "k",
-            Value::Int(1),
-            (EventType::Info, Value::Int(1)),
-            (0, 10),
-        )
-        .to_vec(),
+        op(0, OpKind::Write, "k", Value::Int(1), (EventType::Info, Value::Int(1)), (0, 10)).to_vec(),
         read_ok(1, "k", None, 100, 110).to_vec(),
         read_ok(1, "k", None, 200, 210).to_vec(),
     ]
@@ -267,25 +180,13 @@ fn unknown_write_may_never_take_effect() {
 // `expected`, and linearizable when it held something else.
 #[test]
 fn cas_compare_failure_constrains() {
-    let held_expected = [
-        write_ok(0, "k", 1, 0, 10),
-        cas(1, "k", 1, 2, EventType::Fail, 20, 30),
-    ]
-    .concat();
+    let held_expected = [write_ok(0, "k", 1, 0, 10), cas(1, "k", 1, 2, EventType::Fail, 20, 30)].concat();
     let v = check(&held_expected);
     assert_eq!(v.result, Outcome::NotLinearizable);
     let stuck = &v.explanation.unwrap().keys[0].stuck;
-    assert!(
-        stuck[0].reason.contains("failed compare"),
-        "{}",
-        stuck[0].reason
-    );
+    assert!(stuck[0].reason.contains("failed compare"), "{}", stuck[0].reason);
 
-    let held_other = [
-        write_ok(0, "k", 1, 0, 10),
-        cas(1, "k", 5, 2, EventType::Fail, 20, 30),
-    ]
-    .concat();
+    let held_other = [write_ok(0, "k", 1, 0, 10), cas(1, "k", 5, 2, EventType::Fail, 20, 30)].concat();
     assert_eq!(check(&held_other).result, Outcome::Linearizable);
 }
 
@@ -293,20 +194,14 @@ fn cas_compare_failure_constrains() {
 // `expected`), but cannot make the value go back.
 #[test]
 fn unknown_cas_may_swap_once() {
-    let swapped = [
-        write_ok(0, "k", 1, 0, 10),
-        cas(1, "k", 1, 2, EventType::Info, 20, 30),
-        read_ok(2, "k", Some(2), 40, 50),
-    ]
-    .concat();
+    let swapped =
+        [write_ok(0, "k", 1, 0, 10), cas(1, "k", 1, 2, EventType::Info, 20, 30), read_ok(2, "k", Some(2), 40, 50)]
+            .concat();
     assert_eq!(check(&swapped).result, Outcome::Linearizable);
 
-    let not_held = [
-        write_ok(0, "k", 3, 0, 10),
-        cas(1, "k", 1, 2, EventType::Info, 20, 30),
-        read_ok(2, "k", Some(2), 40, 50),
-    ]
-    .concat();
+    let not_held =
+        [write_ok(0, "k", 3, 0, 10), cas(1, "k", 1, 2, EventType::Info, 20, 30), read_ok(2, "k", Some(2), 40, 50)]
+            .concat();
     assert_eq!(check(&not_held).result, Outcome::NotLinearizable);
 
     let back = [swapped.clone(), read_ok(2, "k", Some(1), 60, 70).to_vec()].concat();
@@ -318,21 +213,10 @@ fn unknown_cas_may_swap_once() {
 // `fail` without `error` is a violation.
 #[test]
 fn fail_with_error_is_dropped() {
-    let mut failed_write = op(
-        1,
-        OpKind::Write,
-        "k",
-        Value::Int(2),
-        (EventType::Fail, Value::Int(2)),
-        (20, 30),
-    );
+    let mut failed_write = op(1, OpKind::Write, "k", Value::Int(2), (EventType::Fail, Value::Int(2)), (20, 30));
     failed_write[1].error = Some("UNAVAILABLE: no quorum".into());
-    let h = [
-        write_ok(0, "k", 1, 0, 10).to_vec(),
-        failed_write.to_vec(),
-        read_ok(2, "k", Some(1), 40, 50).to_vec(),
-    ]
-    .concat();
+    let h = [write_ok(0, "k", 1, 0, 10).to_vec(), failed_write.to_vec(), read_ok(2, "k", Some(1), 40, 50).to_vec()]
+        .concat();
     let v = check(&h);
     assert_eq!(v.result, Outcome::Linearizable);
     assert_eq!(v.ops, 2, "the failed write is not checked");
@@ -358,14 +242,7 @@ fn only_the_offending_key_is_explained() {
     );
     let v = check(&h);
     assert_eq!(v.result, Outcome::NotLinearizable);
-    let keys: Vec<&str> = v
-        .explanation
-        .as_ref()
-        .unwrap()
-        .keys
-        .iter()
-        .map(|k| k.key.as_str())
-        .collect();
+    let keys: Vec<&str> = v.explanation.as_ref().unwrap().keys.iter().map(|k| k.key.as_str()).collect();
     assert_eq!(keys, ["b"]);
 }
 
@@ -378,23 +255,10 @@ fn exceeded_budget_is_unknown() {
     let n = 40u64;
     let mut h = Vec::new();
     for i in 0..n {
-        h.push(ev(
-            i,
-            EventType::Invoke,
-            OpKind::Write,
-            "k",
-            Value::Int(i as i64 + 1),
-            i,
-        ));
+        h.push(ev(i, EventType::Invoke, OpKind::Write, "k", Value::Int(i as i64 + 1), i));
     }
     for i in 0..n {
-        h.extend(read_ok(
-            1_000,
-            "k",
-            Some(i as i64 + 1),
-            1_000 + 2 * i,
-            1_001 + 2 * i,
-        ));
+        h.extend(read_ok(1_000, "k", Some(i as i64 + 1), 1_000 + 2 * i, 1_001 + 2 * i));
     }
     let ops = kv::from_events(&h).unwrap();
     let budget = Duration::from_millis(300);
@@ -402,11 +266,7 @@ fn exceeded_budget_is_unknown() {
     assert_eq!(v.result, Outcome::Unknown);
     assert!(v.explanation.is_none());
     assert!(v.elapsed >= budget);
-    assert!(
-        v.elapsed < budget + Duration::from_secs(5),
-        "{:?}",
-        v.elapsed
-    );
+    assert!(v.elapsed < budget + Duration::from_secs(5), "{:?}", v.elapsed);
 }
 
 // Proves: the HTML visualization of a violation is written and names the
@@ -421,7 +281,5 @@ fn writes_the_html_visualization() {
     let html = std::fs::read_to_string(&path).unwrap();
     assert!(html.contains("<html"), "not an HTML page");
     assert!(html.contains("write(1)"), "operation missing from the page");
-    assert!(v
-        .write_html(&dir.path().join("missing/dir/x.html"))
-        .is_err());
+    assert!(v.write_html(&dir.path().join("missing/dir/x.html")).is_err());
 }

@@ -25,12 +25,7 @@ const UNLISTED_FILE: &str = "etcd/etcd_095.log";
 
 fn data_dir() -> PathBuf {
     std::env::var_os("CAPKV_PORCUPINE_DATA").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/porcupine-data"
-            ))
-        },
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/porcupine-data")),
         PathBuf::from,
     )
 }
@@ -90,41 +85,25 @@ fn every_reference_history_gets_its_published_verdict() {
 
     let csv = std::fs::read_to_string(&csv_path).expect("readable verdicts.csv");
     let mut lines = csv.lines();
-    assert_eq!(
-        lines.next(),
-        Some("file,expected"),
-        "unexpected verdicts.csv header"
-    );
+    assert_eq!(lines.next(), Some("file,expected"), "unexpected verdicts.csv header");
     let listed: Vec<(String, Outcome)> = lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let (file, word) = l
-                .split_once(',')
-                .unwrap_or_else(|| panic!("bad csv line {l:?}"));
+            let (file, word) = l.split_once(',').unwrap_or_else(|| panic!("bad csv line {l:?}"));
             (file.to_string(), expected_outcome(word.trim()))
         })
         .collect();
     assert!(!listed.is_empty(), "verdicts.csv lists no file");
 
     let listed_names: BTreeSet<String> = listed.iter().map(|(f, _)| f.clone()).collect();
-    let unlisted: Vec<String> = history_files(&dir)
-        .difference(&listed_names)
-        .cloned()
-        .collect();
-    assert!(
-        unlisted.iter().any(|f| f == UNLISTED_FILE),
-        "{UNLISTED_FILE} is missing from {}",
-        dir.display()
-    );
+    let unlisted: Vec<String> = history_files(&dir).difference(&listed_names).cloned().collect();
+    assert!(unlisted.iter().any(|f| f == UNLISTED_FILE), "{UNLISTED_FILE} is missing from {}", dir.display());
 
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut slowest: Option<(Duration, String)> = None;
     let mut checked = 0usize;
-    let jobs = listed
-        .iter()
-        .map(|(f, o)| (f.clone(), Some(*o)))
-        .chain(unlisted.iter().map(|f| (f.clone(), None)));
+    let jobs = listed.iter().map(|(f, o)| (f.clone(), Some(*o))).chain(unlisted.iter().map(|f| (f.clone(), None)));
     for (file, expected) in jobs {
         let path = dir.join(&file);
         let verdict = match checker::check_file(format_of(&file), &path, FILE_BUDGET) {

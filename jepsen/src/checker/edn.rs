@@ -20,10 +20,7 @@ pub(crate) enum EdnValue {
 
 /// Parses one line holding one flat map; keys are returned without `:`.
 pub(crate) fn parse_map(text: &str) -> Result<BTreeMap<String, EdnValue>, String> {
-    let mut p = Parser {
-        chars: text.char_indices().peekable(),
-        text,
-    };
+    let mut p = Parser { chars: text.char_indices().peekable(), text };
     p.skip_space();
     p.expect('{')?;
     let mut map = BTreeMap::new();
@@ -56,11 +53,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn skip_space(&mut self) {
-        while self
-            .chars
-            .next_if(|(_, c)| c.is_whitespace() || *c == ',')
-            .is_some()
-        {}
+        while self.chars.next_if(|(_, c)| c.is_whitespace() || *c == ',').is_some() {}
     }
 
     fn eat(&mut self, want: char) -> bool {
@@ -78,11 +71,7 @@ impl Parser<'_> {
     /// A bare token: up to whitespace, `,` or a closing brace.
     fn token(&mut self) -> &str {
         let start = self.chars.peek().map_or(self.text.len(), |(at, _)| *at);
-        while self
-            .chars
-            .next_if(|(_, c)| !(c.is_whitespace() || matches!(c, ',' | '}' | '{')))
-            .is_some()
-        {}
+        while self.chars.next_if(|(_, c)| !(c.is_whitespace() || matches!(c, ',' | '}' | '{'))).is_some() {}
         let end = self.chars.peek().map_or(self.text.len(), |(at, _)| *at);
         &self.text[start..end]
     }
@@ -144,9 +133,7 @@ mod tests {
     // unescaped and commas treated as whitespace.
     #[test]
     fn parses_a_kv_line() {
-        let map =
-            parse_map(r#"{:process 12, :type :ok, :f :append, :key "4", :value "x \"0\" 1 y"}"#)
-                .unwrap();
+        let map = parse_map(r#"{:process 12, :type :ok, :f :append, :key "4", :value "x \"0\" 1 y"}"#).unwrap();
         assert_eq!(map["process"], EdnValue::Int(12));
         assert_eq!(map["type"], EdnValue::Keyword("ok".into()));
         assert_eq!(map["f"], EdnValue::Keyword("append".into()));

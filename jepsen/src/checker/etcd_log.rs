@@ -76,10 +76,7 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<RegisterModel>>, LogEr
         let text = text?;
         line += 1;
         if text.len() > LINE_BYTES_MAX {
-            return Err(malformed(
-                line,
-                format!("longer than {LINE_BYTES_MAX} bytes"),
-            ));
+            return Err(malformed(line, format!("longer than {LINE_BYTES_MAX} bytes")));
         }
         let Some(at) = text.find("jepsen.util") else {
             continue;
@@ -98,57 +95,34 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<RegisterModel>>, LogEr
                 F::Cas => matches!(value, LogValue::Pair(..)),
             };
             if !expected_shape {
-                return Err(malformed(
-                    line,
-                    format!("invoke of {f:?} with value {value:?}"),
-                ));
+                return Err(malformed(line, format!("invoke of {f:?} with value {value:?}")));
             }
             if let Some(previous) = pending.insert(process, Pending { f, value, line }) {
                 return Err(malformed(
                     line,
-                    format!(
-                        "process {process} invokes while its invoke on line {} is outstanding",
-                        previous.line
-                    ),
+                    format!("process {process} invokes while its invoke on line {} is outstanding", previous.line),
                 ));
             }
             continue;
         }
 
         let Some(call) = pending.remove(&process) else {
-            return Err(malformed(
-                line,
-                format!("completion on process {process} without an outstanding invoke"),
-            ));
+            return Err(malformed(line, format!("completion on process {process} without an outstanding invoke")));
         };
         if call.f != f {
-            return Err(malformed(
-                line,
-                format!(
-                    "{f:?} completion of the {:?} invoked on line {}",
-                    call.f, call.line
-                ),
-            ));
+            return Err(malformed(line, format!("{f:?} completion of the {:?} invoked on line {}", call.f, call.line)));
         }
-        if f != F::Read
-            && matches!(value, LogValue::Int(_) | LogValue::Pair(..))
-            && value != call.value
-        {
+        if f != F::Read && matches!(value, LogValue::Int(_) | LogValue::Pair(..)) && value != call.value {
             return Err(malformed(
                 line,
-                format!(
-                    "completion value {value:?} differs from the invoked {:?}",
-                    call.value
-                ),
+                format!("completion value {value:?} differs from the invoked {:?}", call.value),
             ));
         }
         let action = match (kind, f, call.value, value) {
             (Kind::Ok, F::Read, _, LogValue::Nil) => Some(RegisterAction::Read(None)),
             (Kind::Ok, F::Read, _, LogValue::Int(v)) => Some(RegisterAction::Read(Some(v))),
             (Kind::Ok, F::Write, LogValue::Int(v), _) => Some(RegisterAction::Write(v)),
-            (Kind::Ok, F::Cas, LogValue::Pair(expected, new), _) => {
-                Some(RegisterAction::CasOk { expected, new })
-            }
+            (Kind::Ok, F::Cas, LogValue::Pair(expected, new), _) => Some(RegisterAction::CasOk { expected, new }),
             (Kind::Fail, F::Cas, LogValue::Pair(expected, new), LogValue::Pair(..)) => {
                 Some(RegisterAction::CasFailed { expected, new })
             }
@@ -159,18 +133,11 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<RegisterModel>>, LogEr
                 Some(RegisterAction::CasUnknown { expected, new })
             }
             _ => {
-                return Err(malformed(
-                    line,
-                    format!("{kind:?} {f:?} with value {value:?} is not a valid completion"),
-                ));
+                return Err(malformed(line, format!("{kind:?} {f:?} with value {value:?} is not a valid completion")));
             }
         };
         if let Some(action) = action {
-            let return_time = if kind == Kind::Info {
-                RETURN_NEVER
-            } else {
-                time(line)?
-            };
+            let return_time = if kind == Kind::Info { RETURN_NEVER } else { time(line)? };
             ops.push((call.line, operation(process, &call, action, return_time)?));
         }
     }
@@ -179,9 +146,7 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<RegisterModel>>, LogEr
     for (process, call) in &pending {
         let action = match call.value {
             LogValue::Int(v) if call.f == F::Write => RegisterAction::WriteUnknown(v),
-            LogValue::Pair(expected, new) if call.f == F::Cas => {
-                RegisterAction::CasUnknown { expected, new }
-            }
+            LogValue::Pair(expected, new) if call.f == F::Cas => RegisterAction::CasUnknown { expected, new },
             _ => continue, // a read: constrains nothing
         };
         ops.push((call.line, operation(*process, call, action, RETURN_NEVER)?));
@@ -213,14 +178,8 @@ fn operation(
         client_id: u32::try_from(process).ok(),
         call_time: time(call.line)?,
         return_time,
-        op: RegisterOp {
-            key: REGISTER_KEY.to_string(),
-            action,
-        },
-        metadata: Some(OpOrigin {
-            process,
-            line: call.line,
-        }),
+        op: RegisterOp { key: REGISTER_KEY.to_string(), action },
+        metadata: Some(OpOrigin { process, line: call.line }),
     })
 }
 
@@ -229,9 +188,7 @@ fn parse_fields(rest: &str) -> Result<(u64, Kind, F, LogValue), String> {
     let mut fields = rest.split_whitespace();
     let mut next = |what: &str| fields.next().ok_or_else(|| format!("missing {what}"));
     let process_text = next("process")?;
-    let process: u64 = process_text
-        .parse()
-        .map_err(|_| format!("process {process_text:?} is not a number"))?;
+    let process: u64 = process_text.parse().map_err(|_| format!("process {process_text:?} is not a number"))?;
     let kind = match next("type")? {
         ":invoke" => Kind::Invoke,
         ":ok" => Kind::Ok,
@@ -251,11 +208,7 @@ fn parse_fields(rest: &str) -> Result<(u64, Kind, F, LogValue), String> {
 }
 
 fn parse_value(text: &str) -> Result<LogValue, String> {
-    let int = |s: &str| {
-        s.trim()
-            .parse::<i64>()
-            .map_err(|_| format!("{s:?} is not an integer"))
-    };
+    let int = |s: &str| s.trim().parse::<i64>().map_err(|_| format!("{s:?} is not an integer"));
     if text == "nil" {
         Ok(LogValue::Nil)
     } else if text.starts_with(':') && !text.contains(char::is_whitespace) {
@@ -309,51 +262,18 @@ mod tests {
             "8\t:invoke\t:write\t1",
         ]);
         let ops = load(text.as_bytes()).unwrap();
-        let got: Vec<(RegisterAction, i64, i64, usize)> = ops
-            .iter()
-            .map(|o| {
-                (
-                    o.op.action,
-                    o.call_time,
-                    o.return_time,
-                    o.metadata.unwrap().line,
-                )
-            })
-            .collect();
+        let got: Vec<(RegisterAction, i64, i64, usize)> =
+            ops.iter().map(|o| (o.op.action, o.call_time, o.return_time, o.metadata.unwrap().line)).collect();
         use RegisterAction::*;
         assert_eq!(
             got,
             vec![
                 (Write(3), 2, 4, 2),
                 (Read(Some(3)), 3, 5, 3),
-                (
-                    CasOk {
-                        expected: 3,
-                        new: 4
-                    },
-                    6,
-                    7,
-                    6
-                ),
-                (
-                    CasFailed {
-                        expected: 1,
-                        new: 2
-                    },
-                    8,
-                    9,
-                    8
-                ),
+                (CasOk { expected: 3, new: 4 }, 6, 7, 6),
+                (CasFailed { expected: 1, new: 2 }, 8, 9, 8),
                 (WriteUnknown(9), 12, RETURN_NEVER, 12),
-                (
-                    CasUnknown {
-                        expected: 4,
-                        new: 0
-                    },
-                    14,
-                    RETURN_NEVER,
-                    14
-                ),
+                (CasUnknown { expected: 4, new: 0 }, 14, RETURN_NEVER, 14),
                 (Read(None), 16, 17, 16),
                 (WriteUnknown(1), 18, RETURN_NEVER, 18),
             ]

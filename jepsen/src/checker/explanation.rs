@@ -82,11 +82,7 @@ impl fmt::Display for Explanation {
             write!(f, "{key}")?;
         }
         if self.keys.len() > DISPLAY_KEYS_MAX {
-            writeln!(
-                f,
-                "… and {} more offending keys",
-                self.keys.len() - DISPLAY_KEYS_MAX
-            )?;
+            writeln!(f, "… and {} more offending keys", self.keys.len() - DISPLAY_KEYS_MAX)?;
         }
         Ok(())
     }
@@ -106,22 +102,12 @@ impl fmt::Display for KeyViolation {
             writeln!(f, "  … {skipped} earlier operations")?;
         }
         for (i, step) in self.prefix.iter().enumerate().skip(skipped) {
-            writeln!(
-                f,
-                "  {:>4}. {} [{}]  ⇒ {}",
-                i + 1,
-                step.op,
-                step.origin,
-                step.state_after
-            )?;
+            writeln!(f, "  {:>4}. {} [{}]  ⇒ {}", i + 1, step.op, step.origin, step.state_after)?;
         }
         if self.prefix.is_empty() {
             writeln!(f, "  (empty: no operation can go first)")?;
         }
-        writeln!(
-            f,
-            "  none of the operations that could come next can be placed after it:"
-        )?;
+        writeln!(f, "  none of the operations that could come next can be placed after it:")?;
         for stuck in &self.stuck {
             writeln!(f, "    - {} [{}]: {}", stuck.op, stuck.origin, stuck.reason)?;
         }
@@ -140,10 +126,8 @@ pub fn explain<M: Explain>(info: &LinearizationInfo<M>) -> Option<Explanation> {
         .filter(|(_, result)| **result == CheckResult::Illegal)
         .map(|(p, _)| {
             let ops = &info.partition_ops[p];
-            let longest: &[usize] = info.partial_linearizations[p]
-                .iter()
-                .max_by_key(|seq| seq.len())
-                .map_or(&[], Vec::as_slice);
+            let longest: &[usize] =
+                info.partial_linearizations[p].iter().max_by_key(|seq| seq.len()).map_or(&[], Vec::as_slice);
             explain_partition(ops, longest)
         })
         .collect();
@@ -151,9 +135,7 @@ pub fn explain<M: Explain>(info: &LinearizationInfo<M>) -> Option<Explanation> {
 }
 
 fn explain_partition<M: Explain>(ops: &[Operation<M>], longest: &[usize]) -> KeyViolation {
-    let key = ops
-        .first()
-        .map_or_else(String::new, |op| M::partition_key(&op.op));
+    let key = ops.first().map_or_else(String::new, |op| M::partition_key(&op.op));
 
     let mut state = M::init();
     let mut placed = vec![false; ops.len()];
@@ -161,10 +143,7 @@ fn explain_partition<M: Explain>(ops: &[Operation<M>], longest: &[usize]) -> Key
     for &i in longest {
         let op = &ops[i];
         let (accepted, next) = M::step(&state, &op.op);
-        assert!(
-            accepted,
-            "porcupine-rs returned a partial linearization the model refuses"
-        );
+        assert!(accepted, "porcupine-rs returned a partial linearization the model refuses");
         state = next;
         placed[i] = true;
         prefix.push(PrefixStep {
@@ -177,13 +156,8 @@ fn explain_partition<M: Explain>(ops: &[Operation<M>], longest: &[usize]) -> Key
     // Candidates for the next place: unplaced ops called no later than the
     // earliest return among the unplaced ones (calls sort before returns at
     // equal times, as in porcupine-rs).
-    let earliest_return = ops
-        .iter()
-        .zip(&placed)
-        .filter(|(_, placed)| !**placed)
-        .map(|(op, _)| op.return_time)
-        .min()
-        .unwrap_or(i64::MAX);
+    let earliest_return =
+        ops.iter().zip(&placed).filter(|(_, placed)| !**placed).map(|(op, _)| op.return_time).min().unwrap_or(i64::MAX);
     let stuck = ops
         .iter()
         .zip(&placed)
@@ -200,10 +174,5 @@ fn explain_partition<M: Explain>(ops: &[Operation<M>], longest: &[usize]) -> Key
         })
         .collect();
 
-    KeyViolation {
-        key,
-        ops: ops.len(),
-        prefix,
-        stuck,
-    }
+    KeyViolation { key, ops: ops.len(), prefix, stuck }
 }

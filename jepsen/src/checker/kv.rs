@@ -53,13 +53,10 @@ pub fn check_events(events: &[Event], budget: Duration) -> Result<Verdict, Histo
 }
 
 fn time(ns: u64, op: &Operation) -> Result<i64, HistoryError> {
-    i64::try_from(ns)
-        .ok()
-        .filter(|t| *t < RETURN_NEVER)
-        .ok_or_else(|| HistoryError::Malformed {
-            line: op.invoke_line,
-            message: format!("time_ns {ns} is too large (must be below 2^63 - 1)"),
-        })
+    i64::try_from(ns).ok().filter(|t| *t < RETURN_NEVER).ok_or_else(|| HistoryError::Malformed {
+        line: op.invoke_line,
+        message: format!("time_ns {ns} is too large (must be below 2^63 - 1)"),
+    })
 }
 
 fn to_register_op(op: &Operation) -> Result<Option<PorcupineOp<RegisterModel>>, HistoryError> {
@@ -71,9 +68,7 @@ fn to_register_op(op: &Operation) -> Result<Option<PorcupineOp<RegisterModel>>, 
         (OpKind::Write, _, Completion::Fail { .. }) => return Ok(None),
         (OpKind::Write, Value::Int(v), _) if unknown => RegisterAction::WriteUnknown(v),
         (OpKind::Write, Value::Int(v), _) => RegisterAction::Write(v),
-        (OpKind::Cas, Value::Cas { expected, new }, Completion::Ok { .. }) => {
-            RegisterAction::CasOk { expected, new }
-        }
+        (OpKind::Cas, Value::Cas { expected, new }, Completion::Ok { .. }) => RegisterAction::CasOk { expected, new },
         (OpKind::Cas, Value::Cas { expected, new }, Completion::Fail { .. }) => {
             RegisterAction::CasFailed { expected, new }
         }
@@ -90,13 +85,7 @@ fn to_register_op(op: &Operation) -> Result<Option<PorcupineOp<RegisterModel>>, 
         client_id: u32::try_from(op.process).ok(),
         call_time: time(op.call_ns, op)?,
         return_time,
-        op: RegisterOp {
-            key: op.key.clone(),
-            action,
-        },
-        metadata: Some(OpOrigin {
-            process: op.process,
-            line: op.invoke_line,
-        }),
+        op: RegisterOp { key: op.key.clone(), action },
+        metadata: Some(OpOrigin { process: op.process, line: op.invoke_line }),
     }))
 }

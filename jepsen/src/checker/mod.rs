@@ -40,8 +40,7 @@ use std::time::{Duration, Instant};
 use porcupine_rs::{CheckResult, Operation};
 
 pub use explanation::{
-    Explain, Explanation, KeyViolation, PrefixStep, StuckOp, DISPLAY_KEYS_MAX,
-    DISPLAY_PREFIX_STEPS_MAX,
+    Explain, Explanation, KeyViolation, PrefixStep, StuckOp, DISPLAY_KEYS_MAX, DISPLAY_PREFIX_STEPS_MAX,
 };
 
 use crate::history::HistoryError;
@@ -116,12 +115,7 @@ impl Verdict {
     /// Writes porcupine-rs's interactive HTML visualization of this check
     /// (every key, with the partial linearizations found) to `path`.
     pub fn write_html(&self, path: &Path) -> Result<(), CheckError> {
-        self.linearization
-            .write_html(path)
-            .map_err(|source| CheckError::WriteHtml {
-                path: path.to_path_buf(),
-                source,
-            })
+        self.linearization.write_html(path).map_err(|source| CheckError::WriteHtml { path: path.to_path_buf(), source })
     }
 }
 
@@ -182,10 +176,7 @@ pub enum Format {
 
 /// Loads `path` in `format` and checks it within `budget`.
 pub fn check_file(format: Format, path: &Path, budget: Duration) -> Result<Verdict, CheckError> {
-    let file = File::open(path).map_err(|source| CheckError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| CheckError::Open { path: path.to_path_buf(), source })?;
     let input = BufReader::new(file);
     Ok(match format {
         Format::JepsenEtcd => etcd_log::check(&etcd_log::load(input)?, budget),
@@ -196,10 +187,7 @@ pub fn check_file(format: Format, path: &Path, budget: Duration) -> Result<Verdi
 
 /// Runs porcupine-rs on `history` within `budget` and turns its answer into a
 /// [`Verdict`].
-pub(crate) fn check_operations<M: Explain + 'static>(
-    history: &[Operation<M>],
-    budget: Duration,
-) -> Verdict {
+pub(crate) fn check_operations<M: Explain + 'static>(history: &[Operation<M>], budget: Duration) -> Verdict {
     let started = Instant::now();
     let (result, info) = porcupine_rs::check_operations_info_timeout(history, budget);
     let (result, explanation) = match result {
@@ -207,10 +195,7 @@ pub(crate) fn check_operations<M: Explain + 'static>(
         CheckResult::Unknown => (Outcome::Unknown, None),
         CheckResult::Illegal => {
             let explanation = explanation::explain(&info);
-            assert!(
-                explanation.is_some(),
-                "porcupine-rs answered Illegal without an illegal partition"
-            );
+            assert!(explanation.is_some(), "porcupine-rs answered Illegal without an illegal partition");
             (Outcome::NotLinearizable, explanation)
         }
     };

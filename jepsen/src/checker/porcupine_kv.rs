@@ -109,9 +109,7 @@ impl Explain for KvModel {
 
     fn rejection(state: &String, op: &KvOp) -> Option<String> {
         match &op.action {
-            KvAction::Get(value) if value != state => {
-                Some(format!("it returned {value:?} but the key held {state:?}"))
-            }
+            KvAction::Get(value) if value != state => Some(format!("it returned {value:?} but the key held {state:?}")),
             _ => None,
         }
     }
@@ -144,26 +142,13 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<KvModel>>, LogError> {
             continue;
         }
         if text.len() > LINE_BYTES_MAX {
-            return Err(malformed(
-                line,
-                format!("longer than {LINE_BYTES_MAX} bytes"),
-            ));
+            return Err(malformed(line, format!("longer than {LINE_BYTES_MAX} bytes")));
         }
         let map = edn::parse_map(&text).map_err(|m| malformed(line, m))?;
-        let field = |name: &str| {
-            map.get(name)
-                .ok_or_else(|| malformed(line, format!("missing :{name}")))
-        };
+        let field = |name: &str| map.get(name).ok_or_else(|| malformed(line, format!("missing :{name}")));
         let process = match field("process")? {
-            EdnValue::Int(p) => {
-                u64::try_from(*p).map_err(|_| malformed(line, format!("negative :process {p}")))?
-            }
-            other => {
-                return Err(malformed(
-                    line,
-                    format!(":process {other:?} is not an integer"),
-                ))
-            }
+            EdnValue::Int(p) => u64::try_from(*p).map_err(|_| malformed(line, format!("negative :process {p}")))?,
+            other => return Err(malformed(line, format!(":process {other:?} is not an integer"))),
         };
         let kind = keyword(field("type")?).map_err(|m| malformed(line, m))?;
         let f = match keyword(field("f")?).map_err(|m| malformed(line, m))? {
@@ -179,12 +164,7 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<KvModel>>, LogError> {
         let value = match field("value")? {
             EdnValue::Str(v) => Some(v.clone()),
             EdnValue::Nil => None,
-            other => {
-                return Err(malformed(
-                    line,
-                    format!(":value {other:?} is not a string or nil"),
-                ))
-            }
+            other => return Err(malformed(line, format!(":value {other:?} is not a string or nil"))),
         };
 
         match kind {
@@ -192,19 +172,11 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<KvModel>>, LogError> {
                 if f != F::Get && value.is_none() {
                     return Err(malformed(line, format!("invoke of {f:?} without a value")));
                 }
-                let call = Pending {
-                    f,
-                    key,
-                    value,
-                    line,
-                };
+                let call = Pending { f, key, value, line };
                 if let Some(previous) = pending.insert(process, call) {
                     return Err(malformed(
                         line,
-                        format!(
-                            "process {process} invokes while its invoke on line {} is outstanding",
-                            previous.line
-                        ),
+                        format!("process {process} invokes while its invoke on line {} is outstanding", previous.line),
                     ));
                 }
             }
@@ -231,10 +203,7 @@ pub fn load<R: BufRead>(input: R) -> Result<Vec<Operation<KvModel>>, LogError> {
                             F::Put => KvAction::Put(call.value.clone().unwrap_or_default()),
                             F::Append => KvAction::Append(call.value.clone().unwrap_or_default()),
                         };
-                        ops.push((
-                            call.line,
-                            operation(process, &call, action, false, time(line)?)?,
-                        ));
+                        ops.push((call.line, operation(process, &call, action, false, time(line)?)?));
                     }
                     "info" => {
                         if let Some(op) = unknown_operation(process, &call)? {
@@ -298,15 +267,8 @@ fn operation(
         client_id: u32::try_from(process).ok(),
         call_time: time(call.line)?,
         return_time,
-        op: KvOp {
-            key: call.key.clone(),
-            action,
-            unknown,
-        },
-        metadata: Some(OpOrigin {
-            process,
-            line: call.line,
-        }),
+        op: KvOp { key: call.key.clone(), action, unknown },
+        metadata: Some(OpOrigin { process, line: call.line }),
     })
 }
 
@@ -327,17 +289,8 @@ mod tests {
 {:process 3, :type :invoke, :f :get, :key "b", :value nil}
 "#;
         let ops = load(text.as_bytes()).unwrap();
-        let got: Vec<(KvAction, bool, i64, i64)> = ops
-            .iter()
-            .map(|o| {
-                (
-                    o.op.action.clone(),
-                    o.op.unknown,
-                    o.call_time,
-                    o.return_time,
-                )
-            })
-            .collect();
+        let got: Vec<(KvAction, bool, i64, i64)> =
+            ops.iter().map(|o| (o.op.action.clone(), o.op.unknown, o.call_time, o.return_time)).collect();
         assert_eq!(
             got,
             vec![

@@ -103,9 +103,7 @@ impl Model for RegisterModel {
     fn step(state: &Option<i64>, op: &RegisterOp) -> (bool, Option<i64>) {
         match op.action {
             RegisterAction::Read(value) => (*state == value, *state),
-            RegisterAction::Write(value) | RegisterAction::WriteUnknown(value) => {
-                (true, Some(value))
-            }
+            RegisterAction::Write(value) | RegisterAction::WriteUnknown(value) => (true, Some(value)),
             RegisterAction::CasOk { expected, new } => (*state == Some(expected), Some(new)),
             RegisterAction::CasFailed { expected, .. } => (*state != Some(expected), *state),
             RegisterAction::CasUnknown { expected, new } => {
@@ -150,16 +148,15 @@ impl Explain for RegisterModel {
     fn rejection(state: &Option<i64>, op: &RegisterOp) -> Option<String> {
         let held = describe_value(*state);
         match op.action {
-            RegisterAction::Read(value) if *state != value => Some(format!(
-                "it returned {} but the register held {held}",
-                describe_value(value)
-            )),
-            RegisterAction::CasOk { expected, .. } if *state != Some(expected) => Some(format!(
-                "it swapped from {expected} but the register held {held}"
-            )),
-            RegisterAction::CasFailed { expected, .. } if *state == Some(expected) => Some(
-                format!("it reported a failed compare but the register held {expected}, the expected value"),
-            ),
+            RegisterAction::Read(value) if *state != value => {
+                Some(format!("it returned {} but the register held {held}", describe_value(value)))
+            }
+            RegisterAction::CasOk { expected, .. } if *state != Some(expected) => {
+                Some(format!("it swapped from {expected} but the register held {held}"))
+            }
+            RegisterAction::CasFailed { expected, .. } if *state == Some(expected) => {
+                Some(format!("it reported a failed compare but the register held {expected}, the expected value"))
+            }
             _ => None,
         }
     }
@@ -170,10 +167,7 @@ mod tests {
     use super::*;
 
     fn op(action: RegisterAction) -> RegisterOp {
-        RegisterOp {
-            key: "k".into(),
-            action,
-        }
+        RegisterOp { key: "k".into(), action }
     }
 
     // Proves: each action's step follows the table in the module docs, and
@@ -187,69 +181,13 @@ mod tests {
             (Some(1), Read(Some(1)), true, Some(1)),
             (Some(1), Write(2), true, Some(2)),
             (None, WriteUnknown(2), true, Some(2)),
-            (
-                Some(1),
-                CasOk {
-                    expected: 1,
-                    new: 2,
-                },
-                true,
-                Some(2),
-            ),
-            (
-                Some(3),
-                CasOk {
-                    expected: 1,
-                    new: 2,
-                },
-                false,
-                Some(2),
-            ),
-            (
-                None,
-                CasOk {
-                    expected: 1,
-                    new: 2,
-                },
-                false,
-                Some(2),
-            ),
-            (
-                Some(3),
-                CasFailed {
-                    expected: 1,
-                    new: 2,
-                },
-                true,
-                Some(3),
-            ),
-            (
-                Some(1),
-                CasFailed {
-                    expected: 1,
-                    new: 2,
-                },
-                false,
-                Some(1),
-            ),
-            (
-                Some(1),
-                CasUnknown {
-                    expected: 1,
-                    new: 2,
-                },
-                true,
-                Some(2),
-            ),
-            (
-                Some(3),
-                CasUnknown {
-                    expected: 1,
-                    new: 2,
-                },
-                true,
-                Some(3),
-            ),
+            (Some(1), CasOk { expected: 1, new: 2 }, true, Some(2)),
+            (Some(3), CasOk { expected: 1, new: 2 }, false, Some(2)),
+            (None, CasOk { expected: 1, new: 2 }, false, Some(2)),
+            (Some(3), CasFailed { expected: 1, new: 2 }, true, Some(3)),
+            (Some(1), CasFailed { expected: 1, new: 2 }, false, Some(1)),
+            (Some(1), CasUnknown { expected: 1, new: 2 }, true, Some(2)),
+            (Some(3), CasUnknown { expected: 1, new: 2 }, true, Some(3)),
         ];
         for (state, action, accepted, next) in cases {
             let (ok, got) = RegisterModel::step(&state, &op(action));
@@ -257,11 +195,7 @@ mod tests {
             if ok {
                 assert_eq!(got, next, "{state:?} {action:?}");
             }
-            assert_eq!(
-                RegisterModel::rejection(&state, &op(action)).is_some(),
-                !ok,
-                "{state:?} {action:?}"
-            );
+            assert_eq!(RegisterModel::rejection(&state, &op(action)).is_some(), !ok, "{state:?} {action:?}");
         }
     }
 
@@ -273,18 +207,13 @@ mod tests {
             client_id: Some(0),
             call_time: t,
             return_time: t + 1,
-            op: RegisterOp {
-                key: key.into(),
-                action: RegisterAction::Write(t),
-            },
+            op: RegisterOp { key: key.into(), action: RegisterAction::Write(t) },
             metadata: None,
         };
         let history = [mk("b", 0), mk("a", 2), mk("b", 4), mk("c", 6), mk("a", 8)];
         let parts = RegisterModel::partition_operations(&history);
-        let keys_times: Vec<Vec<(String, i64)>> = parts
-            .iter()
-            .map(|p| p.iter().map(|o| (o.op.key.clone(), o.call_time)).collect())
-            .collect();
+        let keys_times: Vec<Vec<(String, i64)>> =
+            parts.iter().map(|p| p.iter().map(|o| (o.op.key.clone(), o.call_time)).collect()).collect();
         assert_eq!(
             keys_times,
             vec![
