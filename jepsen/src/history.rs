@@ -292,6 +292,26 @@ impl<W: Write> HistoryWriter<W> {
         Ok(())
     }
 
+    /// Appends `event` as one line followed by `extra`'s fields (e.g. the
+    /// version a write got), which readers ignore. `extra` must serialize to
+    /// a map (a struct or a map) whose keys differ from the event's own
+    /// fields; refuses an invalid event as [`HistoryWriter::append`] does.
+    pub fn append_with<X: Serialize>(&mut self, event: &Event, extra: &X) -> Result<(), HistoryError> {
+        #[derive(Serialize)]
+        struct Line<'a, X> {
+            #[serde(flatten)]
+            event: &'a Event,
+            #[serde(flatten)]
+            extra: &'a X,
+        }
+        event.validate().map_err(HistoryError::InvalidEvent)?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &Line { event, extra }).map_err(io::Error::from)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        Ok(())
+    }
+
     /// Flushes the underlying stream.
     pub fn flush(&mut self) -> Result<(), HistoryError> {
         self.out.flush()?;
@@ -528,6 +548,23 @@ mod tests {
         let bytes = writer.into_inner();
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 4);
         assert_eq!(read_history(&bytes[..]).unwrap(), events);
+    }
+
+    // Proves: extra fields written after an event (the harness records a
+    // write's version) are ignored by the reader: the event reads back as is.
+    #[test]
+    fn extra_fields_are_ignored_by_the_reader() {
+        #[derive(Serialize)]
+        struct Extra {
+            version: [u64; 2],
+        }
+        let event = ev(2, EventType::Ok, OpKind::Write, Value::Int(5), 9);
+        let mut writer = HistoryWriter::new(Vec::new());
+        writer.append_with(&event, &Extra { version: [7, 3] }).unwrap();
+        let bytes = writer.into_inner();
+        let line = String::from_utf8(bytes.clone()).unwrap();
+        assert!(line.ends_with(",\"version\":[7,3]}\n"), "{line}");
+        assert_eq!(read_history(&bytes[..]).unwrap(), vec![event]);
     }
 
     // Proves: the writer refuses an event the reader would reject.

@@ -10,6 +10,11 @@
 //! (a definite finding wins over the rest); otherwise 2 if any file is
 //! unknown (budget exceeded) or could not be checked. Usage errors also
 //! exit 2 (clap's convention).
+//!
+//! `kv-jepsen jepsen --level L --nemesis LIST --time D --out DIR …` (also
+//! `kv jepsen …`) runs the fault-injection harness; see `cli_jepsen`.
+
+mod cli_jepsen;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +39,14 @@ enum Command {
     /// file. Exit status: 0 all linearizable, 1 any violation, otherwise 2 if
     /// any file is unknown or could not be checked.
     Check(CheckArgs),
+    /// Run the fault-injection harness against a fresh cluster.
+    ///
+    /// Starts --nodes `kv serve` processes on 127.0.0.11, .12, …, runs
+    /// --concurrency clients at --level for --time while the nemesis
+    /// injects faults, heals, checks, and writes DIR/history.jsonl,
+    /// DIR/results.json and DIR/index.html. Exit status: 0 valid, 1
+    /// invalid, 2 unknown or error.
+    Jepsen(Box<cli_jepsen::JepsenArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +102,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => run_check(&args),
+        Command::Jepsen(args) => cli_jepsen::run(*args),
     }
 }
 

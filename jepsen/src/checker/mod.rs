@@ -14,15 +14,21 @@
 //! two being the published reference histories the checker is validated on.
 //! [`register`] is the per-key register model the first two share.
 //!
+//! Beside linearizability, for the eventual level: [`convergence`] (do all
+//! replicas hold the right value after the faults are healed?) and
+//! [`stale_reads`] (how often and how far reads lagged acknowledged writes).
+//!
 //! Memory: porcupine-rs's state cache grows while it searches (tens of MB per
 //! second of search on one core); the budget is what bounds it.
 
+pub mod convergence;
 mod edn;
 pub mod etcd_log;
 mod explanation;
 pub mod kv;
 pub mod porcupine_kv;
 pub mod register;
+pub mod stale_reads;
 mod visualize;
 
 use std::fmt;

@@ -1,0 +1,108 @@
+//! The clock nemesis: skew the hybrid logical clocks of some nodes.
+//!
+//! capkv stamps every write with a version from its HLC, whose physical
+//! part is the wall clock plus an offset that the `Admin.SetClockOffset`
+//! RPC sets (DESIGN §1, "injectable edges"). A node whose clock runs ahead
+//! hands out versions from the future, so last-writer-wins may keep its
+//! write over a later one; a node behind may see its writes lose. The
+//! levels must stay correct anyway (the eventual level still converges;
+//! quorum and Raft never order by wall clock).
+//!
+//! Offsets are chosen among [`OFFSETS_MS`] (both signs), some below and
+//! some above capkv's default peer drift bound (500 ms). Heal sets them
+//! back to 0. A restarted node starts at 0 on its own.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use capkv::proto::admin_client::AdminClient;
+use capkv::proto::SetClockOffsetRequest;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::NemesisError;
+use crate::cluster::{Cluster, NodeId};
+
+/// Offset magnitudes the nemesis picks from, in ms.
+pub const OFFSETS_MS: [i64; 4] = [250, 1_000, 10_000, 60_000];
+/// Deadline of one admin call.
+pub const ADMIN_TIMEOUT_MS: u64 = 2_000;
+
+/// Offsets for a random non-empty subset of `nodes`: each a random
+/// magnitude from [`OFFSETS_MS`] with a random sign.
+pub fn plan(nodes: &[NodeId], rng: &mut impl Rng) -> BTreeMap<NodeId, i64> {
+    assert!(!nodes.is_empty(), "no nodes to skew");
+    let count = rng.random_range(1..=nodes.len());
+    let mut shuffled = nodes.to_vec();
+    shuffled.shuffle(rng);
+    shuffled
+        .into_iter()
+        .take(count)
+        .map(|id| {
+            let magnitude = OFFSETS_MS[rng.random_range(0..OFFSETS_MS.len())];
+            (id, if rng.random_bool(0.5) { magnitude } else { -magnitude })
+        })
+        .collect()
+}
+
+/// Sets each node's offset.
+pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Result<(), NemesisError> {
+    for (&id, &offset_ms) in offsets_ms {
+        set_offset(id, cluster.addr(id), offset_ms).await?;
+    }
+    Ok(())
+}
+
+/// Sets the offset of every running node in `nodes` back to 0.
+pub async fn heal(cluster: &Cluster, nodes: impl IntoIterator<Item = NodeId>) -> Result<(), NemesisError> {
+    for id in nodes {
+        if cluster.is_running(id) {
+            set_offset(id, cluster.addr(id), 0).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls `Admin.SetClockOffset` on one node; returns the previous offset.
+pub async fn set_offset(id: NodeId, addr: SocketAddr, offset_ms: i64) -> Result<i64, NemesisError> {
+    let error = |message: String| NemesisError::Clock { id, message };
+    let channel = capkv::node::peers::channel(&addr.to_string(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(error)?;
+    let mut admin = AdminClient::new(channel);
+    let request = capkv::node::peers::request(SetClockOffsetRequest { offset_ms }, ADMIN_TIMEOUT_MS);
+    let reply = capkv::node::peers::call(ADMIN_TIMEOUT_MS, admin.set_clock_offset(request))
+        .await
+        .map_err(|status| error(format!("{}: {}", status.code(), status.message())))?;
+    Ok(reply.previous_offset_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    // Proves: offsets go to a non-empty subset of the nodes, are never 0,
+    // come from the documented magnitudes with both signs, and depend only
+    // on the seed.
+    #[test]
+    fn offsets_are_planned_from_the_seed() {
+        let nodes = [1, 2, 3];
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..50).map(|_| plan(&nodes, &mut rng)).collect::<Vec<_>>()
+        };
+        let plans = draw(9);
+        assert_eq!(plans, draw(9));
+        let mut signs = std::collections::BTreeSet::new();
+        for offsets in &plans {
+            assert!(!offsets.is_empty() && offsets.len() <= nodes.len());
+            for (id, ms) in offsets {
+                assert!(nodes.contains(id));
+                assert!(OFFSETS_MS.contains(&ms.abs()), "{ms}");
+                signs.insert(ms.signum());
+            }
+        }
+        assert_eq!(signs, std::collections::BTreeSet::from([-1, 1]));
+    }
+}
