@@ -90,6 +90,10 @@ else
   made_work_dir=0
 fi
 RESULTS="$WORK_DIR/results.jsonl"
+work_fs=$(df -PT "$WORK_DIR" | awk 'NR == 2 {print $2 " on " $1}')
+case "$work_fs" in
+  tmpfs*|ramfs*) say "WARNING: $WORK_DIR is on $work_fs: fsync costs nothing there, nothing is durable; use --work-dir on a disk" ;;
+esac
 : > "$RESULTS"
 
 # ---------------------------------------------------------------- clean-up
@@ -118,20 +122,48 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# ---------------------------------------------------------------- CPU use
+# What limits a figure shows in where the CPU went: the whole machine's busy
+# share (/proc/stat: everything but idle and iowait, so other load on a
+# shared machine shows too) and the cores the servers used (utime + stime of
+# SERVER_PIDS), both over the whole `kv bench` call (populate, warm-up,
+# measurement).
+CLK_TCK=$(getconf CLK_TCK)
+SERVER_PIDS=""
+machine_jiffies() {  # prints "busy total"
+  awk '/^cpu /{t=0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+server_ticks() {
+  local t=0 p
+  for p in $SERVER_PIDS; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
 # ---------------------------------------------------------------- the runs
 # run LABEL LEVEL OP CLIENTS kv-bench-args...: one `kv bench`, its JSON
-# report tagged with LABEL and LEVEL appended to results.jsonl. A set-up
-# failure is recorded too (it carries error / error_kind).
+# report tagged with LABEL and LEVEL (and the CPU use) appended to
+# results.jsonl. A set-up failure is recorded too (it carries error /
+# error_kind).
 run() {
   local label=$1 level=$2 op=$3 clients=$4; shift 4
   say "$label ${level:+$level }$op, $clients clients"
-  local out rc=0
+  local out rc=0 m0 m1 s0 s1 t0 t1
+  m0=$(machine_jiffies); s0=$(server_ticks); t0=$(date +%s.%N)
   out=$("$KV" bench --op "$op" --clients "$clients" --output json --no-progress "$@" 2>>"$WORK_DIR/bench.err") || rc=$?
+  m1=$(machine_jiffies); s1=$(server_ticks); t1=$(date +%s.%N)
   if [ -z "$out" ]; then
     out=$(jq -cn --arg e "kv bench exited $rc without a report; see $WORK_DIR/bench.err" '{error: $e, error_kind: "other"}')
   fi
+  local cpu
+  cpu=$(awk -v m0="$m0" -v m1="$m1" -v s0="$s0" -v s1="$s1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN {
+    split(m0, a, " "); split(m1, b, " ");
+    busy = (b[2] > a[2]) ? 100 * (b[1] - a[1]) / (b[2] - a[2]) : 0;
+    cores = (t1 > t0) ? (s1 - s0) / hz / (t1 - t0) : 0;
+    printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": %.2f}", busy, cores }')
   echo "$out" | jq -c --arg bench "$label" --arg level "$level" --arg op "$op" --argjson clients "$clients" \
-    '. + {bench: $bench, level: $level, op: $op, clients: $clients}' >> "$RESULTS"
+    --argjson cpu "$cpu" '. + {bench: $bench, level: $level, op: $op, clients: $clients} + $cpu' >> "$RESULTS"
   [ "$rc" = 0 ] || say "  failed: $(echo "$out" | jq -r '.error // .first_error // "see bench.err"' | head -c 300)"
 }
 
@@ -155,6 +187,7 @@ for _ in $(seq 1 900); do
   sleep 0.1
 done
 [ -n "$endpoints" ] || { echo "kv dev did not become ready" >&2; exit 2; }
+SERVER_PIDS=$(pgrep -P "$dev_pid" | tr '\n' ' ')
 
 for c in $CLIENTS; do
   run ping "" ping "$c" --endpoints "$endpoints" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
@@ -179,6 +212,7 @@ done
 say "stopping capkv"
 stop_pids "$dev_pid"
 pids=()
+SERVER_PIDS=""
 
 # etcd
 if [ "$ETCD" = 1 ]; then
@@ -206,6 +240,7 @@ if [ "$ETCD" = 1 ]; then
     done
     [ "$ok" = 1 ] || { echo "etcd e$i did not become healthy; see $WORK_DIR/etcd-e$i.log" >&2; tail -5 "$WORK_DIR/etcd-e$i.log" >&2; exit 2; }
   done
+  SERVER_PIDS="${pids[*]}"
   for op in $OPS; do
     for c in $CLIENTS; do
       run etcd "" "$op" "$c" --target etcd --endpoints "$etcd_endpoints" \
@@ -215,6 +250,7 @@ if [ "$ETCD" = 1 ]; then
   say "stopping etcd"
   stop_pids "${pids[@]}"
   pids=()
+  SERVER_PIDS=""
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -228,32 +264,35 @@ fmt_us='def t: if . == null then "–" elif . < 1000 then "\(.) µs"
 
 echo "### capkv vs etcd ($(date -u +%Y-%m-%d), $(nproc) cores, ${DURATION} per run, ${VALUE_SIZE} B values, ${KEYS} keys)"
 echo
-echo "Load average before: $load_before; after: $load_after."
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+mem_gib=$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
+echo "Machine: $(nproc) cores (${cpu_model:-unknown CPU}), ${mem_gib} GiB RAM, data on $work_fs, Linux $(uname -r)."
+echo "Load average before: $load_before; after: $load_after (above $(nproc), other work shared the CPUs: numbers are noisy)."
 echo
-echo "| target | op | clients | ops/s | p50 | p99 | vs etcd |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | machine CPU busy |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 jq -rs "$fmt_us"'
   (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
   | .[] | select(.bench == "capkv" or .bench == "etcd")
   | (if .bench == "etcd" then "etcd 3.4 (linearizable)" else "capkv \(.level)" end) as $who
   | if .error != null then
       (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
-      | "| \($who) | \(.op) | \(.clients) | \($na) | | | |"
+      | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | |"
     else
       ($etcd["\(.op)/\(.clients)"]) as $e
       | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\((.ops_per_sec / $e * 100 | round) / 100)×" end) as $ratio
-      | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) |"
+      | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores) | \(.machine_cpu_busy_pct) % |"
         + (if .errors > 0 then " \(.errors) errors" else "" end)
     end
 ' "$RESULTS"
 echo
 echo "Machine floors (same tool, same disk):"
 echo
-echo "| probe | clients | ops/s | p50 | p99 | p99.9 |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| probe | clients | ops/s | p50 | p99 | p99.9 | machine CPU busy |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 jq -rs "$fmt_us"'
   .[] | select(.bench == "fsync" or .bench == "ping")
   | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
-  | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | |"
-    else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) |" end
+  | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | |"
+    else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.machine_cpu_busy_pct) % |" end
 ' "$RESULTS"
