@@ -158,6 +158,7 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
         .collect();
 
     sleep_unless_stopped(cfg.warmup, &progress.stop).await;
+    let cpu_start = process_cpu_time();
     let measure_start = Instant::now();
     let _ = progress.measuring_since.set(measure_start);
     control.recording.store(true, Ordering::Release);
@@ -179,8 +180,25 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
         return Err(BenchError::Task(e));
     }
     let elapsed = measure_start.elapsed();
+    let client_cpu = process_cpu_time().saturating_sub(cpu_start);
     progress.set_phase(Phase::Done);
-    Ok(Report::new(cfg, &total, elapsed, progress.was_interrupted()))
+    let mut report = Report::new(cfg, &total, elapsed, progress.was_interrupted());
+    report.client_cpu_cores = client_cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+/// CPU time (user + system) this process has used so far. The load
+/// generator shares the machine with the servers under test; how much of
+/// it the generator took tells whether a figure measured the servers.
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.max(0) as u32).min(999_999) * 1_000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 async fn sleep_unless_stopped(d: Duration, stop: &CancellationToken) {

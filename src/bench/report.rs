@@ -79,6 +79,9 @@ pub struct Report {
     pub cas_failed_compare: Option<u64>,
     /// The same summary per request kind (get and set of `mixed`).
     pub by_request: BTreeMap<&'static str, Summary>,
+    /// CPU the load generator itself used while measuring, in cores
+    /// (CPU seconds per second).
+    pub client_cpu_cores: f64,
 }
 
 impl Report {
@@ -95,6 +98,7 @@ impl Report {
             cas_swapped: has_cas.then_some(stats.cas_swapped),
             cas_failed_compare: has_cas.then_some(stats.cas_failed_compare),
             by_request: stats.by_kind.iter().map(|(k, s)| (k.name(), Summary::of(s, elapsed))).collect(),
+            client_cpu_cores: 0.0,
         }
     }
 
@@ -150,6 +154,7 @@ impl Report {
                 let _ = writeln!(out, "    {kind:<5}     {:.1} ops/s, {}", s.ops_per_sec, latency_line(s));
             }
         }
+        let _ = writeln!(out, "  client CPU  {:.2} cores (this load generator)", self.client_cpu_cores);
         if let (Some(sw), Some(failed)) = (self.cas_swapped, self.cas_failed_compare) {
             let _ = writeln!(out, "  cas         {sw} swapped, {failed} failed compares");
         }
