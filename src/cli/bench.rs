@@ -207,9 +207,11 @@ async fn progress_bar(cfg: BenchConfig, progress: Arc<Progress>, finished: Cance
                 }
             }
         };
+        // Message first: a redraw between these calls then shows the new
+        // phase with the old bar, never the old phase with a reset bar.
+        bar.set_message(msg);
         bar.set_length(len.max(1));
         bar.set_position(pos);
-        bar.set_message(msg);
     }
     bar.finish_and_clear();
 }
