@@ -258,7 +258,9 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
 
 # µs → "123 µs" or "4.50 ms".
-fmt_us='def t: if . == null then "–" elif . < 1000 then "\(.) µs"
+fmt_us='def f2: (. * 100 | round) as $c | ($c % 100 | tostring) as $d
+  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)";
+def t: if . == null then "–" elif . < 1000 then "\(.) µs"
   else (. / 10 | round) as $c | ($c % 100 | tostring) as $d
   | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end) ms" end;'
 
@@ -267,32 +269,36 @@ echo
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
 echo "Machine: $(nproc) cores (${cpu_model:-unknown CPU}), ${mem_gib} GiB RAM, data on $work_fs, Linux $(uname -r)."
-echo "Load average before: $load_before; after: $load_after (above $(nproc), other work shared the CPUs: numbers are noisy)."
+noisy=""
+if awk -v a="${load_before%% *}" -v b="${load_after%% *}" -v n="$(nproc)" 'BEGIN { exit !(a > n / 2 || b > n) }'; then
+  noisy=" — other work shared the CPUs: PRELIMINARY, noisy numbers"
+fi
+echo "Load average before: $load_before; after: $load_after$noisy."
 echo
-echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | machine CPU busy |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | client CPU (cores) | machine CPU busy |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 jq -rs "$fmt_us"'
   (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
   | .[] | select(.bench == "capkv" or .bench == "etcd")
   | (if .bench == "etcd" then "etcd 3.4 (linearizable)" else "capkv \(.level)" end) as $who
   | if .error != null then
       (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
-      | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | |"
+      | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | |"
     else
       ($etcd["\(.op)/\(.clients)"]) as $e
-      | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\((.ops_per_sec / $e * 100 | round) / 100)×" end) as $ratio
-      | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores) | \(.machine_cpu_busy_pct) % |"
+      | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\(.ops_per_sec / $e | f2)×" end) as $ratio
+      | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores | f2) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
         + (if .errors > 0 then " \(.errors) errors" else "" end)
     end
 ' "$RESULTS"
 echo
 echo "Machine floors (same tool, same disk):"
 echo
-echo "| probe | clients | ops/s | p50 | p99 | p99.9 | machine CPU busy |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| probe | clients | ops/s | p50 | p99 | p99.9 | client CPU (cores) | machine CPU busy |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 jq -rs "$fmt_us"'
   .[] | select(.bench == "fsync" or .bench == "ping")
   | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
-  | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | |"
-    else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.machine_cpu_busy_pct) % |" end
+  | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
+    else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
 ' "$RESULTS"
