@@ -22,7 +22,8 @@
 #   --keys K           (default 1000)
 #   --work-dir DIR     data of both clusters (default: a new temp dir; must be on disk, not tmpfs)
 #   --keep             keep the work dir (logs, data, results.jsonl)
-#   --json-out FILE    also write every run's JSON report to FILE
+#   --json-out FILE    also write every run's JSON report to FILE (one per line, the run's context last)
+#   --from-json FILE   run nothing: print the tables from a FILE written by --json-out
 #   --no-build         use the kv binary already in $CARGO_TARGET_DIR/release
 #   --no-etcd          capkv only
 #   --capkv-port P     first capkv port (default 17101; uses P..P+2)
@@ -43,6 +44,7 @@ KEYS=1000
 WORK_DIR=""
 KEEP=0
 JSON_OUT=""
+FROM_JSON=""
 BUILD=1
 ETCD=1
 CAPKV_PORT=17101
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
     --work-dir) WORK_DIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --json-out) JSON_OUT=$2; shift 2 ;;
+    --from-json) FROM_JSON=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-etcd) ETCD=0; shift ;;
     --capkv-port) CAPKV_PORT=$2; shift 2 ;;
@@ -70,6 +73,59 @@ while [ $# -gt 0 ]; do
 done
 
 say() { echo "==> $*" >&2; }
+
+# print_table RESULTS: the markdown tables from a results.jsonl.
+print_table() {
+  local results=$1
+  # f2: two decimals; t: µs → "123 µs" or "4.50 ms".
+  local defs='def f2: (. * 100 | round) as $c | ($c % 100 | tostring) as $d
+  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)";
+def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | f2) ms" end;'
+  jq -rs "$defs"'
+    (map(select(.bench == "meta")) | last // {}) as $m
+    | "### capkv vs etcd (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
+      "",
+      "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
+        + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
+        + (if (($m.load_before // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1) / 2
+              or (($m.load_after // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1)
+           then " — other work shared the CPUs: PRELIMINARY, noisy numbers." else "." end),
+      ""
+  ' "$results"
+  echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | ops per server core-s | client CPU (cores) | machine CPU busy |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  jq -rs "$defs"'
+    (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
+    | .[] | select(.bench == "capkv" or .bench == "etcd")
+    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" end) as $who
+    | if .error != null then
+        (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
+        | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | | |"
+      else
+        ($etcd["\(.op)/\(.clients)"]) as $e
+        | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\(.ops_per_sec / $e | f2)×" end) as $ratio
+        | (if (.server_cpu_cores // 0) > 0 then (.ops_per_sec / .server_cpu_cores | round) else "–" end) as $per_core
+        | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores | f2) | \($per_core) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
+          + (if .errors > 0 then " \(.errors) errors" else "" end)
+      end
+  ' "$results"
+  echo
+  echo "Machine floors (same tool, same disk):"
+  echo
+  echo "| probe | clients | ops/s | p50 | p99 | p99.9 | client CPU (cores) | machine CPU busy |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  jq -rs "$defs"'
+    .[] | select(.bench == "fsync" or .bench == "ping")
+    | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
+    | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
+      else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
+  ' "$results"
+}
+
+if [ -n "$FROM_JSON" ]; then
+  print_table "$FROM_JSON"
+  exit 0
+fi
 
 extra_packages=(jq curl)
 [ "$ETCD" = 1 ] && extra_packages+=(etcd-server)
@@ -254,51 +310,15 @@ if [ "$ETCD" = 1 ]; then
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# ---------------------------------------------------------------- the table
+# The run's context, as the last line of results.jsonl (--from-json reads it).
+jq -cn --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson nproc "$(nproc)" \
+  --arg cpu "$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+  --argjson mem_gib "$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" \
+  --arg fs "$work_fs" --arg kernel "$(uname -r)" --arg etcd "$(etcd --version 2>/dev/null | head -1 || true)" \
+  --arg load_before "$load_before" --arg load_after "$load_after" \
+  --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson value_size "$VALUE_SIZE" --argjson keys "$KEYS" \
+  '{bench: "meta", date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
+    load_before: $load_before, load_after: $load_after, duration: $duration, warmup: $warmup,
+    value_size: $value_size, keys: $keys}' >> "$RESULTS"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
-
-# µs → "123 µs" or "4.50 ms".
-fmt_us='def f2: (. * 100 | round) as $c | ($c % 100 | tostring) as $d
-  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)";
-def t: if . == null then "–" elif . < 1000 then "\(.) µs"
-  else (. / 10 | round) as $c | ($c % 100 | tostring) as $d
-  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end) ms" end;'
-
-echo "### capkv vs etcd ($(date -u +%Y-%m-%d), $(nproc) cores, ${DURATION} per run, ${VALUE_SIZE} B values, ${KEYS} keys)"
-echo
-cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-mem_gib=$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)
-echo "Machine: $(nproc) cores (${cpu_model:-unknown CPU}), ${mem_gib} GiB RAM, data on $work_fs, Linux $(uname -r)."
-noisy=""
-if awk -v a="${load_before%% *}" -v b="${load_after%% *}" -v n="$(nproc)" 'BEGIN { exit !(a > n / 2 || b > n) }'; then
-  noisy=" — other work shared the CPUs: PRELIMINARY, noisy numbers"
-fi
-echo "Load average before: $load_before; after: $load_after$noisy."
-echo
-echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | client CPU (cores) | machine CPU busy |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-jq -rs "$fmt_us"'
-  (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
-  | .[] | select(.bench == "capkv" or .bench == "etcd")
-  | (if .bench == "etcd" then "etcd 3.4 (linearizable)" else "capkv \(.level)" end) as $who
-  | if .error != null then
-      (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
-      | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | |"
-    else
-      ($etcd["\(.op)/\(.clients)"]) as $e
-      | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\(.ops_per_sec / $e | f2)×" end) as $ratio
-      | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores | f2) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
-        + (if .errors > 0 then " \(.errors) errors" else "" end)
-    end
-' "$RESULTS"
-echo
-echo "Machine floors (same tool, same disk):"
-echo
-echo "| probe | clients | ops/s | p50 | p99 | p99.9 | client CPU (cores) | machine CPU busy |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-jq -rs "$fmt_us"'
-  .[] | select(.bench == "fsync" or .bench == "ping")
-  | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
-  | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
-    else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
-' "$RESULTS"
+print_table "$RESULTS"
