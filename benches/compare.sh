@@ -78,8 +78,8 @@ say() { echo "==> $*" >&2; }
 print_table() {
   local results=$1
   # f2: two decimals; t: µs → "123 µs" or "4.50 ms".
-  local defs='def f2: (. * 100 | round) as $c | ($c % 100 | tostring) as $d
-  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)";
+  local defs='def f2: if . < 0 then "-" + (- . | f2) else (. * 100 | round) as $c | ($c % 100 | tostring) as $d
+  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)" end;
 def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | f2) ms" end;'
   jq -rs "$defs"'
     (map(select(.bench == "meta")) | last // {}) as $m
@@ -105,8 +105,10 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
         ($etcd["\(.op)/\(.clients)"]) as $e
         | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\(.ops_per_sec / $e | f2)×" end) as $ratio
         | (if (.server_cpu_cores // 0) > 0 then (.ops_per_sec / .server_cpu_cores | round) else "–" end) as $per_core
-        | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \(.server_cpu_cores | f2) | \($per_core) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
-          + (if .errors > 0 then " \(.errors) errors" else "" end)
+        | (if .server_cpu_cores == null then "–" else (.server_cpu_cores | f2) end) as $server_cpu
+        | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \($server_cpu) | \($per_core) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
+          + (if .errors > 0 then " \(.errors) errors (\(.errors_by_kind | keys | join(", ")))" else "" end)
+          + (if .server_died then " a server died during the run" else "" end)
       end
   ' "$results"
   echo
@@ -212,12 +214,22 @@ run() {
   if [ -z "$out" ]; then
     out=$(jq -cn --arg e "kv bench exited $rc without a report; see $WORK_DIR/bench.err" '{error: $e, error_kind: "other"}')
   fi
+  # A server that died during the run makes the row (and its CPU sum)
+  # meaningless: flag it and keep the logs.
+  local died="" p
+  for p in $SERVER_PIDS; do kill -0 "$p" 2>/dev/null || died+="${died:+ }$p"; done
+  if [ -n "$died" ]; then
+    say "  WARNING: server process(es) $died died during this run; keeping $WORK_DIR for the logs"
+    KEEP=1
+    SERVER_PIDS=$(for p in $SERVER_PIDS; do kill -0 "$p" 2>/dev/null && echo "$p"; done | tr '\n' ' ')
+  fi
   local cpu
-  cpu=$(awk -v m0="$m0" -v m1="$m1" -v s0="$s0" -v s1="$s1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN {
+  cpu=$(awk -v m0="$m0" -v m1="$m1" -v s0="$s0" -v s1="$s1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v died="$died" 'BEGIN {
     split(m0, a, " "); split(m1, b, " ");
     busy = (b[2] > a[2]) ? 100 * (b[1] - a[1]) / (b[2] - a[2]) : 0;
     cores = (t1 > t0) ? (s1 - s0) / hz / (t1 - t0) : 0;
-    printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": %.2f}", busy, cores }')
+    if (died != "") printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": null, \"server_died\": \"%s\"}", busy, died;
+    else printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": %.2f}", busy, cores }')
   echo "$out" | jq -c --arg bench "$label" --arg level "$level" --arg op "$op" --argjson clients "$clients" \
     --argjson cpu "$cpu" '. + {bench: $bench, level: $level, op: $op, clients: $clients} + $cpu' >> "$RESULTS"
   [ "$rc" = 0 ] || say "  failed: $(echo "$out" | jq -r '.error // .first_error // "see bench.err"' | head -c 300)"
