@@ -37,7 +37,7 @@ pub enum OpArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TargetArg {
     Capkv,
-    /// etcd 3.x (--endpoints are etcd client URLs); always linearizable.
+    /// etcd 3.x (--endpoints are etcd client addresses, HOST:PORT); always linearizable.
     Etcd,
 }
 
