@@ -7,8 +7,10 @@
 //! * [`levels`]: one module per consistency level;
 //! * [`node`]: process wiring and gRPC services;
 //! * [`client`]: the gRPC client library;
+//! * [`bench`]: the load generator behind `kv bench`;
 //! * [`cli`]: the `kv` command line.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -3,6 +3,7 @@
 //! stderr and an exit status (0 ok, 1 "no" answers such as not found or a
 //! failed compare, 2 errors).
 
+pub mod bench;
 pub mod cluster;
 pub mod data;
 pub mod dev;
@@ -80,6 +81,8 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Load generator: throughput and latency percentiles against capkv or etcd.
+    Bench(bench::BenchArgs),
     /// Run a Jepsen-style fault-injection test (runs kv-jepsen jepsen).
     Jepsen {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -129,6 +132,7 @@ pub fn run() -> ExitCode {
         Command::Check { ref args } => external::run("check", args),
         Command::Jepsen { ref args } => external::run("jepsen", args),
         Command::Cluster { ref command } => with_runtime(cluster::run(&cli, command)),
+        Command::Bench(ref args) => bench::run(&cli, args),
         _ => with_runtime(data::run(&cli)),
     }
 }

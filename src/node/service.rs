@@ -1,5 +1,5 @@
 //! The client-facing gRPC services: `Kv` (validate, then route the request
-//! to its level), `Cluster` (status) and `Admin` (test hooks).
+//! to its level), `Cluster` (status, ping) and `Admin` (test hooks).
 //!
 //! Every refusal is a gRPC status whose message is one sentence a user can
 //! act on. Statuses that mean "certainly not applied" carry the metadata
@@ -231,6 +231,12 @@ impl Cluster for ClusterService {
             }),
             clock_offset_ms: crate::clock::offset_ms(),
         }))
+    }
+
+    /// Echoes the payload and nothing else: the benchmark baseline for a
+    /// bare tonic round trip (its size is bounded by tonic's decoding limit).
+    async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse { payload: req.into_inner().payload }))
     }
 }
 

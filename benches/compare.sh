@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# benches/compare.sh — capkv (every level) against etcd 3.x on this machine,
+# with the same load generator (`kv bench`), concurrency and value size,
+# plus the machine's own floors measured by the same tool: fsync latency
+# (append + fdatasync in the data directory) and the bare gRPC round trip
+# (`kv bench --op ping`).
+#
+# Starts a 3-node capkv (`kv dev`) and then a 3-member etcd, both on
+# loopback, both durable (fsync per acknowledged write), with their data in
+# one work directory on the same disk. Runs each op at each client count for
+# each capkv level and for etcd, then prints a markdown table. Levels a node
+# answers UNIMPLEMENTED show as "n/a (UNIMPLEMENTED)". Everything it starts
+# is stopped on exit, also on Ctrl-C or failure.
+#
+# Usage: benches/compare.sh [options]
+#   --duration D       measured time per run (default 10s)
+#   --warmup D         warm-up per run (default 2s)
+#   --clients "1 32 256"
+#   --ops "set get"    any of set get cas mixed
+#   --levels "eventual quorum linearizable"
+#   --value-size B     (default 128)
+#   --keys K           (default 1000)
+#   --work-dir DIR     data of both clusters (default: a new temp dir; must be on disk, not tmpfs)
+#   --keep             keep the work dir (logs, data, results.jsonl)
+#   --json-out FILE    also write every run's JSON report to FILE (one per line, the run's context last)
+#   --from-json FILE   run nothing: print the tables from a FILE written by --json-out
+#   --no-build         use the kv binary already in $CARGO_TARGET_DIR/release
+#   --no-etcd          capkv only
+#   --capkv-port P     first capkv port (default 17101; uses P..P+2)
+#   --etcd-port P      first etcd client port (default 17201; clients P..P+2, peers P+10..P+12)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/env.sh
+source "$here/../scripts/env.sh"
+
+DURATION=10s
+WARMUP=2s
+CLIENTS="1 32 256"
+OPS="set get"
+LEVELS="eventual quorum linearizable"
+VALUE_SIZE=128
+KEYS=1000
+WORK_DIR=""
+KEEP=0
+JSON_OUT=""
+FROM_JSON=""
+BUILD=1
+ETCD=1
+CAPKV_PORT=17101
+ETCD_PORT=17201
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --clients) CLIENTS=$2; shift 2 ;;
+    --ops) OPS=$2; shift 2 ;;
+    --levels) LEVELS=$2; shift 2 ;;
+    --value-size) VALUE_SIZE=$2; shift 2 ;;
+    --keys) KEYS=$2; shift 2 ;;
+    --work-dir) WORK_DIR=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --json-out) JSON_OUT=$2; shift 2 ;;
+    --from-json) FROM_JSON=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --no-etcd) ETCD=0; shift ;;
+    --capkv-port) CAPKV_PORT=$2; shift 2 ;;
+    --etcd-port) ETCD_PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "==> $*" >&2; }
+
+# print_table RESULTS: the markdown tables from a results.jsonl.
+print_table() {
+  local results=$1
+  # f2: two decimals; t: µs → "123 µs" or "4.50 ms".
+  local defs='def f2: if . < 0 then "-" + (- . | f2) else (. * 100 | round) as $c | ($c % 100 | tostring) as $d
+  | "\($c / 100 | floor).\(if ($d | length) < 2 then "0" + $d else $d end)" end;
+def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | f2) ms" end;'
+  jq -rs "$defs"'
+    (map(select(.bench == "meta")) | last // {}) as $m
+    | "### capkv vs etcd (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
+      "",
+      "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
+        + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
+        + (if (($m.load_before // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1) / 2
+              or (($m.load_after // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1)
+           then " — other work shared the CPUs: PRELIMINARY, noisy numbers." else "." end),
+      ""
+  ' "$results"
+  echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | ops per server core-s | client CPU (cores) | machine CPU busy |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  jq -rs "$defs"'
+    (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
+    | .[] | select(.bench == "capkv" or .bench == "etcd")
+    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" end) as $who
+    | if .error != null then
+        (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
+        | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | | |"
+      else
+        ($etcd["\(.op)/\(.clients)"]) as $e
+        | (if .bench == "etcd" then "1.00×" elif $e == null or $e == 0 then "–" else "\(.ops_per_sec / $e | f2)×" end) as $ratio
+        | (if (.server_cpu_cores // 0) > 0 then (.ops_per_sec / .server_cpu_cores | round) else "–" end) as $per_core
+        | (if .server_cpu_cores == null then "–" else (.server_cpu_cores | f2) end) as $server_cpu
+        | "| \($who) | \(.op) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \($ratio) | \($server_cpu) | \($per_core) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
+          + (if .errors > 0 then " \(.errors) errors (\(.errors_by_kind | keys | join(", ")))" else "" end)
+          + (if .server_died then " a server died during the run" else "" end)
+      end
+  ' "$results"
+  echo
+  echo "Machine floors (same tool, same disk):"
+  echo
+  echo "| probe | clients | ops/s | p50 | p99 | p99.9 | client CPU (cores) | machine CPU busy |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  jq -rs "$defs"'
+    .[] | select(.bench == "fsync" or .bench == "ping")
+    | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
+    | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
+      else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
+  ' "$results"
+}
+
+if [ -n "$FROM_JSON" ]; then
+  print_table "$FROM_JSON"
+  exit 0
+fi
+
+extra_packages=(jq curl)
+[ "$ETCD" = 1 ] && extra_packages+=(etcd-server)
+capkv_need_packages "${extra_packages[@]}"
+[ "$BUILD" = 1 ] && capkv_build
+KV="$CAPKV_BIN/kv"
+[ -x "$KV" ] || { echo "compare.sh: $KV not found (drop --no-build)" >&2; exit 2; }
+"$KV" bench --help >/dev/null 2>&1 || {
+  echo "compare.sh: $KV has no 'bench' subcommand: build this branch (drop --no-build) or set CARGO_TARGET_DIR" >&2
+  exit 2
+}
+
+if [ -z "$WORK_DIR" ]; then
+  WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/capkv-compare.XXXXXX")
+  made_work_dir=1
+else
+  mkdir -p "$WORK_DIR"
+  made_work_dir=0
+fi
+RESULTS="$WORK_DIR/results.jsonl"
+work_fs=$(df -PT "$WORK_DIR" | awk 'NR == 2 {print $2 " on " $1}')
+case "$work_fs" in
+  tmpfs*|ramfs*) say "WARNING: $WORK_DIR is on $work_fs: fsync costs nothing there, nothing is durable; use --work-dir on a disk" ;;
+esac
+: > "$RESULTS"
+
+# ---------------------------------------------------------------- clean-up
+pids=()
+stop_pids() {
+  local p
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -gt 0 ] && stop_pids "${pids[@]}"
+  if [ "$KEEP" = 1 ] || [ "$made_work_dir" = 0 ]; then
+    say "work dir kept: $WORK_DIR"
+  else
+    rm -rf "$WORK_DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- CPU use
+# What limits a figure shows in where the CPU went: the whole machine's busy
+# share (/proc/stat: everything but idle and iowait, so other load on a
+# shared machine shows too) and the cores the servers used (utime + stime of
+# SERVER_PIDS), both over the whole `kv bench` call (populate, warm-up,
+# measurement).
+CLK_TCK=$(getconf CLK_TCK)
+SERVER_PIDS=""
+machine_jiffies() {  # prints "busy total"
+  awk '/^cpu /{t=0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+server_ticks() {
+  local t=0 p
+  for p in $SERVER_PIDS; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+# ---------------------------------------------------------------- the runs
+# run LABEL LEVEL OP CLIENTS kv-bench-args...: one `kv bench`, its JSON
+# report tagged with LABEL and LEVEL (and the CPU use) appended to
+# results.jsonl. A set-up failure is recorded too (it carries error /
+# error_kind).
+run() {
+  local label=$1 level=$2 op=$3 clients=$4; shift 4
+  say "$label ${level:+$level }$op, $clients clients"
+  local out rc=0 m0 m1 s0 s1 t0 t1
+  m0=$(machine_jiffies); s0=$(server_ticks); t0=$(date +%s.%N)
+  out=$("$KV" bench --op "$op" --clients "$clients" --output json --no-progress "$@" 2>>"$WORK_DIR/bench.err") || rc=$?
+  m1=$(machine_jiffies); s1=$(server_ticks); t1=$(date +%s.%N)
+  if [ -z "$out" ]; then
+    out=$(jq -cn --arg e "kv bench exited $rc without a report; see $WORK_DIR/bench.err" '{error: $e, error_kind: "other"}')
+  fi
+  # A server that died during the run makes the row (and its CPU sum)
+  # meaningless: flag it and keep the logs.
+  local died="" p
+  for p in $SERVER_PIDS; do kill -0 "$p" 2>/dev/null || died+="${died:+ }$p"; done
+  if [ -n "$died" ]; then
+    say "  WARNING: server process(es) $died died during this run; keeping $WORK_DIR for the logs"
+    KEEP=1
+    SERVER_PIDS=$(for p in $SERVER_PIDS; do kill -0 "$p" 2>/dev/null && echo "$p"; done | tr '\n' ' ')
+  fi
+  local cpu
+  cpu=$(awk -v m0="$m0" -v m1="$m1" -v s0="$s0" -v s1="$s1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" -v died="$died" 'BEGIN {
+    split(m0, a, " "); split(m1, b, " ");
+    busy = (b[2] > a[2]) ? 100 * (b[1] - a[1]) / (b[2] - a[2]) : 0;
+    cores = (t1 > t0) ? (s1 - s0) / hz / (t1 - t0) : 0;
+    if (died != "") printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": null, \"server_died\": \"%s\"}", busy, died;
+    else printf "{\"machine_cpu_busy_pct\": %.0f, \"server_cpu_cores\": %.2f}", busy, cores }')
+  echo "$out" | jq -c --arg bench "$label" --arg level "$level" --arg op "$op" --argjson clients "$clients" \
+    --argjson cpu "$cpu" '. + {bench: $bench, level: $level, op: $op, clients: $clients} + $cpu' >> "$RESULTS"
+  [ "$rc" = 0 ] || say "  failed: $(echo "$out" | jq -r '.error // .first_error // "see bench.err"' | head -c 300)"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Physical floors, measured with the same tool on the same disk.
+say "fsync floor in $WORK_DIR"
+run fsync "" fsync 1 --data-dir "$WORK_DIR" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup 1s
+
+# capkv
+say "starting a 3-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + 2)))"
+"$KV" dev --nodes 3 --base-port "$CAPKV_PORT" --data-dir "$WORK_DIR/capkv" \
+  > "$WORK_DIR/kv-dev.out" 2> "$WORK_DIR/kv-dev.err" &
+dev_pid=$!
+pids+=("$dev_pid")
+endpoints=""
+for _ in $(seq 1 900); do
+  endpoints=$(sed -n 's/^KV_ENDPOINTS=//p' "$WORK_DIR/kv-dev.out" 2>/dev/null || true)
+  [ -n "$endpoints" ] && break
+  kill -0 "$dev_pid" 2>/dev/null || { echo "kv dev died:" >&2; tail -20 "$WORK_DIR/kv-dev.err" >&2; exit 2; }
+  sleep 0.1
+done
+[ -n "$endpoints" ] || { echo "kv dev did not become ready" >&2; exit 2; }
+SERVER_PIDS=$(pgrep -P "$dev_pid" | tr '\n' ' ')
+
+for c in $CLIENTS; do
+  run ping "" ping "$c" --endpoints "$endpoints" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+done
+for level in $LEVELS; do
+  for op in $OPS; do
+    for c in $CLIENTS; do
+      run capkv "$level" "$op" "$c" --target capkv --consistency "$level" --endpoints "$endpoints" \
+        --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/$level/" --duration "$DURATION" --warmup "$WARMUP"
+      # A level that is not built fails the same way at every client count.
+      if [ "$(tail -1 "$RESULTS" | jq -r '.error_kind // ""')" = unimplemented ]; then
+        for c2 in $CLIENTS; do
+          [ "$c2" = "$c" ] && continue
+          jq -cn --arg level "$level" --arg op "$op" --argjson clients "$c2" \
+            '{bench: "capkv", level: $level, op: $op, clients: $clients, error_kind: "unimplemented", error: "skipped: level not built"}' >> "$RESULTS"
+        done
+        break
+      fi
+    done
+  done
+done
+say "stopping capkv"
+stop_pids "$dev_pid"
+pids=()
+SERVER_PIDS=""
+
+# etcd
+if [ "$ETCD" = 1 ]; then
+  etcd_endpoints=""
+  cluster=""
+  for i in 1 2 3; do
+    cluster+="${cluster:+,}e$i=http://127.0.0.1:$((ETCD_PORT + 9 + i))"
+    etcd_endpoints+="${etcd_endpoints:+,}127.0.0.1:$((ETCD_PORT + i - 1))"
+  done
+  say "starting a 3-member etcd ($(etcd --version | head -1), clients $etcd_endpoints)"
+  for i in 1 2 3; do
+    cport=$((ETCD_PORT + i - 1)); pport=$((ETCD_PORT + 9 + i))
+    etcd --name "e$i" --data-dir "$WORK_DIR/etcd/e$i" \
+      --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token capkv-compare \
+      > "$WORK_DIR/etcd-e$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  for i in 1 2 3; do
+    ok=0
+    for _ in $(seq 1 300); do
+      if curl -fsS "http://127.0.0.1:$((ETCD_PORT + i - 1))/health" 2>/dev/null | grep -q '"health":"true"'; then ok=1; break; fi
+      sleep 0.1
+    done
+    [ "$ok" = 1 ] || { echo "etcd e$i did not become healthy; see $WORK_DIR/etcd-e$i.log" >&2; tail -5 "$WORK_DIR/etcd-e$i.log" >&2; exit 2; }
+  done
+  SERVER_PIDS="${pids[*]}"
+  for op in $OPS; do
+    for c in $CLIENTS; do
+      run etcd "" "$op" "$c" --target etcd --endpoints "$etcd_endpoints" \
+        --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+  say "stopping etcd"
+  stop_pids "${pids[@]}"
+  pids=()
+  SERVER_PIDS=""
+fi
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The run's context, as the last line of results.jsonl (--from-json reads it).
+jq -cn --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson nproc "$(nproc)" \
+  --arg cpu "$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+  --argjson mem_gib "$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" \
+  --arg fs "$work_fs" --arg kernel "$(uname -r)" --arg etcd "$(etcd --version 2>/dev/null | head -1 || true)" \
+  --arg load_before "$load_before" --arg load_after "$load_after" \
+  --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson value_size "$VALUE_SIZE" --argjson keys "$KEYS" \
+  '{bench: "meta", date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
+    load_before: $load_before, load_after: $load_after, duration: $duration, warmup: $warmup,
+    value_size: $value_size, keys: $keys}' >> "$RESULTS"
+[ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
+print_table "$RESULTS"

@@ -1,0 +1,260 @@
+//! What one benchmark run does, and the bounds every setting must respect.
+//!
+//! The CLI fills a [`BenchConfig`]; [`BenchConfig::validate`] rejects
+//! anything out of bounds before a single connection is made, so a typo
+//! fails in milliseconds instead of after a warm-up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::BenchError;
+use crate::level::Level;
+
+/// Concurrent clients (= connections) at most.
+pub const MAX_CLIENTS: usize = 4_096;
+/// Distinct keys at most (pre-population writes each one once).
+pub const MAX_KEYS: u64 = 10_000_000;
+/// Largest value (or ping payload / fsync write), in bytes. Nodes refuse
+/// more than their `--max-value-bytes` (1 MiB by default) anyway.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest measured phase.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Longest warm-up.
+pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
+/// Longest key prefix, in bytes (keys are the prefix plus 10 digits).
+pub const MAX_KEY_PREFIX_BYTES: usize = 1_024;
+
+/// The workload a run issues (`--op`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Reads of pre-populated keys.
+    Get,
+    /// Blind writes.
+    Set,
+    /// Compare-and-set against the value the client last saw.
+    Cas,
+    /// Gets with probability `read_ratio`, sets otherwise.
+    Mixed,
+    /// capkv's bare `Cluster.Ping` round trip: no storage, no level.
+    Ping,
+    /// Append + fdatasync of a local file: the disk's durable-write floor.
+    Fsync,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::Set => "set",
+            Operation::Cas => "cas",
+            Operation::Mixed => "mixed",
+            Operation::Ping => "ping",
+            Operation::Fsync => "fsync",
+        }
+    }
+
+    /// Whether the keys must exist (with known values) before measuring.
+    pub fn needs_population(self) -> bool {
+        matches!(self, Operation::Get | Operation::Cas | Operation::Mixed)
+    }
+
+    /// Whether the consistency level means anything for this workload.
+    pub fn uses_level(self) -> bool {
+        !matches!(self, Operation::Ping | Operation::Fsync)
+    }
+}
+
+/// The system under test (`--target`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Capkv,
+    /// etcd 3.x through the `etcd-client` crate: set = Put, get =
+    /// linearizable Range, cas = Txn(value compare → Put, else Get).
+    Etcd,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Capkv => "capkv",
+            Target::Etcd => "etcd",
+        }
+    }
+}
+
+/// When the measured phase ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopAfter {
+    /// After this much time (requests in flight then still count).
+    Duration(Duration),
+    /// After this many requests, summed over all clients.
+    Requests(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub operation: Operation,
+    pub target: Target,
+    /// The level of every capkv request; etcd is always linearizable.
+    pub level: Level,
+    /// `host:port` (or `http://host:port`) of the nodes.
+    pub endpoints: Vec<String>,
+    pub clients: usize,
+    pub stop: StopAfter,
+    /// Requests issued before measuring starts, and not counted.
+    pub warmup: Duration,
+    pub keys: u64,
+    pub value_bytes: usize,
+    /// Share of gets in the `mixed` workload, in [0, 1].
+    pub read_ratio: f64,
+    /// Deadline of each request.
+    pub timeout: Duration,
+    /// Seeds every client's generator (client i uses seed + i).
+    pub seed: u64,
+    pub key_prefix: String,
+    /// Directory of the `fsync` workload's files.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl BenchConfig {
+    /// A run of `operation` with the defaults of `kv bench`.
+    pub fn new(operation: Operation, target: Target, endpoints: Vec<String>) -> Self {
+        BenchConfig {
+            operation,
+            target,
+            level: Level::Eventual,
+            endpoints,
+            clients: 1,
+            stop: StopAfter::Duration(Duration::from_secs(10)),
+            warmup: Duration::from_secs(2),
+            keys: 1_000,
+            value_bytes: 128,
+            read_ratio: 0.9,
+            timeout: Duration::from_secs(5),
+            seed: 1,
+            key_prefix: "bench/".into(),
+            data_dir: None,
+        }
+    }
+
+    /// The level requests really run at: etcd's puts and ranges are always
+    /// linearizable; ping and fsync have no level.
+    pub fn effective_level(&self) -> Option<Level> {
+        if !self.operation.uses_level() {
+            None
+        } else if self.target == Target::Etcd {
+            Some(Level::Linearizable)
+        } else {
+            Some(self.level)
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let err = |m: String| Err(BenchError::Config(m));
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return err(format!("--clients {} is out of range: 1 to {MAX_CLIENTS}", self.clients));
+        }
+        if self.keys == 0 || self.keys > MAX_KEYS {
+            return err(format!("--keys {} is out of range: 1 to {MAX_KEYS}", self.keys));
+        }
+        if self.value_bytes > MAX_VALUE_BYTES {
+            return err(format!("--value-size {} is over the limit of {MAX_VALUE_BYTES} bytes", self.value_bytes));
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return err(format!("--read-ratio {} must be between 0 and 1", self.read_ratio));
+        }
+        match self.stop {
+            StopAfter::Duration(d) if d.is_zero() || d > MAX_DURATION => {
+                return err(format!("--duration {d:?} is out of range: more than 0, at most {MAX_DURATION:?}"))
+            }
+            StopAfter::Requests(0) => return err("--requests must be at least 1".into()),
+            _ => {}
+        }
+        if self.warmup > MAX_WARMUP {
+            return err(format!("--warmup {:?} is over the limit of {MAX_WARMUP:?}", self.warmup));
+        }
+        if self.timeout.is_zero() {
+            return err("the request timeout must be positive".into());
+        }
+        if self.key_prefix.len() > MAX_KEY_PREFIX_BYTES {
+            return err(format!("--key-prefix is over {MAX_KEY_PREFIX_BYTES} bytes"));
+        }
+        match self.operation {
+            Operation::Fsync if self.data_dir.is_none() => {
+                return err("--op fsync needs --data-dir: the directory whose disk to measure".into())
+            }
+            Operation::Ping if self.target == Target::Etcd => {
+                return err("--op ping measures capkv's bare gRPC round trip; it has no etcd equivalent".into())
+            }
+            _ => {}
+        }
+        if self.operation != Operation::Fsync && self.endpoints.is_empty() {
+            return err("no endpoints given: pass --endpoints HOST:PORT,...".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(op: Operation) -> BenchConfig {
+        BenchConfig::new(op, Target::Capkv, vec!["127.0.0.1:7001".into()])
+    }
+
+    /// The defaults are a valid run; each bound is enforced.
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(cfg(Operation::Get).validate().is_ok());
+        type Edit = Box<dyn Fn(&mut BenchConfig)>;
+        let bad: Vec<Edit> = vec![
+            Box::new(|c| c.clients = 0),
+            Box::new(|c| c.clients = MAX_CLIENTS + 1),
+            Box::new(|c| c.keys = 0),
+            Box::new(|c| c.keys = MAX_KEYS + 1),
+            Box::new(|c| c.value_bytes = MAX_VALUE_BYTES + 1),
+            Box::new(|c| c.read_ratio = 1.5),
+            Box::new(|c| c.read_ratio = f64::NAN),
+            Box::new(|c| c.stop = StopAfter::Requests(0)),
+            Box::new(|c| c.stop = StopAfter::Duration(Duration::ZERO)),
+            Box::new(|c| c.warmup = MAX_WARMUP + Duration::from_secs(1)),
+            Box::new(|c| c.endpoints.clear()),
+        ];
+        for (i, f) in bad.iter().enumerate() {
+            let mut c = cfg(Operation::Get);
+            f(&mut c);
+            assert!(matches!(c.validate(), Err(BenchError::Config(_))), "case {i} should be rejected");
+        }
+    }
+
+    #[test]
+    fn fsync_needs_a_directory_but_no_endpoints() {
+        let mut c = cfg(Operation::Fsync);
+        assert!(c.validate().is_err());
+        c.data_dir = Some("/tmp".into());
+        c.endpoints.clear();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn ping_is_capkv_only() {
+        let mut c = cfg(Operation::Ping);
+        assert!(c.validate().is_ok());
+        c.target = Target::Etcd;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn etcd_is_always_linearizable() {
+        let mut c = cfg(Operation::Set);
+        assert_eq!(c.effective_level(), Some(Level::Eventual));
+        c.target = Target::Etcd;
+        assert_eq!(c.effective_level(), Some(Level::Linearizable));
+        assert_eq!(cfg(Operation::Ping).effective_level(), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! The result of a run: parameters + throughput + latency percentiles, as
+//! JSON (`--output json`, one object; field names carry their unit) or as a
+//! few lines of text. Rendering returns strings; the CLI prints them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::{BenchConfig, Operation, StopAfter};
+use super::stats::{ClientStats, Summary};
+
+/// The settings of a run, repeated in every report so a JSON line stands
+/// on its own.
+#[derive(Clone, Debug, Serialize)]
+pub struct Parameters {
+    pub target: &'static str,
+    pub op: &'static str,
+    /// `None` for ping and fsync; always "linearizable" for etcd.
+    pub consistency: Option<&'static str>,
+    pub clients: usize,
+    /// Requested measuring time (`--duration`), if any.
+    pub duration_s: Option<f64>,
+    /// Requested request count (`--requests`), if any.
+    pub requests: Option<u64>,
+    pub warmup_s: f64,
+    pub keys: u64,
+    pub value_size: usize,
+    /// Share of gets (`mixed` only).
+    pub read_ratio: Option<f64>,
+    pub timeout_ms: u64,
+    pub seed: u64,
+    pub endpoints: Vec<String>,
+    pub data_dir: Option<String>,
+}
+
+impl Parameters {
+    pub fn of(cfg: &BenchConfig) -> Parameters {
+        let (duration_s, requests) = match cfg.stop {
+            StopAfter::Duration(d) => (Some(d.as_secs_f64()), None),
+            StopAfter::Requests(n) => (None, Some(n)),
+        };
+        Parameters {
+            target: if cfg.operation == Operation::Fsync { "local" } else { cfg.target.name() },
+            op: cfg.operation.name(),
+            consistency: cfg.effective_level().map(|l| l.name()),
+            clients: cfg.clients,
+            duration_s,
+            requests,
+            warmup_s: cfg.warmup.as_secs_f64(),
+            keys: cfg.keys,
+            value_size: cfg.value_bytes,
+            read_ratio: (cfg.operation == Operation::Mixed).then_some(cfg.read_ratio),
+            timeout_ms: cfg.timeout.as_millis() as u64,
+            seed: cfg.seed,
+            endpoints: if cfg.operation == Operation::Fsync { Vec::new() } else { cfg.endpoints.clone() },
+            data_dir: cfg.data_dir.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub parameters: Parameters,
+    /// Measured wall time, from the end of the warm-up to the last answer.
+    pub elapsed_s: f64,
+    /// Stopped early by the user.
+    pub interrupted: bool,
+    /// All request kinds together: ops, errors, ops_per_sec, *_us.
+    #[serde(flatten)]
+    pub overall: Summary,
+    pub errors_by_kind: BTreeMap<&'static str, u64>,
+    pub first_error: Option<String>,
+    pub first_error_kind: Option<&'static str>,
+    /// CAS requests that swapped / whose compare failed (both succeeded).
+    pub cas_swapped: Option<u64>,
+    pub cas_failed_compare: Option<u64>,
+    /// The same summary per request kind (get and set of `mixed`).
+    pub by_request: BTreeMap<&'static str, Summary>,
+    /// CPU the load generator itself used while measuring, in cores
+    /// (CPU seconds per second).
+    pub client_cpu_cores: f64,
+}
+
+impl Report {
+    pub fn new(cfg: &BenchConfig, stats: &ClientStats, elapsed: Duration, interrupted: bool) -> Report {
+        let has_cas = stats.by_kind.contains_key(&super::workload::RequestKind::Cas);
+        Report {
+            parameters: Parameters::of(cfg),
+            elapsed_s: elapsed.as_secs_f64(),
+            interrupted,
+            overall: Summary::of(&stats.overall(), elapsed),
+            errors_by_kind: stats.errors_by_kind.iter().map(|(k, n)| (k.name(), *n)).collect(),
+            first_error: stats.first_error.as_ref().map(|(_, e)| e.message.clone()),
+            first_error_kind: stats.first_error.as_ref().map(|(_, e)| e.kind.name()),
+            cas_swapped: has_cas.then_some(stats.cas_swapped),
+            cas_failed_compare: has_cas.then_some(stats.cas_failed_compare),
+            by_request: stats.by_kind.iter().map(|(k, s)| (k.name(), Summary::of(s, elapsed))).collect(),
+            client_cpu_cores: 0.0,
+        }
+    }
+
+    /// Every request failed: the run measured nothing.
+    pub fn all_failed(&self) -> bool {
+        self.overall.ops == 0 && self.overall.errors > 0
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report serializes")
+    }
+
+    pub fn to_text(&self) -> String {
+        let p = &self.parameters;
+        let mut out = String::new();
+        let what = match p.consistency {
+            Some(level) => format!("{} {} ({level})", p.target, p.op),
+            None => format!("{} {}", p.target, p.op),
+        };
+        let _ = writeln!(
+            out,
+            "{what}: {} client{}, {:.2} s measured after {} s warm-up{}",
+            p.clients,
+            if p.clients == 1 { "" } else { "s" },
+            self.elapsed_s,
+            p.warmup_s,
+            if self.interrupted { " (interrupted)" } else { "" }
+        );
+        let unit = match p.op {
+            "ping" => "payloads",
+            "fsync" => "writes",
+            _ => "values",
+        };
+        let mut shape = format!("  {} B {unit}", p.value_size);
+        if matches!(p.op, "get" | "set" | "cas" | "mixed") {
+            let _ = write!(shape, ", {} keys", p.keys);
+        }
+        if let Some(r) = p.read_ratio {
+            let _ = write!(shape, ", {:.0} % gets", r * 100.0);
+        }
+        if let Some(d) = &p.data_dir {
+            let _ = write!(shape, ", in {d}");
+        }
+        if !p.endpoints.is_empty() {
+            let _ = write!(shape, ", endpoints {}", p.endpoints.join(","));
+        }
+        let _ = writeln!(out, "{shape}");
+        let o = &self.overall;
+        let _ = writeln!(out, "  throughput  {:.1} ops/s ({} ok, {} errors)", o.ops_per_sec, o.ops, o.errors);
+        let _ = writeln!(out, "  latency µs  {}", latency_line(o));
+        if self.by_request.len() > 1 {
+            for (kind, s) in &self.by_request {
+                let _ = writeln!(out, "    {kind:<5}     {:.1} ops/s, {}", s.ops_per_sec, latency_line(s));
+            }
+        }
+        let _ = writeln!(out, "  client CPU  {:.2} cores (this load generator)", self.client_cpu_cores);
+        if let (Some(sw), Some(failed)) = (self.cas_swapped, self.cas_failed_compare) {
+            let _ = writeln!(out, "  cas         {sw} swapped, {failed} failed compares");
+        }
+        if !self.errors_by_kind.is_empty() {
+            let kinds: Vec<String> = self.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(out, "  errors      {}", kinds.join(", "));
+            if let Some(e) = &self.first_error {
+                let _ = writeln!(out, "  first error {e}");
+            }
+        }
+        out
+    }
+}
+
+fn latency_line(s: &Summary) -> String {
+    format!(
+        "mean {:.0}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        s.mean_us, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us
+    )
+}
+
+/// The JSON printed instead of a report when set-up failed, so scripts
+/// reading `--output json` always get one object.
+pub fn failure_json(cfg: &BenchConfig, error: &super::BenchError) -> String {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        #[serde(flatten)]
+        parameters: Parameters,
+        error: String,
+        error_kind: Option<&'a str>,
+    }
+    let f = Failure {
+        parameters: Parameters::of(cfg),
+        error: error.to_string(),
+        error_kind: error.error_kind().map(|k| k.name()),
+    };
+    serde_json::to_string(&f).expect("a failure serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::config::Target;
+    use crate::bench::stats::{ErrorKind, OpError};
+    use crate::bench::workload::RequestKind;
+    use crate::bench::BenchError;
+
+    fn cfg() -> BenchConfig {
+        let mut c = BenchConfig::new(Operation::Mixed, Target::Capkv, vec!["127.0.0.1:7001".into()]);
+        c.clients = 4;
+        c
+    }
+
+    /// The JSON has the fields scripts rely on (compare.sh, docs).
+    #[test]
+    fn json_has_the_documented_fields() {
+        let mut s = ClientStats::default();
+        for i in 1..=100 {
+            s.record_ok(RequestKind::Get, Duration::from_micros(i * 10));
+        }
+        s.record_ok(RequestKind::Set, Duration::from_micros(5_000));
+        s.record_error(RequestKind::Set, &OpError::new(ErrorKind::Timeout, "slow"), std::time::Instant::now());
+        let r = Report::new(&cfg(), &s, Duration::from_secs(2), false);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for field in [
+            "ops_per_sec",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "errors",
+            "ops",
+            "clients",
+            "op",
+            "target",
+            "consistency",
+            "value_size",
+            "keys",
+            "read_ratio",
+            "elapsed_s",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field} in {v}");
+        }
+        assert_eq!(v["ops"], 101);
+        assert_eq!(v["errors"], 1);
+        assert_eq!(v["ops_per_sec"], 50.5);
+        assert_eq!(v["consistency"], "eventual");
+        assert_eq!(v["errors_by_kind"]["timeout"], 1);
+        assert_eq!(v["first_error_kind"], "timeout");
+        assert_eq!(v["by_request"]["get"]["ops"], 100);
+        assert!(!r.all_failed());
+        assert!(r.to_text().contains("ops/s"));
+    }
+
+    #[test]
+    fn a_run_without_successes_is_a_failure() {
+        let mut s = ClientStats::default();
+        s.record_error(RequestKind::Get, &OpError::new(ErrorKind::Unavailable, "down"), std::time::Instant::now());
+        let r = Report::new(&cfg(), &s, Duration::from_secs(1), false);
+        assert!(r.all_failed());
+        assert!(r.to_text().contains("first error down"));
+        let empty = Report::new(&cfg(), &ClientStats::default(), Duration::from_secs(1), true);
+        assert!(!empty.all_failed(), "nothing ran (interrupted): not 'every request failed'");
+    }
+
+    #[test]
+    fn failures_are_json_with_their_kind() {
+        let e = BenchError::Probe {
+            what: "set at the quorum level".into(),
+            source: OpError::new(ErrorKind::Unimplemented, "not built"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&failure_json(&cfg(), &e)).unwrap();
+        assert_eq!(v["error_kind"], "unimplemented");
+        assert_eq!(v["clients"], 4);
+        assert!(v["error"].as_str().unwrap().contains("not built"));
+    }
+}

@@ -1,0 +1,328 @@
+//! Counting what came back: latency histograms per request kind, errors by
+//! kind, and the merge of every client's numbers into one.
+//!
+//! Each client records into its own [`ClientStats`] (no sharing on the hot
+//! path); the driver merges them once at the end. Latencies are HDR
+//! histograms in microseconds with 3 significant digits, from 1 µs to
+//! [`LATENCY_US_MAX`] (longer ones are recorded as the maximum). Only
+//! successful requests enter the histograms: a timeout's "latency" is the
+//! deadline, which would say more about the setting than about the store.
+//! Errors are counted per [`ErrorKind`]; the earliest message is kept
+//! (truncated to [`ERROR_MESSAGE_MAX_BYTES`]) so a failed run can say why.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::workload::RequestKind;
+
+/// Largest latency the histograms distinguish: one hour, in µs.
+pub const LATENCY_US_MAX: u64 = 3_600_000_000;
+/// Significant decimal digits of the histograms (0.1 % resolution).
+pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// Longest error message kept, in bytes.
+pub const ERROR_MESSAGE_MAX_BYTES: usize = 1_024;
+
+/// How a request failed, as far as a benchmark cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The level (or RPC) is not built on the server: UNIMPLEMENTED.
+    Unimplemented,
+    /// Nothing was applied: unreachable, no quorum, no leader.
+    Unavailable,
+    /// A write whose outcome is unknown (lost reply, deadline passed).
+    Indeterminate,
+    /// The deadline passed (reads, etcd, ping).
+    Timeout,
+    InvalidArgument,
+    FailedPrecondition,
+    /// A local I/O error (the fsync workload).
+    Io,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Indeterminate => "indeterminate",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::FailedPrecondition => "failed_precondition",
+            ErrorKind::Io => "io",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// Errors that retrying or waiting cannot fix: set-up stops on them.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, ErrorKind::Unimplemented | ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition)
+    }
+}
+
+/// One failed request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.name())]
+pub struct OpError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > ERROR_MESSAGE_MAX_BYTES {
+            let mut cut = ERROR_MESSAGE_MAX_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        OpError { kind, message }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS).expect("valid histogram bounds")
+}
+
+/// Counts of one request kind.
+#[derive(Clone, Debug)]
+pub struct KindStats {
+    pub latency_us: Histogram<u64>,
+    pub errors: u64,
+}
+
+impl Default for KindStats {
+    fn default() -> Self {
+        KindStats { latency_us: new_histogram(), errors: 0 }
+    }
+}
+
+impl KindStats {
+    pub fn ok(&self) -> u64 {
+        self.latency_us.len()
+    }
+}
+
+/// What one client (or, after [`ClientStats::merge`], all of them) measured.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStats {
+    pub by_kind: BTreeMap<RequestKind, KindStats>,
+    pub errors_by_kind: BTreeMap<ErrorKind, u64>,
+    /// The earliest error and when it happened.
+    pub first_error: Option<(Instant, OpError)>,
+    pub cas_swapped: u64,
+    pub cas_failed_compare: u64,
+}
+
+impl ClientStats {
+    pub fn record_ok(&mut self, kind: RequestKind, latency: Duration) {
+        let us = (latency.as_micros().min(u64::MAX as u128) as u64).max(1);
+        self.by_kind.entry(kind).or_default().latency_us.saturating_record(us);
+    }
+
+    pub fn record_cas(&mut self, swapped: bool) {
+        if swapped {
+            self.cas_swapped += 1;
+        } else {
+            self.cas_failed_compare += 1;
+        }
+    }
+
+    pub fn record_error(&mut self, kind: RequestKind, error: &OpError, at: Instant) {
+        self.by_kind.entry(kind).or_default().errors += 1;
+        *self.errors_by_kind.entry(error.kind).or_default() += 1;
+        if self.first_error.as_ref().is_none_or(|(t, _)| at < *t) {
+            self.first_error = Some((at, error.clone()));
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &ClientStats) {
+        for (kind, s) in &other.by_kind {
+            let mine = self.by_kind.entry(*kind).or_default();
+            mine.latency_us.add(&s.latency_us).expect("histograms share their bounds");
+            mine.errors += s.errors;
+        }
+        for (kind, n) in &other.errors_by_kind {
+            *self.errors_by_kind.entry(*kind).or_default() += n;
+        }
+        if let Some((t, e)) = &other.first_error {
+            if self.first_error.as_ref().is_none_or(|(mine, _)| t < mine) {
+                self.first_error = Some((*t, e.clone()));
+            }
+        }
+        self.cas_swapped += other.cas_swapped;
+        self.cas_failed_compare += other.cas_failed_compare;
+    }
+
+    /// All kinds in one histogram.
+    pub fn overall(&self) -> KindStats {
+        let mut all = KindStats::default();
+        for s in self.by_kind.values() {
+            all.latency_us.add(&s.latency_us).expect("histograms share their bounds");
+            all.errors += s.errors;
+        }
+        all
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.by_kind.values().map(KindStats::ok).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors_by_kind.values().sum()
+    }
+}
+
+/// Throughput and latency percentiles of one histogram.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// Successful requests.
+    pub ops: u64,
+    pub errors: u64,
+    pub ops_per_sec: f64,
+    pub mean_us: f64,
+    pub min_us: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Summary {
+    /// `elapsed`: the measured wall time the requests were spread over.
+    pub fn of(stats: &KindStats, elapsed: Duration) -> Summary {
+        let h = &stats.latency_us;
+        let secs = elapsed.as_secs_f64();
+        let empty = h.is_empty();
+        let q = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
+        Summary {
+            ops: h.len(),
+            errors: stats.errors,
+            ops_per_sec: if secs > 0.0 { h.len() as f64 / secs } else { 0.0 },
+            mean_us: if empty { 0.0 } else { h.mean() },
+            min_us: if empty { 0 } else { h.min() },
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if empty { 0 } else { h.max() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Percentiles of a known distribution: 1..=1000 ms, one each.
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let mut s = ClientStats::default();
+        for i in 1..=1000 {
+            s.record_ok(RequestKind::Get, ms(i));
+        }
+        let sum = Summary::of(&s.overall(), Duration::from_secs(10));
+        assert_eq!(sum.ops, 1000);
+        assert_eq!(sum.ops_per_sec, 100.0);
+        // 3 significant digits: within 0.1 % of the exact value.
+        let near = |got: u64, want_ms: u64| {
+            let want = want_ms * 1000;
+            assert!(got.abs_diff(want) <= want / 1000 + 1, "{got} µs vs {want} µs");
+        };
+        near(sum.p50_us, 500);
+        near(sum.p90_us, 900);
+        near(sum.p99_us, 990);
+        near(sum.p999_us, 999);
+        near(sum.max_us, 1000);
+        near(sum.min_us, 1);
+    }
+
+    /// Merging per-client stats equals recording everything in one place.
+    #[test]
+    fn merge_equals_recording_together() {
+        let mut together = ClientStats::default();
+        let mut clients = vec![ClientStats::default(), ClientStats::default(), ClientStats::default()];
+        for i in 0..3_000u64 {
+            let kind = if i % 3 == 0 { RequestKind::Set } else { RequestKind::Get };
+            let c = &mut clients[(i % 3) as usize];
+            c.record_ok(kind, Duration::from_micros(i * 7 + 1));
+            together.record_ok(kind, Duration::from_micros(i * 7 + 1));
+        }
+        let mut merged = ClientStats::default();
+        for c in &clients {
+            merged.merge(c);
+        }
+        assert_eq!(merged.ok(), 3_000);
+        for kind in [RequestKind::Get, RequestKind::Set] {
+            assert_eq!(
+                Summary::of(&merged.by_kind[&kind], ms(1)),
+                Summary::of(&together.by_kind[&kind], ms(1)),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(Summary::of(&merged.overall(), ms(1)), Summary::of(&together.overall(), ms(1)));
+    }
+
+    /// Errors are counted per kind and the earliest message survives the merge.
+    #[test]
+    fn errors_are_counted_and_the_first_is_kept() {
+        let t0 = Instant::now();
+        let mut a = ClientStats::default();
+        let mut b = ClientStats::default();
+        a.record_error(RequestKind::Set, &OpError::new(ErrorKind::Timeout, "late"), t0 + ms(5));
+        b.record_error(RequestKind::Set, &OpError::new(ErrorKind::Unavailable, "first"), t0 + ms(1));
+        b.record_error(RequestKind::Get, &OpError::new(ErrorKind::Unavailable, "second"), t0 + ms(2));
+        a.merge(&b);
+        assert_eq!(a.errors(), 3);
+        assert_eq!(a.errors_by_kind[&ErrorKind::Unavailable], 2);
+        assert_eq!(a.by_kind[&RequestKind::Set].errors, 2);
+        assert_eq!(a.first_error.as_ref().unwrap().1.message, "first");
+        assert_eq!(a.ok(), 0);
+        // An all-error run has empty percentiles rather than a panic.
+        let s = Summary::of(&a.overall(), ms(100));
+        assert_eq!((s.ops, s.errors, s.p99_us, s.ops_per_sec), (0, 3, 0, 0.0));
+    }
+
+    /// Latencies past the histogram's range are clamped, not lost; zero
+    /// becomes the 1 µs floor.
+    #[test]
+    fn extreme_latencies_are_recorded() {
+        let mut s = ClientStats::default();
+        s.record_ok(RequestKind::Ping, Duration::from_secs(10 * 3600));
+        s.record_ok(RequestKind::Ping, Duration::ZERO);
+        let sum = Summary::of(&s.overall(), ms(1));
+        assert_eq!(sum.ops, 2);
+        assert_eq!(sum.min_us, 1);
+        assert!(sum.max_us >= LATENCY_US_MAX);
+    }
+
+    #[test]
+    fn long_error_messages_are_truncated() {
+        let e = OpError::new(ErrorKind::Other, "é".repeat(ERROR_MESSAGE_MAX_BYTES));
+        assert!(e.message.len() <= ERROR_MESSAGE_MAX_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn cas_outcomes_are_counted() {
+        let mut a = ClientStats::default();
+        a.record_cas(true);
+        a.record_cas(false);
+        a.record_cas(false);
+        let mut b = ClientStats::default();
+        b.merge(&a);
+        assert_eq!((b.cas_swapped, b.cas_failed_compare), (1, 2));
+    }
+}
