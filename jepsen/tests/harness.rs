@@ -382,3 +382,32 @@ fn usage_errors_exit_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// The run was judged linearizable, with faults really injected and most
+/// operations answered.
+fn assert_linearizable(run: &Run) {
+    let r = &run.results;
+    assert_eq!(r["valid"], Value::Bool(true), "results:\n{r:#}\nstderr:\n{}", run.stderr);
+    assert!(run.status.success(), "exit {}", run.status);
+    assert_eq!(r["checker"]["linearizable"]["result"], "linearizable", "{r:#}");
+    assert!(r["ok"].as_u64().unwrap() > 100, "{r:#}");
+    assert_eq!(r["stale_reads"]["stale"].as_u64(), Some(0), "{r:#}");
+    let windows = r["nemesis_windows"].as_array().unwrap();
+    assert!(windows.len() >= 2, "{windows:?}");
+}
+
+// Proves: the quorum level (ABD) keeps get/set linearizable per key while
+// nodes are partitioned and paused.
+#[test]
+fn quorum_is_linearizable_under_partition_and_pause() {
+    let run = run_harness(&short_args("partition,pause", 21, &[("--level", "quorum")]));
+    assert_linearizable(&run);
+}
+
+// Proves: the linearizable level (Raft) keeps read/write/cas linearizable
+// across leader crashes (kill -9 + restart) and partitions.
+#[test]
+fn linearizable_is_linearizable_under_kill_and_partition() {
+    let run = run_harness(&short_args("kill,partition", 22, &[("--level", "linearizable"), ("--op-timeout", "2s")]));
+    assert_linearizable(&run);
+}

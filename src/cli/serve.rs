@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// TEST ONLY: quorum gets skip read-impose (breaks linearizability).
     #[arg(long, hide = true)]
     pub unsafe_skip_read_impose: bool,
+    /// TEST ONLY: linearizable gets skip ReadIndex and read locally (stale reads).
+    #[arg(long, hide = true)]
+    pub unsafe_linearizable_local_reads: bool,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -91,6 +94,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         raft_catch_up_entries: args.raft_catch_up_entries,
         read_mode: args.read_mode.clone(),
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
+        unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
     };
     let cfg = match config::resolve(file, overrides) {
         Ok(c) => c,

@@ -36,11 +36,14 @@ pub struct UnsafeTestSwitches {
     /// Quorum gets skip the ABD write-back (read-impose).
     #[serde(default)]
     pub skip_read_impose: bool,
+    /// Linearizable gets read the local state machine without ReadIndex.
+    #[serde(default)]
+    pub linearizable_local_reads: bool,
 }
 
 impl UnsafeTestSwitches {
     pub fn any(&self) -> bool {
-        self.skip_read_impose
+        self.skip_read_impose || self.linearizable_local_reads
     }
 }
 
@@ -178,6 +181,7 @@ pub struct Overrides {
     pub raft_catch_up_entries: Option<u64>,
     pub read_mode: Option<String>,
     pub unsafe_skip_read_impose: bool,
+    pub unsafe_linearizable_local_reads: bool,
 }
 
 pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
@@ -264,8 +268,10 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     if raft.snapshot_entries == 0 {
         return err("--raft-snapshot-entries must be positive");
     }
-    let unsafe_test =
-        UnsafeTestSwitches { skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose };
+    let unsafe_test = UnsafeTestSwitches {
+        skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
+        linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
+    };
     Ok(NodeConfig {
         id,
         data_dir,

@@ -98,6 +98,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         clock.clone(),
         metrics.clone(),
         cfg.raft.clone(),
+        cfg.unsafe_test.linearizable_local_reads,
         cancel.clone(),
         &tracker,
     )

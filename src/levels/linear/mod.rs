@@ -69,6 +69,8 @@ pub struct Linear {
     /// Session id for requests that come without a client id.
     own_client_id: u64,
     own_seq: AtomicU64,
+    /// TEST ONLY (negative control): serve reads without a read index.
+    unsafe_local_reads: bool,
 }
 
 impl Linear {
@@ -81,6 +83,7 @@ impl Linear {
         clock: Arc<Clock>,
         metrics: Arc<Metrics>,
         settings: RaftSettings,
+        unsafe_local_reads: bool,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Linear>, StoreError> {
@@ -119,6 +122,7 @@ impl Linear {
             snapshots,
             own_client_id: rand::random::<u64>() | 1,
             own_seq: AtomicU64::new(1),
+            unsafe_local_reads,
         }))
     }
 
@@ -166,7 +170,9 @@ impl Linear {
 
     /// Linearizable read of `key` (tombstones come back as such).
     pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Cell>, LevelError> {
-        self.read_barrier(Instant::now() + timeout).await?;
+        if !self.unsafe_local_reads {
+            self.read_barrier(Instant::now() + timeout).await?;
+        }
         let Some(bytes) = DbRsm(self.store.db()).get(&user_key(key))? else { return Ok(None) };
         let v = rsm::Value::decode(&bytes[..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let version = Version::new(v.hlc, v.node_id);
