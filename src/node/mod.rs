@@ -90,6 +90,8 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         peers.clone(),
         QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
         metrics.clone(),
+        cancel.clone(),
+        &tracker,
     );
     let linear = Linear::start(
         cfg.id,

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod core;
+pub mod mux;
 pub mod replica;
 pub mod shell;
 

@@ -18,18 +18,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::mux::{Mux, Outgoing};
 use super::{Coordinator, Effect, Input, Message, Op, Outcome, QuorumConfig, QuorumError};
 use crate::clock::{NodeId, Version};
 use crate::levels::LevelError;
 use crate::metrics::{inc, Metrics};
-use crate::node::peers::{call, request, Peers};
-use crate::proto::peer::{CellsRequest, ReadCellsRequest};
+use crate::node::peers::Peers;
 use crate::store::{Cell, Store, WriteOp};
-use crate::wire::{cell_from_peer, cell_to_peer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub struct Quorum {
     store: Arc<Store>,
     peers: Arc<Peers>,
+    mux: Mux,
     replicas: Vec<NodeId>,
     config: QuorumConfig,
     metrics: Arc<Metrics>,
@@ -39,9 +41,17 @@ pub const CAS_REFUSAL: &str = "compare-and-set is not available at the quorum le
 linearizable get/set/del per key but cannot implement an atomic compare-and-set; use --consistency linearizable for cas";
 
 impl Quorum {
-    pub fn new(store: Arc<Store>, peers: Arc<Peers>, config: QuorumConfig, metrics: Arc<Metrics>) -> Quorum {
+    pub fn new(
+        store: Arc<Store>,
+        peers: Arc<Peers>,
+        config: QuorumConfig,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Quorum {
         let replicas = peers.members().keys().copied().collect();
-        Quorum { store, peers, replicas, config, metrics }
+        let mux = Mux::start(peers.clone(), cancel, tracker);
+        Quorum { store, peers, mux, replicas, config, metrics }
     }
 
     /// Linearizable read of one key (tombstones come back as such).
@@ -115,18 +125,19 @@ impl Quorum {
         }
     }
 
-    /// Delivers one message to one replica in the background; its answer (or
-    /// failure) comes back on `tx`.
+    /// Delivers one message to one replica; its answer (or failure) comes
+    /// back on `tx`. Peers get it through the batching mux; this node's own
+    /// replica is read at once and written through the store's writer.
     fn send(&self, to: NodeId, msg: Message, deadline: Instant, tx: mpsc::Sender<Input>) {
+        let me = self.peers.self_id();
+        if to != me {
+            self.mux.send(to, Outgoing { msg, deadline, reply: tx });
+            return;
+        }
         let store = self.store.clone();
-        let peers = self.peers.clone();
-        let me = peers.self_id();
         tokio::spawn(async move {
             let phase = msg.phase();
-            let timeout_ms = deadline.saturating_duration_since(Instant::now()).as_millis().max(1) as u64;
-            let result: Result<Input, String> =
-                if to == me { local(&store, msg).await } else { remote(&peers, me, to, msg, timeout_ms).await };
-            let input = result.unwrap_or_else(|reason| Input::Failed { from: to, phase, reason });
+            let input = local(&store, msg).await.unwrap_or_else(|reason| Input::Failed { from: to, phase, reason });
             let _ = tx.send(input).await;
         });
     }
@@ -141,26 +152,6 @@ async fn local(store: &Store, msg: Message) -> Result<Input, String> {
         Message::Write { key, cell } => {
             store.write(vec![WriteOp::Merge { key, cell }], true).await.map_err(|e| e.to_string())?;
             Ok(Input::WriteAck { from: me })
-        }
-    }
-}
-
-async fn remote(peers: &Peers, me: NodeId, to: NodeId, msg: Message, timeout_ms: u64) -> Result<Input, String> {
-    let mut client = peers.client(to);
-    match msg {
-        Message::Read { key } => {
-            let req = ReadCellsRequest { from_node: me, keys: vec![key] };
-            let reply = call(timeout_ms, client.read_cells(request(req, timeout_ms)))
-                .await
-                .map_err(|s| s.message().to_string())?;
-            let [maybe] = <[_; 1]>::try_from(reply.cells).map_err(|_| "malformed ReadCells reply".to_string())?;
-            let cell = maybe.cell.filter(|_| maybe.present).and_then(cell_from_peer).map(|(_, c)| c);
-            Ok(Input::ReadReply { from: to, cell })
-        }
-        Message::Write { key, cell } => {
-            let req = CellsRequest { from_node: me, cells: vec![cell_to_peer(&key, &cell)] };
-            call(timeout_ms, client.replicate(request(req, timeout_ms))).await.map_err(|s| s.message().to_string())?;
-            Ok(Input::WriteAck { from: to })
         }
     }
 }
