@@ -95,7 +95,7 @@ fn client(cli: &Cli) -> Result<Arc<TopicClient>, ExitCode> {
 }
 
 fn topic_json(t: &TopicInfo) -> serde_json::Value {
-    let s = t.settings.clone().unwrap_or_default();
+    let s = t.settings.unwrap_or_default();
     json!({
         "name": t.name,
         "id": t.id,
@@ -123,7 +123,7 @@ fn topic_json(t: &TopicInfo) -> serde_json::Value {
 }
 
 fn topic_text(t: &TopicInfo, offsets: bool) -> String {
-    let s = t.settings.clone().unwrap_or_default();
+    let s = t.settings.unwrap_or_default();
     let mut out = format!(
         "Topic: {}  id: {}  partitions: {}  replication-factor: {}  min.insync.replicas: {}  unclean.leader.election: {}  retention.ms: {}  retention.bytes: {}\n",
         t.name,

@@ -327,9 +327,13 @@ impl TopicClient {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.metadata_timeout;
-        let mut errors = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
         let mut maybe_done = None;
         loop {
+            // Only the last round's errors are reported (bounded).
+            if errors.len() >= self.endpoints.len() {
+                errors.drain(..errors.len() - self.endpoints.len());
+            }
             for addr in &self.endpoints {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -375,7 +379,7 @@ impl TopicClient {
                 let req = proto::CreateTopicRequest {
                     header: header.map(|h| RequestHeader { timeout_ms: left.as_millis() as u32, ..h }),
                     name: name.to_string(),
-                    settings: Some(settings.clone()),
+                    settings: Some(settings),
                 };
                 async move { c.create_topic(timed(req, left)).await }
             })

@@ -118,7 +118,7 @@ impl TopicService {
         TopicInfo {
             name: t.name.clone(),
             id: t.id,
-            settings: Some(settings_of(&t.config.clone().unwrap_or_default(), t.partitions.len() as u32)),
+            settings: Some(settings_of(&t.config.unwrap_or_default(), t.partitions.len() as u32)),
             partitions: t
                 .partitions
                 .iter()

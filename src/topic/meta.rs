@@ -148,7 +148,7 @@ fn create(kv: &mut impl MetaKv, log_time: u64, c: &CreateTopic) -> Result<TopicR
     if let Err(m) = validate_name("topic", &c.name) {
         return Ok(reply(TopicErrorCode::Invalid, m));
     }
-    let cfg = c.config.clone().unwrap_or_default();
+    let cfg = c.config.unwrap_or_default();
     let mut nodes = c.nodes.clone();
     nodes.sort_unstable();
     nodes.dedup();

@@ -312,7 +312,7 @@ impl Topics {
                     part
                 }
             };
-            part.update_meta(p.clone(), t.config.clone().unwrap_or_default()).await?;
+            part.update_meta(p.clone(), t.config.unwrap_or_default()).await?;
         }
         *self.cache.write().expect("topic cache lock") = Arc::new(cache.clone());
         // Replicas of deleted topics. Ids below the next id were seen by the

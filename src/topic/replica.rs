@@ -231,51 +231,59 @@ impl Partition {
     /// Applies the partition's metadata as this node applied it. Stale
     /// (lower partition epoch) metadata is ignored.
     pub async fn update_meta(self: &Arc<Self>, meta: PartitionMeta, config: TopicConfig) -> Result<(), StoreError> {
-        let me = self.ctx.node_id;
         let become_leader = {
             let mut st = self.lock();
             if meta.partition_epoch <= st.meta.partition_epoch {
-                return Ok(());
-            }
-            let same_epoch = meta.leader_epoch == st.meta.leader_epoch;
-            if same_epoch {
-                let proposals = self.note_meta(&mut st, meta.clone(), config);
-                drop(st);
-                self.spawn_proposals(proposals);
-                false
+                // Already applied, unless taking over failed half-way (a
+                // storage error): then try again.
+                matches!(st.role, Role::BecomingLeader) && st.meta == meta
             } else {
-                let old_epoch = st.meta.leader_epoch;
-                st.meta = meta.clone();
-                st.config = config;
-                fail_waiters(&mut st, || {
-                    TopicError::Indeterminate(
-                        "leadership moved before the records committed; they may or may not survive".into(),
-                    )
-                });
-                let become_leader = meta.leader == me;
-                st.role = if become_leader {
-                    Role::BecomingLeader
-                } else if meta.leader != 0 {
-                    Role::Follower { leader: meta.leader, epoch: meta.leader_epoch }
-                } else {
-                    Role::Offline
-                };
-                self.role_tx.send_modify(|g| *g += 1);
-                tracing::info!(
-                    partition = %self.name(),
-                    leader = meta.leader,
-                    epoch = meta.leader_epoch,
-                    old_epoch,
-                    isr = ?meta.isr,
-                    "partition leadership changed"
-                );
-                become_leader
+                self.apply_new_meta(&mut st, meta.clone(), config)
             }
         };
         if become_leader {
             self.become_leader(meta.leader_epoch).await?;
         }
         Ok(())
+    }
+
+    /// Applies metadata with a newer partition epoch; returns whether this
+    /// node must now take over leadership.
+    fn apply_new_meta(self: &Arc<Self>, st: &mut State, meta: PartitionMeta, config: TopicConfig) -> bool {
+        let me = self.ctx.node_id;
+        let same_epoch = meta.leader_epoch == st.meta.leader_epoch;
+        if same_epoch {
+            let proposals = self.note_meta(st, meta, config);
+            self.spawn_proposals(proposals);
+            false
+        } else {
+            let old_epoch = st.meta.leader_epoch;
+            st.meta = meta.clone();
+            st.config = config;
+            fail_waiters(st, || {
+                TopicError::Indeterminate(
+                    "leadership moved before the records committed; they may or may not survive".into(),
+                )
+            });
+            let become_leader = meta.leader == me;
+            st.role = if become_leader {
+                Role::BecomingLeader
+            } else if meta.leader != 0 {
+                Role::Follower { leader: meta.leader, epoch: meta.leader_epoch }
+            } else {
+                Role::Offline
+            };
+            self.role_tx.send_modify(|g| *g += 1);
+            tracing::info!(
+                partition = %self.name(),
+                leader = meta.leader,
+                epoch = meta.leader_epoch,
+                old_epoch,
+                isr = ?meta.isr,
+                "partition leadership changed"
+            );
+            become_leader
+        }
     }
 
     /// Metadata of the current leader epoch (an ISR change): feeds the core.
@@ -402,7 +410,7 @@ impl Partition {
                                 if pm.partition_epoch > st.meta.partition_epoch
                                     && pm.leader_epoch == st.meta.leader_epoch
                                 {
-                                    me.note_meta(&mut st, pm.clone(), t.config.clone().unwrap_or_default())
+                                    me.note_meta(&mut st, pm.clone(), t.config.unwrap_or_default())
                                 } else {
                                     Vec::new()
                                 }

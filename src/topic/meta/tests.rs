@@ -203,3 +203,87 @@ fn group_members_share_partitions_and_commits_are_fenced_by_generation() {
     // Unknown topics are refused.
     assert_eq!(code(&apply(&mut kv, at(6_300), &hb("g", "a", &["nope"], 0)).unwrap()), TopicErrorCode::UnknownTopic);
 }
+
+/// The `rsm` family in memory, for driving the real Raft applier.
+#[derive(Default, Clone, PartialEq)]
+struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl crate::levels::linear::state_machine::RsmRead for MemRsm {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .0
+            .range(after.to_vec()..)
+            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+impl MemRsm {
+    /// Applies one Raft entry of `commands` (with `stamp`) like every replica does.
+    fn apply(&mut self, index: u64, stamp: u64, commands: Vec<crate::proto::rsm::Command>) -> Vec<TopicReply> {
+        use crate::levels::linear::state_machine::Applier;
+        use crate::proto::rsm::{reply, Batch};
+        use crate::store::{Cf, WriteOp};
+        let batch = Batch { stamp, proposer: 1, commands };
+        let mut a = Applier::new(&*self);
+        a.apply(index, 1, &batch.encode_to_vec()).unwrap();
+        let (ops, answers, _) = a.finish();
+        for op in ops {
+            match op {
+                WriteOp::Put { cf: Cf::Rsm, key, value } => {
+                    self.0.insert(key, value);
+                }
+                WriteOp::Delete { cf: Cf::Rsm, key } => {
+                    self.0.remove(&key);
+                }
+                other => panic!("topic commands write only the rsm family, not {other:?}"),
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| match a.reply.result {
+                Some(reply::Result::Topic(r)) => r,
+                other => panic!("not a topic reply: {other:?}"),
+            })
+            .collect()
+    }
+}
+
+fn cmd(client_id: u64, request_id: u64, o: TopicOp) -> crate::proto::rsm::Command {
+    crate::proto::rsm::Command {
+        client_id,
+        request_id,
+        ack_below: 0,
+        op: Some(crate::proto::rsm::command::Op::Topic(o)),
+    }
+}
+
+#[test]
+fn through_the_raft_applier_topic_commands_are_deterministic_and_exactly_once() {
+    // Two replicas applying the same entries end in the same state; a
+    // retried create (same client and request id) is answered from the
+    // session instead of failing with "exists" or taking a second id.
+    let entries = [
+        vec![cmd(7, 1, create_op("a", 2, cfg(3, 2, false))), cmd(8, 1, create_op("b", 1, cfg(1, 1, false)))],
+        vec![cmd(7, 1, create_op("a", 2, cfg(3, 2, false)))],
+        vec![cmd(9, 1, hb("g", "m", &["a", "b"], 0))],
+    ];
+    let (mut r1, mut r2) = (MemRsm::default(), MemRsm::default());
+    let mut replies = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        replies.push(r1.apply(i as u64 + 1, at(i as i64), e.clone()));
+        r2.apply(i as u64 + 1, at(i as i64), e.clone());
+    }
+    assert!(r1 == r2, "replicas diverged");
+    assert_eq!(replies[0][0], replies[1][0], "the retry gets the first answer");
+    assert_eq!(code(&replies[1][0]), TopicErrorCode::TopicOk);
+    assert_eq!(r1.0.get(KEY_NEXT_ID).and_then(|b| decode_u64(b)), Some(3), "two topics, two ids");
+    assert_eq!(replies[2][0].group.as_ref().unwrap().assignment.len(), 2);
+    // Topic metadata lives under `t` (snapshots carry the whole family).
+    assert!(r1.0.keys().filter(|k| !k.starts_with(b"s") && !k.starts_with(b"m")).all(|k| k[0] == PREFIX));
+}
