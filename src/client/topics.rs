@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_BATCH_RECORDS: usize = 2_000;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Pause before retrying after "not the leader" or "unavailable".
 pub const RETRY_PAUSE_MS: u64 = 100;
+/// One metadata attempt on one node at most, so a paused node (SIGSTOP)
+/// does not hold the call; the next node gets the same request id.
+pub const METADATA_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_FETCH_MAX_BYTES: u32 = 1024 * 1024;
 pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -344,7 +347,8 @@ impl TopicClient {
                     });
                 }
                 let c = self.conn(addr)?;
-                match crate::node::peers::call(left.as_millis() as u64 + 1, f(c, left)).await {
+                let attempt = left.min(METADATA_ATTEMPT_TIMEOUT);
+                match crate::node::peers::call(attempt.as_millis() as u64 + 1, f(c, attempt)).await {
                     Ok(r) => return Ok(r),
                     Err(s) => match classify(s, addr) {
                         Failure::Fatal(e) => return Err(e),
