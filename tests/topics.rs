@@ -330,3 +330,71 @@ async fn keyed_messages_land_on_one_partition_and_the_cli_explains_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_leader_truncates_by_leader_epoch_what_only_it_had() {
+    // KIP-101: the old leader wrote records (acks=1) its followers never
+    // got, died, and came back as a follower of the next epoch. It must
+    // drop exactly those records (acknowledged with acks=1 only: the
+    // documented loss), rejoin the ISR, and when it leads again serve the
+    // new leader's log and nothing else.
+    let mut c = TestCluster::start(3, FLAGS).await;
+    let client = client_for(&c, &[1, 2, 3]);
+    client.create_topic("div", spec(1, 3, 2)).await.unwrap();
+    let t = described(&client, "div", "a led partition", |t| t.partitions[0].isr.len() == 3).await;
+    let old = t.partitions[0].leader;
+    assert_eq!(old, t.partitions[0].replicas[0], "the preferred replica leads first");
+    let followers: Vec<u32> = (1..=3).filter(|&i| i != old).collect();
+    let rec = |s: String| vec![(bytes::Bytes::new(), bytes::Bytes::from(s))];
+    for i in 0..10 {
+        client.produce("div", 0, Acks::All, 0, 0, &rec(format!("a{i}")), Duration::from_secs(10)).await.unwrap();
+    }
+    // After acks=all writes, an ISR of three means all three hold them.
+    described(&client, "div", "all three replicas in sync", |t| t.partitions[0].isr.len() == 3).await;
+    for &f in &followers {
+        c.stop(f);
+    }
+    for i in 0..5 {
+        client.produce("div", 0, Acks::Leader, 0, 0, &rec(format!("lost{i}")), Duration::from_secs(10)).await.unwrap();
+    }
+    c.kill(old);
+    for &f in &followers {
+        c.cont(f);
+    }
+    let live = client_for(&c, &followers);
+    let t = described(&live, "div", "a follower takes over in a new epoch", |t| {
+        followers.contains(&t.partitions[0].leader) && t.partitions[0].leader_epoch >= 2
+    })
+    .await;
+    eprintln!("leader {} in epoch {}", t.partitions[0].leader, t.partitions[0].leader_epoch);
+    for i in 0..10 {
+        live.produce("div", 0, Acks::All, 0, 0, &rec(format!("b{i}")), Duration::from_secs(10)).await.unwrap();
+    }
+    // The new leader's log: the a's, whatever acks=1 records a follower had
+    // already been sent when it was stopped (at most its one pending fetch
+    // response), then the b's.
+    let committed = values(consume_all(live.clone(), "div", 20).await);
+    let lost_kept = committed.iter().filter(|v| v.starts_with("lost")).count();
+    eprintln!("acks=1 records the new leader got before the stop: {lost_kept}");
+    assert!(lost_kept < 5, "the old leader must hold records nobody else has: {committed:?}");
+    let want: Vec<String> = (0..10)
+        .map(|i| format!("a{i}"))
+        .chain((0..lost_kept).map(|i| format!("lost{i}")))
+        .chain((0..10).map(|i| format!("b{i}")))
+        .collect();
+    assert_eq!(committed, want);
+    c.restart(old).await;
+    let t =
+        described(&client, "div", "the old leader truncates and rejoins the ISR", |t| t.partitions[0].isr.len() == 3)
+            .await;
+    // Make the old leader lead again: it is the preferred replica.
+    c.kill(t.partitions[0].leader);
+    let back = client_for(&c, &[old]);
+    described(&back, "div", "the old leader leads again", |t| t.partitions[0].leader == old).await;
+    let got = values(consume_all(back, "div", committed.len()).await);
+    assert_eq!(got, committed, "the returning leader truncated to, then copied, the new leader's log");
+}
+
+fn values(records: Vec<ConsumedRecord>) -> Vec<String> {
+    records.into_iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect()
+}

@@ -52,6 +52,8 @@ pub const LEADER_TICK_MS: u64 = 100;
 pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 /// Deadline of the metadata proposals a node makes itself (ISR, elections).
 pub const META_PROPOSAL_TIMEOUT_MS: u64 = 5_000;
+/// One attempt of the read barrier a node passes before hosting replicas.
+pub const STARTUP_BARRIER_ATTEMPT_MS: u64 = 1_000;
 /// Deadline of a status question to a partition leader (describe).
 pub const PEER_STATUS_TIMEOUT_MS: u64 = 1_000;
 
@@ -257,7 +259,10 @@ impl Topics {
     async fn reconcile_loop(self: Arc<Self>) {
         let cancel = self.ctx.cancel.clone();
         loop {
-            match self.ctx.linear.barrier(Duration::from_millis(META_PROPOSAL_TIMEOUT_MS)).await {
+            // Short attempts: raft-rs drops a follower's ReadIndex that
+            // reaches a leader with nothing committed in its term yet (just
+            // after an election), and such a barrier waits out its deadline.
+            match self.ctx.linear.barrier(Duration::from_millis(STARTUP_BARRIER_ATTEMPT_MS)).await {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "topics: waiting for the metadata to catch up");
