@@ -146,6 +146,8 @@ fn topic_text(t: &TopicInfo, offsets: bool) -> String {
                     "  high-watermark {}  log-end {}  log-start {}",
                     p.high_watermark, p.log_end_offset, p.log_start_offset
                 ));
+            } else if p.leader == 0 {
+                out.push_str("  (offline: no leader)");
             } else {
                 out.push_str("  (leader unreachable)");
             }

@@ -4,7 +4,8 @@
 //! prefix of the `rsm` column family (so Raft snapshots carry it).
 //!
 //! * Topics: `t n NAME` → [`TopicMeta`] (all partitions in one value, so
-//!   no apply ever scans), `t d ID` → name, `t i` → next topic id.
+//!   no apply ever scans), `t d ID` → name, `t i` → next topic id,
+//!   `t c` → number of topics.
 //! * `t v` → metadata version, bumped by every change to a topic; nodes
 //!   poll it to know when to reload.
 //! * Groups: `t g NAME` → [`GroupMeta`]; committed offsets
@@ -32,6 +33,7 @@ use crate::store::StoreError;
 pub const PREFIX: u8 = b't';
 pub const KEY_VERSION: &[u8] = b"tv";
 pub const KEY_NEXT_ID: &[u8] = b"ti";
+pub const KEY_TOPIC_COUNT: &[u8] = b"tc";
 pub const TOPIC_PREFIX: &[u8] = b"tn";
 pub const TOPIC_ID_PREFIX: &[u8] = b"td";
 pub const GROUP_PREFIX: &[u8] = b"tg";
@@ -179,6 +181,11 @@ fn create(kv: &mut impl MetaKv, log_time: u64, c: &CreateTopic) -> Result<TopicR
         r.topic = Some(existing);
         return Ok(r);
     }
+    let count = kv.get(KEY_TOPIC_COUNT)?.and_then(|b| decode_u64(&b)).unwrap_or(0);
+    if count >= MAX_TOPICS as u64 {
+        return Ok(reply(TopicErrorCode::Invalid, format!("the cluster has {count} topics, the most it supports")));
+    }
+    kv.put(KEY_TOPIC_COUNT.to_vec(), (count + 1).to_be_bytes().to_vec());
     let id = kv.get(KEY_NEXT_ID)?.and_then(|b| decode_u64(&b)).unwrap_or(1);
     kv.put(KEY_NEXT_ID.to_vec(), (id + 1).to_be_bytes().to_vec());
     let partitions = assign::replica_assignment(id, c.partitions, rf, &nodes)
@@ -205,6 +212,8 @@ fn delete(kv: &mut impl MetaKv, d: &DeleteTopic) -> Result<TopicReply, StoreErro
     };
     kv.delete(topic_key(&t.name));
     kv.delete(topic_id_key(t.id));
+    let count = kv.get(KEY_TOPIC_COUNT)?.and_then(|b| decode_u64(&b)).unwrap_or(1);
+    kv.put(KEY_TOPIC_COUNT.to_vec(), count.saturating_sub(1).to_be_bytes().to_vec());
     bump_version(kv)?;
     Ok(ok_topic(t))
 }

@@ -150,6 +150,11 @@ fn delete_then_recreate_gets_a_new_id() {
     assert_eq!(code(&again), TopicErrorCode::UnknownTopic);
     let t2 = apply(&mut kv, at(3), &create_op("x", 2, cfg(1, 1, false))).unwrap().topic.unwrap();
     assert!(t2.id > t.id);
+    assert_eq!(kv.0.get(KEY_TOPIC_COUNT).and_then(|b| decode_u64(b)), Some(1));
+    // The topic count is bounded.
+    kv.0.insert(KEY_TOPIC_COUNT.to_vec(), (MAX_TOPICS as u64).to_be_bytes().to_vec());
+    let r = apply(&mut kv, at(4), &create_op("y", 1, cfg(1, 1, false))).unwrap();
+    assert_eq!(code(&r), TopicErrorCode::Invalid);
 }
 
 fn hb(group: &str, member: &str, topics: &[&str], session_ms: u64) -> TopicOp {
