@@ -604,7 +604,8 @@ impl Partition {
                     match e.check(a.base_sequence, count) {
                         Check::Append => Some(e),
                         Check::Duplicate(at) => {
-                            let _ = a.reply.send(Ok(Appended { base_offset: at, count, duplicate: true }));
+                            // Answered after the write: the original may be in this batch.
+                            replies.push((a.reply, Appended { base_offset: at, count, duplicate: true }));
                             continue;
                         }
                         Check::OutOfOrder { expected } => {
@@ -655,6 +656,9 @@ impl Partition {
             (epoch, next, position, ts)
         };
         if ops.is_empty() {
+            for (r, a) in replies {
+                let _ = r.send(Ok(a));
+            }
             return Ok(());
         }
         if let Err(e) = self.ctx.store.write(ops, true).await {
