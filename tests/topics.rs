@@ -289,6 +289,21 @@ async fn keyed_messages_land_on_one_partition_and_the_cli_explains_errors() {
     assert!(by_key.values().all(|ps| ps.len() == 1), "{by_key:?}");
     assert_eq!(by_key.values().flatten().collect::<BTreeSet<_>>().len(), 3, "keys spread over partitions");
 
+    // Idempotence: a resent batch (same producer id and sequence numbers)
+    // is not appended again and gets its original offsets; a gap in the
+    // numbering is refused with nothing written.
+    let batch: Vec<(bytes::Bytes, bytes::Bytes)> =
+        (0..3).map(|i| (bytes::Bytes::new(), bytes::Bytes::from(format!("idem{i}")))).collect();
+    let t = Duration::from_secs(10);
+    let first = client.produce("keys", 1, Acks::All, 42, 0, &batch, t).await.unwrap();
+    let again = client.produce("keys", 1, Acks::All, 42, 0, &batch, t).await.unwrap();
+    assert!(!first.duplicate && again.duplicate, "{first:?} {again:?}");
+    assert_eq!(again.base_offset, first.base_offset);
+    let gap = client.produce("keys", 1, Acks::All, 42, 5, &batch, t).await.unwrap_err();
+    assert!(gap.to_string().contains("3 is expected next"), "{gap}");
+    let next = client.produce("keys", 1, Acks::All, 42, 3, &batch, t).await.unwrap();
+    assert_eq!(next.base_offset, first.base_offset.map(|o| o + 3));
+
     // describe --output json has the documented shape.
     let (code, out, err) = run(&["--output", "json", "topic", "describe", "keys"]);
     assert_eq!(code, 0, "{err}");
@@ -301,7 +316,7 @@ async fn keyed_messages_land_on_one_partition_and_the_cli_explains_errors() {
         }
     }
     let total: u64 = parts.iter().map(|p| p["high_watermark"].as_u64().unwrap()).sum();
-    assert_eq!(total, 20 + 150);
+    assert_eq!(total, 20 + 150 + 6);
     let (code, out, _) = run(&["topic", "list"]);
     assert_eq!(code, 0);
     assert!(out.contains("keys"), "{out}");
