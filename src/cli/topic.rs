@@ -27,8 +27,10 @@ pub enum TopicCommand {
     /// Create a topic.
     Create {
         name: String,
+        /// Number of partitions (order is per partition).
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas of each partition, on distinct nodes (at most the node count).
         #[arg(long, default_value_t = 1)]
         replication_factor: u32,
         /// acks=all is refused while fewer replicas are in sync (default min(2, RF)).
