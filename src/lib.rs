@@ -6,6 +6,7 @@
 //! * [`clock`]: hybrid logical clock and versions;
 //! * [`levels`]: one module per consistency level;
 //! * [`node`]: process wiring and gRPC services;
+//! * [`topic`]: the partitioned, replicated topic log (ISR replication);
 //! * [`client`]: the gRPC client library;
 //! * [`bench`]: the load generator behind `kv bench`;
 //! * [`cli`]: the `kv` command line.
@@ -19,6 +20,7 @@ pub mod levels;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod topic;
 pub mod wire;
 
 /// Generated gRPC types for the client API (`proto/capkv.proto`).

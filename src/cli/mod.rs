@@ -9,6 +9,7 @@ pub mod data;
 pub mod dev;
 pub mod external;
 pub mod serve;
+pub mod topic;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -76,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Topics: a partitioned, replicated log.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
     /// Check histories for linearizability (runs kv-jepsen check).
     Check {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -133,6 +139,7 @@ pub fn run() -> ExitCode {
         Command::Jepsen { ref args } => external::run("jepsen", args),
         Command::Cluster { ref command } => with_runtime(cluster::run(&cli, command)),
         Command::Bench(ref args) => bench::run(&cli, args),
+        Command::Topic { ref command } => with_runtime(topic::run(&cli, command)),
         _ => with_runtime(data::run(&cli)),
     }
 }

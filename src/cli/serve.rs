@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Linearizable reads: read-index (default) or lease (assumes bounded clock drift).
     #[arg(long)]
     pub read_mode: Option<String>,
+    /// Topics: a node the controller has not heard from for this long is down (ms, default 3000).
+    #[arg(long)]
+    pub topic_node_timeout_ms: Option<u64>,
+    /// Topics: default replica.lag.time.max.ms of topics that do not set it (default 10000).
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Topics: how often partition leaders apply retention (ms, default 5000).
+    #[arg(long)]
+    pub topic_retention_check_ms: Option<u64>,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -93,6 +102,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         raft_snapshot_entries: args.raft_snapshot_entries,
         raft_catch_up_entries: args.raft_catch_up_entries,
         read_mode: args.read_mode.clone(),
+        topic_node_timeout_ms: args.topic_node_timeout_ms,
+        replica_lag_time_max_ms: args.replica_lag_time_max_ms,
+        topic_retention_check_ms: args.topic_retention_check_ms,
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
     };

@@ -38,6 +38,8 @@ use crate::proto::cluster_client::ClusterClient;
 use crate::proto::kv_client::KvClient;
 use crate::proto::{self, NodeStatus, RequestHeader};
 
+pub mod topics;
+
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between rounds over all endpoints while nodes answer "retry".
 pub const RETRY_PAUSE_MS: u64 = 50;
@@ -384,7 +386,7 @@ fn write_retry(opts: CallOptions) -> Retry {
     }
 }
 
-fn timed<T>(msg: T, t: Duration) -> tonic::Request<T> {
+pub(crate) fn timed<T>(msg: T, t: Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(t);
     r
@@ -431,7 +433,7 @@ fn classify(s: &Status) -> Class {
     }
 }
 
-fn is_connect_error(s: &Status) -> bool {
+pub(crate) fn is_connect_error(s: &Status) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = src {
         if e.downcast_ref::<tonic::ConnectError>().is_some() {
@@ -442,7 +444,7 @@ fn is_connect_error(s: &Status) -> bool {
     false
 }
 
-fn describe(s: &Status) -> String {
+pub(crate) fn describe(s: &Status) -> String {
     let mut msg = s.message().to_string();
     if is_connect_error(s) {
         let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);

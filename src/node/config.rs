@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::clock::NodeId;
 use crate::levels::linear::{RaftSettings, ReadMode};
+use crate::topic::TopicSettings;
 
 /// Longest key accepted, in bytes (DESIGN §5).
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -64,6 +65,8 @@ pub struct NodeConfig {
     /// A peer stamp further ahead than this does not move our clock.
     pub max_clock_drift_ms: u64,
     pub raft: RaftSettings,
+    /// Topic layer settings (liveness timeout, default ISR lag, retention checks).
+    pub topics: TopicSettings,
     pub unsafe_test: UnsafeTestSwitches,
 }
 
@@ -98,6 +101,9 @@ pub struct FileConfig {
     pub raft_catch_up_entries: Option<u64>,
     /// "read-index" (default) or "lease".
     pub read_mode: Option<String>,
+    pub topic_node_timeout_ms: Option<u64>,
+    pub replica_lag_time_max_ms: Option<u64>,
+    pub topic_retention_check_ms: Option<u64>,
     #[serde(default)]
     pub unsafe_test: UnsafeTestSwitches,
 }
@@ -180,6 +186,9 @@ pub struct Overrides {
     pub raft_snapshot_entries: Option<u64>,
     pub raft_catch_up_entries: Option<u64>,
     pub read_mode: Option<String>,
+    pub topic_node_timeout_ms: Option<u64>,
+    pub replica_lag_time_max_ms: Option<u64>,
+    pub topic_retention_check_ms: Option<u64>,
     pub unsafe_skip_read_impose: bool,
     pub unsafe_linearizable_local_reads: bool,
 }
@@ -268,6 +277,27 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     if raft.snapshot_entries == 0 {
         return err("--raft-snapshot-entries must be positive");
     }
+    let td = TopicSettings::default();
+    let topics = TopicSettings {
+        node_timeout_ms: o.topic_node_timeout_ms.or(file.topic_node_timeout_ms).unwrap_or(td.node_timeout_ms),
+        replica_lag_time_max_ms: o
+            .replica_lag_time_max_ms
+            .or(file.replica_lag_time_max_ms)
+            .unwrap_or(td.replica_lag_time_max_ms),
+        retention_check_interval_ms: o
+            .topic_retention_check_ms
+            .or(file.topic_retention_check_ms)
+            .unwrap_or(td.retention_check_interval_ms),
+    };
+    for (flag, v) in [
+        ("--topic-node-timeout-ms", topics.node_timeout_ms),
+        ("--replica-lag-time-max-ms", topics.replica_lag_time_max_ms),
+        ("--topic-retention-check-ms", topics.retention_check_interval_ms),
+    ] {
+        if !(100..=3_600_000).contains(&v) {
+            return err(format!("{flag} {v} is out of range: 100 to 3600000"));
+        }
+    }
     let unsafe_test = UnsafeTestSwitches {
         skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
@@ -287,6 +317,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         hinted_handoff: o.hinted_handoff.or(file.hinted_handoff).unwrap_or(true),
         max_clock_drift_ms: o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500),
         raft,
+        topics,
         unsafe_test,
     })
 }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod peer_service;
 pub mod peers;
 pub mod service;
+pub mod topic_peer_service;
+pub mod topic_service;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -31,7 +33,10 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::cluster_server::ClusterServer;
 use crate::proto::kv_server::KvServer;
 use crate::proto::peer::peer_server::PeerServer;
+use crate::proto::peer::topic_peer_server::TopicPeerServer;
+use crate::proto::topics_server::TopicsServer;
 use crate::store::{Store, StoreError};
+use crate::topic::Topics;
 pub use config::NodeConfig;
 
 /// How long shutdown waits for background tasks before giving up on them.
@@ -55,6 +60,7 @@ pub struct NodeState {
     pub eventual: Eventual,
     pub quorum: Quorum,
     pub linear: Arc<Linear>,
+    pub topics: Arc<Topics>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
@@ -105,6 +111,17 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         &tracker,
     )
     .await?;
+    let topics = Topics::start(
+        cfg.id,
+        store.clone(),
+        linear.clone(),
+        cfg.cluster.clone(),
+        local_ip,
+        cfg.topics.clone(),
+        cancel.clone(),
+        &tracker,
+    )
+    .map_err(NodeError::Config)?;
 
     let state = Arc::new(NodeState {
         cfg: cfg.clone(),
@@ -113,6 +130,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         eventual,
         quorum,
         linear,
+        topics,
         metrics,
         started: Instant::now(),
     });
@@ -127,6 +145,16 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         .add_service(KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes))
         .add_service(
             PeerServer::new(peer_service::PeerService::new(state.clone()))
+                .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(
+            TopicsServer::new(topic_service::TopicService::new(state.clone()))
+                .max_decoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES)
+                .max_encoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES),
+        )
+        .add_service(
+            TopicPeerServer::new(topic_peer_service::TopicPeerService::new(state.clone()))
                 .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
         )

@@ -243,6 +243,26 @@ impl Linear {
         }
     }
 
+    /// Proposes a topic metadata command (`crate::topic::meta`); the reply
+    /// says whether it was applied.
+    pub async fn topic(
+        &self,
+        caller: Caller,
+        op: rsm::TopicOp,
+        timeout: Duration,
+    ) -> Result<rsm::TopicReply, LevelError> {
+        match self.propose(caller, Op::Topic(op), timeout).await?.result {
+            Some(reply::Result::Topic(r)) => Ok(r),
+            other => Err(LevelError::Indeterminate(format!("unexpected reply to a topic command: {other:?}"))),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before now
+    /// (ReadIndex), so reads of the `rsm` family that follow are linearizable.
+    pub async fn barrier(&self, timeout: Duration) -> Result<u64, LevelError> {
+        self.read_barrier(Instant::now() + timeout).await
+    }
+
     pub async fn cas(
         &self,
         caller: Caller,

@@ -277,6 +277,11 @@ impl<'a, R: RsmRead> Applier<'a, R> {
                     })
                 }
             }
+            Some(Op::Topic(t)) => {
+                // Log time: the largest stamp applied so far (set by `apply`).
+                let log_time = self.max_stamp.unwrap_or(batch.stamp);
+                reply::Result::Topic(crate::topic::meta::apply(self, log_time, t)?)
+            }
             None => return Ok(refused("empty command")),
         };
         Ok(rsm::Reply { result: Some(result) })
@@ -319,6 +324,22 @@ impl<'a, R: RsmRead> Applier<'a, R> {
             self.ops.push(WriteOp::Put { cf: Cf::Rsm, key: META_MAX_STAMP.to_vec(), value: s.to_be_bytes().to_vec() });
         }
         (self.ops, self.answers, self.applied)
+    }
+}
+
+/// Topic metadata (`crate::topic::meta`) reads and writes through the
+/// same overlay as every other command of the batch.
+impl<R: RsmRead> crate::topic::meta::MetaKv for Applier<'_, R> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Applier::get(self, key)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        Applier::put(self, key, value)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        Applier::delete(self, key)
     }
 }
 

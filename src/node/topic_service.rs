@@ -1,0 +1,362 @@
+//! The client-facing `Topics` gRPC service: validation, then the topic
+//! layer (`crate::topic`). Errors follow `proto/topics.proto`: a status
+//! with one sentence, plus `capkv-topic-error` naming the condition, and
+//! `capkv-retry: safe` when certainly nothing was written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use super::config::MAX_KEY_BYTES;
+use super::service::{level_status, retry_safe, DEADLINE_MARGIN_MS, MAX_REQUEST_TIMEOUT_MS};
+use super::NodeState;
+use crate::levels::linear::Caller;
+use crate::proto::rsm::{self, topic_op, TopicMeta};
+use crate::proto::topics_server::Topics as TopicsApi;
+use crate::proto::*;
+use crate::topic::{self, meta, Offsets, TopicError};
+
+/// Largest Topics request or reply, in bytes.
+pub const MAX_TOPIC_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Records in one produce request at most.
+pub const MAX_PRODUCE_RECORDS: usize = 100_000;
+/// Key + value bytes in one produce request at most.
+pub const MAX_PRODUCE_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 1024 * 1024;
+pub const MAX_FETCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+pub const TOPIC_ERROR_HEADER: &str = "capkv-topic-error";
+pub const LEADER_HEADER: &str = "capkv-leader";
+pub const EXPECTED_SEQUENCE_HEADER: &str = "capkv-expected-sequence";
+pub const LOG_START_HEADER: &str = "capkv-log-start";
+pub const LOG_END_HEADER: &str = "capkv-log-end";
+
+pub struct TopicService {
+    node: Arc<NodeState>,
+}
+
+fn tag(mut s: Status, code: &'static str) -> Status {
+    s.metadata_mut().insert(TOPIC_ERROR_HEADER, MetadataValue::from_static(code));
+    s
+}
+
+fn with_number(mut s: Status, header: &'static str, n: u64) -> Status {
+    s.metadata_mut().insert(header, n.to_string().parse().expect("digits are ascii"));
+    s
+}
+
+/// The gRPC status for a topic error (see `proto/topics.proto`).
+pub fn topic_status(e: TopicError) -> Status {
+    match e {
+        TopicError::UnknownTopic(m) => tag(Status::not_found(m), "unknown-topic"),
+        TopicError::TopicExists(m) => tag(Status::already_exists(m), "topic-exists"),
+        TopicError::Invalid(m) => tag(Status::invalid_argument(m), "invalid"),
+        TopicError::NotLeader { message, leader } => {
+            with_number(tag(retry_safe(Status::unavailable(message)), "not-leader"), LEADER_HEADER, leader as u64)
+        }
+        TopicError::NotEnoughReplicas(m) => tag(Status::failed_precondition(m), "not-enough-replicas"),
+        TopicError::NotEnoughReplicasAfterAppend(m) => tag(Status::unavailable(m), "not-enough-replicas-after-append"),
+        TopicError::OutOfOrderSequence { message, expected } => with_number(
+            tag(Status::failed_precondition(message), "out-of-order-sequence"),
+            EXPECTED_SEQUENCE_HEADER,
+            expected,
+        ),
+        TopicError::StaleGeneration(m) => tag(Status::failed_precondition(m), "stale-generation"),
+        TopicError::OffsetOutOfRange { message, log_start, log_end } => with_number(
+            with_number(tag(Status::out_of_range(message), "offset-out-of-range"), LOG_START_HEADER, log_start),
+            LOG_END_HEADER,
+            log_end,
+        ),
+        TopicError::Indeterminate(m) => tag(Status::deadline_exceeded(m), "indeterminate"),
+        TopicError::Unavailable(m) => tag(retry_safe(Status::unavailable(m)), "unavailable"),
+        TopicError::Level(e) => level_status(e),
+        TopicError::Store(e) => Status::internal(e.to_string()),
+    }
+}
+
+fn settings_of(c: &rsm::TopicConfig, partitions: u32) -> TopicSettings {
+    TopicSettings {
+        partitions,
+        replication_factor: c.replication_factor,
+        min_insync_replicas: c.min_insync_replicas,
+        unclean_leader_election: c.unclean_leader_election,
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        replica_lag_time_max_ms: c.replica_lag_time_max_ms,
+    }
+}
+
+impl TopicService {
+    pub fn new(node: Arc<NodeState>) -> Self {
+        TopicService { node }
+    }
+
+    /// The deadline a request gets (0: the node's default), answered a
+    /// little early so refusals arrive as refusals (as in `service.rs`).
+    fn timeout(&self, ms: u32) -> Duration {
+        let ms = match ms {
+            0 => self.node.cfg.request_timeout_ms,
+            t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
+        };
+        Duration::from_millis(ms - (ms / 10).min(DEADLINE_MARGIN_MS))
+    }
+
+    fn header(&self, h: Option<&RequestHeader>) -> (Caller, Duration) {
+        match h {
+            Some(h) => (
+                Caller { client_id: h.client_id, request_id: h.request_id, ack_below: h.ack_below },
+                self.timeout(h.timeout_ms),
+            ),
+            None => (Caller::default(), self.timeout(0)),
+        }
+    }
+
+    fn info(&self, t: &TopicMeta, offsets: Option<&[Option<Offsets>]>) -> TopicInfo {
+        let members = self.node.topics.members();
+        TopicInfo {
+            name: t.name.clone(),
+            id: t.id,
+            settings: Some(settings_of(&t.config.unwrap_or_default(), t.partitions.len() as u32)),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let o = offsets.and_then(|o| o.get(p.id as usize).cloned().flatten());
+                    PartitionInfo {
+                        id: p.id,
+                        leader: p.leader,
+                        leader_address: members.get(&p.leader).cloned().unwrap_or_default(),
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        high_watermark: o.as_ref().map_or(0, |o| o.high_watermark),
+                        log_end_offset: o.as_ref().map_or(0, |o| o.log_end_offset),
+                        log_start_offset: o.as_ref().map_or(0, |o| o.log_start_offset),
+                        offsets_known: o.is_some(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn check_topic_name(name: &str) -> Result<(), Status> {
+        meta::validate_name("topic", name).map_err(|m| tag(Status::invalid_argument(m), "invalid"))
+    }
+}
+
+fn acks_of(a: i32) -> Result<Acks, Status> {
+    match Acks::try_from(a) {
+        Ok(Acks::Unspecified) | Err(_) => {
+            Err(Status::invalid_argument(format!("acks {a} is not valid: expected NONE (1), LEADER (2) or ALL (3)")))
+        }
+        Ok(a) => Ok(a),
+    }
+}
+
+#[tonic::async_trait]
+impl TopicsApi for TopicService {
+    async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<TopicInfo>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        Self::check_topic_name(&req.name)?;
+        let s = req.settings.unwrap_or_default();
+        let config = topic::topic_config(
+            s.partitions,
+            s.replication_factor,
+            s.min_insync_replicas,
+            s.unclean_leader_election,
+            s.retention_ms,
+            s.retention_bytes,
+            s.replica_lag_time_max_ms,
+        )
+        .map_err(topic_status)?;
+        let nodes: Vec<u32> = self.node.cfg.cluster.keys().copied().collect();
+        if config.replication_factor as usize > nodes.len() {
+            return Err(tag(
+                Status::invalid_argument(format!(
+                    "--replication-factor {} exceeds the {} nodes of the cluster",
+                    config.replication_factor,
+                    nodes.len()
+                )),
+                "invalid",
+            ));
+        }
+        let op = topic_op::Op::Create(rsm::CreateTopic {
+            name: req.name.clone(),
+            partitions: s.partitions,
+            config: Some(config),
+            nodes,
+        });
+        let r = self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        let t = r.topic.ok_or_else(|| Status::internal("create reply without the topic"))?;
+        Ok(Response::new(self.info(&t, None)))
+    }
+
+    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        Self::check_topic_name(&req.name)?;
+        let op = topic_op::Op::Delete(rsm::DeleteTopic { name: req.name });
+        self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn metadata(&self, req: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = self.timeout(req.timeout_ms);
+        let topics = self.node.topics.metadata(&req.topics, req.linearizable, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(MetadataResponse {
+            topics: topics.iter().map(|t| self.info(t, None)).collect(),
+            nodes: self.node.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
+        }))
+    }
+
+    async fn describe_topic(&self, req: Request<DescribeTopicRequest>) -> Result<Response<TopicInfo>, Status> {
+        let req = req.into_inner();
+        let timeout = self.timeout(req.timeout_ms);
+        Self::check_topic_name(&req.name)?;
+        let t = self
+            .node
+            .topics
+            .metadata(std::slice::from_ref(&req.name), true, timeout)
+            .await
+            .map_err(topic_status)?
+            .pop()
+            .ok_or_else(|| Status::internal("no topic in the reply"))?;
+        let offsets = self.node.topics.offsets(&t).await;
+        Ok(Response::new(self.info(&t, Some(&offsets))))
+    }
+
+    async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = self.timeout(req.timeout_ms);
+        let acks = acks_of(req.acks)?;
+        if req.records.is_empty() || req.records.len() > MAX_PRODUCE_RECORDS {
+            return Err(Status::invalid_argument(format!(
+                "a produce request carries 1 to {MAX_PRODUCE_RECORDS} records, got {}",
+                req.records.len()
+            )));
+        }
+        let max_value = self.node.cfg.max_value_bytes;
+        let mut bytes = 0usize;
+        for r in &req.records {
+            if r.key.len() > MAX_KEY_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "a key is {} bytes; the limit is {MAX_KEY_BYTES}",
+                    r.key.len()
+                )));
+            }
+            if r.value.len() > max_value {
+                return Err(Status::invalid_argument(format!(
+                    "a value is {} bytes; this node's limit is {max_value} (kv serve --max-value-bytes)",
+                    r.value.len()
+                )));
+            }
+            bytes += r.key.len() + r.value.len();
+        }
+        if bytes > MAX_PRODUCE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a produce request carries {bytes} bytes; at most {MAX_PRODUCE_BYTES}"
+            )));
+        }
+        let p = self.node.topics.leader_partition(&req.topic, req.partition, timeout).await.map_err(topic_status)?;
+        let a =
+            p.produce(acks, req.producer_id, req.base_sequence, req.records, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(ProduceResponse {
+            partition: req.partition,
+            base_offset: a.base_offset.unwrap_or(0),
+            duplicate: a.duplicate,
+            offset_unknown: a.base_offset.is_none(),
+        }))
+    }
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = self.timeout(0);
+        let p = self.node.topics.leader_partition(&req.topic, req.partition, timeout).await.map_err(topic_status)?;
+        let max_bytes = match req.max_bytes {
+            0 => DEFAULT_FETCH_MAX_BYTES,
+            b => (b as usize).min(MAX_FETCH_MAX_BYTES),
+        };
+        let f = p
+            .consumer_fetch(req.offset, max_bytes, Duration::from_millis(req.max_wait_ms as u64))
+            .await
+            .map_err(topic_status)?;
+        Ok(Response::new(FetchResponse {
+            records: f.records,
+            high_watermark: f.high_watermark,
+            log_start_offset: f.log_start_offset,
+            log_end_offset: f.log_end_offset,
+            next_offset: f.next_offset,
+        }))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        req: Request<GroupHeartbeatRequest>,
+    ) -> Result<Response<GroupHeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        let op = topic_op::Op::Heartbeat(rsm::GroupHeartbeat {
+            group: req.group,
+            member_id: req.member_id,
+            topics: req.topics,
+            session_timeout_ms: req.session_timeout_ms,
+        });
+        let r = self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        let g = r.group.unwrap_or_default();
+        Ok(Response::new(GroupHeartbeatResponse {
+            generation: g.generation,
+            members: g.members,
+            assignment: g
+                .assignment
+                .into_iter()
+                .map(|a| TopicPartitions { topic: a.topic, partitions: a.partitions })
+                .collect(),
+        }))
+    }
+
+    async fn group_leave(&self, req: Request<GroupLeaveRequest>) -> Result<Response<GroupLeaveResponse>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        let op = topic_op::Op::Leave(rsm::GroupLeave { group: req.group, member_id: req.member_id });
+        self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(GroupLeaveResponse {}))
+    }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<CommitOffsetsRequest>,
+    ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        let op = topic_op::Op::Commit(rsm::CommitOffsets {
+            group: req.group,
+            member_id: req.member_id,
+            generation: req.generation,
+            offsets: req
+                .offsets
+                .into_iter()
+                .map(|o| rsm::OffsetEntry { topic: o.topic, partition: o.partition, offset: o.offset })
+                .collect(),
+        });
+        self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(&self, req: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = self.timeout(req.timeout_ms);
+        meta::validate_name("group", &req.group).map_err(Status::invalid_argument)?;
+        let offsets = self.node.topics.committed(&req.group, &req.topic, timeout).await.map_err(topic_status)?;
+        Ok(Response::new(FetchOffsetsResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, offset)| CommittedOffset { topic: req.topic.clone(), partition, offset })
+                .collect(),
+        }))
+    }
+}

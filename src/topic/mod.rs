@@ -1,0 +1,572 @@
+//! Topics (DESIGN §6): a partitioned, replicated log with Kafka-style ISR
+//! replication on the same nodes as the key-value store.
+//!
+//! * [`meta`]: topic and group metadata in the linearizable state machine
+//!   (partition changes are compare-and-set on epochs).
+//! * [`controller`]: the Raft leader elects partition leaders.
+//! * [`isr`]: the partition leader's sans-I/O core (ISR, high watermark).
+//! * [`epochs`]: leader-epoch history; where followers truncate.
+//! * [`producer_state`]: idempotent producers.
+//! * [`assign`]: replica, group and key placement.
+//! * [`log`]: one partition's records and state in RocksDB.
+//! * [`replica`]: one partition replica's runtime (leader: appends, serves
+//!   fetches; follower: pulls from the leader).
+//! * [`peer`]: connections to other nodes for topic traffic.
+//!
+//! [`Topics`] is this node's entry point: it keeps the partition replicas
+//! in line with the metadata this node has applied, and serves the client
+//! and peer services.
+
+pub mod assign;
+pub mod controller;
+pub mod epochs;
+pub mod isr;
+pub mod log;
+pub mod meta;
+pub mod peer;
+pub mod producer_state;
+pub mod replica;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::NodeId;
+use crate::levels::linear::{raft_node::DbRsm, state_machine::RsmRead, Caller, Linear};
+use crate::levels::LevelError;
+use crate::proto::peer::{PartitionStatus, ReplicaFetchRequest, ReplicaFetchResponse};
+use crate::proto::rsm::{self, topic_op, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::store::{Store, StoreError};
+use log::PartitionId;
+use replica::Partition;
+
+/// How often a node checks whether the topic metadata it applied changed.
+pub const META_POLL_MS: u64 = 50;
+/// Period of the partition leaders' ISR/lag checks and checkpoints.
+pub const LEADER_TICK_MS: u64 = 100;
+/// A high watermark is checkpointed at most this often.
+pub const HW_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// Deadline of the metadata proposals a node makes itself (ISR, elections).
+pub const META_PROPOSAL_TIMEOUT_MS: u64 = 5_000;
+/// One attempt of the read barrier a node passes before hosting replicas.
+pub const STARTUP_BARRIER_ATTEMPT_MS: u64 = 1_000;
+/// Deadline of a status question to a partition leader (describe).
+pub const PEER_STATUS_TIMEOUT_MS: u64 = 1_000;
+
+/// Node-wide topic settings (`kv serve` flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// The controller declares a node dead when it has not heard from it
+    /// (Raft traffic) for this long, and moves its partitions' leadership.
+    pub node_timeout_ms: u64,
+    /// Default `replica.lag.time.max.ms` of topics that do not set it.
+    pub replica_lag_time_max_ms: u64,
+    /// How often partition leaders apply retention.
+    pub retention_check_interval_ms: u64,
+}
+
+pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 3_000;
+pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        TopicSettings {
+            node_timeout_ms: DEFAULT_NODE_TIMEOUT_MS,
+            replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+            retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+        }
+    }
+}
+
+/// Why a topic request failed. The node turns these into gRPC statuses
+/// (see `proto/topics.proto`) with the same sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("{0}")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    TopicExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// Certainly nothing was written: this node does not lead the partition.
+    #[error("{message}")]
+    NotLeader { message: String, leader: NodeId },
+    /// acks=all refused before writing: the ISR is below min.insync.replicas.
+    #[error("{0}")]
+    NotEnoughReplicas(String),
+    /// Appended on the leader, but the ISR fell below min.insync.replicas
+    /// before the records committed: they may or may not survive.
+    #[error("{0}")]
+    NotEnoughReplicasAfterAppend(String),
+    #[error("{message}")]
+    OutOfOrderSequence { message: String, expected: u64 },
+    #[error("{0}")]
+    StaleGeneration(String),
+    #[error("{message}")]
+    OffsetOutOfRange { message: String, log_start: u64, log_end: u64 },
+    /// The outcome is unknown.
+    #[error("{0}")]
+    Indeterminate(String),
+    /// Certainly not done; retry later or elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Level(#[from] LevelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What every partition replica of this node shares.
+pub struct Ctx {
+    pub node_id: NodeId,
+    pub store: Arc<Store>,
+    pub linear: Arc<Linear>,
+    pub peers: peer::PeerConns,
+    pub settings: TopicSettings,
+    pub members: BTreeMap<NodeId, String>,
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
+    started: Instant,
+}
+
+impl Ctx {
+    /// Monotonic milliseconds since the node started: the cores' time.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The topic metadata this node has applied, indexed.
+#[derive(Clone, Debug, Default)]
+pub struct MetaCache {
+    pub version: u64,
+    pub next_topic_id: u64,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl MetaCache {
+    pub fn by_id(&self, id: u64) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.id == id)
+    }
+}
+
+pub struct Topics {
+    ctx: Arc<Ctx>,
+    partitions: RwLock<HashMap<PartitionId, Arc<Partition>>>,
+    cache: RwLock<Arc<MetaCache>>,
+}
+
+/// Reads all topic metadata from this node's `rsm` family.
+pub fn load_meta(store: &Store) -> Result<MetaCache, StoreError> {
+    let view = DbRsm(store.db());
+    let version = view.get(meta::KEY_VERSION)?.and_then(|b| meta::decode_u64(&b)).unwrap_or(0);
+    let next_topic_id = view.get(meta::KEY_NEXT_ID)?.and_then(|b| meta::decode_u64(&b)).unwrap_or(1);
+    let mut topics = BTreeMap::new();
+    for (_, v) in view.scan(meta::TOPIC_PREFIX, &[], meta::MAX_TOPICS)? {
+        let t = TopicMeta::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("topic metadata: {e}")))?;
+        topics.insert(t.name.clone(), t);
+    }
+    Ok(MetaCache { version, next_topic_id, topics })
+}
+
+fn read_version(store: &Store) -> Result<u64, StoreError> {
+    Ok(DbRsm(store.db()).get(meta::KEY_VERSION)?.and_then(|b| meta::decode_u64(&b)).unwrap_or(0))
+}
+
+/// Maps a metadata refusal to an error (OK replies pass through).
+pub fn check_reply(r: TopicReply) -> Result<TopicReply, TopicError> {
+    let code = TopicErrorCode::try_from(r.code).unwrap_or(TopicErrorCode::Invalid);
+    match code {
+        TopicErrorCode::TopicOk => Ok(r),
+        TopicErrorCode::UnknownTopic => Err(TopicError::UnknownTopic(r.message)),
+        TopicErrorCode::TopicExists => Err(TopicError::TopicExists(r.message)),
+        TopicErrorCode::Invalid => Err(TopicError::Invalid(r.message)),
+        TopicErrorCode::StaleEpoch => Err(TopicError::Unavailable(r.message)),
+        TopicErrorCode::StaleGeneration => Err(TopicError::StaleGeneration(r.message)),
+    }
+}
+
+/// The per-partition status a leader reports (describe).
+#[derive(Clone, Debug, Default)]
+pub struct Offsets {
+    pub high_watermark: u64,
+    pub log_end_offset: u64,
+    pub log_start_offset: u64,
+}
+
+impl Topics {
+    /// Starts the topic layer of this node: the metadata reconcile loop,
+    /// the leaders' tick loop and the controller.
+    pub fn start(
+        node_id: NodeId,
+        store: Arc<Store>,
+        linear: Arc<Linear>,
+        members: BTreeMap<NodeId, String>,
+        local_ip: std::net::IpAddr,
+        settings: TopicSettings,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Topics>, String> {
+        let peers = peer::PeerConns::new(node_id, &members, local_ip)?;
+        let ctx = Arc::new(Ctx {
+            node_id,
+            store,
+            linear,
+            peers,
+            settings,
+            members,
+            tracker: tracker.clone(),
+            cancel,
+            started: Instant::now(),
+        });
+        let topics = Arc::new(Topics {
+            ctx: ctx.clone(),
+            partitions: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Arc::new(MetaCache::default())),
+        });
+        tracker.spawn(topics.clone().reconcile_loop());
+        tracker.spawn(topics.clone().tick_loop());
+        tracker.spawn(controller::run(ctx, topics.clone()));
+        Ok(topics)
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// This node's applied view of the metadata (refreshed every
+    /// [`META_POLL_MS`]).
+    pub fn cache(&self) -> Arc<MetaCache> {
+        self.cache.read().expect("topic cache lock").clone()
+    }
+
+    pub fn partition(&self, pid: PartitionId) -> Option<Arc<Partition>> {
+        self.partitions.read().expect("partitions lock").get(&pid).cloned()
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().expect("partitions lock").values().cloned().collect()
+    }
+
+    /// Keeps the local replicas in line with the applied metadata. Waits
+    /// for one read barrier first, so a restarted node never acts on
+    /// metadata older than what was committed when it came up.
+    async fn reconcile_loop(self: Arc<Self>) {
+        let cancel = self.ctx.cancel.clone();
+        loop {
+            // Short attempts: raft-rs drops a follower's ReadIndex that
+            // reaches a leader with nothing committed in its term yet (just
+            // after an election), and such a barrier waits out its deadline.
+            match self.ctx.linear.barrier(Duration::from_millis(STARTUP_BARRIER_ATTEMPT_MS)).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "topics: waiting for the metadata to catch up");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+        let mut seen = u64::MAX;
+        loop {
+            match read_version(&self.ctx.store) {
+                Ok(v) if v != seen => match load_meta(&self.ctx.store) {
+                    Ok(cache) => {
+                        seen = v;
+                        if let Err(e) = self.apply_meta(cache).await {
+                            tracing::error!(error = %e, "topics: applying metadata failed");
+                            seen = u64::MAX;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "topics: cannot read metadata"),
+                },
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "topics: cannot read the metadata version"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(META_POLL_MS)) => {}
+            }
+        }
+        for p in self.all_partitions() {
+            p.stop();
+        }
+    }
+
+    async fn apply_meta(&self, cache: MetaCache) -> Result<(), StoreError> {
+        let me = self.ctx.node_id;
+        let mut wanted = HashMap::new();
+        for t in cache.topics.values() {
+            for p in meta::replicas_of(t, me) {
+                wanted.insert(PartitionId { topic_id: t.id, partition: p.id }, (t, p));
+            }
+        }
+        for (&pid, &(t, p)) in &wanted {
+            let part = match self.partition(pid) {
+                Some(part) => part,
+                None => {
+                    let part = Partition::open(self.ctx.clone(), pid, t.name.clone()).await?;
+                    self.partitions.write().expect("partitions lock").insert(pid, part.clone());
+                    tracing::info!(topic = %t.name, partition = p.id, "hosting a partition replica");
+                    part
+                }
+            };
+            part.update_meta(p.clone(), t.config.unwrap_or_default()).await?;
+        }
+        *self.cache.write().expect("topic cache lock") = Arc::new(cache.clone());
+        // Replicas of deleted topics. Ids below the next id were seen by the
+        // metadata: absence then means deletion, not "not applied yet".
+        let gone: Vec<PartitionId> = self
+            .partitions
+            .read()
+            .expect("partitions lock")
+            .keys()
+            .copied()
+            .filter(|pid| !wanted.contains_key(pid) && pid.topic_id < cache.next_topic_id)
+            .collect();
+        for pid in gone {
+            let removed = self.partitions.write().expect("partitions lock").remove(&pid);
+            match removed {
+                Some(p) => p.delete().await?,
+                None => {
+                    self.ctx.store.write(log::delete_partition(pid), false).await?;
+                }
+            }
+            tracing::info!(partition = %pid, "deleted the replica of a deleted topic");
+        }
+        let db = self.ctx.store.db().clone();
+        for (pid, topic) in log::local_replicas(&db)? {
+            if !wanted.contains_key(&pid) && pid.topic_id < cache.next_topic_id && self.partition(pid).is_none() {
+                self.ctx.store.write(log::delete_partition(pid), false).await?;
+                tracing::info!(topic = %topic, partition = %pid, "deleted a leftover replica of a deleted topic");
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(LEADER_TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.ctx.cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let retention_due =
+                last_retention.elapsed() >= Duration::from_millis(self.ctx.settings.retention_check_interval_ms);
+            if retention_due {
+                last_retention = Instant::now();
+            }
+            for p in self.all_partitions() {
+                if let Err(e) = p.tick(retention_due).await {
+                    tracing::error!(partition = %p.pid, error = %e, "partition housekeeping failed");
+                }
+            }
+        }
+    }
+
+    /// Looks a topic up in the applied metadata; if it is not there, once
+    /// more after a read barrier (it may have just been created).
+    pub async fn topic(&self, name: &str, timeout: Duration) -> Result<TopicMeta, TopicError> {
+        if let Some(t) = self.cache().topics.get(name) {
+            return Ok(t.clone());
+        }
+        self.ctx.linear.barrier(timeout).await?;
+        let view = DbRsm(self.ctx.store.db());
+        match view.get(&meta::topic_key(name))? {
+            Some(b) => TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string()))),
+            None => Err(TopicError::UnknownTopic(format!("topic {name:?} does not exist"))),
+        }
+    }
+
+    /// The local replica of `topic`/`partition`, which must lead it.
+    pub async fn leader_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        timeout: Duration,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let t = self.topic(topic, timeout).await?;
+        let Some(pm) = t.partitions.get(partition as usize) else {
+            return Err(TopicError::Invalid(format!(
+                "topic {topic:?} has no partition {partition}: it has {} (0-{})",
+                t.partitions.len(),
+                t.partitions.len().saturating_sub(1)
+            )));
+        };
+        let pid = PartitionId { topic_id: t.id, partition };
+        match self.partition(pid) {
+            Some(p) => Ok(p),
+            None => Err(TopicError::NotLeader {
+                message: format!(
+                    "node {} does not lead {topic}/{partition}{}",
+                    self.ctx.node_id,
+                    if pm.leader == 0 {
+                        ": it has no leader now".to_string()
+                    } else {
+                        format!("; node {} does", pm.leader)
+                    }
+                ),
+                leader: pm.leader,
+            }),
+        }
+    }
+
+    /// Proposes a metadata command on behalf of a client.
+    pub async fn propose(&self, caller: Caller, op: topic_op::Op, timeout: Duration) -> Result<TopicReply, TopicError> {
+        let r = self.ctx.linear.topic(caller, TopicOp { op: Some(op) }, timeout).await?;
+        check_reply(r)
+    }
+
+    /// Every topic (or the named ones) as the linearizable store has them
+    /// (after a read barrier when `linearizable`).
+    pub async fn metadata(
+        &self,
+        names: &[String],
+        linearizable: bool,
+        timeout: Duration,
+    ) -> Result<Vec<TopicMeta>, TopicError> {
+        if linearizable {
+            self.ctx.linear.barrier(timeout).await?;
+        }
+        let all = load_meta(&self.ctx.store)?;
+        if names.is_empty() {
+            return Ok(all.topics.into_values().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                all.topics
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| TopicError::UnknownTopic(format!("topic {n:?} does not exist")))
+            })
+            .collect()
+    }
+
+    /// High watermark, log end and log start of every partition of `t`,
+    /// asked from each leader (`None` where it could not be asked).
+    pub async fn offsets(&self, t: &TopicMeta) -> Vec<Option<Offsets>> {
+        let mut by_leader: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for p in &t.partitions {
+            if p.leader != 0 {
+                by_leader.entry(p.leader).or_default().push(p.id);
+            }
+        }
+        let mut out = vec![None; t.partitions.len()];
+        let asks = by_leader.into_iter().map(|(leader, parts)| async move {
+            let got = if leader == self.ctx.node_id {
+                Ok(self.partition_status(t.id, &parts))
+            } else {
+                self.ctx.peers.partition_status(leader, t.id, parts.clone(), PEER_STATUS_TIMEOUT_MS).await
+            };
+            (leader, got)
+        });
+        for (leader, got) in futures::future::join_all(asks).await {
+            match got {
+                Ok(list) => {
+                    for s in list {
+                        if s.role == "leader" {
+                            if let Some(slot) = out.get_mut(s.partition as usize) {
+                                *slot = Some(Offsets {
+                                    high_watermark: s.high_watermark,
+                                    log_end_offset: s.log_end_offset,
+                                    log_start_offset: s.log_start_offset,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(leader, error = %e, "partition status unavailable"),
+            }
+        }
+        out
+    }
+
+    /// This node's view of its replicas of the given partitions.
+    pub fn partition_status(&self, topic_id: u64, partitions: &[u32]) -> Vec<PartitionStatus> {
+        partitions
+            .iter()
+            .map(|&partition| match self.partition(PartitionId { topic_id, partition }) {
+                Some(p) => p.status(),
+                None => PartitionStatus { partition, role: "none".into(), ..Default::default() },
+            })
+            .collect()
+    }
+
+    /// A follower's fetch, served by the partition leader.
+    pub async fn serve_replica_fetch(&self, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
+        let pid = PartitionId { topic_id: req.topic_id, partition: req.partition };
+        match self.partition(pid) {
+            Some(p) => p.serve_replica_fetch(req).await,
+            None => replica::fetch_error(
+                crate::proto::peer::ReplicaFetchError::UnknownPartition,
+                format!("node {} has no replica of partition {pid}", self.ctx.node_id),
+            ),
+        }
+    }
+
+    /// The committed offsets of `group` for `topic` (after a read barrier).
+    pub async fn committed(&self, group: &str, topic: &str, timeout: Duration) -> Result<Vec<(u32, u64)>, TopicError> {
+        self.ctx.linear.barrier(timeout).await?;
+        let view = DbRsm(self.ctx.store.db());
+        let Some(b) = view.get(&meta::topic_key(topic))? else {
+            return Err(TopicError::UnknownTopic(format!("topic {topic:?} does not exist")));
+        };
+        let t = TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string())))?;
+        let mut out = Vec::new();
+        for p in &t.partitions {
+            if let Some(v) = view.get(&meta::offset_key(group, t.id, p.id))?.and_then(|b| meta::decode_u64(&b)) {
+                out.push((p.id, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Nodes of the cluster, for clients that route to partition leaders.
+    pub fn members(&self) -> &BTreeMap<NodeId, String> {
+        &self.ctx.members
+    }
+}
+
+/// A create request's settings, validated and with defaults applied.
+pub fn topic_config(
+    partitions: u32,
+    replication_factor: u32,
+    min_insync: u32,
+    unclean: bool,
+    retention_ms: u64,
+    retention_bytes: u64,
+    lag_ms: u64,
+) -> Result<rsm::TopicConfig, TopicError> {
+    if partitions == 0 || partitions > meta::MAX_PARTITIONS {
+        return Err(TopicError::Invalid(format!(
+            "--partitions must be 1 to {}, got {partitions}",
+            meta::MAX_PARTITIONS
+        )));
+    }
+    if replication_factor == 0 {
+        return Err(TopicError::Invalid("--replication-factor must be at least 1".into()));
+    }
+    let min = if min_insync == 0 { replication_factor.min(2) } else { min_insync };
+    if min > replication_factor {
+        return Err(TopicError::Invalid(format!(
+            "--min-insync {min} exceeds the replication factor {replication_factor}: acks=all could never succeed"
+        )));
+    }
+    Ok(rsm::TopicConfig {
+        replication_factor,
+        min_insync_replicas: min,
+        unclean_leader_election: unclean,
+        retention_ms,
+        retention_bytes,
+        replica_lag_time_max_ms: lag_ms,
+    })
+}
