@@ -57,6 +57,10 @@ pub const MAX_PENDING_PROPOSALS: usize = 100_000;
 pub const MAX_PENDING_READ_CONTEXTS: usize = 10_000;
 /// A read-index request without an answer after this is forgotten.
 pub const READ_CONTEXT_TTL_MS: u64 = 30_000;
+/// A read-index request unanswered for this long is asked again: raft-rs
+/// drops one that reaches a leader that has not yet committed in its term
+/// (Raft §8), without telling the follower that sent it.
+pub const READ_INDEX_RETRY_MS: u64 = 250;
 /// Peer messages stepped per loop turn before handling the Ready.
 pub const MAX_STEP_PER_TURN: usize = 1024;
 
@@ -250,6 +254,7 @@ impl Driver {
                 _ = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
                     self.node.tick();
+                    self.retry_reads();
                     if housekeeping.elapsed() >= Duration::from_secs(1) {
                         housekeeping = Instant::now();
                         self.housekeeping();
@@ -480,6 +485,23 @@ retry with the same request id"
         let ctx = self.read_seq;
         self.reads_issued.insert(ctx, (Instant::now(), self.node.raft.term, waiters));
         self.node.read_index(ctx.to_be_bytes().to_vec());
+    }
+
+    /// Re-issues read-index requests that got no answer in time, under a
+    /// new context (the old one is forgotten; a late answer to it is ignored).
+    fn retry_reads(&mut self) {
+        let retry = Duration::from_millis(READ_INDEX_RETRY_MS);
+        let stale: Vec<u64> =
+            self.reads_issued.iter().filter(|(_, (at, _, _))| at.elapsed() >= retry).map(|(&c, _)| c).collect();
+        let mut waiters = Vec::new();
+        for ctx in stale {
+            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
+                waiters.extend(ws.into_iter().filter(|w| !w.is_closed()));
+            }
+        }
+        if !waiters.is_empty() {
+            self.read_index(waiters);
+        }
     }
 
     fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
