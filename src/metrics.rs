@@ -39,6 +39,10 @@ counters!(
     read_imposes,
     quorum_unavailable,
     linearizable_ops,
+    raft_entries_proposed,
+    raft_commands_proposed,
+    raft_readies,
+    raft_synced_writes,
 );
 
 pub fn inc(c: &AtomicU64) {

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, INSTALL_BATCH_RECORDS};
-use super::state_machine::{Applier, RsmRead};
+use super::state_machine::{Answer, Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
 use super::transport::{Inbound, LostLog, Transport, TransportEvent};
 use crate::clock::Clock;
@@ -63,6 +63,13 @@ pub const READ_CONTEXT_TTL_MS: u64 = 30_000;
 pub const READ_INDEX_RETRY_MS: u64 = 250;
 /// Peer messages stepped per loop turn before handling the Ready.
 pub const MAX_STEP_PER_TURN: usize = 1024;
+/// Entries this node proposed that are not applied yet, at most. Requests
+/// arriving meanwhile wait and go out together as the next entry: an idle
+/// node proposes at once, a busy one batches (Nagle's idea, for Raft).
+pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 2;
+/// An own entry not applied after this is presumed lost (a proposal
+/// forwarded to a leader that died) and stops holding back new ones.
+pub const OWN_ENTRY_LOST_MS: u64 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {
@@ -115,6 +122,13 @@ pub struct RaftView {
     pub applied_index: u64,
     /// Milliseconds since a message from each peer was last received.
     pub last_contact_ms: BTreeMap<u32, u64>,
+}
+
+/// Applied entries not yet written: their writes and what to do after.
+struct Prepared {
+    ops: Vec<WriteOp>,
+    answers: Vec<Answer>,
+    applied: Option<(u64, u64)>,
 }
 
 pub struct Channels {
@@ -177,6 +191,9 @@ pub struct Driver {
     recovering_until: Option<u64>,
     /// Tells peers (through the transport) that this node lost its log.
     pub lost_log: Arc<LostLog>,
+    /// Own proposed entries not yet applied, and when the oldest was proposed.
+    own_in_flight: usize,
+    own_in_flight_since: Option<Instant>,
     reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
     snap_generating: bool,
@@ -238,6 +255,8 @@ impl Driver {
             seen_term: 0,
             recovering_until: None,
             lost_log,
+            own_in_flight: 0,
+            own_in_flight_since: None,
             reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
             snap_generating: false,
@@ -255,6 +274,10 @@ impl Driver {
                 _ = tick.tick() => {
                     self.node.tick();
                     self.retry_reads();
+                    if self.own_in_flight_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(OWN_ENTRY_LOST_MS)) {
+                        self.own_in_flight = 0;
+                        self.own_in_flight_since = None;
+                    }
                     if housekeeping.elapsed() >= Duration::from_secs(1) {
                         housekeeping = Instant::now();
                         self.housekeeping();
@@ -270,7 +293,7 @@ impl Driver {
                         }
                     }
                 }
-                Some(p) = ch.proposals.recv() => {
+                Some(p) = ch.proposals.recv(), if self.own_in_flight < MAX_OWN_ENTRIES_IN_FLIGHT => {
                     let mut batch = vec![p];
                     while batch.len() < MAX_BATCH_COMMANDS {
                         match ch.proposals.try_recv() {
@@ -316,6 +339,9 @@ impl Driver {
     fn on_term_change(&mut self) {
         let term = self.node.raft.term;
         self.seen_term = term;
+        // Entries proposed in an older term may never be applied.
+        self.own_in_flight = 0;
+        self.own_in_flight_since = None;
         let mut expired = Vec::new();
         for ws in self.waiters.values_mut() {
             let (old, current): (Vec<_>, Vec<_>) = std::mem::take(ws).into_iter().partition(|(t, _)| *t < term);
@@ -456,8 +482,15 @@ retry with the same request id"
     }
 
     fn propose_entry(&mut self, commands: Vec<rsm::Command>) {
+        crate::metrics::inc(&self.metrics.raft_entries_proposed);
+        add(&self.metrics.raft_commands_proposed, commands.len() as u64);
         let batch = rsm::Batch { stamp: self.clock.now(), proposer: self.id, commands };
-        if let Err(e) = self.node.propose(vec![], batch.encode_to_vec()) {
+        let proposed = self.node.propose(vec![], batch.encode_to_vec());
+        if proposed.is_ok() {
+            self.own_in_flight += 1;
+            self.own_in_flight_since.get_or_insert_with(Instant::now);
+        }
+        if let Err(e) = proposed {
             let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
             for c in batch.commands {
                 if let Some(ws) = self.waiters.remove(&(c.client_id, c.request_id)) {
@@ -555,6 +588,7 @@ retry with the same request id"
             return Ok(());
         }
         let mut rd = self.node.ready();
+        crate::metrics::inc(&self.metrics.raft_readies);
         // 1. The leader's messages may go out before it persists.
         if !rd.messages().is_empty() {
             self.transport.send(rd.take_messages());
@@ -564,20 +598,29 @@ retry with the same request id"
             let snap = rd.snapshot().clone();
             self.install_snapshot(&snap).await?;
         }
-        // 3. Apply what is committed (and already durable here).
+        // 3. Apply what is committed (and already durable here). Its writes
+        // join the batch of steps 4-5: one trip to the writer per Ready.
         let committed = rd.take_committed_entries();
-        self.apply(committed).await?;
+        let prepared = self.prepare_apply(&committed)?;
         // 4-5. Entries and hard state: one synced batch.
         let entries = rd.take_entries();
         let hs = rd.hs().cloned();
-        let mut ops = self.node.store().append_ops(&entries)?;
+        let (mut ops, answers, applied) = match prepared {
+            Some(Prepared { ops, answers, applied }) => (ops, answers, applied),
+            None => (Vec::new(), Vec::new(), None),
+        };
+        ops.extend(self.node.store().append_ops(&entries)?);
         if let Some(hs) = &hs {
             ops.push(RaftStore::hard_state_op(hs));
         }
         if !ops.is_empty() {
+            if rd.must_sync() {
+                crate::metrics::inc(&self.metrics.raft_synced_writes);
+            }
             self.store.write(ops, rd.must_sync()).await?;
             self.node.store().appended(&entries, hs.as_ref());
         }
+        self.finish_apply(answers, applied);
         for rs in rd.take_read_states() {
             self.on_read_state(rs.index, &rs.request_ctx);
         }
@@ -596,15 +639,25 @@ retry with the same request id"
         self.maybe_compact().await
     }
 
+    /// Applies `entries` on its own (one unsynced write).
     async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), StoreError> {
+        let Some(Prepared { ops, answers, applied }) = self.prepare_apply(&entries)? else { return Ok(()) };
+        self.store.write(ops, false).await?;
+        self.finish_apply(answers, applied);
+        Ok(())
+    }
+
+    /// What applying `entries` writes, and the replies it gives once written;
+    /// `None` when there is nothing to apply.
+    fn prepare_apply(&mut self, entries: &[raft::eraftpb::Entry]) -> Result<Option<Prepared>, StoreError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let db = self.store.db().clone();
         let view = DbRsm(&db);
         let mut applier = Applier::new(&view);
         let mut conf_ops = Vec::new();
-        for e in &entries {
+        for e in entries {
             if e.index <= self.applied {
                 continue;
             }
@@ -635,12 +688,22 @@ retry with the same request id"
                 }
             }
         }
+        let own = applier.proposed_by(self.id);
+        if own > 0 {
+            self.own_in_flight = self.own_in_flight.saturating_sub(own);
+            self.own_in_flight_since = (self.own_in_flight > 0).then(Instant::now);
+        }
         let (mut ops, answers, applied) = applier.finish();
         ops.extend(conf_ops);
         if ops.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.store.write(ops, false).await?;
+        Ok(Some(Prepared { ops, answers, applied }))
+    }
+
+    /// After the apply ops are written: advance the applied index, answer
+    /// the waiters and the reads that waited for this index.
+    fn finish_apply(&mut self, answers: Vec<Answer>, applied: Option<(u64, u64)>) {
         if let Some((index, _)) = applied {
             assert!(index > self.applied, "applied index regressed: {} -> {index}", self.applied);
             self.applied = index;
@@ -655,7 +718,6 @@ retry with the same request id"
         }
         self.complete_reads();
         self.check_recovered();
-        Ok(())
     }
 
     fn check_recovered(&mut self) {

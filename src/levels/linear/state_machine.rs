@@ -101,11 +101,21 @@ pub struct Applier<'a, R: RsmRead> {
     answers: Vec<Answer>,
     applied: Option<(u64, u64)>,
     max_stamp: Option<u64>,
+    /// Proposer of each applied batch, in order.
+    proposers: Vec<u32>,
 }
 
 impl<'a, R: RsmRead> Applier<'a, R> {
     pub fn new(read: &'a R) -> Self {
-        Applier { read, overlay: HashMap::new(), ops: Vec::new(), answers: Vec::new(), applied: None, max_stamp: None }
+        Applier {
+            read,
+            overlay: HashMap::new(),
+            ops: Vec::new(),
+            answers: Vec::new(),
+            applied: None,
+            max_stamp: None,
+            proposers: Vec::new(),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -153,6 +163,7 @@ impl<'a, R: RsmRead> Applier<'a, R> {
             return Ok(());
         }
         let batch: rsm::Batch = Self::decode(data, "entry")?;
+        self.proposers.push(batch.proposer);
         let log_time = self.max_stamp()?.max(batch.stamp);
         self.max_stamp = Some(log_time);
         for cmd in &batch.commands {
@@ -310,6 +321,11 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         }
         self.put(META_SWEEP_CURSOR.to_vec(), next);
         Ok(())
+    }
+
+    /// How many of the applied batches `node` proposed.
+    pub fn proposed_by(&self, node: u32) -> usize {
+        self.proposers.iter().filter(|&&p| p == node).count()
     }
 
     /// The writes of everything applied (plus the applied index and log

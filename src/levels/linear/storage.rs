@@ -12,6 +12,7 @@
 //! Snapshots are produced on demand by [`super::snapshot`]; `snapshot()`
 //! answers `SnapshotTemporarilyUnavailable` until one is ready.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use protobuf::Message as PbMessage;
@@ -31,6 +32,11 @@ pub fn log_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
 }
 
+/// Recent entries kept in memory for raft-rs's reads (appends to followers).
+pub const MAX_CACHED_ENTRIES: usize = 4096;
+/// ... and their payload bytes at most.
+pub const MAX_CACHED_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Clone, Debug, Default)]
 struct Core {
     hard_state: HardState,
@@ -38,6 +44,54 @@ struct Core {
     /// Index and term of the last entry no longer in the log.
     truncated: (u64, u64),
     last_index: u64,
+    /// Term of every entry in the log: `terms[i]` is entry `truncated.0 + 1 + i`.
+    /// raft-rs asks for terms constantly; 8 bytes per entry spares a read.
+    terms: VecDeque<u64>,
+    /// The newest entries, contiguous, ending at `last_index`.
+    cache: VecDeque<Entry>,
+    cache_bytes: usize,
+}
+
+impl Core {
+    fn cached_term(&self, idx: u64) -> Option<u64> {
+        let offset = idx.checked_sub(self.truncated.0 + 1)? as usize;
+        self.terms.get(offset).copied()
+    }
+
+    /// Drops entries above `index` from the term index and the cache.
+    fn truncate_after(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.truncated.0) as usize;
+        self.terms.truncate(keep);
+        while self.cache.back().is_some_and(|e| e.index > index) {
+            let e = self.cache.pop_back().expect("non-empty");
+            self.cache_bytes -= e.data.len();
+        }
+    }
+
+    /// Drops entries up to and including `index` from the front.
+    fn drop_through(&mut self, index: u64) {
+        let n = index.saturating_sub(self.truncated.0) as usize;
+        self.terms.drain(..n.min(self.terms.len()));
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            let e = self.cache.pop_front().expect("non-empty");
+            self.cache_bytes -= e.data.len();
+        }
+    }
+
+    fn push(&mut self, e: &Entry) {
+        debug_assert_eq!(e.index, self.truncated.0 + 1 + self.terms.len() as u64);
+        self.terms.push_back(e.term);
+        if self.cache.back().is_some_and(|last| last.index + 1 != e.index) {
+            self.cache.clear();
+            self.cache_bytes = 0;
+        }
+        self.cache_bytes += e.data.len();
+        self.cache.push_back(e.clone());
+        while self.cache.len() > MAX_CACHED_ENTRIES || self.cache_bytes > MAX_CACHED_ENTRY_BYTES {
+            let e = self.cache.pop_front().expect("non-empty");
+            self.cache_bytes -= e.data.len();
+        }
+    }
 }
 
 pub struct RaftStore {
@@ -84,7 +138,18 @@ impl RaftStore {
             }
             None => truncated.0,
         };
-        let core = Core { hard_state, conf_state, truncated, last_index: last_index.max(truncated.0) };
+        let mut core =
+            Core { hard_state, conf_state, truncated, last_index: last_index.max(truncated.0), ..Default::default() };
+        // Rebuild the term index (and warm the cache) from the log.
+        let from = log_key(truncated.0 + 1);
+        for item in db.iterator_cf(cf(&db, Cf::RaftLog), IteratorMode::From(&from, rocksdb::Direction::Forward)) {
+            let (_, v) = item?;
+            let e = Entry::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(format!("raft entry: {e}")))?;
+            if e.index != truncated.0 + 1 + core.terms.len() as u64 {
+                return Err(StoreError::Corrupt(format!("gap in the raft log at index {}", e.index)));
+            }
+            core.push(&e);
+        }
         Ok(RaftStore { db, core: RwLock::new(core), snapshots })
     }
 
@@ -138,7 +203,11 @@ impl RaftStore {
     /// Records that the ops of `append_ops(entries)` and the hard state are durable.
     pub fn appended(&self, entries: &[Entry], hs: Option<&HardState>) {
         let mut core = self.core.write().expect("raft core");
-        if let Some(last) = entries.last() {
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            core.truncate_after(first.index - 1);
+            for e in entries {
+                core.push(e);
+            }
             core.last_index = last.index;
         }
         if let Some(hs) = hs {
@@ -173,6 +242,7 @@ impl RaftStore {
     pub fn compacted(&self, truncated: (u64, u64)) {
         let mut core = self.core.write().expect("raft core");
         assert!(truncated.0 >= core.truncated.0, "truncated index regressed");
+        core.drop_through(truncated.0);
         core.truncated = truncated;
     }
 
@@ -197,6 +267,9 @@ impl RaftStore {
 
     pub fn snapshot_installed(&self, index: u64, term: u64, cs: &ConfState) {
         let mut core = self.core.write().expect("raft core");
+        core.terms.clear();
+        core.cache.clear();
+        core.cache_bytes = 0;
         core.truncated = (index, term);
         core.last_index = index;
         core.conf_state = cs.clone();
@@ -230,6 +303,20 @@ impl raft::Storage for RaftStore {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         assert!(high <= core.last_index + 1, "entries({low}, {high}) beyond last index {}", core.last_index);
+        if let Some(first) = core.cache.front().map(|e| e.index) {
+            if low >= first {
+                let mut out = Vec::with_capacity((high - low) as usize);
+                let mut size = 0u64;
+                for e in core.cache.iter().skip((low - first) as usize).take((high - low) as usize) {
+                    size += e.compute_size() as u64;
+                    if !out.is_empty() && max_size.is_some_and(|m| size > m) {
+                        break;
+                    }
+                    out.push(e.clone());
+                }
+                return Ok(out);
+            }
+        }
         drop(core);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
@@ -268,6 +355,9 @@ impl raft::Storage for RaftStore {
         }
         if idx > core.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(t) = core.cached_term(idx) {
+            return Ok(t);
         }
         drop(core);
         match self.db.get_pinned_cf(cf(&self.db, Cf::RaftLog), log_key(idx)).map_err(|e| store_err(e.into()))? {
