@@ -35,6 +35,10 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub const WRITE_QUEUE_DEPTH: usize = 4096;
 /// How far ahead of issued stamps the persisted reservation reaches.
 pub const HLC_RESERVE_AHEAD_MS: i64 = 1_000;
+/// Cells the writer remembers (it is their only writer, so the copy is
+/// exact); emptied when it grows past this. Spares a RocksDB read per write
+/// to a hot key.
+pub const MAX_CACHED_CELLS: usize = 100_000;
 
 /// One mutation. Ops of a job are applied in order.
 #[derive(Clone, Debug)]
@@ -123,6 +127,8 @@ pub struct WriteJob {
 }
 
 pub(super) struct Writer {
+    /// Current cells, as written (None = absent).
+    pub cache: std::cell::RefCell<HashMap<Bytes, Option<Cell>>>,
     pub db: Arc<DB>,
     pub clock: Arc<Clock>,
     pub digests: Arc<Digests>,
@@ -184,6 +190,18 @@ impl Writer {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let outcome = self.db.write_opt(batch, &opts);
+        let mut cache = self.cache.borrow_mut();
+        match &outcome {
+            Ok(()) => {
+                if cache.len() + cells.len() > MAX_CACHED_CELLS {
+                    cache.clear();
+                }
+                cache.extend(cells);
+            }
+            // What is on disk is unknown: forget everything.
+            Err(_) => cache.clear(),
+        }
+        drop(cache);
         match outcome {
             Ok(()) => {
                 if let Some(r) = new_reservation {
@@ -206,10 +224,18 @@ impl Writer {
     }
 
     fn current_cell(&self, cells: &HashMap<Bytes, Option<Cell>>, key: &Bytes) -> Result<Option<Cell>, StoreError> {
-        match cells.get(key) {
-            Some(c) => Ok(c.clone()),
-            None => read_cell(&self.db, key),
+        if let Some(c) = cells.get(key) {
+            return Ok(c.clone());
         }
+        if let Some(c) = self.cache.borrow().get(key) {
+            return Ok(c.clone());
+        }
+        let c = read_cell(&self.db, key)?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() < MAX_CACHED_CELLS {
+            cache.insert(key.clone(), c.clone());
+        }
+        Ok(c)
     }
 
     fn put_cell(
