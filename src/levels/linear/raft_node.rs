@@ -66,7 +66,7 @@ pub const MAX_STEP_PER_TURN: usize = 1024;
 /// Entries this node proposed that are not applied yet, at most. Requests
 /// arriving meanwhile wait and go out together as the next entry: an idle
 /// node proposes at once, a busy one batches (Nagle's idea, for Raft).
-pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 2;
+pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 1;
 /// An own entry not applied after this is presumed lost (a proposal
 /// forwarded to a leader that died) and stops holding back new ones.
 pub const OWN_ENTRY_LOST_MS: u64 = 500;
@@ -129,6 +129,8 @@ struct Prepared {
     ops: Vec<WriteOp>,
     answers: Vec<Answer>,
     applied: Option<(u64, u64)>,
+    /// What the `rsm` family holds once `ops` are written (for the cache).
+    rsm_after: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 pub struct Channels {
@@ -136,6 +138,34 @@ pub struct Channels {
     pub reads: mpsc::Receiver<ReadWaiter>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub events: mpsc::Receiver<TransportEvent>,
+}
+
+/// State-machine values the driver remembers. It is the only writer of the
+/// `rsm` family and never reads while its own writes are in flight, so the
+/// copy is exact; emptied when it grows past this or a snapshot replaces
+/// the state. Spares the value and session reads of every command.
+pub const MAX_CACHED_RSM_KEYS: usize = 200_000;
+
+/// `RsmRead` through the driver's cache, recording what it had to read.
+struct CachedRsm<'a> {
+    cache: &'a HashMap<Vec<u8>, Option<Vec<u8>>>,
+    db: DbRsm<'a>,
+    misses: std::cell::RefCell<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+}
+
+impl RsmRead for CachedRsm<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.cache.get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.db.get(key)?;
+        self.misses.borrow_mut().push((key.to_vec(), v.clone()));
+        Ok(v)
+    }
+
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.db.scan(prefix, after, limit)
+    }
 }
 
 /// `RsmRead` over the live `rsm` column family.
@@ -191,6 +221,8 @@ pub struct Driver {
     recovering_until: Option<u64>,
     /// Tells peers (through the transport) that this node lost its log.
     pub lost_log: Arc<LostLog>,
+    /// See [`MAX_CACHED_RSM_KEYS`].
+    rsm_cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Own proposed entries not yet applied, and when the oldest was proposed.
     own_in_flight: usize,
     own_in_flight_since: Option<Instant>,
@@ -257,6 +289,7 @@ impl Driver {
             lost_log,
             own_in_flight: 0,
             own_in_flight_since: None,
+            rsm_cache: HashMap::new(),
             reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
             snap_generating: false,
@@ -605,9 +638,9 @@ retry with the same request id"
         // 4-5. Entries and hard state: one synced batch.
         let entries = rd.take_entries();
         let hs = rd.hs().cloned();
-        let (mut ops, answers, applied) = match prepared {
-            Some(Prepared { ops, answers, applied }) => (ops, answers, applied),
-            None => (Vec::new(), Vec::new(), None),
+        let (mut ops, answers, applied, rsm_after) = match prepared {
+            Some(Prepared { ops, answers, applied, rsm_after }) => (ops, answers, applied, rsm_after),
+            None => (Vec::new(), Vec::new(), None, Vec::new()),
         };
         ops.extend(self.node.store().append_ops(&entries)?);
         if let Some(hs) = &hs {
@@ -620,6 +653,7 @@ retry with the same request id"
             self.store.write(ops, rd.must_sync()).await?;
             self.node.store().appended(&entries, hs.as_ref());
         }
+        self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         for rs in rd.take_read_states() {
             self.on_read_state(rs.index, &rs.request_ctx);
@@ -641,8 +675,9 @@ retry with the same request id"
 
     /// Applies `entries` on its own (one unsynced write).
     async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), StoreError> {
-        let Some(Prepared { ops, answers, applied }) = self.prepare_apply(&entries)? else { return Ok(()) };
+        let Some(Prepared { ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else { return Ok(()) };
         self.store.write(ops, false).await?;
+        self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         Ok(())
     }
@@ -654,7 +689,7 @@ retry with the same request id"
             return Ok(None);
         }
         let db = self.store.db().clone();
-        let view = DbRsm(&db);
+        let view = CachedRsm { cache: &self.rsm_cache, db: DbRsm(&db), misses: Default::default() };
         let mut applier = Applier::new(&view);
         let mut conf_ops = Vec::new();
         for e in entries {
@@ -698,7 +733,16 @@ retry with the same request id"
         if ops.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Prepared { ops, answers, applied }))
+        let mut rsm_after = view.misses.into_inner();
+        for op in &ops {
+            match op {
+                WriteOp::Put { cf: Cf::Rsm, key, value } => rsm_after.push((key.clone(), Some(value.clone()))),
+                WriteOp::Delete { cf: Cf::Rsm, key } => rsm_after.push((key.clone(), None)),
+                WriteOp::DeleteRange { cf: Cf::Rsm, .. } => unreachable!("apply never range-deletes the state machine"),
+                _ => {}
+            }
+        }
+        Ok(Some(Prepared { ops, answers, applied, rsm_after }))
     }
 
     /// After the apply ops are written: advance the applied index, answer
@@ -720,6 +764,14 @@ retry with the same request id"
         self.check_recovered();
     }
 
+    /// Records what the `rsm` family holds after a completed write.
+    fn remember_rsm(&mut self, after: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        if self.rsm_cache.len() + after.len() > MAX_CACHED_RSM_KEYS {
+            self.rsm_cache.clear();
+        }
+        self.rsm_cache.extend(after);
+    }
+
     fn check_recovered(&mut self) {
         if self.recovering_until.is_some_and(|c| self.applied >= c) {
             tracing::info!(applied = self.applied, "caught up after losing the Raft log; voting again");
@@ -732,6 +784,7 @@ retry with the same request id"
         let meta = snap.get_metadata();
         let name = String::from_utf8(snap.get_data().to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tracing::info!(index = meta.index, term = meta.term, file = %name, "installing snapshot from the leader");
+        self.rsm_cache.clear();
         install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
         self.applied = meta.index;
         self.complete_reads();
