@@ -78,6 +78,13 @@ done
 run --endpoints "$n3" -c eventual get during-partition
 run --timeout 5s -c quorum get colour
 
+say "Topics: a partitioned log replicated with an in-sync replica set"
+run topic create orders --partitions 3 --replication-factor 3 --min-insync 2
+printf '$ printf "paid\\nshipped\\ndelivered\\n" | kv topic produce orders --acks all --key order-7\n'
+printf 'paid\nshipped\ndelivered\n' | "$KV" topic produce orders --acks all --key order-7 || printf '  (exit status %s)\n' "$?"
+run topic consume orders --from-beginning --exit-at-end
+run topic describe orders
+
 if $keep; then
   say "The cluster keeps running; in another shell: export KV_ENDPOINTS=$KV_ENDPOINTS"
   echo "Ctrl-C stops it."

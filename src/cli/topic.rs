@@ -124,6 +124,15 @@ fn topic_json(t: &TopicInfo) -> serde_json::Value {
     })
 }
 
+/// A retention limit for people: 0 means none.
+fn limit_text(limit: u64) -> String {
+    if limit == 0 {
+        "unlimited".to_string()
+    } else {
+        limit.to_string()
+    }
+}
+
 fn topic_text(t: &TopicInfo, offsets: bool) -> String {
     let s = t.settings.unwrap_or_default();
     let mut out = format!(
@@ -134,8 +143,8 @@ fn topic_text(t: &TopicInfo, offsets: bool) -> String {
         s.replication_factor,
         s.min_insync_replicas,
         s.unclean_leader_election,
-        s.retention_ms,
-        s.retention_bytes
+        limit_text(s.retention_ms),
+        limit_text(s.retention_bytes)
     );
     for p in &t.partitions {
         out.push_str(&format!(
