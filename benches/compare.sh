@@ -25,7 +25,12 @@
 #   --json-out FILE    also write every run's JSON report to FILE (one per line, the run's context last)
 #   --from-json FILE   run nothing: print the tables from a FILE written by --json-out
 #   --no-build         use the kv binary already in $CARGO_TARGET_DIR/release
-#   --no-etcd          capkv only
+#   --no-etcd          capkv only (no etcd runs)
+#   --produce-clients "32"   client counts of the topic produce runs ("" = none)
+#   --produce-batches "1 64" records per produce request (each run waits for all acks)
+#   --produce-value-size B   record size of the produce runs (default 1024)
+#   --no-nats          no NATS JetStream produce runs
+#   --nats-port P      first NATS client port (default 17301; clients P..P+2, routes P+10..P+12)
 #   --capkv-port P     first capkv port (default 17101; uses P..P+2)
 #   --etcd-port P      first etcd client port (default 17201; clients P..P+2, peers P+10..P+12)
 set -euo pipefail
@@ -49,6 +54,11 @@ BUILD=1
 ETCD=1
 CAPKV_PORT=17101
 ETCD_PORT=17201
+PRODUCE_CLIENTS="32"
+PRODUCE_BATCHES="1 64"
+PRODUCE_VALUE_SIZE=1024
+NATS=1
+NATS_PORT=17301
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -67,6 +77,11 @@ while [ $# -gt 0 ]; do
     --no-etcd) ETCD=0; shift ;;
     --capkv-port) CAPKV_PORT=$2; shift 2 ;;
     --etcd-port) ETCD_PORT=$2; shift 2 ;;
+    --produce-clients) PRODUCE_CLIENTS=$2; shift 2 ;;
+    --produce-batches) PRODUCE_BATCHES=$2; shift 2 ;;
+    --produce-value-size) PRODUCE_VALUE_SIZE=$2; shift 2 ;;
+    --no-nats) NATS=0; shift ;;
+    --nats-port) NATS_PORT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -111,6 +126,21 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
           + (if .server_died then " a server died during the run" else "" end)
       end
   ' "$results"
+  if jq -es 'map(select(.op == "produce")) | length > 0' "$results" >/dev/null; then
+    echo
+    echo "Topic produce (keyless records, round-robin over 3 partitions × 3 replicas; a request is a batch of records sent together and ends when all are acknowledged):"
+    echo
+    echo "| system | acks | clients | records/request | record size | records/s | MB/s | p50 (request) | p99 (request) | server CPU (cores) | client CPU (cores) | machine CPU busy |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    jq -rs "$defs"'
+      .[] | select(.op == "produce")
+      | (if .bench == "nats" then "NATS JetStream (\(.nats // "?"))" else "capkv topic" end) as $who
+      | if .error != null then "| \($who) | \(.level) | \(.clients) | | | failed: \(.error_kind // "error") | | | | | | |"
+        else "| \($who) | \(.level) | \(.clients) | \(.batch_records) | \(.value_size) B | \(.records_per_sec | round) | \(.mb_per_sec | f2) | \(.p50_us | t) | \(.p99_us | t) | \(if .server_cpu_cores == null then "–" else (.server_cpu_cores | f2) end) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
+          + (if .errors > 0 then " \(.errors) errors (\(.errors_by_kind | keys | join(", ")))" else "" end)
+          + (if .server_died then " a server died during the run" else "" end) end
+    ' "$results"
+  fi
   echo
   echo "Machine floors (same tool, same disk):"
   echo
@@ -131,6 +161,7 @@ fi
 
 extra_packages=(jq curl)
 [ "$ETCD" = 1 ] && extra_packages+=(etcd-server)
+[ "$NATS" = 1 ] && [ -n "$PRODUCE_CLIENTS" ] && extra_packages+=(nats-server)
 capkv_need_packages "${extra_packages[@]}"
 [ "$BUILD" = 1 ] && capkv_build
 KV="$CAPKV_BIN/kv"
@@ -277,6 +308,14 @@ for level in $LEVELS; do
     done
   done
 done
+for c in $PRODUCE_CLIENTS; do
+  for b in $PRODUCE_BATCHES; do
+    for acks in 1 all; do
+      run topic "acks=$acks" produce "$c" --target capkv --endpoints "$endpoints" --acks "$acks" --batch "$b" \
+        --topic "bench-a$acks-b$b-c$c" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+done
 say "stopping capkv"
 stop_pids "$dev_pid"
 pids=()
@@ -316,6 +355,44 @@ if [ "$ETCD" = 1 ]; then
     done
   done
   say "stopping etcd"
+  stop_pids "${pids[@]}"
+  pids=()
+  SERVER_PIDS=""
+fi
+
+# NATS JetStream, 3 servers, R3 file-backed streams (one per partition).
+if [ "$NATS" = 1 ] && [ -n "$PRODUCE_CLIENTS" ]; then
+  nats_endpoints=""
+  routes=""
+  for i in 1 2 3; do
+    nats_endpoints+="${nats_endpoints:+,}127.0.0.1:$((NATS_PORT + i - 1))"
+    routes+="${routes:+, }nats://127.0.0.1:$((NATS_PORT + 9 + i))"
+  done
+  nats_version=$(nats-server --version 2>/dev/null | head -1)
+  say "starting a 3-server NATS JetStream cluster ($nats_version, clients $nats_endpoints)"
+  for i in 1 2 3; do
+    mkdir -p "$WORK_DIR/nats/n$i"
+    printf 'server_name: n%s\nlisten: 127.0.0.1:%s\njetstream { store_dir: "%s" }\ncluster { name: capkv-compare, listen: 127.0.0.1:%s, routes: [%s] }\n' \
+      "$i" "$((NATS_PORT + i - 1))" "$WORK_DIR/nats/n$i" "$((NATS_PORT + 9 + i))" "$routes" > "$WORK_DIR/nats/n$i.conf"
+    nats-server -c "$WORK_DIR/nats/n$i.conf" > "$WORK_DIR/nats-n$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  ok=0
+  for _ in $(seq 1 300); do
+    if grep -q "metadata leader" "$WORK_DIR"/nats-n*.log 2>/dev/null; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ "$ok" = 1 ] || { echo "NATS elected no JetStream metadata leader; see $WORK_DIR/nats-n*.log" >&2; tail -5 "$WORK_DIR/nats-n1.log" >&2; exit 2; }
+  SERVER_PIDS="${pids[*]}"
+  for c in $PRODUCE_CLIENTS; do
+    for b in $PRODUCE_BATCHES; do
+      run nats "R3" produce "$c" --target nats --endpoints "$nats_endpoints" --batch "$b" \
+        --topic "bench-b$b-c$c" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+    done
+  done
+  tmp=$(mktemp)
+  jq -c --arg v "$nats_version" 'if .bench == "nats" then . + {nats: $v} else . end' "$RESULTS" > "$tmp" && mv "$tmp" "$RESULTS"
+  say "stopping NATS"
   stop_pids "${pids[@]}"
   pids=()
   SERVER_PIDS=""

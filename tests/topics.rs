@@ -413,3 +413,68 @@ async fn a_returning_leader_truncates_by_leader_epoch_what_only_it_had() {
 fn values(records: Vec<ConsumedRecord>) -> Vec<String> {
     records.into_iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect()
 }
+
+/// `kv bench --op produce` creates its topic, sends batches with acks=all
+/// and reports records and bytes per second; every acknowledged record is
+/// in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_creates_the_topic_and_counts_acknowledged_records() {
+    let c = TestCluster::start(3, FLAGS).await;
+    let eps = c.endpoints();
+    let (code, out, err) = kv(&[
+        "--endpoints",
+        &eps,
+        "--output",
+        "json",
+        "bench",
+        "--op",
+        "produce",
+        "--topic",
+        "bp",
+        "--batch",
+        "8",
+        "--clients",
+        "4",
+        "--requests",
+        "40",
+        "--warmup",
+        "0",
+        "--value-size",
+        "512",
+    ]);
+    assert_eq!(code, 0, "kv bench failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["ops"], 40, "{v}");
+    assert_eq!(v["batch_records"], 8);
+    assert_eq!(v["acks"], "all");
+    let rps = v["records_per_sec"].as_f64().unwrap();
+    assert!((rps - 8.0 * v["ops_per_sec"].as_f64().unwrap()).abs() < 1e-6, "{v}");
+    assert!((v["mb_per_sec"].as_f64().unwrap() - rps * 512.0 / 1e6).abs() < 1e-6, "{v}");
+    // The probe sent one batch too: at least 41 × 8 records are in the log.
+    let client = client_for(&c, &[1, 2, 3]);
+    let t = described(&client, "bp", "the bench topic", |_| true).await;
+    assert_eq!(t.partitions.len(), 3);
+    let total: u64 = t.partitions.iter().map(|p| p.high_watermark).sum();
+    assert!(total >= 41 * 8, "only {total} records below the high watermarks");
+    // Against a topic that exists, a second run reuses it.
+    let (code, _, err) = kv(&[
+        "--endpoints",
+        &eps,
+        "bench",
+        "--op",
+        "produce",
+        "--topic",
+        "bp",
+        "--requests",
+        "5",
+        "--warmup",
+        "0",
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "second run: {err}");
+    // etcd has no topics: refused before connecting.
+    let (code, _, err) = kv(&["bench", "--op", "produce", "--target", "etcd", "--endpoints", "127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--op produce needs a log"), "{err}");
+}

@@ -25,6 +25,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
 /// Longest key prefix, in bytes (keys are the prefix plus 10 digits).
 pub const MAX_KEY_PREFIX_BYTES: usize = 1_024;
+/// Most records one `produce` request sends (and waits for) together.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
+/// Most partitions of the topic (or stream subjects) `produce` creates.
+pub const MAX_TOPIC_PARTITIONS: u32 = 1_024;
 
 /// The workload a run issues (`--op`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -42,6 +46,9 @@ pub enum Operation {
     Ping,
     /// Append + fdatasync of a local file: the disk's durable-write floor.
     Fsync,
+    /// Records to a topic (capkv) or a JetStream stream (NATS), waiting
+    /// for the acknowledgement of each request's batch.
+    Produce,
 }
 
 impl Operation {
@@ -53,6 +60,7 @@ impl Operation {
             Operation::Mixed => "mixed",
             Operation::Ping => "ping",
             Operation::Fsync => "fsync",
+            Operation::Produce => "produce",
         }
     }
 
@@ -63,7 +71,7 @@ impl Operation {
 
     /// Whether the consistency level means anything for this workload.
     pub fn uses_level(self) -> bool {
-        !matches!(self, Operation::Ping | Operation::Fsync)
+        !matches!(self, Operation::Ping | Operation::Fsync | Operation::Produce)
     }
 }
 
@@ -75,6 +83,9 @@ pub enum Target {
     /// etcd 3.x through the `etcd-client` crate: set = Put, get =
     /// linearizable Range, cas = Txn(value compare → Put, else Get).
     Etcd,
+    /// NATS JetStream (`produce` only) through `async-nats`: publishes to a
+    /// file-backed stream with as many replicas as the topic would have.
+    Nats,
 }
 
 impl Target {
@@ -82,6 +93,7 @@ impl Target {
         match self {
             Target::Capkv => "capkv",
             Target::Etcd => "etcd",
+            Target::Nats => "nats",
         }
     }
 }
@@ -118,6 +130,18 @@ pub struct BenchConfig {
     pub key_prefix: String,
     /// Directory of the `fsync` workload's files.
     pub data_dir: Option<PathBuf>,
+    /// `produce`: the topic (capkv) or stream and subject (NATS), created
+    /// when missing.
+    pub topic: String,
+    /// `produce`: records per request, sent together; the request ends
+    /// when all are acknowledged.
+    pub batch_records: usize,
+    /// `produce`: acknowledgement level (capkv; JetStream always acks once
+    /// the stream's replicas have the message).
+    pub acks: crate::client::topics::Acks,
+    /// `produce`: partitions and replicas of a topic (stream) it creates.
+    pub partitions: u32,
+    pub replication_factor: u32,
 }
 
 impl BenchConfig {
@@ -138,6 +162,11 @@ impl BenchConfig {
             seed: 1,
             key_prefix: "bench/".into(),
             data_dir: None,
+            topic: "bench".into(),
+            batch_records: 1,
+            acks: crate::client::topics::Acks::All,
+            partitions: 3,
+            replication_factor: 3,
         }
     }
 
@@ -187,10 +216,33 @@ impl BenchConfig {
             Operation::Fsync if self.data_dir.is_none() => {
                 return err("--op fsync needs --data-dir: the directory whose disk to measure".into())
             }
-            Operation::Ping if self.target == Target::Etcd => {
-                return err("--op ping measures capkv's bare gRPC round trip; it has no etcd equivalent".into())
+            Operation::Ping if self.target != Target::Capkv => {
+                return err(format!(
+                    "--op ping measures capkv's bare gRPC round trip; it has no {} equivalent",
+                    self.target.name()
+                ))
+            }
+            Operation::Produce if self.target == Target::Etcd => {
+                return err("--op produce needs a log: --target capkv or nats, not etcd".into())
+            }
+            op if op != Operation::Produce && self.target == Target::Nats => {
+                return err(format!("--target nats supports --op produce only, not {}", op.name()))
             }
             _ => {}
+        }
+        if self.operation == Operation::Produce {
+            if self.batch_records == 0 || self.batch_records > MAX_BATCH_RECORDS {
+                return err(format!("--batch {} is out of range: 1 to {MAX_BATCH_RECORDS}", self.batch_records));
+            }
+            if self.partitions == 0 || self.partitions > MAX_TOPIC_PARTITIONS {
+                return err(format!("--partitions {} is out of range: 1 to {MAX_TOPIC_PARTITIONS}", self.partitions));
+            }
+            if self.replication_factor == 0 {
+                return err("--replication-factor must be at least 1".into());
+            }
+            if self.topic.is_empty() || !self.topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return err(format!("--topic {:?} must be letters, digits, '-' or '_'", self.topic));
+            }
         }
         if self.operation != Operation::Fsync && self.endpoints.is_empty() {
             return err("no endpoints given: pass --endpoints HOST:PORT,...".into());
@@ -247,6 +299,31 @@ mod tests {
         assert!(c.validate().is_ok());
         c.target = Target::Etcd;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn produce_is_for_logs_only() {
+        let mut c = cfg(Operation::Produce);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.effective_level(), None, "topics have acks, not levels");
+        c.target = Target::Nats;
+        assert!(c.validate().is_ok());
+        c.target = Target::Etcd;
+        assert!(c.validate().is_err());
+        let mut n = cfg(Operation::Set);
+        n.target = Target::Nats;
+        assert!(n.validate().is_err(), "nats: produce only");
+        for edit in [
+            (|c: &mut BenchConfig| c.batch_records = 0) as fn(&mut BenchConfig),
+            |c| c.batch_records = MAX_BATCH_RECORDS + 1,
+            |c| c.partitions = 0,
+            |c| c.replication_factor = 0,
+            |c| c.topic = "a b".into(),
+        ] {
+            let mut c = cfg(Operation::Produce);
+            edit(&mut c);
+            assert!(c.validate().is_err());
+        }
     }
 
     #[test]

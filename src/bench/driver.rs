@@ -1,7 +1,8 @@
 //! Runs one benchmark: connect → probe → pre-populate → warm up → measure.
 //!
-//! * **Connect**: one [`Connection`] per client (lazy; failures surface in
-//!   the probe).
+//! * **Connect**: for `produce`, create the topic (or streams) if missing;
+//!   then one [`Connection`] per client (lazy; failures surface in the
+//!   probe).
 //! * **Probe**: client 0 sends one request of each kind the workload will
 //!   use. A permanent error (UNIMPLEMENTED, invalid argument, failed
 //!   precondition) stops the run right there with that error, so asking for
@@ -128,6 +129,9 @@ struct Control {
 pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, BenchError> {
     cfg.validate()?;
     progress.set_phase(Phase::Connecting);
+    if cfg.operation == Operation::Produce {
+        super::target::prepare(cfg).await?;
+    }
     let mut connections = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         connections.push(Connection::open(cfg, i).await?);

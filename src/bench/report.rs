@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::config::{BenchConfig, Operation, StopAfter};
 use super::stats::{ClientStats, Summary};
+use crate::client::topics::Acks;
 
 /// The settings of a run, repeated in every report so a JSON line stands
 /// on its own.
@@ -33,6 +34,12 @@ pub struct Parameters {
     pub seed: u64,
     pub endpoints: Vec<String>,
     pub data_dir: Option<String>,
+    /// `produce` only: topic, records per request, acks, partitions, replicas.
+    pub topic: Option<String>,
+    pub batch_records: Option<usize>,
+    pub acks: Option<&'static str>,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<u32>,
 }
 
 impl Parameters {
@@ -41,6 +48,7 @@ impl Parameters {
             StopAfter::Duration(d) => (Some(d.as_secs_f64()), None),
             StopAfter::Requests(n) => (None, Some(n)),
         };
+        let produce = cfg.operation == Operation::Produce;
         Parameters {
             target: if cfg.operation == Operation::Fsync { "local" } else { cfg.target.name() },
             op: cfg.operation.name(),
@@ -56,6 +64,15 @@ impl Parameters {
             seed: cfg.seed,
             endpoints: if cfg.operation == Operation::Fsync { Vec::new() } else { cfg.endpoints.clone() },
             data_dir: cfg.data_dir.as_ref().map(|p| p.display().to_string()),
+            topic: produce.then(|| cfg.topic.clone()),
+            batch_records: produce.then_some(cfg.batch_records),
+            acks: (produce && cfg.target == super::config::Target::Capkv).then_some(match cfg.acks {
+                Acks::None => "0",
+                Acks::Leader => "1",
+                Acks::All => "all",
+            }),
+            partitions: produce.then_some(cfg.partitions),
+            replication_factor: produce.then_some(cfg.replication_factor),
         }
     }
 }
@@ -82,16 +99,23 @@ pub struct Report {
     /// CPU the load generator itself used while measuring, in cores
     /// (CPU seconds per second).
     pub client_cpu_cores: f64,
+    /// `produce` only: acknowledged records per second (requests × batch)
+    /// and their payload in MB/s (10^6 bytes).
+    pub records_per_sec: Option<f64>,
+    pub mb_per_sec: Option<f64>,
 }
 
 impl Report {
     pub fn new(cfg: &BenchConfig, stats: &ClientStats, elapsed: Duration, interrupted: bool) -> Report {
         let has_cas = stats.by_kind.contains_key(&super::workload::RequestKind::Cas);
+        let overall = Summary::of(&stats.overall(), elapsed);
+        let records_per_sec =
+            (cfg.operation == Operation::Produce).then_some(overall.ops_per_sec * cfg.batch_records as f64);
         Report {
             parameters: Parameters::of(cfg),
             elapsed_s: elapsed.as_secs_f64(),
             interrupted,
-            overall: Summary::of(&stats.overall(), elapsed),
+            overall,
             errors_by_kind: stats.errors_by_kind.iter().map(|(k, n)| (k.name(), *n)).collect(),
             first_error: stats.first_error.as_ref().map(|(_, e)| e.message.clone()),
             first_error_kind: stats.first_error.as_ref().map(|(_, e)| e.kind.name()),
@@ -99,6 +123,8 @@ impl Report {
             cas_failed_compare: has_cas.then_some(stats.cas_failed_compare),
             by_request: stats.by_kind.iter().map(|(k, s)| (k.name(), Summary::of(s, elapsed))).collect(),
             client_cpu_cores: 0.0,
+            records_per_sec,
+            mb_per_sec: records_per_sec.map(|r| r * cfg.value_bytes as f64 / 1e6),
         }
     }
 
@@ -129,6 +155,7 @@ impl Report {
         );
         let unit = match p.op {
             "ping" => "payloads",
+            "produce" => "records",
             "fsync" => "writes",
             _ => "values",
         };
@@ -142,12 +169,21 @@ impl Report {
         if let Some(d) = &p.data_dir {
             let _ = write!(shape, ", in {d}");
         }
+        if let (Some(t), Some(b), Some(n), Some(r)) = (&p.topic, p.batch_records, p.partitions, p.replication_factor) {
+            let _ = write!(shape, ", topic {t} ({n} partitions × {r} replicas), {b} per request");
+            if let Some(a) = p.acks {
+                let _ = write!(shape, ", acks={a}");
+            }
+        }
         if !p.endpoints.is_empty() {
             let _ = write!(shape, ", endpoints {}", p.endpoints.join(","));
         }
         let _ = writeln!(out, "{shape}");
         let o = &self.overall;
         let _ = writeln!(out, "  throughput  {:.1} ops/s ({} ok, {} errors)", o.ops_per_sec, o.ops, o.errors);
+        if let (Some(r), Some(mb)) = (self.records_per_sec, self.mb_per_sec) {
+            let _ = writeln!(out, "  records     {r:.0} records/s, {mb:.1} MB/s acknowledged");
+        }
         let _ = writeln!(out, "  latency µs  {}", latency_line(o));
         if self.by_request.len() > 1 {
             for (kind, s) in &self.by_request {
@@ -247,6 +283,29 @@ mod tests {
         assert_eq!(v["by_request"]["get"]["ops"], 100);
         assert!(!r.all_failed());
         assert!(r.to_text().contains("ops/s"));
+    }
+
+    /// Produce reports records and bytes per second: requests × batch.
+    #[test]
+    fn produce_reports_records_and_megabytes() {
+        let mut c = BenchConfig::new(Operation::Produce, Target::Capkv, vec!["127.0.0.1:7001".into()]);
+        c.batch_records = 10;
+        c.value_bytes = 1000;
+        let mut s = ClientStats::default();
+        for _ in 0..200 {
+            s.record_ok(RequestKind::Produce, Duration::from_millis(1));
+        }
+        let r = Report::new(&c, &s, Duration::from_secs(2), false);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["ops_per_sec"], 100.0);
+        assert_eq!(v["records_per_sec"], 1000.0);
+        assert_eq!(v["mb_per_sec"], 1.0);
+        assert_eq!(v["acks"], "all");
+        assert_eq!(v["batch_records"], 10);
+        assert!(v["consistency"].is_null());
+        assert!(r.to_text().contains("1000 records/s, 1.0 MB/s"));
+        let plain = Report::new(&cfg(), &s, Duration::from_secs(2), false);
+        assert!(plain.records_per_sec.is_none() && plain.mb_per_sec.is_none());
     }
 
     #[test]

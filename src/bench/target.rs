@@ -12,8 +12,21 @@
 //!   not serializable), set = Put, cas = one Txn: if value == expected
 //!   (or version == 0 for "absent") then Put else Range, so a failed compare
 //!   returns the current value in the same round trip, like capkv's CAS;
-//! * fsync: a file of its own ([`super::fsync`]).
+//! * fsync: a file of its own ([`super::fsync`]);
+//! * produce, capkv: an idempotent [`Producer`] of its own over its own
+//!   [`TopicClient`]; a request's records go round-robin over the
+//!   partitions, all enqueued at once (the producer batches them per
+//!   partition) and the request ends when every one is acknowledged;
+//! * produce, NATS: a JetStream context on its own connection; the topic is
+//!   one stream per partition (`TOPIC-i`, subject `TOPIC.i`, file storage,
+//!   `replication_factor` replicas), like Kafka's partitions each with its
+//!   own leader; a request publishes its records round-robin over the
+//!   subjects and waits for every publish acknowledgement.
+//!
+//! [`prepare`] creates the topic (or the streams) before the clients
+//! connect; an existing one is reused.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +37,7 @@ use super::fsync::FsyncFile;
 use super::stats::{ErrorKind, OpError};
 use super::workload::{Outcome, Request};
 use super::BenchError;
+use crate::client::topics::{Producer, ProducerOptions, TopicClient, TopicClientError, TopicSpec};
 use crate::client::{CallOptions, Client, ClientError};
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::PingRequest;
@@ -33,6 +47,57 @@ pub enum Connection {
     Ping { cluster: ClusterClient<Channel>, timeout: Duration },
     Etcd { client: Box<etcd_client::Client>, timeout: Duration },
     Fsync(FsyncFile),
+    Topic { producer: Producer, timeout: Duration },
+    Nats { js: Box<async_nats::jetstream::Context>, partitions: u32, topic: String, next: u64, timeout: Duration },
+}
+
+/// The NATS subject of partition `i` of `topic`.
+fn nats_subject(topic: &str, i: u32) -> String {
+    format!("{topic}.{i}")
+}
+
+async fn nats_connect(endpoint: &str, timeout: Duration) -> Result<async_nats::Client, BenchError> {
+    let url = format!("nats://{endpoint}");
+    async_nats::ConnectOptions::new()
+        .connection_timeout(timeout.min(Duration::from_secs(5)))
+        .connect(url.as_str())
+        .await
+        .map_err(|e| BenchError::Connect { endpoint: url.clone(), message: e.to_string() })
+}
+
+/// Creates what `produce` writes to, if missing: the capkv topic, or one
+/// JetStream stream per partition.
+pub async fn prepare(cfg: &BenchConfig) -> Result<(), BenchError> {
+    let first = strip_scheme(&cfg.endpoints[0]).to_string();
+    let setup = |message: String| BenchError::Connect { endpoint: first.clone(), message };
+    match cfg.target {
+        Target::Capkv => {
+            let client = TopicClient::new(&cfg.endpoints).map_err(|e| BenchError::Config(e.to_string()))?;
+            let spec = TopicSpec::new(cfg.partitions, cfg.replication_factor);
+            match client.create_topic(&cfg.topic, spec).await {
+                Ok(_) | Err(TopicClientError::TopicExists(_)) => Ok(()),
+                Err(TopicClientError::InvalidArgument(m)) => Err(BenchError::Config(m)),
+                Err(e) => Err(setup(format!("cannot create topic {:?}: {e}", cfg.topic))),
+            }
+        }
+        Target::Nats => {
+            let js = async_nats::jetstream::new(nats_connect(&first, cfg.timeout).await?);
+            for i in 0..cfg.partitions {
+                let config = async_nats::jetstream::stream::Config {
+                    name: format!("{}-{i}", cfg.topic),
+                    subjects: vec![nats_subject(&cfg.topic, i)],
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    num_replicas: cfg.replication_factor as usize,
+                    ..Default::default()
+                };
+                js.get_or_create_stream(config)
+                    .await
+                    .map_err(|e| setup(format!("cannot create JetStream stream {}-{i}: {e}", cfg.topic)))?;
+            }
+            Ok(())
+        }
+        Target::Etcd => Err(BenchError::Config("etcd has no topics".into())),
+    }
 }
 
 /// `endpoints` rotated left by `by`: element `by mod n` comes first.
@@ -60,6 +125,29 @@ impl Connection {
         let endpoints = rotated(&cfg.endpoints, index);
         let first = strip_scheme(&endpoints[0]).to_string();
         match (cfg.target, cfg.operation) {
+            (Target::Capkv, Operation::Produce) => {
+                let client = TopicClient::new(&endpoints).map_err(|e| BenchError::Config(e.to_string()))?;
+                let opts = ProducerOptions {
+                    acks: cfg.acks,
+                    delivery_timeout: cfg.timeout,
+                    request_timeout: cfg.timeout,
+                    ..ProducerOptions::default()
+                };
+                let producer = Producer::new(std::sync::Arc::new(client), &cfg.topic, opts)
+                    .await
+                    .map_err(|e| BenchError::Connect { endpoint: first.clone(), message: e.to_string() })?;
+                Ok(Connection::Topic { producer, timeout: cfg.timeout })
+            }
+            (Target::Nats, _) => {
+                let js = async_nats::jetstream::new(nats_connect(&first, cfg.timeout).await?);
+                Ok(Connection::Nats {
+                    js: Box::new(js),
+                    partitions: cfg.partitions,
+                    topic: cfg.topic.clone(),
+                    next: index as u64,
+                    timeout: cfg.timeout,
+                })
+            }
             (Target::Capkv, Operation::Ping) => {
                 crate::node::config::validate_host_port(&first)
                     .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
@@ -107,7 +195,61 @@ impl Connection {
                 let Request::Fsync { bytes } = request else { return Err(wrong(request, "fsync")) };
                 file.append_and_sync(*bytes).await.map(|_| Outcome::Done)
             }
+            Connection::Topic { producer, timeout } => {
+                let Request::Produce { value, records } = request else { return Err(wrong(request, "topic")) };
+                match tokio::time::timeout(*timeout, produce(producer, value, *records)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(OpError::new(ErrorKind::Timeout, format!("not acknowledged within {timeout:?}"))),
+                }
+            }
+            Connection::Nats { js, partitions, topic, next, timeout } => {
+                let Request::Produce { value, records } = request else { return Err(wrong(request, "nats")) };
+                let mut acks = Vec::with_capacity(*records);
+                for _ in 0..*records {
+                    let subject = nats_subject(topic, (*next % *partitions as u64) as u32);
+                    *next += 1;
+                    match js.publish(subject, value.clone()).await {
+                        Ok(ack) => acks.push(ack.into_future()),
+                        Err(e) => return Err(OpError::new(ErrorKind::Unavailable, e.to_string())),
+                    }
+                }
+                match tokio::time::timeout(*timeout, futures::future::join_all(acks)).await {
+                    Ok(results) => match results.into_iter().find_map(Result::err) {
+                        None => Ok(Outcome::Done),
+                        Some(e) => Err(OpError::new(ErrorKind::Indeterminate, e.to_string())),
+                    },
+                    Err(_) => Err(OpError::new(ErrorKind::Timeout, format!("not acknowledged within {timeout:?}"))),
+                }
+            }
         }
+    }
+}
+
+/// Enqueues `records` copies of `value` round-robin and waits for all.
+async fn produce(producer: &Producer, value: &Bytes, records: usize) -> Result<Outcome, OpError> {
+    let mut waits = Vec::with_capacity(records);
+    for _ in 0..records {
+        let partition = producer.partition_for(None);
+        waits.push(producer.enqueue(partition, None, value).map_err(from_topic_error)?);
+    }
+    for w in waits {
+        match w.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(from_topic_error(e)),
+            Err(_) => return Err(OpError::new(ErrorKind::Indeterminate, "the producer stopped before an answer")),
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn from_topic_error(e: TopicClientError) -> OpError {
+    use TopicClientError as T;
+    match e {
+        T::Unavailable(m) | T::NotEnoughReplicas(m) => OpError::new(ErrorKind::Unavailable, m),
+        T::Indeterminate(m) => OpError::new(ErrorKind::Indeterminate, m),
+        T::InvalidArgument(m) | T::Config(m) | T::UnknownTopic(m) => OpError::new(ErrorKind::InvalidArgument, m),
+        T::FailedPrecondition(m) => OpError::new(ErrorKind::FailedPrecondition, m),
+        e => OpError::new(ErrorKind::Other, e.to_string()),
     }
 }
 
@@ -126,7 +268,9 @@ async fn capkv(client: &Client, opts: CallOptions, request: &Request) -> Result<
             .cas(key, expected.as_deref(), new, opts)
             .await
             .map(|o| Outcome::Cas { swapped: o.swapped, current: o.current.map(|c| c.value) }),
-        Request::Ping { .. } | Request::Fsync { .. } => return Err(wrong(request, "capkv data")),
+        Request::Ping { .. } | Request::Fsync { .. } | Request::Produce { .. } => {
+            return Err(wrong(request, "capkv data"))
+        }
     };
     r.map_err(from_client_error)
 }
@@ -194,7 +338,7 @@ async fn etcd(client: &mut etcd_client::Client, request: &Request) -> Result<Out
             });
             Ok(Outcome::Cas { swapped: false, current: current.flatten() })
         }
-        Request::Ping { .. } | Request::Fsync { .. } => Err(wrong(request, "etcd")),
+        Request::Ping { .. } | Request::Fsync { .. } | Request::Produce { .. } => Err(wrong(request, "etcd")),
     }
 }
 

@@ -36,6 +36,7 @@ pub enum RequestKind {
     Cas,
     Ping,
     Fsync,
+    Produce,
 }
 
 impl RequestKind {
@@ -46,6 +47,7 @@ impl RequestKind {
             RequestKind::Cas => "cas",
             RequestKind::Ping => "ping",
             RequestKind::Fsync => "fsync",
+            RequestKind::Produce => "produce",
         }
     }
 }
@@ -75,6 +77,12 @@ pub enum Request {
     Fsync {
         bytes: usize,
     },
+    /// `records` copies of `value`, sent together (keyless: spread over the
+    /// partitions), done when every one is acknowledged.
+    Produce {
+        value: Bytes,
+        records: usize,
+    },
 }
 
 impl Request {
@@ -85,6 +93,7 @@ impl Request {
             Request::Cas { .. } => RequestKind::Cas,
             Request::Ping { .. } => RequestKind::Ping,
             Request::Fsync { .. } => RequestKind::Fsync,
+            Request::Produce { .. } => RequestKind::Produce,
         }
     }
 }
@@ -189,6 +198,8 @@ pub struct Workload {
     /// Writes issued so far (makes every written value distinct).
     seq: u64,
     known: KnownValues,
+    /// Records per produce request.
+    batch_records: usize,
 }
 
 impl Workload {
@@ -202,6 +213,7 @@ impl Workload {
             values: Values::new(&cfg.key_prefix, cfg.value_bytes, cfg.seed),
             seq: 0,
             known: KnownValues::default(),
+            batch_records: cfg.batch_records,
         }
     }
 
@@ -228,6 +240,10 @@ impl Workload {
             }
             Operation::Ping => Request::Ping { payload: self.values.payload() },
             Operation::Fsync => Request::Fsync { bytes: self.values.value_bytes },
+            Operation::Produce => {
+                self.seq += 1;
+                Request::Produce { value: self.values.written(self.client, self.seq), records: self.batch_records }
+            }
         }
     }
 
@@ -261,7 +277,7 @@ impl Workload {
                 vec![self.populate_request(0), cas]
             }
             Operation::Mixed => vec![self.populate_request(0), Request::Get { key: key0() }],
-            Operation::Ping | Operation::Fsync => vec![self.next_request()],
+            Operation::Ping | Operation::Fsync | Operation::Produce => vec![self.next_request()],
         }
     }
 
@@ -445,5 +461,22 @@ mod tests {
         assert_eq!(kinds(Operation::Cas), [RequestKind::Set, RequestKind::Cas]);
         assert_eq!(kinds(Operation::Mixed), [RequestKind::Set, RequestKind::Get]);
         assert_eq!(kinds(Operation::Ping), [RequestKind::Ping]);
+        assert_eq!(kinds(Operation::Produce), [RequestKind::Produce]);
+    }
+
+    /// Each produce request carries the configured batch of one fresh value.
+    #[test]
+    fn produce_batches_distinct_values() {
+        let mut c = cfg(Operation::Produce);
+        c.batch_records = 16;
+        c.value_bytes = 1024;
+        let mut w = Workload::new(&c, 3);
+        let (a, b) = (w.next_request(), w.next_request());
+        let (Request::Produce { value: va, records: ra }, Request::Produce { value: vb, records: rb }) = (a, b) else {
+            panic!("not produce requests")
+        };
+        assert_eq!((ra, rb), (16, 16));
+        assert_eq!((va.len(), vb.len()), (1024, 1024));
+        assert_ne!(va, vb);
     }
 }

@@ -32,6 +32,8 @@ pub enum OpArg {
     Ping,
     /// Append + fdatasync in --data-dir: the disk's floor (no server).
     Fsync,
+    /// Records to a topic (capkv) or JetStream streams (nats), --batch per request.
+    Produce,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -39,6 +41,8 @@ pub enum TargetArg {
     Capkv,
     /// etcd 3.x (--endpoints are etcd client addresses, HOST:PORT); always linearizable.
     Etcd,
+    /// NATS JetStream (--endpoints are NATS client addresses); --op produce only.
+    Nats,
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +86,21 @@ pub struct BenchArgs {
     /// Never show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// --op produce: the topic (NATS: streams TOPIC-0.., subjects TOPIC.0..), created if missing.
+    #[arg(long, default_value = "bench", help_heading = "Produce")]
+    pub topic: String,
+    /// --op produce: records per request, sent together; the request ends when all are acknowledged.
+    #[arg(long = "batch", default_value_t = 1, help_heading = "Produce")]
+    pub batch_records: usize,
+    /// --op produce: 0, 1 or all (capkv; JetStream acks once its replicas have the record).
+    #[arg(long, default_value = "all", help_heading = "Produce")]
+    pub acks: crate::client::topics::Acks,
+    /// --op produce: partitions of a topic it creates (NATS: streams).
+    #[arg(long, default_value_t = 3, help_heading = "Produce")]
+    pub partitions: u32,
+    /// --op produce: replicas of a topic (stream) it creates.
+    #[arg(long, default_value_t = 3, help_heading = "Produce")]
+    pub replication_factor: u32,
 }
 
 /// A duration like `--duration`'s, but 0 (no warm-up) is allowed.
@@ -101,10 +120,12 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
         OpArg::Mixed => Operation::Mixed,
         OpArg::Ping => Operation::Ping,
         OpArg::Fsync => Operation::Fsync,
+        OpArg::Produce => Operation::Produce,
     };
     let target = match args.target {
         TargetArg::Capkv => Target::Capkv,
         TargetArg::Etcd => Target::Etcd,
+        TargetArg::Nats => Target::Nats,
     };
     let mut cfg = BenchConfig::new(operation, target, cli.endpoints.clone());
     cfg.level = cli.consistency;
@@ -122,6 +143,11 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     cfg.seed = args.seed;
     cfg.key_prefix = args.key_prefix.clone();
     cfg.data_dir = args.data_dir.clone();
+    cfg.topic = args.topic.clone();
+    cfg.batch_records = args.batch_records;
+    cfg.acks = args.acks;
+    cfg.partitions = args.partitions;
+    cfg.replication_factor = args.replication_factor;
     cfg
 }
 
@@ -201,6 +227,11 @@ async fn progress_bar(cfg: BenchConfig, progress: Arc<Progress>, finished: Cance
                 let since = progress.measuring_since().map(|t| t.elapsed()).unwrap_or_default();
                 let rate = progress.ops() as f64 / since.as_secs_f64().max(1e-3);
                 let msg = format!("{} ok, {} errors, {:.0} ops/s", progress.ops(), progress.errors(), rate);
+                let msg = if cfg.operation == Operation::Produce {
+                    format!("{msg} ({:.0} records/s)", rate * cfg.batch_records as f64)
+                } else {
+                    msg
+                };
                 match cfg.stop {
                     StopAfter::Duration(d) => (since.as_millis().min(d.as_millis()) as u64, d.as_millis() as u64, msg),
                     StopAfter::Requests(n) => ((progress.ops() + progress.errors()).min(n), n, msg),
