@@ -14,7 +14,8 @@
 //! exit 2 (clap's convention).
 //!
 //! `kv-jepsen jepsen --level L --nemesis LIST --time D --out DIR …` (also
-//! `kv jepsen …`) runs the fault-injection harness; see `cli_jepsen`.
+//! `kv jepsen …`; `--workload topic` for the topic log) runs the
+//! fault-injection harness; see `cli_jepsen`.
 
 mod cli_jepsen;
 
@@ -45,7 +46,8 @@ enum Command {
     /// Run the fault-injection harness against a fresh cluster.
     ///
     /// Starts --nodes `kv serve` processes on 127.0.0.11, .12, …, runs
-    /// --concurrency clients at --level for --time while the nemesis
+    /// --concurrency clients at --level (or, with --workload topic,
+    /// producers to a topic) for --time while the nemesis
     /// injects faults, heals, checks, and writes DIR/history.jsonl,
     /// DIR/results.json and DIR/index.html. Exit status: 0 valid, 1
     /// invalid, 2 unknown or error.
