@@ -13,21 +13,36 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use capkv::client::topics::Acks;
 use capkv::Level;
 use capkv_jepsen::nemesis::NemesisKind;
-use capkv_jepsen::run::{self, CheckerKind, RunConfig};
+use capkv_jepsen::run::{self, CheckerKind, RunConfig, Workload};
+use capkv_jepsen::topic::TopicOptions;
 use capkv_jepsen::validity::Validity;
+
+/// `--op-timeout` of the register workload unless given.
+const REGISTER_OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// `--op-timeout` of the topic workload unless given: a send waits for
+/// every in-sync replica and may span a leader election (3 s to notice a
+/// dead leader), so it gets longer before its outcome is called unknown.
+const TOPIC_OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct JepsenArgs {
-    /// Consistency level of every operation: eventual, quorum or
-    /// linearizable.
-    #[arg(long, value_parser = parse_level)]
-    level: Level,
+    /// What the clients do: register (reads, writes, cas on keys at
+    /// --level) or topic (producers send unique messages to a topic; every
+    /// partition is read back after the heal).
+    #[arg(long, default_value = "register", value_parser = Workload::parse)]
+    workload: Workload,
 
-    /// Faults: a comma-separated list of kill, pause, partition, clock, or
-    /// none.
+    /// Consistency level of every operation: eventual, quorum or
+    /// linearizable (register workload; required there).
+    #[arg(long, value_parser = parse_level)]
+    level: Option<Level>,
+
+    /// Faults: a comma-separated list of kill, pause, partition, clock,
+    /// kill-isr (topic workload), or none.
     #[arg(long, value_parser = NemesisKind::parse_list)]
     nemesis: std::vec::Vec<NemesisKind>,
 
@@ -79,9 +94,9 @@ pub struct JepsenArgs {
     #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
     serve_args: Vec<String>,
 
-    /// Deadline of one client operation.
-    #[arg(long, default_value = "1s", value_parser = capkv::cli::parse_duration)]
-    op_timeout: Duration,
+    /// Deadline of one client operation [default: 1s; topic workload: 5s].
+    #[arg(long, value_parser = capkv::cli::parse_duration)]
+    op_timeout: Option<Duration>,
 
     /// Length of each fault window.
     #[arg(long, default_value = "5s", value_parser = capkv::cli::parse_duration)]
@@ -109,6 +124,63 @@ pub struct JepsenArgs {
     /// Keep the nodes' data directories (DIR/nodes/nN/data) after the run.
     #[arg(long)]
     keep_data: bool,
+
+    /// Topic workload: partitions of the topic [default: 3].
+    #[arg(long, help_heading = "Topic workload")]
+    topic_partitions: Option<u32>,
+
+    /// Topic workload: replicas per partition [default: min(3, nodes)].
+    #[arg(long, help_heading = "Topic workload")]
+    replication_factor: Option<u32>,
+
+    /// Topic workload: min.insync.replicas [default: min(2, replication
+    /// factor)].
+    #[arg(long, help_heading = "Topic workload")]
+    min_insync: Option<u32>,
+
+    /// Topic workload: let the controller elect a replica outside the ISR
+    /// when every ISR member is down (acknowledged records may be lost).
+    #[arg(long, help_heading = "Topic workload")]
+    unclean_leader_election: bool,
+
+    /// Topic workload: the producers' acks, 0, 1 or all [default: all].
+    #[arg(long, help_heading = "Topic workload")]
+    acks: Option<Acks>,
+
+    /// Topic workload: the topic's replica.lag.time.max.ms, how long a
+    /// follower may lag before it leaves the ISR [default: 2s].
+    #[arg(long, value_parser = capkv::cli::parse_duration, help_heading = "Topic workload")]
+    replica_lag_time_max: Option<Duration>,
+}
+
+impl JepsenArgs {
+    /// The topic options, or why they cannot be given (register workload).
+    fn topic_options(&self) -> anyhow::Result<TopicOptions> {
+        let given: Vec<&str> = [
+            ("--topic-partitions", self.topic_partitions.is_some()),
+            ("--replication-factor", self.replication_factor.is_some()),
+            ("--min-insync", self.min_insync.is_some()),
+            ("--unclean-leader-election", self.unclean_leader_election),
+            ("--acks", self.acks.is_some()),
+            ("--replica-lag-time-max", self.replica_lag_time_max.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if self.workload != Workload::Topic && !given.is_empty() {
+            anyhow::bail!("{} only apply to --workload topic", given.join(", "));
+        }
+        let defaults = TopicOptions::defaults(self.nodes);
+        let replication_factor = self.replication_factor.unwrap_or(defaults.replication_factor);
+        Ok(TopicOptions {
+            partitions: self.topic_partitions.unwrap_or(defaults.partitions),
+            replication_factor,
+            min_insync_replicas: self.min_insync.unwrap_or(replication_factor.min(2)),
+            unclean_leader_election: self.unclean_leader_election,
+            acks: self.acks.unwrap_or(defaults.acks),
+            replica_lag_time_max: self.replica_lag_time_max.unwrap_or(defaults.replica_lag_time_max),
+        })
+    }
 }
 
 fn parse_level(text: &str) -> Result<Level, String> {
@@ -127,6 +199,7 @@ pub fn run(args: JepsenArgs) -> ExitCode {
 }
 
 fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
+    let topic = args.topic_options()?;
     let kv = match args.kv {
         Some(kv) => kv,
         None => std::env::current_exe()
@@ -134,8 +207,20 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
             .with_file_name("kv"),
     };
     let seed = args.seed.unwrap_or_else(rand::random);
+    let level = match (args.workload, args.level) {
+        (Workload::Register, Some(level)) => level,
+        (Workload::Register, None) => anyhow::bail!("--level is required for the register workload"),
+        (Workload::Topic, None) => Level::Linearizable,
+        (Workload::Topic, Some(_)) => anyhow::bail!("--level only applies to --workload register"),
+    };
+    let op_timeout = args.op_timeout.unwrap_or(match args.workload {
+        Workload::Register => REGISTER_OP_TIMEOUT_DEFAULT,
+        Workload::Topic => TOPIC_OP_TIMEOUT_DEFAULT,
+    });
     let config = RunConfig {
-        level: args.level,
+        workload: args.workload,
+        topic,
+        level,
         nemeses: args.nemesis,
         time: args.time,
         nodes: args.nodes,
@@ -148,7 +233,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
         checkers: args.checker,
         out: args.out,
         serve_args: args.serve_args,
-        op_timeout: args.op_timeout,
+        op_timeout,
         fault_interval: args.fault_interval,
         heal_interval: args.heal_interval,
         converge_timeout: args.converge_timeout,
@@ -192,10 +277,41 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
         }
     }
     println!("report: {}", outcome.dir.join(capkv_jepsen::report::INDEX_FILE).display());
-    println!(
-        "{}: level {}, nemesis {}, seed {}, {} ops ({} ok, {} fail, {} info), {} stale reads",
-        outcome.valid, r.level, nemesis, r.config.seed, r.ops, r.ok, r.fail, r.info, r.stale_reads.stale
-    );
+    match (&r.level, &r.checker.topic) {
+        (_, Some(t)) => println!(
+            "{}: workload topic, acks {}, nemesis {nemesis}, seed {}, {} sends ({} ok, {} fail, {} info), {} records read; \
+             lost {}, duplicated {}, reordered {}, wrong offset {}, unexpected {}; unknown-outcome read {}, failed read {}",
+            outcome.valid,
+            r.topic.as_ref().map_or("?", |t| t.acks.as_str()),
+            r.config.seed,
+            t.sends,
+            t.acked,
+            t.failed,
+            t.unknown,
+            t.records_read,
+            t.lost.count,
+            t.duplicated.count,
+            t.reordered.count,
+            t.wrong_offset.count,
+            t.unexpected.count,
+            t.unknown_read,
+            t.failed_read
+        ),
+        (Some(level), None) => println!(
+            "{}: level {level}, nemesis {nemesis}, seed {}, {} ops ({} ok, {} fail, {} info), {} stale reads",
+            outcome.valid,
+            r.config.seed,
+            r.ops,
+            r.ok,
+            r.fail,
+            r.info,
+            r.stale_reads.as_ref().map_or(0, |s| s.stale)
+        ),
+        (None, None) => println!(
+            "{}: workload {}, nemesis {nemesis}, seed {}, {} ops ({} ok, {} fail, {} info)",
+            outcome.valid, r.workload, r.config.seed, r.ops, r.ok, r.fail, r.info
+        ),
+    }
     Ok(outcome.valid)
 }
 

@@ -14,6 +14,8 @@
 //! - [`client`]: worker processes that run it and record each operation.
 //! - [`record`]: the run clock and the recorder behind the history file.
 //! - [`run`]: one run from start to verdict; [`report`]: its files.
+//! - [`topic`]: the topic workload (producers, final read, checker of lost,
+//!   duplicated and reordered messages).
 //!
 //! `docs/jepsen.md` is the user-facing description.
 
@@ -27,4 +29,5 @@ pub mod record;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod topic;
 pub mod validity;

@@ -5,14 +5,17 @@
 //! [--html DIR] FILE...` prints one line per file on stdout,
 //! `FILE: linearizable|not-linearizable|unknown (N ops, T ms)` or
 //! `FILE: error: …`; a violation's explanation goes to stderr.
+//! `--format topic` checks a topic workload's history instead and prints
+//! `FILE: valid|invalid|unknown (COUNTS, T ms)`.
 //!
-//! Exit status: 0 if every file is linearizable; 1 if any file is not
-//! (a definite finding wins over the rest); otherwise 2 if any file is
+//! Exit status: 0 if every file is linearizable (valid); 1 if any file is
+//! not (a definite finding wins over the rest); otherwise 2 if any file is
 //! unknown (budget exceeded) or could not be checked. Usage errors also
 //! exit 2 (clap's convention).
 //!
 //! `kv-jepsen jepsen --level L --nemesis LIST --time D --out DIR …` (also
-//! `kv jepsen …`) runs the fault-injection harness; see `cli_jepsen`.
+//! `kv jepsen …`; `--workload topic` for the topic log) runs the
+//! fault-injection harness; see `cli_jepsen`.
 
 mod cli_jepsen;
 
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use capkv_jepsen::checker::{self, Format, Outcome};
+use capkv_jepsen::validity::Validity;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -42,7 +46,8 @@ enum Command {
     /// Run the fault-injection harness against a fresh cluster.
     ///
     /// Starts --nodes `kv serve` processes on 127.0.0.11, .12, …, runs
-    /// --concurrency clients at --level for --time while the nemesis
+    /// --concurrency clients at --level (or, with --workload topic,
+    /// producers to a topic) for --time while the nemesis
     /// injects faults, heals, checks, and writes DIR/history.jsonl,
     /// DIR/results.json and DIR/index.html. Exit status: 0 valid, 1
     /// invalid, 2 unknown or error.
@@ -78,14 +83,20 @@ enum FormatArg {
     PorcupineKv,
     /// capkv's history.jsonl.
     Jsonl,
+    /// The history.jsonl of a `--workload topic` run (lost, duplicated,
+    /// reordered messages; not a linearizability check).
+    Topic,
 }
 
-impl From<FormatArg> for Format {
-    fn from(arg: FormatArg) -> Self {
-        match arg {
-            FormatArg::JepsenEtcd => Format::JepsenEtcd,
-            FormatArg::PorcupineKv => Format::PorcupineKv,
-            FormatArg::Jsonl => Format::Jsonl,
+impl FormatArg {
+    /// The linearizability checker's format; `None` for the topic format,
+    /// which has its own checker.
+    fn linearizability(self) -> Option<Format> {
+        match self {
+            FormatArg::JepsenEtcd => Some(Format::JepsenEtcd),
+            FormatArg::PorcupineKv => Some(Format::PorcupineKv),
+            FormatArg::Jsonl => Some(Format::Jsonl),
+            FormatArg::Topic => None,
         }
     }
 }
@@ -93,7 +104,8 @@ impl From<FormatArg> for Format {
 /// The status of one file, ordered by how much it decides the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum FileStatus {
-    Linearizable,
+    /// Linearizable (topic: valid).
+    Passed,
     UnknownOrError,
     Violation,
 }
@@ -108,9 +120,9 @@ fn main() -> ExitCode {
 
 fn run_check(args: &CheckArgs) -> ExitCode {
     let budget = Duration::from_secs(args.timeout_s);
-    let worst = args.files.iter().map(|file| check_one(args, file, budget)).max().unwrap_or(FileStatus::Linearizable);
+    let worst = args.files.iter().map(|file| check_one(args, file, budget)).max().unwrap_or(FileStatus::Passed);
     match worst {
-        FileStatus::Linearizable => ExitCode::SUCCESS,
+        FileStatus::Passed => ExitCode::SUCCESS,
         FileStatus::Violation => ExitCode::from(1),
         FileStatus::UnknownOrError => ExitCode::from(2),
     }
@@ -129,10 +141,13 @@ fn check_one(args: &CheckArgs, file: &Path, budget: Duration) -> FileStatus {
 
 fn check_and_report(args: &CheckArgs, file: &Path, budget: Duration) -> anyhow::Result<FileStatus> {
     let name = file.display();
-    let verdict = checker::check_file(args.format.into(), file, budget)?;
+    let Some(format) = args.format.linearizability() else {
+        return check_topic(file);
+    };
+    let verdict = checker::check_file(format, file, budget)?;
     println!("{name}: {} ({} ops, {} ms)", verdict.result, verdict.ops, verdict.elapsed.as_millis());
     Ok(match verdict.result {
-        Outcome::Linearizable => FileStatus::Linearizable,
+        Outcome::Linearizable => FileStatus::Passed,
         Outcome::Unknown => FileStatus::UnknownOrError,
         Outcome::NotLinearizable => {
             if let Some(explanation) = &verdict.explanation {
@@ -147,6 +162,28 @@ fn check_and_report(args: &CheckArgs, file: &Path, budget: Duration) -> anyhow::
             }
             FileStatus::Violation
         }
+    })
+}
+
+/// `--format topic`: the topic checker on one file.
+fn check_topic(file: &Path) -> anyhow::Result<FileStatus> {
+    let name = file.display();
+    let started = std::time::Instant::now();
+    let result = capkv_jepsen::topic::checker::check_file(file)?;
+    let word = match result.valid {
+        Validity::Valid => "valid",
+        Validity::Invalid => "invalid",
+        Validity::Unknown => "unknown",
+    };
+    println!("{name}: {word} ({}, {} ms)", result.summary(), started.elapsed().as_millis());
+    let explanation = result.explain();
+    if !explanation.is_empty() {
+        eprint!("{name}:\n{explanation}");
+    }
+    Ok(match result.valid {
+        Validity::Valid => FileStatus::Passed,
+        Validity::Invalid => FileStatus::Violation,
+        Validity::Unknown => FileStatus::UnknownOrError,
     })
 }
 

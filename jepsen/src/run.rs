@@ -17,6 +17,11 @@
 //! no operation succeeded, a fault could not be applied or healed, a node
 //! crashed by itself, or the run was interrupted.
 //!
+//! That is the register workload. `--workload topic` follows the same
+//! steps with a topic instead of keys (see [`crate::topic::run`]); the
+//! shared steps — cluster and firewall, fault plan, teardown, the verdict's
+//! common reasons — are the `pub(crate)` functions here.
+//!
 //! Everything runs on the caller's runtime, which must be a current-thread
 //! runtime on a thread that outlives the run (see [`crate::cluster`]).
 
@@ -38,15 +43,18 @@ use crate::cluster::{Cluster, ClusterError, ClusterSpec, NODES_MAX};
 use crate::generator::{Generator, GeneratorConfig, OpMix, OpSpec, KEYS_MAX};
 use crate::history::{EventType, OpKind, Value};
 use crate::nemesis::driver::Driver;
+use crate::nemesis::driver::{AppliedWindow, Crash};
 use crate::nemesis::nft::{Firewall, FirewallError};
+use crate::nemesis::schedule::Step;
 use crate::nemesis::schedule::{self, ScheduleSpec};
 use crate::nemesis::NemesisKind;
 use crate::record::{Counts, OpRecord, Phase, RecordError, Recorder, RunClock};
 use crate::report::{
-    self, CheckerResults, CrashReport, LinearizableResult, Results, RunInfo, WindowReport, CHECKER_HTML_FILE,
+    self, Charts, CheckerResults, CrashReport, LinearizableResult, Results, RunInfo, WindowReport, CHECKER_HTML_FILE,
     HISTORY_FILE, INDEX_FILE, RESULTS_FILE,
 };
 use crate::stats::Percentiles;
+use crate::topic::TopicOptions;
 use crate::validity::Validity;
 
 /// How often progress lines report counts while the workload runs.
@@ -72,6 +80,35 @@ const ANTI_ENTROPY_FLAG: &str = "--anti-entropy-interval-ms";
 /// Mixed into the seed for the nemesis plan, so the workload and the
 /// faults draw from independent streams.
 const NEMESIS_SEED_SALT: u64 = 0x6e65_6d65_7369_7321;
+
+/// What the clients do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Reads, writes and cas on independent registers at one level.
+    Register,
+    /// Producers send unique messages to a topic; the partitions are read
+    /// back after the heal (see [`crate::topic`]).
+    Topic,
+}
+
+impl Workload {
+    /// Name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Topic => "topic",
+        }
+    }
+
+    /// Parses `register` or `topic`.
+    pub fn parse(text: &str) -> Result<Workload, String> {
+        match text.trim() {
+            "register" => Ok(Workload::Register),
+            "topic" => Ok(Workload::Topic),
+            other => Err(format!("unknown workload {other:?}: expected register or topic")),
+        }
+    }
+}
 
 /// Which checker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,7 +157,12 @@ impl CheckerKind {
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// The level of every operation.
+    /// What the clients do.
+    pub workload: Workload,
+    /// The topic workload's topic and producers (ignored by the register
+    /// workload).
+    pub topic: TopicOptions,
+    /// The level of every operation (register workload).
     pub level: Level,
     /// Fault kinds (empty: none).
     pub nemeses: Vec<NemesisKind>,
@@ -207,7 +249,27 @@ impl RunConfig {
         if self.checkers.as_ref().is_some_and(Vec::is_empty) {
             return bad("--checker needs at least one checker".into());
         }
+        match self.workload {
+            Workload::Register => {
+                if let Some(kind) = self.nemeses.iter().find(|k| k.needs_topic()) {
+                    return bad(format!("the {kind} nemesis needs --workload topic"));
+                }
+            }
+            Workload::Topic => {
+                if self.checkers.is_some() {
+                    return bad(
+                        "--checker chooses the register workload's checkers; the topic workload has its own".into()
+                    );
+                }
+                self.topic.validate(self.nodes).map_err(RunError::Config)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the run cuts links (and so needs its nftables table).
+    pub fn needs_firewall(&self) -> bool {
+        self.nemeses.iter().any(|k| k.needs_firewall())
     }
 
     fn mix(&self) -> OpMix {
@@ -251,6 +313,10 @@ pub enum RunError {
     /// The history could not be recorded.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The topic of a topic-workload run could not be created or did not
+    /// get leaders.
+    #[error("{0}")]
+    TopicSetup(String),
     /// The nodes do not serve the level.
     #[error("the nodes do not serve the {level} level: {message}")]
     LevelNotServed {
@@ -281,12 +347,20 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<RunOutcome, RunError> {
     config.validate()?;
-    let began = Instant::now();
-    let mut timing_s: BTreeMap<String, f64> = BTreeMap::new();
-    let dir = prepare_dir(&config.out)?;
-    let checkers = config.checkers();
+    match config.workload {
+        Workload::Register => run_register(config, progress, cancel).await,
+        Workload::Topic => crate::topic::run::run_topic(config, progress, cancel).await,
+    }
+}
 
-    let firewall = if config.nemeses.contains(&NemesisKind::Partition) {
+/// Installs this run's nftables table if its faults cut links, and starts
+/// the cluster.
+pub(crate) async fn start_cluster(
+    config: &RunConfig,
+    dir: &Path,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(Option<Firewall>, Cluster), RunError> {
+    let firewall = if config.needs_firewall() {
         let firewall = Firewall::install()?;
         progress(format!("nftables table inet {} installed", firewall.table()));
         Some(firewall)
@@ -296,19 +370,18 @@ pub async fn run(
     progress(format!("starting {} nodes from {}", config.nodes, config.kv.display()));
     let spec = ClusterSpec {
         kv: config.kv.clone(),
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         nodes: config.nodes,
         serve_args: config.effective_serve_args(),
     };
-    let mut cluster = Cluster::start(spec).await?;
+    let cluster = Cluster::start(spec).await?;
     progress(format!("cluster up: {}", cluster.members()));
-    probe_level(&cluster, config.level, cancel).await?;
-    timing_s.insert("setup".into(), began.elapsed().as_secs_f64());
+    Ok((firewall, cluster))
+}
 
-    // The workload, under the nemesis.
-    let clock = RunClock::start_now();
-    let recorder = Recorder::create(&dir.join(HISTORY_FILE), clock)?;
-    let steps = schedule::plan(
+/// The run's fault plan, a function of the seed.
+pub(crate) fn plan_faults(config: &RunConfig, cluster: &Cluster) -> Vec<Step> {
+    schedule::plan(
         &ScheduleSpec {
             run_ms: config.time.as_millis() as u64,
             fault_ms: config.fault_interval.as_millis() as u64,
@@ -317,7 +390,128 @@ pub async fn run(
             nodes: cluster.ids(),
         },
         &mut ChaCha8Rng::seed_from_u64(config.seed ^ NEMESIS_SEED_SALT),
-    );
+    )
+}
+
+/// Stops the nodes, removes their data unless kept, and deletes the
+/// nftables table; problems go to `errors`. Returns the cluster's members
+/// and the table's name, for the report.
+pub(crate) async fn teardown(
+    config: &RunConfig,
+    mut cluster: Cluster,
+    firewall: Option<Firewall>,
+    errors: &mut Vec<String>,
+) -> (String, Option<String>) {
+    let killed = cluster.stop().await;
+    if !killed.is_empty() {
+        errors.push(format!("nodes {killed:?} did not stop on SIGTERM within the grace period and were killed"));
+    }
+    if !config.keep_data {
+        if let Err(e) = cluster.remove_data() {
+            errors.push(format!("cannot remove the nodes' data: {e}"));
+        }
+    }
+    let cluster_members = cluster.members().to_string();
+    drop(cluster);
+    let firewall_table = firewall.as_ref().map(|f| f.table().to_string());
+    if let Some(mut firewall) = firewall {
+        if let Err(e) = firewall.remove() {
+            errors.push(format!("cannot delete nftables table: {e}"));
+        }
+    }
+    (cluster_members, firewall_table)
+}
+
+/// The verdict's reasons shared by every workload: an interrupted run, no
+/// successful operation, errors, nodes that crashed by themselves.
+pub(crate) fn common_verdicts(
+    cancelled: bool,
+    any_ok: bool,
+    errors: &[String],
+    crashes: &[Crash],
+    reasons: &mut Vec<String>,
+    verdicts: &mut Vec<Validity>,
+) {
+    if cancelled {
+        reasons.push("the run was interrupted".into());
+        verdicts.push(Validity::Unknown);
+    }
+    if !any_ok {
+        reasons.push("no workload operation succeeded: nothing was tested".into());
+        verdicts.push(Validity::Unknown);
+    }
+    if !errors.is_empty() {
+        reasons.push("the run did not go as planned (see errors)".into());
+        verdicts.push(Validity::Unknown);
+    }
+    for c in crashes {
+        reasons.push(format!("node {} exited by itself ({}); see nodes/n{}/kv.log", c.node, c.status, c.node));
+        verdicts.push(Validity::Unknown);
+    }
+}
+
+/// The faults as they happened, for the report.
+pub(crate) fn window_reports(windows: &[AppliedWindow]) -> Vec<WindowReport> {
+    windows
+        .iter()
+        .map(|w| WindowReport {
+            kind: w.kind.name().to_string(),
+            description: w.description.clone(),
+            start_s: w.start_ns as f64 / 1e9,
+            end_s: w.end_ns.map(|e| e as f64 / 1e9),
+            sides: w.partition.as_ref().map(|p| p.sides.clone().map(|side| side.into_iter().collect())),
+            bridge: w.partition.as_ref().and_then(|p| p.bridge),
+        })
+        .collect()
+}
+
+/// Crashed nodes, for the report.
+pub(crate) fn crash_reports(crashes: &[Crash]) -> Vec<CrashReport> {
+    crashes
+        .iter()
+        .map(|c| CrashReport { node: c.node, status: c.status.clone(), noticed_s: c.noticed_ns as f64 / 1e9 })
+        .collect()
+}
+
+/// How the run was set up, for the report.
+pub(crate) fn run_info(config: &RunConfig, cluster: String, firewall_table: Option<String>) -> RunInfo {
+    RunInfo {
+        seed: config.seed,
+        nodes: config.nodes,
+        concurrency: config.concurrency,
+        keys: config.keys,
+        ops_per_key: config.ops_per_key,
+        rate_hz: config.rate_hz,
+        time_s: config.time.as_secs_f64(),
+        op_timeout_ms: config.op_timeout.as_millis() as u64,
+        fault_interval_ms: config.fault_interval.as_millis() as u64,
+        heal_interval_ms: config.heal_interval.as_millis() as u64,
+        serve_args: config.effective_serve_args(),
+        kv: config.kv.display().to_string(),
+        cluster,
+        firewall_table,
+    }
+}
+
+/// The register workload's run (module docs, steps 1–6).
+async fn run_register(
+    config: &RunConfig,
+    progress: &(dyn Fn(String) + Sync),
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, RunError> {
+    let began = Instant::now();
+    let mut timing_s: BTreeMap<String, f64> = BTreeMap::new();
+    let dir = prepare_dir(&config.out)?;
+    let checkers = config.checkers();
+
+    let (firewall, mut cluster) = start_cluster(config, &dir, progress).await?;
+    probe_level(&cluster, config.level, cancel).await?;
+    timing_s.insert("setup".into(), began.elapsed().as_secs_f64());
+
+    // The workload, under the nemesis.
+    let clock = RunClock::start_now();
+    let recorder = Recorder::create(&dir.join(HISTORY_FILE), clock)?;
+    let steps = plan_faults(config, &cluster);
     let generator = Mutex::new(Generator::new(GeneratorConfig {
         keys: config.keys,
         ops_per_key: config.ops_per_key,
@@ -363,7 +557,7 @@ pub async fn run(
             }
             result
         },
-        report_progress(&recorder, &workload_done, progress),
+        report_progress(|| recorder.counts(), &workload_done, progress),
     );
     timing_s.insert("workload".into(), clock.now_ns() as f64 / 1e9);
     if let Some(why) = summary.stopped_early {
@@ -411,23 +605,7 @@ pub async fn run(
         final_reads(&cluster, config, &recorder, summary.processes, &keys).await?;
     }
     timing_s.insert("final_reads".into(), final_started.elapsed().as_secs_f64());
-    let killed = cluster.stop().await;
-    if !killed.is_empty() {
-        errors.push(format!("nodes {killed:?} did not stop on SIGTERM within the grace period and were killed"));
-    }
-    if !config.keep_data {
-        if let Err(e) = cluster.remove_data() {
-            errors.push(format!("cannot remove the nodes' data: {e}"));
-        }
-    }
-    let cluster_members = cluster.members().to_string();
-    drop(cluster);
-    let firewall_table = firewall.as_ref().map(|f| f.table().to_string());
-    if let Some(mut firewall) = firewall {
-        if let Err(e) = firewall.remove() {
-            errors.push(format!("cannot delete nftables table: {e}"));
-        }
-    }
+    let (cluster_members, firewall_table) = teardown(config, cluster, firewall, &mut errors).await;
     let ops = recorder.finish()?;
 
     // Check.
@@ -469,22 +647,8 @@ pub async fn run(
         reasons.push(format!("{unexpected_values} reads returned values no client wrote"));
         verdicts.push(Validity::Invalid);
     }
-    if cancel.is_cancelled() {
-        reasons.push("the run was interrupted".into());
-        verdicts.push(Validity::Unknown);
-    }
-    if !workload_ops.iter().any(|op| op.outcome == EventType::Ok) {
-        reasons.push("no workload operation succeeded: nothing was tested".into());
-        verdicts.push(Validity::Unknown);
-    }
-    if !errors.is_empty() {
-        reasons.push("the run did not go as planned (see errors)".into());
-        verdicts.push(Validity::Unknown);
-    }
-    for c in &crashes {
-        reasons.push(format!("node {} exited by itself ({}); see nodes/n{}/kv.log", c.node, c.status, c.node));
-        verdicts.push(Validity::Unknown);
-    }
+    let any_ok = workload_ops.iter().any(|op| op.outcome == EventType::Ok);
+    common_verdicts(cancel.is_cancelled(), any_ok, &errors, &crashes, &mut reasons, &mut verdicts);
     if checkers.is_empty() {
         verdicts.push(Validity::Unknown);
     }
@@ -500,7 +664,8 @@ pub async fn run(
     }
     let results = Results {
         valid,
-        level: config.level.to_string(),
+        workload: Workload::Register.name().to_string(),
+        level: Some(config.level.to_string()),
         nemesis: config.nemeses.iter().map(|k| k.name().to_string()).collect(),
         checkers: checkers.iter().map(|c| c.name().to_string()).collect(),
         ops: ops.len() as u64,
@@ -511,51 +676,24 @@ pub async fn run(
         final_reads: counts_of(ops.iter().filter(|op| op.phase == Phase::FinalRead)),
         latency_ms: latency_by_f(&workload_ops),
         checker: checker_results,
-        stale_reads: stale,
-        nemesis_windows: windows
-            .iter()
-            .map(|w| WindowReport {
-                kind: w.kind.name().to_string(),
-                description: w.description.clone(),
-                start_s: w.start_ns as f64 / 1e9,
-                end_s: w.end_ns.map(|e| e as f64 / 1e9),
-                sides: w.partition.as_ref().map(|p| p.sides.clone().map(|side| side.into_iter().collect())),
-                bridge: w.partition.as_ref().and_then(|p| p.bridge),
-            })
-            .collect(),
-        node_crashes: crashes
-            .iter()
-            .map(|c| CrashReport { node: c.node, status: c.status.clone(), noticed_s: c.noticed_ns as f64 / 1e9 })
-            .collect(),
+        stale_reads: Some(stale),
+        topic: None,
+        nemesis_windows: window_reports(&windows),
+        node_crashes: crash_reports(&crashes),
         unexpected_values,
         reasons,
         errors,
-        config: RunInfo {
-            seed: config.seed,
-            nodes: config.nodes,
-            concurrency: config.concurrency,
-            keys: config.keys,
-            ops_per_key: config.ops_per_key,
-            rate_hz: config.rate_hz,
-            time_s: config.time.as_secs_f64(),
-            op_timeout_ms: config.op_timeout.as_millis() as u64,
-            fault_interval_ms: config.fault_interval.as_millis() as u64,
-            heal_interval_ms: config.heal_interval.as_millis() as u64,
-            serve_args: config.effective_serve_args(),
-            kv: config.kv.display().to_string(),
-            cluster: cluster_members,
-            firewall_table,
-        },
+        config: run_info(config, cluster_members, firewall_table),
         timing_s,
         files,
     };
     let io = |path: PathBuf| move |source| RunError::Io { path, source };
     report::write_results(&dir, &results).map_err(io(dir.join(RESULTS_FILE)))?;
-    report::write_index(&dir, &results, &ops).map_err(io(dir.join(INDEX_FILE)))?;
+    report::write_index(&dir, &results, &Charts::register(&ops)).map_err(io(dir.join(INDEX_FILE)))?;
     Ok(RunOutcome { valid, results, dir })
 }
 
-fn nemesis_names(kinds: &[NemesisKind]) -> String {
+pub(crate) fn nemesis_names(kinds: &[NemesisKind]) -> String {
     if kinds.is_empty() {
         "none".into()
     } else {
@@ -565,7 +703,7 @@ fn nemesis_names(kinds: &[NemesisKind]) -> String {
 
 /// Creates the run directory; refuses one that has files in it (a previous
 /// run's history must not be mixed with this one).
-fn prepare_dir(out: &Path) -> Result<PathBuf, RunError> {
+pub(crate) fn prepare_dir(out: &Path) -> Result<PathBuf, RunError> {
     let io = |source| RunError::Io { path: out.to_path_buf(), source };
     std::fs::create_dir_all(out).map_err(io)?;
     if std::fs::read_dir(out).map_err(io)?.next().is_some() {
@@ -599,13 +737,17 @@ async fn probe_level(cluster: &Cluster, level: Level, cancel: &CancellationToken
 }
 
 /// Emits a count line every [`PROGRESS_INTERVAL_MS`] until `done`.
-async fn report_progress(recorder: &Recorder, done: &CancellationToken, progress: &(dyn Fn(String) + Sync)) {
+pub(crate) async fn report_progress(
+    counts: impl Fn() -> Counts,
+    done: &CancellationToken,
+    progress: &(dyn Fn(String) + Sync),
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(PROGRESS_INTERVAL_MS)) => {}
             _ = done.cancelled() => return,
         }
-        let c = recorder.counts();
+        let c = counts();
         progress(format!("{} ops: {} ok, {} fail, {} info", c.ops, c.ok, c.fail, c.info));
     }
 }
@@ -808,6 +950,8 @@ mod tests {
     #[test]
     fn anti_entropy_flag_only_once() {
         let mut config = RunConfig {
+            workload: Workload::Register,
+            topic: TopicOptions::defaults(3),
             level: Level::Eventual,
             nemeses: vec![],
             time: Duration::from_secs(1),

@@ -133,3 +133,47 @@ fn formats_and_usage_errors() {
     assert_eq!(run(&["check", "--format", "csv", "x"]).status.code(), Some(2));
     assert_eq!(run(&["check", "--format", "jsonl"]).status.code(), Some(2));
 }
+
+/// A topic history: two acknowledged sends to partition 0, read back
+/// from offset 0 to the high watermark.
+const TOPIC_VALID: &str = r#"{"process":0,"type":"invoke","f":"send","partition":0,"value":1,"time_ns":0}
+{"process":0,"type":"ok","f":"send","partition":0,"value":1,"offset":0,"time_ns":10}
+{"process":0,"type":"invoke","f":"send","partition":0,"value":2,"time_ns":20}
+{"process":0,"type":"ok","f":"send","partition":0,"value":2,"offset":1,"time_ns":30}
+{"process":9,"type":"invoke","f":"poll","partition":0,"offset":0,"time_ns":40}
+{"process":9,"type":"ok","f":"poll","partition":0,"offset":0,"records":[[0,1],[1,2]],"next_offset":2,"high_watermark":2,"log_end_offset":2,"time_ns":50}
+"#;
+
+// Proves: `check --format topic` prints `FILE: valid|invalid|unknown
+// (counts, T ms)`, explains a loss on stderr, and exits 0 valid, 1
+// invalid, 2 for a file that is not a topic history.
+#[test]
+fn topic_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = file(dir.path(), "valid.jsonl", TOPIC_VALID);
+    let out = run(&["check", "--format", "topic", valid.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = stdout_lines(&out);
+    assert!(lines[0].starts_with(&format!("{}: valid (2 sends (2 acked, ", valid.display())), "{}", lines[0]);
+    assert!(lines[0].contains("lost 0, duplicated 0, reordered 0") && lines[0].ends_with(" ms)"), "{}", lines[0]);
+
+    // Value 2 acknowledged at offset 1, and the log ends at offset 1.
+    let lost = file(
+        dir.path(),
+        "lost.jsonl",
+        &TOPIC_VALID.replace(
+            r#"[[0,1],[1,2]],"next_offset":2,"high_watermark":2,"log_end_offset":2"#,
+            r#"[[0,1]],"next_offset":1,"high_watermark":1,"log_end_offset":1"#,
+        ),
+    );
+    let out = run(&["check", "--format", "topic", lost.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout_lines(&out)[0].contains(": invalid (") && stdout_lines(&out)[0].contains("lost 1,"), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("lost: value 2 (process 0, partition 0, ok at offset 1"), "{stderr}");
+
+    let register = file(dir.path(), "register.jsonl", LINEARIZABLE);
+    let out = run(&["check", "--format", "topic", register.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stdout_lines(&out)[0].starts_with(&format!("{}: error: line 1: ", register.display())), "{out:?}");
+}

@@ -5,6 +5,10 @@
 //! fault, the nodes whose clocks are skewed), so [`Driver::heal_all`] can
 //! put everything right whatever was interrupted: restart dead nodes,
 //! resume paused ones, remove every cut, reset clocks.
+//!
+//! A fault that acts on a topic (`kill-isr`) reads the topic's metadata
+//! when it starts; the driver then updates the window's description with
+//! what really happened (which partition, which nodes, who was elected).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -12,6 +16,7 @@ use std::net::SocketAddr;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::kill_isr::{self, TopicTarget};
 use super::nft::Firewall;
 use super::schedule::{Action, Step};
 use super::{clock, kill, pause, Fault, NemesisError, NemesisKind, Partition};
@@ -50,7 +55,9 @@ pub struct Driver<'a> {
     cluster: &'a mut Cluster,
     firewall: Option<&'a Firewall>,
     clock: RunClock,
+    topic: Option<&'a TopicTarget>,
     skewed: BTreeSet<NodeId>,
+    kill_isr: Option<kill_isr::Active>,
     windows: Vec<AppliedWindow>,
     crashes: Vec<Crash>,
 }
@@ -58,7 +65,22 @@ pub struct Driver<'a> {
 impl<'a> Driver<'a> {
     /// A driver for `cluster`; partitions need `firewall`.
     pub fn new(cluster: &'a mut Cluster, firewall: Option<&'a Firewall>, clock: RunClock) -> Self {
-        Driver { cluster, firewall, clock, skewed: BTreeSet::new(), windows: Vec::new(), crashes: Vec::new() }
+        Driver {
+            cluster,
+            firewall,
+            clock,
+            topic: None,
+            skewed: BTreeSet::new(),
+            kill_isr: None,
+            windows: Vec::new(),
+            crashes: Vec::new(),
+        }
+    }
+
+    /// The topic that topic faults (`kill-isr`) act on.
+    pub fn with_topic(mut self, topic: &'a TopicTarget) -> Self {
+        self.topic = Some(topic);
+        self
     }
 
     /// Nodes that exited by themselves so far.
@@ -144,6 +166,20 @@ impl<'a> Driver<'a> {
                 self.skewed.extend(offsets_ms.keys().copied());
                 clock::start(self.cluster, offsets_ms).await
             }
+            Fault::KillIsr { pick } => {
+                let target = self.topic.ok_or(NemesisError::NoTopic)?;
+                let (active, what) = kill_isr::start(self.cluster, target, *pick).await?;
+                self.kill_isr = active;
+                self.describe_last(what);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the description of the latest window.
+    fn describe_last(&mut self, what: String) {
+        if let Some(window) = self.windows.last_mut() {
+            window.description = what;
         }
     }
 
@@ -156,6 +192,14 @@ impl<'a> Driver<'a> {
             Fault::Clock { offsets_ms } => {
                 clock::heal(self.cluster, offsets_ms.keys().copied()).await?;
                 self.skewed.retain(|id| !offsets_ms.contains_key(id));
+            }
+            Fault::KillIsr { .. } => {
+                if let Some(active) = self.kill_isr.take() {
+                    let target = self.topic.ok_or(NemesisError::NoTopic)?;
+                    let what = kill_isr::heal(self.cluster, target, &active).await?;
+                    let before = self.windows.last().map(|w| w.description.clone()).unwrap_or_default();
+                    self.describe_last(format!("{before}; {what}"));
+                }
             }
         }
         self.close_window(fault.kind());
@@ -177,6 +221,9 @@ impl<'a> Driver<'a> {
                 self.cluster.restart(id).await?;
             }
         }
+        // A kill-isr window's paused follower was resumed above, its killed
+        // nodes restarted with the others.
+        self.kill_isr = None;
         let skewed: Vec<NodeId> = std::mem::take(&mut self.skewed).into_iter().collect();
         clock::heal(self.cluster, skewed).await?;
         let now = self.clock.now_ns();

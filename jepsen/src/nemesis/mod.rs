@@ -7,12 +7,15 @@
 //! | `pause`     | SIGSTOP a random minority of nodes             | SIGCONT                       |
 //! | `partition` | cut links with nftables: isolate one node, majority/minority split, or bridge | delete the rules |
 //! | `clock`     | offset the HLC source of random nodes (admin RPC) | offsets back to 0          |
+//! | `kill-isr`  | (topic workload) SIGSTOP a follower of a partition until it leaves the ISR | kill -9 the ISR, SIGCONT the follower, let the controller elect, restart the ISR |
 //!
 //! Planning is separate from doing: [`Fault`]s are chosen by pure functions
 //! of a seeded RNG ([`pick_minority`], [`partition::plan_random`],
 //! [`clock::plan`]), laid out in time by [`schedule::plan`], and only then
 //! applied by the [`driver`], so a seed reproduces the same faults at the
-//! same offsets and the planning is tested without processes.
+//! same offsets and the planning is tested without processes. (`kill-isr`
+//! is planned as a number only; which partition and nodes it acts on is
+//! read from the topic's metadata when it starts, by [`kill_isr::choose`].)
 //!
 //! Why a minority for kill and pause: the quorum and linearizable levels
 //! stay available with a majority, so faults within a minority test their
@@ -22,6 +25,7 @@
 pub mod clock;
 pub mod driver;
 pub mod kill;
+pub mod kill_isr;
 pub mod nft;
 pub mod partition;
 pub mod pause;
@@ -48,12 +52,15 @@ pub enum NemesisKind {
     Partition,
     /// Clock skew.
     Clock,
+    /// Topic workload: a follower falls out of a partition's ISR, then
+    /// the ISR is killed (see [`kill_isr`]).
+    KillIsr,
 }
 
 impl NemesisKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [NemesisKind; 4] =
-        [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition, NemesisKind::Clock];
+    pub const ALL: [NemesisKind; 5] =
+        [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition, NemesisKind::Clock, NemesisKind::KillIsr];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -62,10 +69,21 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Clock => "clock",
+            NemesisKind::KillIsr => "kill-isr",
         }
     }
 
-    /// Parses `kill,pause,partition,clock` (any subset, any order) or
+    /// Whether the kind acts on a topic (and so needs the topic workload).
+    pub fn needs_topic(self) -> bool {
+        self == NemesisKind::KillIsr
+    }
+
+    /// Whether the kind cuts links (and so needs nftables).
+    pub fn needs_firewall(self) -> bool {
+        self == NemesisKind::Partition
+    }
+
+    /// Parses `kill,pause,partition,clock,kill-isr` (any subset, any order) or
     /// `none`. Duplicates are folded; the result is sorted.
     pub fn parse_list(text: &str) -> Result<Vec<NemesisKind>, String> {
         let text = text.trim();
@@ -91,7 +109,9 @@ impl FromStr for NemesisKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         NemesisKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            format!("unknown nemesis {s:?}: expected a comma-separated list of kill, pause, partition, clock, or none")
+            format!(
+                "unknown nemesis {s:?}: expected a comma-separated list of kill, pause, partition, clock, kill-isr, or none"
+            )
         })
     }
 }
@@ -116,6 +136,13 @@ pub enum Fault {
         /// Offset per node, in ms (non-zero).
         offsets_ms: BTreeMap<NodeId, i64>,
     },
+    /// Pause a follower until it leaves the ISR, then kill the ISR; the
+    /// partition and nodes are chosen from the metadata by `pick` when the
+    /// fault starts ([`kill_isr::choose`]).
+    KillIsr {
+        /// Chooses the partition (`pick mod P` first) and the follower.
+        pick: u32,
+    },
 }
 
 impl Fault {
@@ -126,6 +153,7 @@ impl Fault {
             Fault::Pause { .. } => NemesisKind::Pause,
             Fault::Partition(_) => NemesisKind::Partition,
             Fault::Clock { .. } => NemesisKind::Clock,
+            Fault::KillIsr { .. } => NemesisKind::KillIsr,
         }
     }
 
@@ -136,6 +164,7 @@ impl Fault {
             NemesisKind::Pause => Fault::Pause { nodes: pick_minority(nodes, rng) },
             NemesisKind::Partition => Fault::Partition(partition::plan_random(nodes, rng)),
             NemesisKind::Clock => Fault::Clock { offsets_ms: clock::plan(nodes, rng) },
+            NemesisKind::KillIsr => Fault::KillIsr { pick: rng.random() },
         }
     }
 }
@@ -150,6 +179,7 @@ impl fmt::Display for Fault {
                 let parts: Vec<String> = offsets_ms.iter().map(|(id, ms)| format!("n{id} {ms:+} ms")).collect();
                 write!(f, "clock skew {}", parts.join(", "))
             }
+            Fault::KillIsr { pick } => write!(f, "kill-isr (pick {pick})"),
         }
     }
 }
@@ -193,6 +223,12 @@ pub enum NemesisError {
     /// A partition was planned but the run has no firewall.
     #[error("a partition needs nftables, but the run was started without partitions")]
     NoFirewall,
+    /// A topic fault was planned but the run has no topic.
+    #[error("the kill-isr nemesis needs the topic workload")]
+    NoTopic,
+    /// The topic's metadata could not be read.
+    #[error("topic: {0}")]
+    Topic(String),
 }
 
 #[cfg(test)]
@@ -211,7 +247,7 @@ mod tests {
             NemesisKind::parse_list("partition,kill,partition").unwrap(),
             vec![NemesisKind::Kill, NemesisKind::Partition]
         );
-        assert_eq!(NemesisKind::parse_list("kill,pause,partition,clock").unwrap(), NemesisKind::ALL.to_vec());
+        assert_eq!(NemesisKind::parse_list("kill,pause,partition,clock,kill-isr").unwrap(), NemesisKind::ALL.to_vec());
         let e = NemesisKind::parse_list("kill,flood").unwrap_err();
         assert!(e.contains("\"flood\""), "{e}");
     }

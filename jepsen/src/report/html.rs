@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{Results, WindowReport, CHECKER_HTML_FILE, HISTORY_FILE, RESULTS_FILE};
-use crate::history::{EventType, OpKind};
-use crate::record::{OpRecord, Phase};
+use super::{ChartOp, Charts, Results, WindowReport, CHECKER_HTML_FILE, HISTORY_FILE, RESULTS_FILE};
+use crate::history::EventType;
+use crate::topic::checker::{Message, TopicCheckResult};
 use crate::validity::Validity;
 
 /// Most points drawn in one latency chart.
@@ -46,6 +46,7 @@ fn nemesis_color(kind: &str) -> &'static str {
         "pause" => "#b279a2",
         "partition" => "#f58518",
         "clock" => "#54a24b",
+        "kill-isr" => "#9d755d",
         _ => "#999999",
     }
 }
@@ -67,10 +68,14 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The page.
-pub fn render(results: &Results, ops: &[OpRecord]) -> String {
-    let t_max_s = time_span_s(results, ops);
+pub fn render(results: &Results, charts: &Charts) -> String {
+    let t_max_s = time_span_s(results, &charts.throughput);
     let mut page = String::new();
-    let title = format!("capkv jepsen: {} / {}", results.level, nemesis_name(results));
+    let what = match &results.level {
+        Some(level) => level.clone(),
+        None => results.workload.clone(),
+    };
+    let title = format!("capkv jepsen: {what} / {}", nemesis_name(results));
     let _ = write!(
         page,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>{}</style></head><body>\n",
@@ -86,18 +91,18 @@ pub fn render(results: &Results, ops: &[OpRecord]) -> String {
         swatch(OK_COLOR, "ok"),
         swatch(FAIL_COLOR, "fail"),
         swatch(INFO_COLOR, "info (unknown)"),
-        ["kill", "pause", "partition", "clock"].iter().map(|k| swatch(nemesis_color(k), k)).collect::<Vec<_>>().join(" ")
+        ["kill", "pause", "partition", "clock", "kill-isr"]
+            .iter()
+            .map(|k| swatch(nemesis_color(k), k))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    for f in [OpKind::Read, OpKind::Write, OpKind::Cas] {
-        let of_f: Vec<&OpRecord> = ops.iter().filter(|op| op.f == f && op.phase == Phase::Workload).collect();
-        if of_f.is_empty() {
-            continue;
-        }
-        let _ = writeln!(page, "<h3>{f} ({} operations)</h3>", of_f.len());
-        page.push_str(&latency_chart(&of_f, &results.nemesis_windows, t_max_s));
+    for (title, of_series) in &charts.latency {
+        let _ = writeln!(page, "<h3>{}</h3>", escape(title));
+        page.push_str(&latency_chart(of_series, &results.nemesis_windows, t_max_s));
     }
     let _ = writeln!(page, "<h2>Throughput over time</h2>");
-    page.push_str(&throughput_chart(ops, &results.nemesis_windows, t_max_s));
+    page.push_str(&throughput_chart(&charts.throughput, &results.nemesis_windows, t_max_s));
     checker_sections(&mut page, results);
     nemesis_section(&mut page, results);
     config_section(&mut page, results);
@@ -117,7 +122,7 @@ fn swatch(color: &str, label: &str) -> String {
     format!("<span class=\"sw\" style=\"background:{color}\"></span>{}", escape(label))
 }
 
-fn time_span_s(results: &Results, ops: &[OpRecord]) -> f64 {
+fn time_span_s(results: &Results, ops: &[ChartOp]) -> f64 {
     let ops_end = ops.iter().map(|op| op.complete_ns).max().unwrap_or(0) as f64 / 1e9;
     let windows_end = results.nemesis_windows.iter().filter_map(|w| w.end_s.or(Some(w.start_s))).fold(0.0, f64::max);
     ops_end.max(windows_end).max(results.config.time_s).max(1.0)
@@ -129,10 +134,21 @@ fn verdict_section(page: &mut String, results: &Results) {
         Validity::Invalid => ("invalid", "INVALID"),
         Validity::Unknown => ("unknown", "UNKNOWN"),
     };
+    let setting = match (&results.level, &results.topic) {
+        (Some(level), _) => format!("level <b>{}</b>", escape(level)),
+        (None, Some(t)) => format!(
+            "workload <b>topic</b> ({} partitions, replication factor {}, min.insync.replicas {}, acks {}, unclean leader election {})",
+            t.partitions,
+            t.replication_factor,
+            t.min_insync_replicas,
+            escape(&t.acks),
+            if t.unclean_leader_election { "<b>on</b>" } else { "off" }
+        ),
+        (None, None) => format!("workload <b>{}</b>", escape(&results.workload)),
+    };
     let _ = writeln!(
         page,
-        "<div class=\"verdict {class}\">{word}</div>\n<p>level <b>{}</b>, nemesis <b>{}</b>, checkers <b>{}</b>: {} operations — {} ok, {} fail, {} info.</p>",
-        escape(&results.level),
+        "<div class=\"verdict {class}\">{word}</div>\n<p>{setting}, nemesis <b>{}</b>, checkers <b>{}</b>: {} operations — {} ok, {} fail, {} info.</p>",
         escape(&nemesis_name(results)),
         escape(&results.checkers.join(", ")),
         results.ops,
@@ -213,7 +229,180 @@ fn checker_sections(page: &mut String, results: &Results) {
             page.push_str("</table>\n");
         }
     }
-    let stale = &results.stale_reads;
+    if let Some(topic) = &results.checker.topic {
+        topic_section(page, results, topic);
+    }
+    if let Some(stale) = &results.stale_reads {
+        stale_section(page, stale);
+    }
+    latency_table(page, results);
+}
+
+fn topic_section(page: &mut String, results: &Results, r: &TopicCheckResult) {
+    let _ = writeln!(
+        page,
+        "<h2>Topic checker</h2>\n<p><b>{}</b> — {} sends: {} acknowledged, {} failed, {} unknown; {} records read. \
+         <b>{} lost</b>, <b>{} duplicated</b>, <b>{} reordered</b> ({} within one producer), {} at a wrong offset, {} unexpected.</p>",
+        r.valid,
+        r.sends,
+        r.acked,
+        r.failed,
+        r.unknown,
+        r.records_read,
+        r.lost.count,
+        r.duplicated.count,
+        r.reordered.count,
+        r.reordered_same_producer,
+        r.wrong_offset.count,
+        r.unexpected.count
+    );
+    let _ = writeln!(
+        page,
+        "<p>Read back: {} of the acknowledged messages, {} messages of unknown outcome, {} failed sends{}; {} acknowledged messages in partitions not read completely.</p>",
+        r.acked_read,
+        r.unknown_read,
+        r.failed_read,
+        if r.failed_read > 0 { " (a fail promised \"not written\")" } else { "" },
+        r.unread
+    );
+    if !r.incomplete_partitions.is_empty() {
+        let list: Vec<String> = r.incomplete_partitions.iter().map(u32::to_string).collect();
+        let _ = writeln!(page, "<p class=\"bad\">Partitions not read completely: {}.</p>", list.join(", "));
+    }
+    page.push_str(
+        "<table><tr><th>partition</th><th>acked</th><th>failed</th><th>unknown</th><th>records read</th><th>read to</th>\
+         <th>complete</th><th>lost</th><th>unread</th><th>reordered</th><th>unknown read</th><th>failed read</th></tr>\n",
+    );
+    for (p, st) in &r.partitions {
+        let _ = writeln!(
+            page,
+            "<tr><td>{p}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            st.acked,
+            st.failed,
+            st.unknown,
+            st.records_read,
+            st.read_end,
+            if st.complete { "yes" } else { "<b>no</b>" },
+            st.lost,
+            st.unread,
+            st.reordered,
+            st.unknown_read,
+            st.failed_read
+        );
+    }
+    page.push_str("</table>\n");
+    if let Some(topic) = &results.topic {
+        let settle = &topic.settle;
+        let _ = writeln!(
+            page,
+            "<h3>Partitions before the final read</h3>\n<p>{}</p>",
+            match settle.settled_after_ms {
+                Some(ms) => format!("Every replica in sync and caught up {ms} ms after the heal."),
+                None => "Not every partition was settled (leader, full ISR, high watermark at the log end) within the harness's patience; read anyway.".into(),
+            }
+        );
+        if let Some(e) = &settle.error {
+            let _ = writeln!(page, "<p class=\"bad\">{}</p>", escape(e));
+        }
+        page.push_str("<table><tr><th>partition</th><th>leader</th><th>replicas</th><th>ISR</th><th>high watermark</th><th>log end</th></tr>\n");
+        for p in &settle.partitions {
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+                p.partition, p.leader, p.replicas, p.isr, p.high_watermark, p.log_end_offset
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    let shown = |count: u64, examples: usize| {
+        if count as usize > examples {
+            format!(" (first {examples} of {count})")
+        } else {
+            String::new()
+        }
+    };
+    let message = |m: &Message| {
+        format!(
+            "{} (process {}, partition {}, {}{}, sent {:.3} s, done {:.3} s)",
+            m.value,
+            m.process,
+            m.partition,
+            escape(&m.outcome),
+            m.acked_offset.map(|o| format!(" at offset {o}")).unwrap_or_default(),
+            m.sent_s,
+            m.completed_s
+        )
+    };
+    if r.lost.count > 0 {
+        let _ = writeln!(
+            page,
+            "<h3 class=\"bad\">Lost: acknowledged, never read{}</h3>\n<ul>",
+            shown(r.lost.count, r.lost.examples.len())
+        );
+        for m in &r.lost.examples {
+            let _ = writeln!(page, "<li>{}</li>", message(m));
+        }
+        page.push_str("</ul>\n");
+    }
+    if r.duplicated.count > 0 {
+        let _ = writeln!(
+            page,
+            "<h3 class=\"bad\">Duplicated{}</h3>\n<ul>",
+            shown(r.duplicated.count, r.duplicated.examples.len())
+        );
+        for d in &r.duplicated.examples {
+            let at: Vec<String> = d.read_at.iter().map(|(p, o)| format!("{p}/{o}")).collect();
+            let _ = writeln!(page, "<li>{} read at {}</li>", message(&d.message), at.join(", "));
+        }
+        page.push_str("</ul>\n");
+    }
+    if r.reordered.count > 0 {
+        let _ = writeln!(
+            page,
+            "<h3 class=\"bad\">Reordered{}</h3>\n<ul>",
+            shown(r.reordered.count, r.reordered.examples.len())
+        );
+        for o in &r.reordered.examples {
+            let _ = writeln!(
+                page,
+                "<li>partition {}: {} read at offset {}, below {} read at offset {}, which was acknowledged before it was sent{}</li>",
+                o.partition,
+                message(&o.later),
+                o.later_read_offset,
+                message(&o.earlier),
+                o.earlier_read_offset,
+                if o.same_producer { " (same producer)" } else { "" }
+            );
+        }
+        page.push_str("</ul>\n");
+    }
+    if r.wrong_offset.count > 0 {
+        let _ = writeln!(
+            page,
+            "<h3 class=\"bad\">Read at another offset than acknowledged{}</h3>\n<ul>",
+            shown(r.wrong_offset.count, r.wrong_offset.examples.len())
+        );
+        for w in &r.wrong_offset.examples {
+            let at: Vec<String> = w.read_at.iter().map(|(p, o)| format!("{p}/{o}")).collect();
+            let _ = writeln!(page, "<li>{} read at {}</li>", message(&w.message), at.join(", "));
+        }
+        page.push_str("</ul>\n");
+    }
+    if r.unexpected.count > 0 {
+        let _ = writeln!(
+            page,
+            "<h3 class=\"bad\">Unexpected records{}</h3>\n<ul>",
+            shown(r.unexpected.count, r.unexpected.examples.len())
+        );
+        for u in &r.unexpected.examples {
+            let value = serde_json::to_string(&u.value).unwrap_or_default();
+            let _ = writeln!(page, "<li>{}/{}: {}</li>", u.partition, u.offset, escape(&value));
+        }
+        page.push_str("</ul>\n");
+    }
+}
+
+fn stale_section(page: &mut String, stale: &crate::checker::stale_reads::StaleReadStats) {
     let _ = writeln!(
         page,
         "<h2>Stale reads</h2>\n<p>{} of {} successful reads ({:.2} %) returned a value older than a write acknowledged before the read started; staleness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.{}</p>",
@@ -249,6 +438,9 @@ fn checker_sections(page: &mut String, results: &Results) {
         }
         page.push_str("</table>\n");
     }
+}
+
+fn latency_table(page: &mut String, results: &Results) {
     if !results.latency_ms.is_empty() {
         page.push_str("<h2>Latency of ok operations (ms)</h2>\n<table><tr><th>f</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>\n");
         for (f, p) in &results.latency_ms {
@@ -296,11 +488,16 @@ fn nemesis_section(page: &mut String, results: &Results) {
 fn config_section(page: &mut String, results: &Results) {
     let c = &results.config;
     let _ = writeln!(page, "<h2>Run</h2>\n<table>");
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("seed", c.seed.to_string()),
         ("nodes", format!("{} ({})", c.nodes, c.cluster)),
         ("concurrency", c.concurrency.to_string()),
-        ("keys", format!("{} active, {} operations per key", c.keys, c.ops_per_key)),
+    ];
+    // Keys are the register workload's business.
+    if results.workload == "register" {
+        rows.push(("keys", format!("{} active, {} operations per key", c.keys, c.ops_per_key)));
+    }
+    rows.extend([
         ("rate", format!("{} ops/s", c.rate_hz)),
         ("time", format!("{} s", c.time_s)),
         ("operation timeout", format!("{} ms", c.op_timeout_ms)),
@@ -308,7 +505,7 @@ fn config_section(page: &mut String, results: &Results) {
         ("kv", c.kv.clone()),
         ("kv serve extra args", c.serve_args.join(" ")),
         ("nftables table", c.firewall_table.clone().unwrap_or_else(|| "—".into())),
-    ];
+    ]);
     for (name, value) in rows {
         let _ = writeln!(page, "<tr><th>{}</th><td>{}</td></tr>", escape(name), escape(&value));
     }
@@ -401,9 +598,9 @@ fn trim_float(v: f64) -> String {
 
 /// Keeps every fail/info first, then thins ok points evenly, to at most
 /// [`POINTS_PER_CHART_MAX`].
-fn sample<'a>(ops: &[&'a OpRecord]) -> Vec<&'a OpRecord> {
-    let (ok, other): (Vec<&OpRecord>, Vec<&OpRecord>) = ops.iter().partition(|op| op.outcome == EventType::Ok);
-    let thin = |points: Vec<&'a OpRecord>, budget: usize| -> Vec<&'a OpRecord> {
+fn sample(ops: &[ChartOp]) -> Vec<ChartOp> {
+    let (ok, other): (Vec<ChartOp>, Vec<ChartOp>) = ops.iter().partition(|op| op.outcome == EventType::Ok);
+    let thin = |points: Vec<ChartOp>, budget: usize| -> Vec<ChartOp> {
         if points.len() <= budget {
             return points;
         }
@@ -416,7 +613,7 @@ fn sample<'a>(ops: &[&'a OpRecord]) -> Vec<&'a OpRecord> {
     out
 }
 
-fn latency_chart(ops: &[&OpRecord], windows: &[WindowReport], t_max_s: f64) -> String {
+fn latency_chart(ops: &[ChartOp], windows: &[WindowReport], t_max_s: f64) -> String {
     let frame = Frame { t_max_s };
     let latencies: Vec<f64> = ops.iter().map(|op| op.latency_ms().max(0.01)).collect();
     let max_ms = latencies.iter().copied().fold(1.0, f64::max);
@@ -457,7 +654,7 @@ fn latency_chart(ops: &[&OpRecord], windows: &[WindowReport], t_max_s: f64) -> S
     svg
 }
 
-fn throughput_chart(ops: &[OpRecord], windows: &[WindowReport], t_max_s: f64) -> String {
+fn throughput_chart(ops: &[ChartOp], windows: &[WindowReport], t_max_s: f64) -> String {
     let frame = Frame { t_max_s };
     let bucket_s = nice_step(t_max_s / BUCKETS_TARGET as f64).max(0.1);
     let buckets = ((t_max_s / bucket_s).ceil() as usize).clamp(1, BUCKETS_MAX);

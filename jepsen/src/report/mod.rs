@@ -1,7 +1,8 @@
 //! What a run leaves in its directory:
 //!
 //! - `history.jsonl` — every client operation (written while running by
-//!   [`crate::record`]; the format is in `docs/jepsen.md`);
+//!   [`crate::record`], or [`crate::topic::recorder`] for the topic
+//!   workload; the formats are in `docs/jepsen.md`);
 //! - `results.json` — the verdict and the numbers ([`Results`]);
 //! - `index.html` — a self-contained page (inline SVG, no script, no
 //!   network): latency over time per operation kind coloured by outcome,
@@ -22,8 +23,11 @@ use serde::Serialize;
 
 use crate::checker::convergence::ConvergenceResult;
 use crate::checker::stale_reads::StaleReadStats;
-use crate::record::{Counts, OpRecord};
+use crate::history::EventType;
+use crate::record::{Counts, OpRecord, Phase};
 use crate::stats::Percentiles;
+use crate::topic::checker::TopicCheckResult;
+use crate::topic::consume::SettleOutcome;
 use crate::validity::Validity;
 
 /// The history's file name in the run directory.
@@ -41,8 +45,11 @@ pub const CHECKER_HTML_FILE: &str = "linearizability.html";
 pub struct Results {
     /// The verdict: `true`, `false` or `"unknown"`.
     pub valid: Validity,
-    /// The consistency level of every operation.
-    pub level: String,
+    /// `register` or `topic`.
+    pub workload: String,
+    /// The consistency level of every operation (register workload only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
     /// The nemeses used (empty: none).
     pub nemesis: Vec<String>,
     /// The checkers that decided the verdict.
@@ -55,16 +62,21 @@ pub struct Results {
     pub fail: u64,
     /// `info` (or never completed).
     pub info: u64,
-    /// Workload operations by kind (`read`, `write`, `cas`).
+    /// Workload operations by kind (`read`, `write`, `cas`; topic: `send`).
     pub by_f: BTreeMap<String, Counts>,
-    /// The reads after the heal.
+    /// The reads after the heal (topic: the polls of the final consume).
     pub final_reads: Counts,
     /// Latency of workload operations that ended `ok`, by kind, in ms.
     pub latency_ms: BTreeMap<String, Percentiles>,
     /// Per checker, its result.
     pub checker: CheckerResults,
-    /// Stale-read statistics (every level; see the checker's docs).
-    pub stale_reads: StaleReadStats,
+    /// Stale-read statistics (register workload, every level; see the
+    /// checker's docs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_reads: Option<StaleReadStats>,
+    /// The topic and its state before the final consume (topic workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicReport>,
     /// The faults as they happened.
     pub nemesis_windows: Vec<WindowReport>,
     /// Nodes that exited without being killed.
@@ -93,6 +105,31 @@ pub struct CheckerResults {
     /// The convergence checker, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub convergence: Option<ConvergenceResult>,
+    /// The topic checker (topic workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicCheckResult>,
+}
+
+/// The topic of a topic-workload run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopicReport {
+    /// Its name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: u32,
+    /// Whether a replica outside the ISR may be elected.
+    pub unclean_leader_election: bool,
+    /// `replica.lag.time.max.ms` of the topic.
+    pub replica_lag_time_max_ms: u64,
+    /// The producers' acks: `0`, `1` or `all`.
+    pub acks: String,
+    /// The wait for the partitions to settle after the heal: how long it
+    /// took and each partition as last seen.
+    pub settle: SettleOutcome,
 }
 
 /// The linearizability checker's answer.
@@ -189,9 +226,56 @@ pub fn write_results(dir: &Path, results: &Results) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes `DIR/index.html` from the results and the operations.
-pub fn write_index(dir: &Path, results: &Results, ops: &[OpRecord]) -> io::Result<PathBuf> {
+/// One operation as the charts see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChartOp {
+    /// Invoke time, ns on the run clock.
+    pub invoke_ns: u64,
+    /// Completion time, ns.
+    pub complete_ns: u64,
+    /// `ok`, `fail` or `info`.
+    pub outcome: EventType,
+}
+
+impl ChartOp {
+    /// Completion minus invoke, in ms.
+    pub fn latency_ms(&self) -> f64 {
+        (self.complete_ns - self.invoke_ns) as f64 / 1e6
+    }
+}
+
+/// What the page charts: latency over time per series, and throughput of
+/// every operation.
+#[derive(Clone, Debug, Default)]
+pub struct Charts {
+    /// (title, operations), one latency chart each.
+    pub latency: Vec<(String, Vec<ChartOp>)>,
+    /// Every operation, for the throughput chart.
+    pub throughput: Vec<ChartOp>,
+}
+
+impl Charts {
+    /// The register workload's charts: latency of workload reads, writes
+    /// and cas; throughput of everything (final reads included).
+    pub fn register(ops: &[OpRecord]) -> Charts {
+        let chart_op =
+            |op: &OpRecord| ChartOp { invoke_ns: op.invoke_ns, complete_ns: op.complete_ns, outcome: op.outcome };
+        let latency = [crate::history::OpKind::Read, crate::history::OpKind::Write, crate::history::OpKind::Cas]
+            .into_iter()
+            .map(|f| {
+                let of_f: Vec<ChartOp> =
+                    ops.iter().filter(|op| op.f == f && op.phase == Phase::Workload).map(chart_op).collect();
+                (format!("{f} ({} operations)", of_f.len()), of_f)
+            })
+            .filter(|(_, of_f)| !of_f.is_empty())
+            .collect();
+        Charts { latency, throughput: ops.iter().map(chart_op).collect() }
+    }
+}
+
+/// Writes `DIR/index.html` from the results and what to chart.
+pub fn write_index(dir: &Path, results: &Results, charts: &Charts) -> io::Result<PathBuf> {
     let path = dir.join(INDEX_FILE);
-    std::fs::write(&path, html::render(results, ops))?;
+    std::fs::write(&path, html::render(results, charts))?;
     Ok(path)
 }
