@@ -1,9 +1,13 @@
 //! Test harness: a cluster of real `kv serve` processes on loopback.
 //!
-//! Ports come from binding 127.0.0.1:0; data lives in a temp dir; every
-//! process is killed when the cluster is dropped (also on test panic).
-//! Waiting is always "poll a condition with a bounded deadline", never a
-//! fixed sleep.
+//! Every cluster gets loopback addresses of its own, 127.X.Y.(10+id) with
+//! X.Y unique to the cluster, and ports from binding those addresses to
+//! port 0. Ports alone are not enough: between picking a port and a node
+//! binding it, a cluster of a test running in parallel could pick the same
+//! one, and then its node (not ours, and not paused by our SIGSTOP) would
+//! answer for ours. Data lives in a temp dir; every process is killed when
+//! the cluster is dropped (also on test panic). Waiting is always "poll a
+//! condition with a bounded deadline", never a fixed sleep.
 
 #![allow(dead_code)]
 
@@ -16,8 +20,40 @@ use capkv::Level;
 
 pub const KV: &str = env!("CARGO_BIN_EXE_kv");
 
+/// Whether every thread of `pid` is in the stopped state (`T`).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        matches!(state, Some('T' | 't'))
+    })
+}
+
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Loopback addresses no other cluster of any test process uses: the
+/// second and third octets come from this process's id, a counter and the
+/// time, the second kept in 64..=254 (clear of 127.0.0.0/24, where `kv dev`
+/// and the Jepsen harness live).
+fn cluster_ips(n: usize) -> Vec<std::net::Ipv4Addr> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(CLUSTERS.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let bits = h.finish();
+    let (x, y) = (64 + (bits % 191) as u8, (bits >> 8) as u8);
+    (1..=n).map(|id| std::net::Ipv4Addr::new(127, x, y, 10 + id as u8)).collect()
 }
 
 pub struct Node {
@@ -44,7 +80,7 @@ impl TestCluster {
     /// Like `start`, with per-node extra flags.
     pub async fn start_with(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = cluster_ips(n).into_iter().map(|ip| format!("{ip}:{}", free_port_on(ip))).collect();
         let spec = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
         let nodes = (1..=n as u32)
             .map(|id| Node {
@@ -117,8 +153,18 @@ impl TestCluster {
         assert_eq!(unsafe { libc::kill(self.pid(id), sig) }, 0);
     }
 
+    /// SIGSTOP, then waits until every thread of the node is stopped. The
+    /// kernel stops a multi-threaded process only when one of its threads
+    /// takes the signal; on a busy machine the others go on serving
+    /// requests for milliseconds after `kill` returned.
     pub fn stop(&self, id: u32) {
         self.signal(id, libc::SIGSTOP);
+        let pid = self.pid(id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "node {id} (pid {pid}) did not stop within 10 s of SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub fn cont(&self, id: u32) {
