@@ -871,6 +871,18 @@ impl ProducerInner {
     }
 
     /// Sends one batch until acknowledged, refused, or out of time.
+    /// A definite refusal of a retry says nothing about an earlier attempt
+    /// whose outcome was unknown: then the batch's fate is unknown too.
+    fn refused(&self, error: E, maybe_written: Option<E>) -> E {
+        match maybe_written {
+            None => error,
+            Some(earlier) => E::Indeterminate(format!(
+                "a retry was refused ({error}) after an attempt whose outcome is unknown ({earlier}); \
+                 the records may or may not be in the log"
+            )),
+        }
+    }
+
     async fn send_batch(
         &self,
         partition: u32,
@@ -905,13 +917,13 @@ impl ProducerInner {
                     // lost, e.g. acks=1 across a leader change): renumber.
                     tracing::debug!(partition, base_sequence, expected, "producer: renumbering a batch");
                     if expected == base_sequence {
-                        return Err(error);
+                        return Err(self.refused(error, maybe_written));
                     }
                     base_sequence = expected;
                     let mut q = self.queues[partition as usize].lock().expect("producer queue lock");
                     q.next_sequence = expected + batch.len() as u64;
                 }
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Fatal(e)) => return Err(self.refused(e, maybe_written)),
                 Err(Failure::Retry(e)) | Err(Failure::NotLeader(e)) => {
                     last = Some(e);
                     tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS).min(left)).await;
