@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Do not keep hints for unreachable peers (anti-entropy still repairs).
     #[arg(long)]
     pub no_hinted_handoff: bool,
+    /// Share of eventual gets followed by a background read repair, 0 to 1 (default 1).
+    #[arg(long)]
+    pub read_repair_chance: Option<f64>,
     /// Peer clock stamps further ahead than this do not move our clock (ms, default 500).
     #[arg(long)]
     pub max_clock_drift_ms: Option<u64>,
@@ -95,6 +98,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         request_timeout_ms: args.request_timeout_ms,
         anti_entropy_interval_ms: args.anti_entropy_interval_ms,
         hinted_handoff: args.no_hinted_handoff.then_some(false),
+        read_repair_chance: args.read_repair_chance,
         max_clock_drift_ms: args.max_clock_drift_ms,
         raft_tick_ms: args.raft_tick_ms,
         raft_election_ticks: args.raft_election_ticks,

@@ -17,6 +17,8 @@ pub const MAX_KEY_BYTES: usize = 4096;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Default deadline of a client request (like etcdctl's command timeout).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Share of eventual gets followed by a background read repair.
+pub const DEFAULT_READ_REPAIR_CHANCE: f64 = 1.0;
 /// Largest cluster a node accepts (bounds fan-out and quorum bookkeeping).
 pub const MAX_NODES: usize = 15;
 
@@ -62,6 +64,8 @@ pub struct NodeConfig {
     pub anti_entropy_interval_ms: u64,
     /// Whether writes that could not reach a peer are kept as hints.
     pub hinted_handoff: bool,
+    /// Share of eventual gets that queue a background read repair, in [0, 1].
+    pub read_repair_chance: f64,
     /// A peer stamp further ahead than this does not move our clock.
     pub max_clock_drift_ms: u64,
     pub raft: RaftSettings,
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
     pub hinted_handoff: Option<bool>,
+    pub read_repair_chance: Option<f64>,
     pub max_clock_drift_ms: Option<u64>,
     pub raft_tick_ms: Option<u64>,
     pub raft_election_ticks: Option<usize>,
@@ -179,6 +184,7 @@ pub struct Overrides {
     pub request_timeout_ms: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
     pub hinted_handoff: Option<bool>,
+    pub read_repair_chance: Option<f64>,
     pub max_clock_drift_ms: Option<u64>,
     pub raft_tick_ms: Option<u64>,
     pub raft_election_ticks: Option<usize>,
@@ -298,6 +304,10 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             return err(format!("{flag} {v} is out of range: 100 to 3600000"));
         }
     }
+    let read_repair_chance = o.read_repair_chance.or(file.read_repair_chance).unwrap_or(DEFAULT_READ_REPAIR_CHANCE);
+    if !(0.0..=1.0).contains(&read_repair_chance) {
+        return err(format!("--read-repair-chance {read_repair_chance} is out of range: 0 to 1"));
+    }
     let unsafe_test = UnsafeTestSwitches {
         skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
@@ -315,6 +325,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             .unwrap_or(10_000)
             .max(100),
         hinted_handoff: o.hinted_handoff.or(file.hinted_handoff).unwrap_or(true),
+        read_repair_chance,
         max_clock_drift_ms: o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500),
         raft,
         topics,

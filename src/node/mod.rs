@@ -96,7 +96,14 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
 
     let replication =
         Replication::start(store.clone(), peers.clone(), metrics.clone(), cfg.hinted_handoff, cancel.clone(), &tracker);
-    let repair = ReadRepair::start(store.clone(), peers.clone(), metrics.clone(), cancel.clone(), &tracker);
+    let repair = ReadRepair::start(
+        store.clone(),
+        peers.clone(),
+        metrics.clone(),
+        cancel.clone(),
+        &tracker,
+        cfg.read_repair_chance,
+    );
     anti_entropy::start(
         store.clone(),
         peers.clone(),

@@ -4,6 +4,11 @@
 //! Gets only enqueue the key (never wait); a bounded queue sheds repairs
 //! under load rather than slowing reads. One task batches queued keys into
 //! one `ReadCells` per peer, so the cost is one round trip per batch.
+//!
+//! Like Cassandra's `read_repair_chance`, only a share of gets
+//! (`--read-repair-chance`, default 1: every get) queue their key: hot
+//! keys are read far more often than they diverge, and anti-entropy
+//! repairs what sampling skips.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +33,8 @@ pub const REPAIR_TIMEOUT_MS: u64 = 1_000;
 #[derive(Clone)]
 pub struct ReadRepair {
     tx: mpsc::Sender<Bytes>,
+    /// Share of gets that queue a repair, in [0, 1].
+    chance: f64,
 }
 
 impl ReadRepair {
@@ -37,15 +44,20 @@ impl ReadRepair {
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
+        chance: f64,
     ) -> ReadRepair {
+        assert!((0.0..=1.0).contains(&chance), "read repair chance {chance} outside [0, 1]");
         let (tx, rx) = mpsc::channel(REPAIR_QUEUE_KEYS);
         tracker.spawn(run(store, peers, metrics, cancel, rx));
-        ReadRepair { tx }
+        ReadRepair { tx, chance }
     }
 
-    /// Asks for a repair of `key`; dropped when the queue is full.
+    /// Asks for a repair of `key` (with the configured chance); dropped
+    /// when the queue is full.
     pub fn enqueue(&self, key: Bytes) {
-        let _ = self.tx.try_send(key);
+        if self.chance >= 1.0 || (self.chance > 0.0 && rand::random::<f64>() < self.chance) {
+            let _ = self.tx.try_send(key);
+        }
     }
 }
 
