@@ -385,4 +385,15 @@ mod tests {
         let bad = toml::from_str::<FileConfig>("idd = 1").unwrap_err().message().to_string();
         assert!(bad.contains("unknown field"), "{bad}");
     }
+
+    #[test]
+    fn read_repair_chance_is_a_share() {
+        assert_eq!(resolve(None, base()).unwrap().read_repair_chance, DEFAULT_READ_REPAIR_CHANCE);
+        let c = resolve(None, Overrides { read_repair_chance: Some(0.1), ..base() }).unwrap();
+        assert_eq!(c.read_repair_chance, 0.1);
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let e = resolve(None, Overrides { read_repair_chance: Some(bad), ..base() }).unwrap_err().to_string();
+            assert!(e.contains("--read-repair-chance"), "{e}");
+        }
+    }
 }
