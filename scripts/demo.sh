@@ -61,8 +61,24 @@ run -c linearizable cas counter --expect 1 2
 run -c linearizable cas counter --expect 1 3
 run -c linearizable get counter
 
+# SIGSTOP takes effect when one thread of the process takes the signal; the
+# others may answer for a few more milliseconds. Wait until all are stopped.
+wait_stopped() {
+  local pid=$1 t
+  for _ in $(seq 1 500); do
+    local running=0
+    for t in /proc/"$pid"/task/*/stat; do
+      [ "$(sed 's/.*) //' "$t" | cut -c1)" = T ] || running=1
+    done
+    [ "$running" = 0 ] && return 0
+    sleep 0.01
+  done
+}
+
 say "CAP as a runtime option: pause nodes 2 and 3, talk to node 1 only"
 kill -STOP "$(cat "$dir/node-2.pid")" "$(cat "$dir/node-3.pid")"
+wait_stopped "$(cat "$dir/node-2.pid")"
+wait_stopped "$(cat "$dir/node-3.pid")"
 run --endpoints "$n1" --timeout 2s -c linearizable get counter
 run --endpoints "$n1" --timeout 2s -c quorum get colour
 run --endpoints "$n1" -c eventual set during-partition still-available
