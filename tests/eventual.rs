@@ -199,3 +199,58 @@ async fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
     c.restart(2).await;
     assert_eq!(&c.client(2).get(b"k", opts(E)).await.unwrap().unwrap().value[..], b"v");
 }
+
+/// Node 3 missed a write for good (it was down, node 1 keeps no hints, and
+/// anti-entropy runs once an hour here). With read repair on, an eventual get on node
+/// 3 answers from its stale replica at once and repairs it in the
+/// background; with `--read-repair-chance 0` the replica stays stale.
+async fn stale_replica_after_a_lost_write(chance: &str) -> TestCluster {
+    let chance = chance.to_string();
+    let c = TestCluster::start_with(3, move |id| {
+        let mut v = vec!["--anti-entropy-interval-ms".to_string(), "3600000".to_string()];
+        if id == 1 {
+            v.push("--no-hinted-handoff".to_string());
+        }
+        if id == 3 {
+            v.extend(["--read-repair-chance".to_string(), chance.clone()]);
+        }
+        v
+    })
+    .await;
+    // Killed, not paused: a paused node would still take the request that
+    // node 1 gave up on from its socket buffer when it resumes.
+    let mut c = c;
+    c.kill(3);
+    c.client(1).set(b"rr", b"fresh", opts(E)).await.unwrap();
+    eventually(Duration::from_secs(20), "node 1 drops the replication batch for node 3", || async {
+        (counter(&c, 1, "replication_failures").await? > 0).then_some(())
+    })
+    .await;
+    c.restart(3).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_fixes_a_stale_replica_after_a_get() {
+    let c = stale_replica_after_a_lost_write("1").await;
+    let n3 = c.client(3);
+    assert!(n3.get(b"rr", opts(E)).await.unwrap().is_none(), "node 3 must have missed the write");
+    eventually(Duration::from_secs(10), "read repair brings the write to node 3", || async {
+        let cell = n3.get(b"rr", opts(E)).await.ok()??;
+        (&cell.value[..] == b"fresh").then_some(())
+    })
+    .await;
+    assert!(counter(&c, 3, "read_repair_cells_fixed").await.unwrap() >= 1);
+    assert_eq!(counter(&c, 3, "anti_entropy_cells_pulled").await, Some(0), "anti-entropy must not be what fixed it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_repair_with_chance_zero() {
+    let c = stale_replica_after_a_lost_write("0").await;
+    let n3 = c.client(3);
+    for _ in 0..20 {
+        assert!(n3.get(b"rr", opts(E)).await.unwrap().is_none(), "nothing may repair node 3");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(&c, 3, "read_repair_rounds").await, Some(0));
+}
