@@ -3,7 +3,8 @@
 //!
 //! Gets only enqueue the key (never wait); a bounded queue sheds repairs
 //! under load rather than slowing reads. One task batches queued keys into
-//! one `ReadCells` per peer, so the cost is one round trip per batch.
+//! one `ReadCells` per peer, so the cost is one round trip per batch; a
+//! batch waits up to [`REPAIR_LINGER_MS`] for more keys.
 //!
 //! Like Cassandra's `read_repair_chance`, only a share of gets
 //! (`--read-repair-chance`, default 1: every get) queue their key: hot
@@ -29,6 +30,11 @@ use crate::wire::{cell_from_peer, cell_to_peer};
 pub const REPAIR_QUEUE_KEYS: usize = 4096;
 pub const MAX_REPAIR_BATCH_KEYS: usize = 256;
 pub const REPAIR_TIMEOUT_MS: u64 = 1_000;
+/// How long the first queued key waits for others to share its round
+/// (Kafka's `linger.ms` idea). Without it a busy node sent one small
+/// `ReadCells` per peer per network round trip, and those RPCs cost the
+/// peers more than the gets they repair.
+pub const REPAIR_LINGER_MS: u64 = 10;
 
 #[derive(Clone)]
 pub struct ReadRepair {
@@ -74,12 +80,22 @@ async fn run(
             k = rx.recv() => match k { Some(k) => k, None => return },
         };
         let mut keys = BTreeSet::from([first]);
+        let linger_until = tokio::time::Instant::now() + std::time::Duration::from_millis(REPAIR_LINGER_MS);
         while keys.len() < MAX_REPAIR_BATCH_KEYS {
-            match rx.try_recv() {
-                Ok(k) => {
+            let next = match rx.try_recv() {
+                Ok(k) => Some(k),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(linger_until) => None,
+                    k = rx.recv() => k,
+                },
+            };
+            match next {
+                Some(k) => {
                     keys.insert(k);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let keys: Vec<Bytes> = keys.into_iter().collect();
