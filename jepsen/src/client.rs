@@ -70,6 +70,21 @@ pub struct WorkloadSummary {
     pub stopped_early: Option<String>,
 }
 
+impl WorkloadSummary {
+    /// Folds what each worker returned (its last process number and why it
+    /// stopped early) into one summary: the first early stop wins.
+    pub fn of_workers(ends: impl IntoIterator<Item = (u64, Option<String>)>) -> WorkloadSummary {
+        let mut summary = WorkloadSummary::default();
+        for (last_process, stopped) in ends {
+            summary.processes = summary.processes.max(last_process + 1);
+            if summary.stopped_early.is_none() {
+                summary.stopped_early = stopped;
+            }
+        }
+        summary
+    }
+}
+
 /// A capkv client for `process`: its home node first, then the others.
 pub fn client_for(process: u64, endpoints: &[String]) -> Result<Client, ClientError> {
     Client::new(&endpoint_order(process, endpoints))
@@ -96,15 +111,7 @@ pub async fn run_workload(
 ) -> WorkloadSummary {
     assert!((1..=CONCURRENCY_MAX).contains(&config.concurrency));
     let workers = (0..config.concurrency).map(|slot| worker(slot, config, generator, recorder, until, cancel));
-    let ends = futures::future::join_all(workers).await;
-    let mut summary = WorkloadSummary::default();
-    for (last_process, stopped) in ends {
-        summary.processes = summary.processes.max(last_process + 1);
-        if summary.stopped_early.is_none() {
-            summary.stopped_early = stopped;
-        }
-    }
-    summary
+    WorkloadSummary::of_workers(futures::future::join_all(workers).await)
 }
 
 /// One worker; returns its last process number and why it stopped early.

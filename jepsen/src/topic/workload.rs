@@ -100,15 +100,7 @@ pub async fn run_producers(
     assert!(config.partitions > 0, "a topic has partitions");
     let next_value = AtomicI64::new(1);
     let workers = (0..config.concurrency).map(|slot| worker(slot, config, &next_value, recorder, until, cancel));
-    let ends = futures::future::join_all(workers).await;
-    let mut summary = WorkloadSummary::default();
-    for (last_process, stopped) in ends {
-        summary.processes = summary.processes.max(last_process + 1);
-        if summary.stopped_early.is_none() {
-            summary.stopped_early = stopped;
-        }
-    }
-    summary
+    WorkloadSummary::of_workers(futures::future::join_all(workers).await)
 }
 
 /// One worker; returns its last process number and why it stopped early.
