@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::{ChartOp, Charts, Results, WindowReport, CHECKER_HTML_FILE, HISTORY_FILE, RESULTS_FILE};
 use crate::history::EventType;
-use crate::topic::checker::{Message, TopicCheckResult};
+use crate::topic::checker::{Findings, Message, TopicCheckResult};
 use crate::validity::Validity;
 
 /// Most points drawn in one latency chart.
@@ -314,13 +314,6 @@ fn topic_section(page: &mut String, results: &Results, r: &TopicCheckResult) {
         }
         page.push_str("</table>\n");
     }
-    let shown = |count: u64, examples: usize| {
-        if count as usize > examples {
-            format!(" (first {examples} of {count})")
-        } else {
-            String::new()
-        }
-    };
     let message = |m: &Message| {
         format!(
             "{} (process {}, partition {}, {}{}, sent {:.3} s, done {:.3} s)",
@@ -333,73 +326,44 @@ fn topic_section(page: &mut String, results: &Results, r: &TopicCheckResult) {
             m.completed_s
         )
     };
-    if r.lost.count > 0 {
-        let _ = writeln!(
-            page,
-            "<h3 class=\"bad\">Lost: acknowledged, never read{}</h3>\n<ul>",
-            shown(r.lost.count, r.lost.examples.len())
-        );
-        for m in &r.lost.examples {
-            let _ = writeln!(page, "<li>{}</li>", message(m));
-        }
-        page.push_str("</ul>\n");
+    let read_at = |at: &[(u32, u64)]| at.iter().map(|(p, o)| format!("{p}/{o}")).collect::<Vec<_>>().join(", ");
+    findings_list(page, "Lost: acknowledged, never read", &r.lost, |m| message(m));
+    findings_list(page, "Duplicated", &r.duplicated, |d| {
+        format!("{} read at {}", message(&d.message), read_at(&d.read_at))
+    });
+    findings_list(page, "Reordered", &r.reordered, |o| {
+        format!(
+            "partition {}: {} read at offset {}, below {} read at offset {}, which was acknowledged before it was sent{}",
+            o.partition,
+            message(&o.later),
+            o.later_read_offset,
+            message(&o.earlier),
+            o.earlier_read_offset,
+            if o.same_producer { " (same producer)" } else { "" }
+        )
+    });
+    findings_list(page, "Read at another offset than acknowledged", &r.wrong_offset, |w| {
+        format!("{} read at {}", message(&w.message), read_at(&w.read_at))
+    });
+    findings_list(page, "Unexpected records", &r.unexpected, |u| {
+        let value = serde_json::to_string(&u.value).unwrap_or_default();
+        format!("{}/{}: {}", u.partition, u.offset, escape(&value))
+    });
+}
+
+/// One kind of topic finding: a heading with its count (and how many are
+/// shown) and a list of the examples, or nothing when there are none.
+fn findings_list<T>(page: &mut String, title: &str, found: &Findings<T>, item: impl Fn(&T) -> String) {
+    if found.count == 0 {
+        return;
     }
-    if r.duplicated.count > 0 {
-        let _ = writeln!(
-            page,
-            "<h3 class=\"bad\">Duplicated{}</h3>\n<ul>",
-            shown(r.duplicated.count, r.duplicated.examples.len())
-        );
-        for d in &r.duplicated.examples {
-            let at: Vec<String> = d.read_at.iter().map(|(p, o)| format!("{p}/{o}")).collect();
-            let _ = writeln!(page, "<li>{} read at {}</li>", message(&d.message), at.join(", "));
-        }
-        page.push_str("</ul>\n");
+    let shown = found.examples.len();
+    let of = if found.count as usize > shown { format!(" (first {shown} of {})", found.count) } else { String::new() };
+    let _ = writeln!(page, "<h3 class=\"bad\">{title}{of}</h3>\n<ul>");
+    for e in &found.examples {
+        let _ = writeln!(page, "<li>{}</li>", item(e));
     }
-    if r.reordered.count > 0 {
-        let _ = writeln!(
-            page,
-            "<h3 class=\"bad\">Reordered{}</h3>\n<ul>",
-            shown(r.reordered.count, r.reordered.examples.len())
-        );
-        for o in &r.reordered.examples {
-            let _ = writeln!(
-                page,
-                "<li>partition {}: {} read at offset {}, below {} read at offset {}, which was acknowledged before it was sent{}</li>",
-                o.partition,
-                message(&o.later),
-                o.later_read_offset,
-                message(&o.earlier),
-                o.earlier_read_offset,
-                if o.same_producer { " (same producer)" } else { "" }
-            );
-        }
-        page.push_str("</ul>\n");
-    }
-    if r.wrong_offset.count > 0 {
-        let _ = writeln!(
-            page,
-            "<h3 class=\"bad\">Read at another offset than acknowledged{}</h3>\n<ul>",
-            shown(r.wrong_offset.count, r.wrong_offset.examples.len())
-        );
-        for w in &r.wrong_offset.examples {
-            let at: Vec<String> = w.read_at.iter().map(|(p, o)| format!("{p}/{o}")).collect();
-            let _ = writeln!(page, "<li>{} read at {}</li>", message(&w.message), at.join(", "));
-        }
-        page.push_str("</ul>\n");
-    }
-    if r.unexpected.count > 0 {
-        let _ = writeln!(
-            page,
-            "<h3 class=\"bad\">Unexpected records{}</h3>\n<ul>",
-            shown(r.unexpected.count, r.unexpected.examples.len())
-        );
-        for u in &r.unexpected.examples {
-            let value = serde_json::to_string(&u.value).unwrap_or_default();
-            let _ = writeln!(page, "<li>{}/{}: {}</li>", u.partition, u.offset, escape(&value));
-        }
-        page.push_str("</ul>\n");
-    }
+    page.push_str("</ul>\n");
 }
 
 fn stale_section(page: &mut String, stale: &crate::checker::stale_reads::StaleReadStats) {
