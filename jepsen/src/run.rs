@@ -536,48 +536,16 @@ async fn run_register(
     ));
     let until = clock.start() + config.time;
     let stop = cancel.child_token();
-    let workload_done = CancellationToken::new();
     let mut errors: Vec<String> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
 
-    let mut driver = Driver::new(&mut cluster, firewall.as_ref(), clock);
-    let (summary, nemesis_result, ()) = tokio::join!(
-        async {
-            let summary = client::run_workload(&workload, &generator, &recorder, until, &stop).await;
-            if summary.stopped_early.is_some() {
-                stop.cancel();
-            }
-            workload_done.cancel();
-            summary
-        },
-        async {
-            let result = driver.run(&steps, clock.start(), &stop, progress).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            result
-        },
-        report_progress(|| recorder.counts(), &workload_done, progress),
-    );
-    timing_s.insert("workload".into(), clock.now_ns() as f64 / 1e9);
-    if let Some(why) = summary.stopped_early {
-        errors.push(format!("the workload stopped early: {why}"));
-    }
-    if let Err(e) = nemesis_result {
-        errors.push(format!("nemesis: {e}"));
-    }
+    let driver = Driver::new(&mut cluster, firewall.as_ref(), clock);
+    let clients = client::run_workload(&workload, &generator, &recorder, until, &stop);
+    let FaultPhase { summary, windows, crashes, healed_at: heal_done } =
+        under_faults(driver, &steps, clock, &stop, clients, || recorder.counts(), progress, &mut timing_s, &mut errors)
+            .await;
 
-    // Heal, then let the replicas converge.
-    let heal_started = Instant::now();
-    if let Err(e) = driver.heal_all().await {
-        errors.push(format!("heal: {e}"));
-    }
-    let heal_done = Instant::now();
-    timing_s.insert("heal".into(), (heal_done - heal_started).as_secs_f64());
-    progress("healed everything".into());
-    let windows = driver.windows().to_vec();
-    let crashes = driver.crashes().to_vec();
-    drop(driver);
+    // Let the replicas converge.
 
     let keys = generator.lock().expect("generator lock").keys_used();
     // For the convergence checker: the last observations, and how long
@@ -737,11 +705,69 @@ async fn probe_level(cluster: &Cluster, level: Level, cancel: &CancellationToken
 }
 
 /// Emits a count line every [`PROGRESS_INTERVAL_MS`] until `done`.
-pub(crate) async fn report_progress(
+/// What [`under_faults`] leaves behind.
+pub(crate) struct FaultPhase {
+    pub summary: client::WorkloadSummary,
+    /// The fault windows the driver applied, and the crashes it saw.
+    pub windows: Vec<AppliedWindow>,
+    pub crashes: Vec<Crash>,
+    /// When every fault was healed.
+    pub healed_at: Instant,
+}
+
+/// The part every workload shares: `workload` runs while `driver` plays
+/// `steps`, either one failing stops the other (through `stop`), progress
+/// is reported from `counts`; then every fault is healed. Records the
+/// `workload` and `heal` timings and what went wrong in `errors`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn under_faults(
+    mut driver: Driver<'_>,
+    steps: &[Step],
+    clock: RunClock,
+    stop: &CancellationToken,
+    workload: impl std::future::Future<Output = client::WorkloadSummary>,
     counts: impl Fn() -> Counts,
-    done: &CancellationToken,
     progress: &(dyn Fn(String) + Sync),
-) {
+    timing_s: &mut BTreeMap<String, f64>,
+    errors: &mut Vec<String>,
+) -> FaultPhase {
+    let workload_done = CancellationToken::new();
+    let (summary, nemesis_result, ()) = tokio::join!(
+        async {
+            let summary = workload.await;
+            if summary.stopped_early.is_some() {
+                stop.cancel();
+            }
+            workload_done.cancel();
+            summary
+        },
+        async {
+            let result = driver.run(steps, clock.start(), stop, progress).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        },
+        report_progress(counts, &workload_done, progress),
+    );
+    timing_s.insert("workload".into(), clock.now_ns() as f64 / 1e9);
+    if let Some(why) = &summary.stopped_early {
+        errors.push(format!("the workload stopped early: {why}"));
+    }
+    if let Err(e) = nemesis_result {
+        errors.push(format!("nemesis: {e}"));
+    }
+    let heal_started = Instant::now();
+    if let Err(e) = driver.heal_all().await {
+        errors.push(format!("heal: {e}"));
+    }
+    let healed_at = Instant::now();
+    timing_s.insert("heal".into(), (healed_at - heal_started).as_secs_f64());
+    progress("healed everything".into());
+    FaultPhase { summary, windows: driver.windows().to_vec(), crashes: driver.crashes().to_vec(), healed_at }
+}
+
+async fn report_progress(counts: impl Fn() -> Counts, done: &CancellationToken, progress: &(dyn Fn(String) + Sync)) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(PROGRESS_INTERVAL_MS)) => {}

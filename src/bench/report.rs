@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::config::{BenchConfig, Operation, StopAfter};
 use super::stats::{ClientStats, Summary};
-use crate::client::topics::Acks;
 
 /// The settings of a run, repeated in every report so a JSON line stands
 /// on its own.
@@ -66,11 +65,7 @@ impl Parameters {
             data_dir: cfg.data_dir.as_ref().map(|p| p.display().to_string()),
             topic: produce.then(|| cfg.topic.clone()),
             batch_records: produce.then_some(cfg.batch_records),
-            acks: (produce && cfg.target == super::config::Target::Capkv).then_some(match cfg.acks {
-                Acks::None => "0",
-                Acks::Leader => "1",
-                Acks::All => "all",
-            }),
+            acks: (produce && cfg.target == super::config::Target::Capkv).then_some(cfg.acks.name()),
             partitions: produce.then_some(cfg.partitions),
             replication_factor: produce.then_some(cfg.replication_factor),
         }

@@ -192,6 +192,16 @@ pub enum Acks {
 }
 
 impl Acks {
+    /// `0`, `1` or `all`, as `kv topic produce --acks` spells them (and
+    /// [`FromStr`](std::str::FromStr) reads them back).
+    pub fn name(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+
     fn to_proto(self) -> proto::Acks {
         match self {
             Acks::None => proto::Acks::None,

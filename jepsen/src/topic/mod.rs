@@ -93,15 +93,6 @@ impl TopicOptions {
     }
 }
 
-/// `0`, `1` or `all`, as `kv topic produce --acks` spells them.
-pub fn acks_name(acks: Acks) -> &'static str {
-    match acks {
-        Acks::None => "0",
-        Acks::Leader => "1",
-        Acks::All => "all",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +112,6 @@ mod tests {
         assert!(e.contains("--min-insync"), "{e}");
         let e = TopicOptions { partitions: 0, ..d }.validate(3).unwrap_err();
         assert!(e.contains("--topic-partitions"), "{e}");
-        assert_eq!([Acks::None, Acks::Leader, Acks::All].map(acks_name), ["0", "1", "all"]);
+        assert_eq!([Acks::None, Acks::Leader, Acks::All].map(Acks::name), ["0", "1", "all"]);
     }
 }

@@ -26,7 +26,7 @@ use super::consume::{await_settled, consume_all, SettleOutcome};
 use super::history::{PollOp, SendOp};
 use super::recorder::TopicRecorder;
 use super::workload::{run_producers, ProduceConfig};
-use super::{acks_name, TOPIC_NAME};
+use super::TOPIC_NAME;
 use crate::history::EventType;
 use crate::nemesis::driver::Driver;
 use crate::nemesis::kill_isr::TopicTarget;
@@ -35,8 +35,8 @@ use crate::report::{
     self, ChartOp, Charts, CheckerResults, Results, TopicReport, HISTORY_FILE, INDEX_FILE, RESULTS_FILE,
 };
 use crate::run::{
-    common_verdicts, crash_reports, nemesis_names, plan_faults, prepare_dir, report_progress, run_info, start_cluster,
-    teardown, window_reports, RunConfig, RunError, RunOutcome, Workload, PROBE_TIMEOUT_MS,
+    common_verdicts, crash_reports, nemesis_names, plan_faults, prepare_dir, run_info, start_cluster, teardown,
+    under_faults, window_reports, FaultPhase, RunConfig, RunError, RunOutcome, Workload, PROBE_TIMEOUT_MS,
 };
 use crate::stats::Percentiles;
 use crate::validity::Validity;
@@ -93,55 +93,33 @@ pub async fn run_topic(
     progress(format!(
         "running {} s of acks={} producers, nemesis {}, {} workers, seed {}",
         config.time.as_secs_f64(),
-        acks_name(o.acks),
+        o.acks.name(),
         nemesis_names(&config.nemeses),
         config.concurrency,
         config.seed
     ));
     let until = clock.start() + config.time;
     let stop = cancel.child_token();
-    let workload_done = CancellationToken::new();
     let mut errors: Vec<String> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let target =
         TopicTarget { client: client("nemesis client")?, topic: TOPIC_NAME.into(), unclean: o.unclean_leader_election };
-    let mut driver = Driver::new(&mut cluster, firewall.as_ref(), clock).with_topic(&target);
-    let (summary, nemesis_result, ()) = tokio::join!(
-        async {
-            let summary = run_producers(&produce, &recorder, until, &stop).await;
-            if summary.stopped_early.is_some() {
-                stop.cancel();
-            }
-            workload_done.cancel();
-            summary
-        },
-        async {
-            let result = driver.run(&steps, clock.start(), &stop, progress).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            result
-        },
-        report_progress(|| recorder.counts(), &workload_done, progress),
-    );
-    timing_s.insert("workload".into(), clock.now_ns() as f64 / 1e9);
-    if let Some(why) = summary.stopped_early {
-        errors.push(format!("the workload stopped early: {why}"));
-    }
-    if let Err(e) = nemesis_result {
-        errors.push(format!("nemesis: {e}"));
-    }
+    let driver = Driver::new(&mut cluster, firewall.as_ref(), clock).with_topic(&target);
+    let producers = run_producers(&produce, &recorder, until, &stop);
+    let FaultPhase { summary, windows, crashes, .. } = under_faults(
+        driver,
+        &steps,
+        clock,
+        &stop,
+        producers,
+        || recorder.counts(),
+        progress,
+        &mut timing_s,
+        &mut errors,
+    )
+    .await;
 
-    // Heal, settle, read back.
-    let heal_started = Instant::now();
-    if let Err(e) = driver.heal_all().await {
-        errors.push(format!("heal: {e}"));
-    }
-    timing_s.insert("heal".into(), heal_started.elapsed().as_secs_f64());
-    progress("healed everything".into());
-    let windows = driver.windows().to_vec();
-    let crashes = driver.crashes().to_vec();
-    drop(driver);
+    // Settle, read back.
     let settle_started = Instant::now();
     let mut settle = SettleOutcome::default();
     let reader = client("consumer client")?;
@@ -230,7 +208,7 @@ pub async fn run_topic(
             min_insync_replicas: o.min_insync_replicas,
             unclean_leader_election: o.unclean_leader_election,
             replica_lag_time_max_ms: o.replica_lag_time_max.as_millis() as u64,
-            acks: acks_name(o.acks).to_string(),
+            acks: o.acks.name().to_string(),
             settle,
         }),
         nemesis_windows: window_reports(&windows),
