@@ -11,9 +11,14 @@ capkv_need_packages() {
   local missing=()
   command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
   command -v clang >/dev/null 2>&1 || missing+=(clang)
-  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-    missing+=(libclang-dev)
-  fi
+  # clang-sys loads the unversioned libclang.so (or libclang-N.so), which only
+  # libclang-dev provides: the versioned .so.1 that clang pulls in is not enough.
+  local lib found=0
+  for lib in /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-*.so /usr/lib/*-linux-gnu/libclang.so \
+    /usr/lib/*-linux-gnu/libclang-*.so; do
+    [ -e "$lib" ] && found=1
+  done
+  [ "$found" -eq 1 ] || missing+=(libclang-dev)
   for p in "$@"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
   done
