@@ -303,3 +303,45 @@ async fn wiped_follower_catches_up_by_snapshot() {
     leader(&c, &alive).await;
     c.client(follower).set(b"after", b"wipe", opts(L)).await.unwrap();
 }
+
+async fn commands_proposed(c: &TestCluster, id: u32) -> u64 {
+    let st = c.client(id).node_status(0, Duration::from_secs(2)).await.unwrap();
+    st.counters["raft_commands_proposed"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
+    // Replies to linearizable writes name the leader; the client sends the
+    // next ones there instead of through a follower, and finds the new
+    // leader after the old one dies.
+    let mut c = TestCluster::start(3, &[]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let followers: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
+    let order = [followers[0], followers[1], l];
+    let client = capkv::client::Client::new(&order.map(|i| c.node(i).addr.clone())).unwrap();
+    assert_eq!(client.leader_endpoint(), None, "no leader known before any reply");
+    client.set(b"k", b"0", opts(L)).await.unwrap();
+    assert_eq!(client.leader_endpoint(), Some(c.node(l).addr.clone()));
+
+    let f0 = commands_proposed(&c, followers[0]).await;
+    let f1 = commands_proposed(&c, followers[1]).await;
+    let l0 = commands_proposed(&c, l).await;
+    for i in 1..=20 {
+        client.set(b"k", i.to_string().as_bytes(), opts(L)).await.unwrap();
+    }
+    assert_eq!(commands_proposed(&c, followers[0]).await, f0, "the first endpoint (a follower) proposed nothing");
+    assert_eq!(commands_proposed(&c, followers[1]).await, f1);
+    assert!(commands_proposed(&c, l).await >= l0 + 20, "the leader proposed every write");
+
+    c.kill(l);
+    let mut i = 100;
+    eventually(Duration::from_secs(15), "a write succeeds after the leader died", || {
+        i += 1;
+        let v = i.to_string();
+        let client = &client;
+        async move { client.set(b"k", v.as_bytes(), opts(L)).await.ok() }
+    })
+    .await;
+    let new_leader = leader(&c, &followers).await;
+    assert_eq!(client.leader_endpoint(), Some(c.node(new_leader).addr.clone()), "the hint follows the new leader");
+}

@@ -23,6 +23,13 @@
 //!
 //! Otherwise a write whose reply was lost is reported as
 //! [`ClientError::Indeterminate`]: it may or may not have taken effect.
+//!
+//! Linearizable writes go to the Raft leader when the client knows it: every
+//! reply to one names the leader (`capkv-raft-leader`), and when that is one
+//! of the client's endpoints the next linearizable write starts there. Any
+//! node accepts them, but a follower only forwards to the leader, which
+//! costs a hop each way and splits the leader's batches. Reads and the other
+//! levels stay on the endpoint that answered last.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +51,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between rounds over all endpoints while nodes answer "retry".
 pub const RETRY_PAUSE_MS: u64 = 50;
 pub const MAX_ENDPOINTS: usize = 64;
+/// `Client::leader` when no leader among the endpoints is known.
+const NO_LEADER: usize = usize::MAX;
 /// Largest request the client sends or reply it accepts.
 pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
@@ -109,6 +118,9 @@ pub struct Client {
     next_request_id: AtomicU64,
     /// The endpoint that answered last; tried first.
     preferred: AtomicUsize,
+    /// The endpoint of the Raft leader as last reported ([`NO_LEADER`]:
+    /// unknown); linearizable writes try it first.
+    leader: AtomicUsize,
     /// Request ids in flight; the smallest is sent as `ack_below` so the
     /// linearizable state machine can forget finished requests.
     inflight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
@@ -166,6 +178,7 @@ impl Client {
             client_id: rand::random::<u64>() | 1,
             next_request_id: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
+            leader: AtomicUsize::new(NO_LEADER),
             inflight: Default::default(),
         })
     }
@@ -294,7 +307,10 @@ impl Client {
     {
         let deadline = Instant::now() + opts.timeout;
         let n = self.endpoints.len();
-        let start = self.preferred.load(Ordering::Relaxed) % n;
+        // Linearizable writes (the only de-duplicated ones) go to the leader.
+        let to_leader = retry == Retry::DedupWrite;
+        let leader = self.leader.load(Ordering::Relaxed);
+        let start = if to_leader && leader < n { leader } else { self.preferred.load(Ordering::Relaxed) % n };
         let mut failures: Vec<String> = Vec::new();
         let mut last_round: Vec<String> = Vec::new();
         let mut maybe_applied: Option<String> = None;
@@ -311,17 +327,26 @@ impl Client {
                 let ep = &self.endpoints[idx];
                 // The server gets the deadline in `grpc-timeout`; the client
                 // enforces it too (a paused node would never answer).
-                match crate::node::peers::call(
+                match crate::node::peers::call_full(
                     (deadline - now).as_millis() as u64 + 1,
                     f(ep.kv.clone(), deadline - now),
                 )
                 .await
                 {
                     Ok(r) => {
-                        self.preferred.store(idx, Ordering::Relaxed);
-                        return Ok(r);
+                        if to_leader {
+                            self.learn_leader(r.metadata());
+                        } else {
+                            self.preferred.store(idx, Ordering::Relaxed);
+                        }
+                        return Ok(r.into_inner());
                     }
                     Err(s) => {
+                        if to_leader && idx == leader {
+                            // Stale or down: forget it until a reply names one.
+                            let _ =
+                                self.leader.compare_exchange(leader, NO_LEADER, Ordering::Relaxed, Ordering::Relaxed);
+                        }
                         let why = format!("{} ({})", ep.addr, describe(&s));
                         match classify(&s) {
                             Class::Fatal => return Err(fatal(s)),
@@ -358,6 +383,18 @@ impl Client {
             tokio::time::sleep(pause).await;
             last_round = std::mem::take(&mut failures);
         }
+    }
+
+    /// Remembers the leader a reply names, when it is one of our endpoints.
+    fn learn_leader(&self, md: &tonic::metadata::MetadataMap) {
+        let named = md.get(crate::node::service::RAFT_LEADER_HEADER).and_then(|v| v.to_str().ok());
+        let idx = named.and_then(|a| self.endpoints.iter().position(|e| e.addr == a)).unwrap_or(NO_LEADER);
+        self.leader.store(idx, Ordering::Relaxed);
+    }
+
+    /// The endpoint linearizable writes try first, if a leader is known.
+    pub fn leader_endpoint(&self) -> Option<String> {
+        self.endpoints.get(self.leader.load(Ordering::Relaxed)).map(|e| e.addr.clone())
     }
 
     fn give_up(&self, opts: CallOptions, failures: &[String], maybe_applied: Option<String>) -> ClientError {

@@ -92,8 +92,16 @@ pub async fn call<T>(
     timeout_ms: u64,
     rpc: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
+    call_full(timeout_ms, rpc).await.map(tonic::Response::into_inner)
+}
+
+/// [`call`], keeping the reply's metadata.
+pub async fn call_full<T>(
+    timeout_ms: u64,
+    rpc: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
     match tokio::time::timeout(Duration::from_millis(timeout_ms), rpc).await {
-        Ok(r) => r.map(tonic::Response::into_inner),
+        Ok(r) => r,
         Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer within {timeout_ms} ms"))),
     }
 }

@@ -4,12 +4,15 @@
 //! Every refusal is a gRPC status whose message is one sentence a user can
 //! act on. Statuses that mean "certainly not applied" carry the metadata
 //! `capkv-retry: safe`, which tells clients a retry on another node cannot
-//! apply the operation twice.
+//! apply the operation twice. Replies to linearizable writes name the Raft
+//! leader (`capkv-raft-leader`), so clients can send writes straight there.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::config::MAX_KEY_BYTES;
@@ -28,17 +31,40 @@ use crate::wire::version_to_proto;
 /// Upper bound on a client-chosen deadline.
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 120_000;
 pub const RETRY_SAFE_HEADER: &str = "capkv-retry";
+/// On a linearizable write's reply: the address of the Raft leader the
+/// answering node knows of. Clients send their next linearizable writes
+/// there, which spares the hop through a follower (see `client`).
+pub const RAFT_LEADER_HEADER: &str = "capkv-raft-leader";
 /// How much earlier than the client's deadline a node stops working on a
 /// request (at most a tenth of the deadline).
 pub const DEADLINE_MARGIN_MS: u64 = 100;
 
 pub struct KvService {
     node: Arc<NodeState>,
+    /// Each member's address as a [`RAFT_LEADER_HEADER`] value.
+    leader_headers: HashMap<u64, MetadataValue<Ascii>>,
 }
 
 impl KvService {
     pub fn new(node: Arc<NodeState>) -> Self {
-        KvService { node }
+        let leader_headers = node
+            .peers
+            .members()
+            .iter()
+            .filter_map(|(&id, addr)| Some((id as u64, MetadataValue::try_from(addr.as_str()).ok()?)))
+            .collect();
+        KvService { node, leader_headers }
+    }
+
+    /// `reply` of a linearizable write, naming the Raft leader when known.
+    fn with_leader<T>(&self, level: Level, reply: T) -> Response<T> {
+        let mut r = Response::new(reply);
+        if level == Level::Linearizable {
+            if let Some(v) = self.leader_headers.get(&self.node.linear.leader_id()) {
+                r.metadata_mut().insert(RAFT_LEADER_HEADER, v.clone());
+            }
+        }
+        r
     }
 
     fn key(&self, key: &Bytes) -> Result<(), Status> {
@@ -150,7 +176,7 @@ impl Kv for KvService {
                 self.node.linear.write(caller, req.key, Some(req.value), timeout).await.map_err(level_status)?
             }
         };
-        Ok(Response::new(SetResponse { version: Some(version_to_proto(cell)) }))
+        Ok(self.with_leader(level, SetResponse { version: Some(version_to_proto(cell)) }))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
@@ -164,7 +190,7 @@ impl Kv for KvService {
                 self.node.linear.write(caller, req.key, None, timeout).await.map_err(level_status)?
             }
         };
-        Ok(Response::new(DeleteResponse { version: Some(version_to_proto(cell)) }))
+        Ok(self.with_leader(level, DeleteResponse { version: Some(version_to_proto(cell)) }))
     }
 
     async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
@@ -180,7 +206,7 @@ impl Kv for KvService {
                 self.node.linear.cas(caller, req.key, expected, req.new_value, timeout).await.map_err(level_status)?
             }
         };
-        Ok(Response::new(cas_reply(reply)))
+        Ok(self.with_leader(level, cas_reply(reply)))
     }
 }
 

@@ -130,6 +130,11 @@ impl Linear {
         self.view.borrow().clone()
     }
 
+    /// The Raft leader this node knows of (`0`: none known).
+    pub fn leader_id(&self) -> u64 {
+        self.view.borrow().leader_id
+    }
+
     /// Hands messages from a peer to the driver; dropped when it is
     /// overloaded (Raft retransmits).
     pub fn step(&self, msgs: Vec<Message>) {
