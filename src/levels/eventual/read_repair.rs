@@ -4,7 +4,7 @@
 //! Gets only enqueue the key (never wait); a bounded queue sheds repairs
 //! under load rather than slowing reads. One task batches queued keys into
 //! one `ReadCells` per peer, so the cost is one round trip per batch; a
-//! batch waits up to [`REPAIR_LINGER_MS`] for more keys.
+//! batch waits [`REPAIR_LINGER_MS`] for more keys.
 //!
 //! Like Cassandra's `read_repair_chance`, only a share of gets
 //! (`--read-repair-chance`, default 1: every get) queue their key: hot
@@ -79,23 +79,19 @@ async fn run(
             _ = cancel.cancelled() => return,
             k = rx.recv() => match k { Some(k) => k, None => return },
         };
+        // Linger without waking per key: every get's enqueue would
+        // otherwise wake this task (a cross-thread wake-up per get).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(REPAIR_LINGER_MS)) => {}
+        }
         let mut keys = BTreeSet::from([first]);
-        let linger_until = tokio::time::Instant::now() + std::time::Duration::from_millis(REPAIR_LINGER_MS);
         while keys.len() < MAX_REPAIR_BATCH_KEYS {
-            let next = match rx.try_recv() {
-                Ok(k) => Some(k),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep_until(linger_until) => None,
-                    k = rx.recv() => k,
-                },
-            };
-            match next {
-                Some(k) => {
+            match rx.try_recv() {
+                Ok(k) => {
                     keys.insert(k);
                 }
-                None => break,
+                Err(_) => break,
             }
         }
         let keys: Vec<Bytes> = keys.into_iter().collect();
