@@ -478,3 +478,30 @@ async fn bench_produce_creates_the_topic_and_counts_acknowledged_records() {
     assert_eq!(code, 2);
     assert!(err.contains("--op produce needs a log"), "{err}");
 }
+
+/// A topic created through one node is found at once through the others,
+/// although their copies of the metadata may lag by a Raft round: the
+/// client confirms "unknown topic" with a linearizable read before it
+/// believes it. (Once a CI flake: `kv bench --op produce` created its
+/// topic through node 1 and a producer on node 3 was told it did not
+/// exist.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_through_one_node_is_found_at_once_through_the_others() {
+    let c = TestCluster::start(3, FLAGS).await;
+    let creator = client_for(&c, &[1]);
+    for i in 0..10 {
+        let name = format!("fresh{i}");
+        creator.create_topic(&name, spec(1, 3, 1)).await.unwrap();
+        for other in [2, 3] {
+            let client = client_for(&c, &[other]);
+            let t = client
+                .metadata(&name, false)
+                .await
+                .unwrap_or_else(|e| panic!("node {other} right after creating {name}: {e}"));
+            assert_eq!(t.name, name);
+        }
+    }
+    // A topic that really does not exist is still reported as such.
+    let err = client_for(&c, &[3]).metadata("never-created", true).await.unwrap_err();
+    assert!(matches!(err, TopicClientError::UnknownTopic(_)), "{err}");
+}
