@@ -426,7 +426,8 @@ impl Topics {
     }
 
     /// Every topic (or the named ones) as the linearizable store has them
-    /// (after a read barrier when `linearizable`).
+    /// (after a read barrier when `linearizable`, or when a named topic is
+    /// missing from this node's copy).
     pub async fn metadata(
         &self,
         names: &[String],
@@ -436,9 +437,15 @@ impl Topics {
         if linearizable {
             self.ctx.linear.barrier(timeout).await?;
         }
-        let all = load_meta(&self.ctx.store)?;
+        let mut all = load_meta(&self.ctx.store)?;
         if names.is_empty() {
             return Ok(all.topics.into_values().collect());
+        }
+        if !linearizable && names.iter().any(|n| !all.topics.contains_key(n)) {
+            // Like `topic`: a name missing here may have just been created
+            // through another node; only after a read barrier is it unknown.
+            self.ctx.linear.barrier(timeout).await?;
+            all = load_meta(&self.ctx.store)?;
         }
         names
             .iter()
