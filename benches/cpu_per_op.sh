@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --keys) KEYS=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "cpu_per_op.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
