@@ -480,9 +480,9 @@ async fn bench_produce_creates_the_topic_and_counts_acknowledged_records() {
 }
 
 /// A topic created through one node is found at once through the others,
-/// although their copies of the metadata may lag by a Raft round: the
-/// client confirms "unknown topic" with a linearizable read before it
-/// believes it. (Once a CI flake: `kv bench --op produce` created its
+/// although their copies of the metadata may lag by a Raft round: a node
+/// missing a named topic looks again after a read barrier before it
+/// answers "unknown topic". (Once a CI flake: `kv bench --op produce` created its
 /// topic through node 1 and a producer on node 3 was told it did not
 /// exist.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -447,23 +447,14 @@ impl TopicClient {
         .await
     }
 
-    /// A topic's metadata, from the cache unless `refresh`. "Unknown
-    /// topic" is only ever the verdict of a linearizable read.
+    /// A topic's metadata, from the cache unless `refresh`.
     pub async fn metadata(&self, name: &str, refresh: bool) -> Result<TopicInfo, E> {
         if !refresh {
             if let Some(t) = self.topics.read().expect("topics lock").get(name) {
                 return Ok(t.clone());
             }
         }
-        let names = [name.to_string()];
-        // A node answers from its own copy of the metadata, which may not
-        // hold a topic created a moment ago through another node. Only a
-        // linearizable read may say that the topic does not exist.
-        let mut r = match self.metadata_call(&names, false).await {
-            Ok(r) if !r.topics.is_empty() => r,
-            Ok(_) | Err(E::UnknownTopic(_)) => self.metadata_call(&names, true).await?,
-            Err(e) => return Err(e),
-        };
+        let mut r = self.metadata_call(&[name.to_string()], false).await?;
         r.topics.pop().ok_or_else(|| E::UnknownTopic(format!("topic {name:?} does not exist")))
     }
 
