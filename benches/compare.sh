@@ -274,18 +274,12 @@ run fsync "" fsync 1 --data-dir "$WORK_DIR" --value-size "$VALUE_SIZE" --duratio
 
 # capkv
 say "starting a 3-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + 2)))"
-"$KV" dev --nodes 3 --base-port "$CAPKV_PORT" --data-dir "$WORK_DIR/capkv" \
-  > "$WORK_DIR/kv-dev.out" 2> "$WORK_DIR/kv-dev.err" &
-dev_pid=$!
+dev_ok=0
+capkv_start_dev "$CAPKV_PORT" "$WORK_DIR/capkv" "$WORK_DIR/kv-dev" && dev_ok=1
+dev_pid=$CAPKV_DEV_PID
 pids+=("$dev_pid")
-endpoints=""
-for _ in $(seq 1 900); do
-  endpoints=$(sed -n 's/^KV_ENDPOINTS=//p' "$WORK_DIR/kv-dev.out" 2>/dev/null || true)
-  [ -n "$endpoints" ] && break
-  kill -0 "$dev_pid" 2>/dev/null || { echo "kv dev died:" >&2; tail -20 "$WORK_DIR/kv-dev.err" >&2; exit 2; }
-  sleep 0.1
-done
-[ -n "$endpoints" ] || { echo "kv dev did not become ready" >&2; exit 2; }
+[ "$dev_ok" = 1 ] || exit 2
+endpoints=$CAPKV_ENDPOINTS
 SERVER_PIDS=$(pgrep -P "$dev_pid" | tr '\n' ' ')
 
 for c in $CLIENTS; do

@@ -61,16 +61,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$KV" dev --nodes 3 --base-port "$PORT" --data-dir "$WORK_DIR/capkv" >"$WORK_DIR/dev.out" 2>"$WORK_DIR/dev.err" &
-dev_pid=$!
-endpoints=
-for _ in $(seq 1 600); do
-  endpoints=$(sed -n 's/^KV_ENDPOINTS=//p' "$WORK_DIR/dev.out" 2>/dev/null || true)
-  [ -n "$endpoints" ] && break
-  kill -0 "$dev_pid" 2>/dev/null || { cat "$WORK_DIR/dev.err" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$endpoints" ] || { echo "cpu_per_op.sh: the cluster did not start" >&2; exit 1; }
+dev_ok=0
+capkv_start_dev "$PORT" "$WORK_DIR/capkv" "$WORK_DIR/dev" && dev_ok=1
+dev_pid=$CAPKV_DEV_PID
+[ "$dev_ok" = 1 ] || exit 1
+endpoints=$CAPKV_ENDPOINTS
 # One linearizable write: the Raft leader exists before the clock starts.
 for _ in $(seq 1 100); do
   "$KV" --endpoints "$endpoints" --consistency linearizable set cpu-per-op-probe x >/dev/null 2>&1 && break

@@ -35,3 +35,23 @@ capkv_build() {
   echo "==> building capkv (release; target dir $CARGO_TARGET_DIR)" >&2
   (cd "$capkv_root" && cargo build --release --workspace --bins)
 }
+
+# Starts a 3-node `kv dev` on ports PORT..PORT+2 with its data in DIR, its
+# output in LOG.out / LOG.err, and waits until it prints its endpoints.
+# Sets CAPKV_DEV_PID (also on failure, for the caller's cleanup) and
+# CAPKV_ENDPOINTS; returns 1 with the reason on stderr if it died or did not
+# become ready within 90 s.
+capkv_start_dev() {
+  local port=$1 dir=$2 log=$3
+  "$CAPKV_BIN/kv" dev --nodes 3 --base-port "$port" --data-dir "$dir" >"$log.out" 2>"$log.err" &
+  CAPKV_DEV_PID=$!
+  CAPKV_ENDPOINTS=
+  for _ in $(seq 1 900); do
+    CAPKV_ENDPOINTS=$(sed -n 's/^KV_ENDPOINTS=//p' "$log.out" 2>/dev/null || true)
+    [ -n "$CAPKV_ENDPOINTS" ] && return 0
+    kill -0 "$CAPKV_DEV_PID" 2>/dev/null || { echo "kv dev died:" >&2; tail -20 "$log.err" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "kv dev did not become ready" >&2
+  return 1
+}
