@@ -39,6 +39,7 @@ counters!(
     read_imposes,
     quorum_unavailable,
     linearizable_ops,
+    linearizable_gets,
     raft_entries_proposed,
     raft_commands_proposed,
     raft_readies,

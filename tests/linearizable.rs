@@ -309,6 +309,51 @@ async fn commands_proposed(c: &TestCluster, id: u32) -> u64 {
     st.counters["raft_commands_proposed"]
 }
 
+async fn linearizable_gets(c: &TestCluster, id: u32) -> u64 {
+    let st = c.client(id).node_status(0, Duration::from_secs(2)).await.unwrap();
+    st.counters["linearizable_gets"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_leader_once_a_reply_names_it() {
+    // A follower serves a linearizable read only after asking the leader
+    // for a read index; the reply names the leader, and the client reads
+    // there from then on. Other levels stay where they are.
+    let c = TestCluster::start(3, &[]).await;
+    let l = leader(&c, &[1, 2, 3]).await;
+    let followers: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
+    let order = [followers[0], followers[1], l];
+    let client = capkv::client::Client::new(&order.map(|i| c.node(i).addr.clone())).unwrap();
+    client.set(b"k", b"v", opts(L)).await.unwrap();
+    let reader = capkv::client::Client::new(&order.map(|i| c.node(i).addr.clone())).unwrap();
+    let before: Vec<u64> = gets_served(&c, &order).await;
+    let got = reader.get(b"k", opts(L)).await.unwrap().expect("found");
+    assert_eq!(&got.value[..], b"v");
+    assert_eq!(reader.leader_endpoint(), Some(c.node(l).addr.clone()), "a follower's read reply names the leader");
+    for _ in 0..20 {
+        assert_eq!(&reader.get(b"k", opts(L)).await.unwrap().expect("found").value[..], b"v");
+    }
+    let after: Vec<u64> = gets_served(&c, &order).await;
+    assert_eq!(after[0], before[0] + 1, "only the first read went to the first endpoint (a follower)");
+    assert_eq!(after[1], before[1], "the other follower served none");
+    assert_eq!(after[2], before[2] + 20, "the leader served every later read");
+
+    // Eventual reads do not follow the hint.
+    for _ in 0..5 {
+        reader.get(b"k", opts(Level::Eventual)).await.unwrap();
+    }
+    let st = c.client(followers[0]).node_status(0, Duration::from_secs(2)).await.unwrap();
+    assert!(st.counters["eventual_gets"] >= 5, "eventual reads stayed on the endpoint that answered last");
+}
+
+async fn gets_served(c: &TestCluster, ids: &[u32]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for &i in ids {
+        out.push(linearizable_gets(c, i).await);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
     // Replies to linearizable writes name the leader; the client sends the

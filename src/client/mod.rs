@@ -24,12 +24,13 @@
 //! Otherwise a write whose reply was lost is reported as
 //! [`ClientError::Indeterminate`]: it may or may not have taken effect.
 //!
-//! Linearizable writes go to the Raft leader when the client knows it: every
-//! reply to one names the leader (`capkv-raft-leader`), and when that is one
-//! of the client's endpoints the next linearizable write starts there. Any
-//! node accepts them, but a follower only forwards to the leader, which
-//! costs a hop each way and splits the leader's batches. Reads and the other
-//! levels stay on the endpoint that answered last.
+//! Linearizable requests go to the Raft leader when the client knows it:
+//! every reply to one names the leader (`capkv-raft-leader`), and when that
+//! is one of the client's endpoints the next linearizable request starts
+//! there. Any node accepts them, but a follower only forwards a write to the
+//! leader (a hop each way, and the leader's batches split) and asks the
+//! leader for a read index before it reads (a round trip more than the
+//! leader needs). The other levels stay on the endpoint that answered last.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -119,7 +120,7 @@ pub struct Client {
     /// The endpoint that answered last; tried first.
     preferred: AtomicUsize,
     /// The endpoint of the Raft leader as last reported ([`NO_LEADER`]:
-    /// unknown); linearizable writes try it first.
+    /// unknown); linearizable requests try it first.
     leader: AtomicUsize,
     /// Request ids in flight; the smallest is sent as `ack_below` so the
     /// linearizable state machine can forget finished requests.
@@ -307,8 +308,7 @@ impl Client {
     {
         let deadline = Instant::now() + opts.timeout;
         let n = self.endpoints.len();
-        // Linearizable writes (the only de-duplicated ones) go to the leader.
-        let to_leader = retry == Retry::DedupWrite;
+        let to_leader = opts.consistency == Level::Linearizable;
         let leader = self.leader.load(Ordering::Relaxed);
         let start = if to_leader && leader < n { leader } else { self.preferred.load(Ordering::Relaxed) % n };
         let mut failures: Vec<String> = Vec::new();
@@ -392,7 +392,7 @@ impl Client {
         self.leader.store(idx, Ordering::Relaxed);
     }
 
-    /// The endpoint linearizable writes try first, if a leader is known.
+    /// The endpoint linearizable requests try first, if a leader is known.
     pub fn leader_endpoint(&self) -> Option<String> {
         self.endpoints.get(self.leader.load(Ordering::Relaxed)).map(|e| e.addr.clone())
     }

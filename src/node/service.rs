@@ -4,8 +4,8 @@
 //! Every refusal is a gRPC status whose message is one sentence a user can
 //! act on. Statuses that mean "certainly not applied" carry the metadata
 //! `capkv-retry: safe`, which tells clients a retry on another node cannot
-//! apply the operation twice. Replies to linearizable writes name the Raft
-//! leader (`capkv-raft-leader`), so clients can send writes straight there.
+//! apply the operation twice. Replies to linearizable requests name the Raft
+//! leader (`capkv-raft-leader`), so clients can send them straight there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +31,9 @@ use crate::wire::version_to_proto;
 /// Upper bound on a client-chosen deadline.
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 120_000;
 pub const RETRY_SAFE_HEADER: &str = "capkv-retry";
-/// On a linearizable write's reply: the address of the Raft leader the
-/// answering node knows of. Clients send their next linearizable writes
-/// there, which spares the hop through a follower (see `client`).
+/// On a linearizable reply: the address of the Raft leader the answering
+/// node knows of. Clients send their next linearizable requests there,
+/// which spares the hop through a follower (see `client`).
 pub const RAFT_LEADER_HEADER: &str = "capkv-raft-leader";
 /// How much earlier than the client's deadline a node stops working on a
 /// request (at most a tenth of the deadline).
@@ -56,7 +56,7 @@ impl KvService {
         KvService { node, leader_headers }
     }
 
-    /// `reply` of a linearizable write, naming the Raft leader when known.
+    /// `reply` of a linearizable request, naming the Raft leader when known.
     fn with_leader<T>(&self, level: Level, reply: T) -> Response<T> {
         let mut r = Response::new(reply);
         if level == Level::Linearizable {
@@ -161,7 +161,7 @@ impl Kv for KvService {
             Level::Quorum => self.node.quorum.get(req.key, timeout).await.map_err(level_status)?,
             Level::Linearizable => self.node.linear.get(&req.key, timeout).await.map_err(level_status)?,
         };
-        Ok(Response::new(get_reply(cell)))
+        Ok(self.with_leader(level, get_reply(cell)))
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {

@@ -71,6 +71,7 @@ pub struct Linear {
     own_seq: AtomicU64,
     /// TEST ONLY (negative control): serve reads without a read index.
     unsafe_local_reads: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Linear {
@@ -109,8 +110,19 @@ impl Linear {
         let lost_log = Arc::new(transport::LostLog::default());
         let transport =
             transport::Transport::start(peers, snapshots.clone(), etx, lost_log.clone(), cancel.clone(), tracker);
-        let driver =
-            Driver::new(node, id, store.clone(), transport, settings, clock, metrics, vtx, cancel, applied, lost_log);
+        let driver = Driver::new(
+            node,
+            id,
+            store.clone(),
+            transport,
+            settings,
+            clock,
+            metrics.clone(),
+            vtx,
+            cancel,
+            applied,
+            lost_log,
+        );
         tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
         tracing::info!(id, applied, "linearizable level started");
         Ok(Arc::new(Linear {
@@ -123,6 +135,7 @@ impl Linear {
             own_client_id: rand::random::<u64>() | 1,
             own_seq: AtomicU64::new(1),
             unsafe_local_reads,
+            metrics,
         }))
     }
 
@@ -175,6 +188,7 @@ impl Linear {
 
     /// Linearizable read of `key` (tombstones come back as such).
     pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Cell>, LevelError> {
+        crate::metrics::inc(&self.metrics.linearizable_gets);
         if !self.unsafe_local_reads {
             self.read_barrier(Instant::now() + timeout).await?;
         }
