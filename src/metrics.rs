@@ -31,6 +31,7 @@ counters!(
     hints_delivered,
     read_repair_rounds,
     read_repair_cells_fixed,
+    read_repair_keys_recent,
     anti_entropy_rounds,
     anti_entropy_cells_pushed,
     anti_entropy_cells_pulled,

@@ -10,9 +10,15 @@
 //! (`--read-repair-chance`, default 1: every get) queue their key: hot
 //! keys are read far more often than they diverge, and anti-entropy
 //! repairs what sampling skips.
+//!
+//! For the same reason a key compared less than [`REPAIR_KEY_INTERVAL_MS`]
+//! ago is not compared again: a hot key read thousands of times a second
+//! costs one comparison per second, not one per get. Every key that is read
+//! is still compared within that interval.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -33,8 +39,17 @@ pub const REPAIR_TIMEOUT_MS: u64 = 1_000;
 /// How long the first queued key waits for others to share its round
 /// (Kafka's `linger.ms` idea). Without it a busy node sent one small
 /// `ReadCells` per peer per network round trip, and those RPCs cost the
-/// peers more than the gets they repair.
-pub const REPAIR_LINGER_MS: u64 = 10;
+/// peers more than the gets they repair. With hot keys skipped for
+/// [`REPAIR_KEY_INTERVAL_MS`], 10 ms still made ~50 rounds a second of a
+/// few keys each on a busy node; 100 ms makes ~8, and a background repair
+/// loses nothing by starting 0.1 s later.
+pub const REPAIR_LINGER_MS: u64 = 100;
+/// A key compared this recently is not compared again.
+pub const REPAIR_KEY_INTERVAL_MS: u64 = 1_000;
+/// Memory for remembering recently compared keys (key bytes plus
+/// [`RECENT_KEY_OVERHEAD_BYTES`] each), at most.
+pub const MAX_RECENT_KEYS_BYTES: usize = 4 * 1024 * 1024;
+const RECENT_KEY_OVERHEAD_BYTES: usize = 64;
 
 #[derive(Clone)]
 pub struct ReadRepair {
@@ -67,6 +82,46 @@ impl ReadRepair {
     }
 }
 
+/// The keys compared within the last `interval`, bounded in bytes.
+struct RecentKeys {
+    at: HashMap<Bytes, Instant>,
+    bytes: usize,
+    interval: Duration,
+    max_bytes: usize,
+}
+
+impl RecentKeys {
+    fn new(interval: Duration, max_bytes: usize) -> Self {
+        RecentKeys { at: HashMap::new(), bytes: 0, interval, max_bytes }
+    }
+
+    fn is_recent(&self, key: &Bytes, now: Instant) -> bool {
+        self.at.get(key).is_some_and(|&t| now.saturating_duration_since(t) < self.interval)
+    }
+
+    /// Remembers `keys` as compared at `now`. When full, forgets the keys
+    /// compared before the interval, and everything if that is not enough.
+    fn mark(&mut self, keys: &[Bytes], now: Instant) {
+        let cost = |k: &Bytes| k.len() + RECENT_KEY_OVERHEAD_BYTES;
+        let adding: usize = keys.iter().map(cost).sum();
+        if self.bytes + adding > self.max_bytes {
+            let interval = self.interval;
+            self.at.retain(|_, t| now.saturating_duration_since(*t) < interval);
+            self.bytes = self.at.keys().map(cost).sum();
+            if self.bytes + adding > self.max_bytes {
+                self.at.clear();
+                self.bytes = 0;
+            }
+        }
+        for k in keys {
+            if self.at.insert(k.clone(), now).is_none() {
+                self.bytes += cost(k);
+            }
+        }
+        assert!(self.bytes <= self.max_bytes.max(adding), "recent keys over their byte bound");
+    }
+}
+
 async fn run(
     store: Arc<Store>,
     peers: Arc<Peers>,
@@ -74,27 +129,41 @@ async fn run(
     cancel: CancellationToken,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    let mut recent = RecentKeys::new(Duration::from_millis(REPAIR_KEY_INTERVAL_MS), MAX_RECENT_KEYS_BYTES);
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             k = rx.recv() => match k { Some(k) => k, None => return },
         };
+        if recent.is_recent(&first, Instant::now()) {
+            inc(&metrics.read_repair_keys_recent);
+            continue;
+        }
         // Linger without waking per key: every get's enqueue would
         // otherwise wake this task (a cross-thread wake-up per get).
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(REPAIR_LINGER_MS)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(REPAIR_LINGER_MS)) => {}
         }
+        let now = Instant::now();
         let mut keys = BTreeSet::from([first]);
-        while keys.len() < MAX_REPAIR_BATCH_KEYS {
+        let mut skipped = 0u64;
+        // Bounded: at most a queue's worth of keys per round.
+        for _ in 0..REPAIR_QUEUE_KEYS {
+            if keys.len() >= MAX_REPAIR_BATCH_KEYS {
+                break;
+            }
             match rx.try_recv() {
+                Ok(k) if recent.is_recent(&k, now) => skipped += 1,
                 Ok(k) => {
                     keys.insert(k);
                 }
                 Err(_) => break,
             }
         }
+        add(&metrics.read_repair_keys_recent, skipped);
         let keys: Vec<Bytes> = keys.into_iter().collect();
+        recent.mark(&keys, now);
         if let Err(e) = repair(&store, &peers, &metrics, &keys).await {
             tracing::debug!(error = %e, "read repair failed");
         }
@@ -155,4 +224,43 @@ pub async fn repair(store: &Store, peers: &Peers, metrics: &Metrics, keys: &[Byt
         add(&metrics.read_repair_cells_fixed, fixed as u64);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_recent_for_one_interval() {
+        let t0 = Instant::now();
+        let mut r = RecentKeys::new(Duration::from_millis(1_000), 1 << 20);
+        let k = Bytes::from_static(b"k");
+        assert!(!r.is_recent(&k, t0));
+        r.mark(std::slice::from_ref(&k), t0);
+        assert!(r.is_recent(&k, t0 + Duration::from_millis(999)));
+        assert!(!r.is_recent(&k, t0 + Duration::from_millis(1_000)));
+        assert!(!r.is_recent(&Bytes::from_static(b"other"), t0));
+    }
+
+    #[test]
+    fn a_full_memory_forgets_old_keys_first_then_everything() {
+        let t0 = Instant::now();
+        let key = |i: u32| Bytes::from(format!("key-{i:04}"));
+        let each = key(0).len() + RECENT_KEY_OVERHEAD_BYTES;
+        let mut r = RecentKeys::new(Duration::from_millis(1_000), 10 * each);
+        r.mark(&(0..6).map(key).collect::<Vec<_>>(), t0);
+        let later = t0 + Duration::from_millis(1_500);
+        r.mark(&(6..10).map(key).collect::<Vec<_>>(), later);
+        assert_eq!(r.at.len(), 10);
+        // Full: the six keys of t0 are past the interval and make room.
+        r.mark(&[key(10)], later);
+        assert_eq!(r.at.len(), 5);
+        assert!(r.is_recent(&key(9), later) && !r.is_recent(&key(0), later));
+        // Full of recent keys: all are forgotten rather than exceed the bound.
+        r.mark(&(11..16).map(key).collect::<Vec<_>>(), later);
+        assert_eq!(r.at.len(), 10);
+        r.mark(&[key(16)], later);
+        assert_eq!(r.at.len(), 1);
+        assert!(r.bytes <= 10 * each);
+    }
 }
