@@ -16,7 +16,10 @@
 //!
 //! Proposals arriving while a Ready is being persisted queue up and go into
 //! the next entry together (one entry per batch of commands, one fsync per
-//! Ready): that batching is where throughput comes from. Applying needs no
+//! Ready): that batching is where throughput comes from. When its entry is
+//! applied, a node waits up to [`FILL_LINGER_US`] for most of the clients it
+//! just answered to send their next command, so that they share the next
+//! round instead of half of them waiting a whole round for the one after. Applying needs no
 //! fsync: a committed entry is durable in the log and is re-applied after a
 //! crash from the applied index stored with the state.
 //!
@@ -65,8 +68,24 @@ pub const READ_INDEX_RETRY_MS: u64 = 250;
 pub const MAX_STEP_PER_TURN: usize = 1024;
 /// Entries this node proposed that are not applied yet, at most. Requests
 /// arriving meanwhile wait and go out together as the next entry: an idle
-/// node proposes at once, a busy one batches (Nagle's idea, for Raft).
+/// node proposes at once, a busy one batches (Nagle's idea, for Raft), and
+/// the next entry also waits briefly for the clients just answered (see
+/// [`FILL_LINGER_US`]).
 pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 1;
+/// When an own entry is applied, the next one waits (at most this long) until
+/// it holds [`FILL_TARGET_PERCENT`] of the commands that were in flight or
+/// queued at that moment: the clients just answered come back within a
+/// round trip, and one entry for all of them costs one Raft round instead of
+/// two. An idle or single-client node still proposes at once.
+pub const FILL_LINGER_US: u64 = 1_000;
+pub const FILL_TARGET_PERCENT: usize = 75;
+/// The commands the next own entry waits for, when `waiting` commands were
+/// in flight or queued as the previous one was applied: at least one (an
+/// idle node proposes at once), at most [`MAX_BATCH_COMMANDS`].
+pub fn fill_target_for(waiting: usize) -> usize {
+    (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_BATCH_COMMANDS)
+}
+
 /// An own entry not applied after this is presumed lost (a proposal
 /// forwarded to a leader that died) and stops holding back new ones.
 pub const OWN_ENTRY_LOST_MS: u64 = 500;
@@ -225,6 +244,8 @@ pub struct Driver {
     rsm_cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Own proposed entries not yet applied, and when the oldest was proposed.
     own_in_flight: usize,
+    /// Commands in those entries.
+    own_in_flight_commands: usize,
     own_in_flight_since: Option<Instant>,
     reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
@@ -288,6 +309,7 @@ impl Driver {
             recovering_until: None,
             lost_log,
             own_in_flight: 0,
+            own_in_flight_commands: 0,
             own_in_flight_since: None,
             rsm_cache: HashMap::new(),
             reads_ready: BTreeMap::new(),
@@ -301,6 +323,10 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = Instant::now();
+        // Proposals received, waiting for the next entry (see FILL_LINGER_US).
+        let mut held: Vec<Proposal> = Vec::new();
+        let mut fill_target = 1usize;
+        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -327,14 +353,23 @@ impl Driver {
                     }
                 }
                 Some(p) = ch.proposals.recv(), if self.own_in_flight < MAX_OWN_ENTRIES_IN_FLIGHT => {
-                    let mut batch = vec![p];
-                    while batch.len() < MAX_BATCH_COMMANDS {
+                    held.push(p);
+                    while held.len() < MAX_BATCH_COMMANDS {
                         match ch.proposals.try_recv() {
-                            Ok(p) => batch.push(p),
+                            Ok(p) => held.push(p),
                             Err(_) => break,
                         }
                     }
-                    self.propose(batch);
+                    if held.len() >= fill_target || held.len() >= MAX_BATCH_COMMANDS {
+                        linger_until = None;
+                        self.propose(std::mem::take(&mut held));
+                    } else if linger_until.is_none() {
+                        linger_until = Some(tokio::time::Instant::now() + Duration::from_micros(FILL_LINGER_US));
+                    }
+                }
+                _ = tokio::time::sleep_until(linger_until.unwrap_or_else(tokio::time::Instant::now)), if linger_until.is_some() => {
+                    linger_until = None;
+                    self.propose(std::mem::take(&mut held));
                 }
                 Some(r) = ch.reads.recv() => {
                     let mut rs = vec![r];
@@ -351,11 +386,19 @@ impl Driver {
                     }
                 }
             }
+            let in_flight_commands = self.own_in_flight_commands;
             if let Err(e) = self.handle_ready().await {
                 // A storage failure: this node can no longer take part safely.
                 tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
                 break;
             }
+            if self.own_in_flight == 0 && in_flight_commands > 0 {
+                // Our entry was applied (or given up on): aim the next one at
+                // most of the clients that were waiting.
+                fill_target = fill_target_for(in_flight_commands + held.len() + ch.proposals.len());
+                self.own_in_flight_commands = 0;
+            }
+            debug_assert!(held.is_empty() || linger_until.is_some(), "held proposals always have a deadline");
             if self.node.raft.term != self.seen_term {
                 self.on_term_change();
             }
@@ -521,6 +564,7 @@ retry with the same request id"
         let proposed = self.node.propose(vec![], batch.encode_to_vec());
         if proposed.is_ok() {
             self.own_in_flight += 1;
+            self.own_in_flight_commands += batch.commands.len();
             self.own_in_flight_since.get_or_insert_with(Instant::now);
         }
         if let Err(e) = proposed {
@@ -876,4 +920,25 @@ pub async fn install(
     raft_store.snapshot_installed(index, term, cs);
     tracing::info!(index, term, records, "snapshot installed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fill_target_waits_for_most_waiting_clients_and_never_for_none() {
+        // Idle, or a single client: propose at once.
+        assert_eq!(fill_target_for(0), 1);
+        assert_eq!(fill_target_for(1), 1);
+        // Two clients: the one just answered is waited for (up to FILL_LINGER_US),
+        // so both share a round instead of alternating.
+        assert_eq!(fill_target_for(2), 2);
+        assert_eq!(fill_target_for(32), 24);
+        assert_eq!(fill_target_for(usize::MAX / 1000), MAX_BATCH_COMMANDS);
+        for waiting in 0..10_000 {
+            let t = fill_target_for(waiting);
+            assert!((1..=MAX_BATCH_COMMANDS).contains(&t) && t <= waiting.max(1), "{waiting} -> {t}");
+        }
+    }
 }
