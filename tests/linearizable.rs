@@ -318,14 +318,10 @@ async fn wiped_follower_catches_up_by_snapshot() {
     c.client(follower).set(b"after", b"wipe", opts(L)).await.unwrap();
 }
 
-async fn commands_proposed(c: &TestCluster, id: u32) -> u64 {
+/// One of node `id`'s status counters.
+async fn counter(c: &TestCluster, id: u32, name: &str) -> u64 {
     let st = c.client(id).node_status(0, Duration::from_secs(2)).await.unwrap();
-    st.counters["raft_commands_proposed"]
-}
-
-async fn linearizable_gets(c: &TestCluster, id: u32) -> u64 {
-    let st = c.client(id).node_status(0, Duration::from_secs(2)).await.unwrap();
-    st.counters["linearizable_gets"]
+    st.counters[name]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,14 +352,16 @@ async fn reads_go_to_the_leader_once_a_reply_names_it() {
     for _ in 0..5 {
         reader.get(b"k", opts(Level::Eventual)).await.unwrap();
     }
-    let st = c.client(followers[0]).node_status(0, Duration::from_secs(2)).await.unwrap();
-    assert!(st.counters["eventual_gets"] >= 5, "eventual reads stayed on the endpoint that answered last");
+    assert!(
+        counter(&c, followers[0], "eventual_gets").await >= 5,
+        "eventual reads stayed on the endpoint that answered last"
+    );
 }
 
 async fn gets_served(c: &TestCluster, ids: &[u32]) -> Vec<u64> {
     let mut out = Vec::new();
     for &i in ids {
-        out.push(linearizable_gets(c, i).await);
+        out.push(counter(c, i, "linearizable_gets").await);
     }
     out
 }
@@ -382,15 +380,19 @@ async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
     client.set(b"k", b"0", opts(L)).await.unwrap();
     assert_eq!(client.leader_endpoint(), Some(c.node(l).addr.clone()));
 
-    let f0 = commands_proposed(&c, followers[0]).await;
-    let f1 = commands_proposed(&c, followers[1]).await;
-    let l0 = commands_proposed(&c, l).await;
+    let f0 = counter(&c, followers[0], "raft_commands_proposed").await;
+    let f1 = counter(&c, followers[1], "raft_commands_proposed").await;
+    let l0 = counter(&c, l, "raft_commands_proposed").await;
     for i in 1..=20 {
         client.set(b"k", i.to_string().as_bytes(), opts(L)).await.unwrap();
     }
-    assert_eq!(commands_proposed(&c, followers[0]).await, f0, "the first endpoint (a follower) proposed nothing");
-    assert_eq!(commands_proposed(&c, followers[1]).await, f1);
-    assert!(commands_proposed(&c, l).await >= l0 + 20, "the leader proposed every write");
+    assert_eq!(
+        counter(&c, followers[0], "raft_commands_proposed").await,
+        f0,
+        "the first endpoint (a follower) proposed nothing"
+    );
+    assert_eq!(counter(&c, followers[1], "raft_commands_proposed").await, f1);
+    assert!(counter(&c, l, "raft_commands_proposed").await >= l0 + 20, "the leader proposed every write");
 
     c.kill(l);
     let mut i = 100;

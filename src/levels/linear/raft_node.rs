@@ -19,9 +19,9 @@
 //! Ready): that batching is where throughput comes from. When its entry is
 //! applied, a node waits up to [`FILL_LINGER_US`] for most of the clients it
 //! just answered to send their next command, so that they share the next
-//! round instead of half of them waiting a whole round for the one after. Applying needs no
-//! fsync: a committed entry is durable in the log and is re-applied after a
-//! crash from the applied index stored with the state.
+//! round instead of half of them waiting a whole round for the one after.
+//! Applying needs no fsync: a committed entry is durable in the log and is
+//! re-applied after a crash from the applied index stored with the state.
 //!
 //! Clients wait for their own command's reply, matched by (client id,
 //! request id) when the entry is applied — on whatever node proposed it;
@@ -360,7 +360,8 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                    if held.len() >= fill_target || held.len() >= MAX_BATCH_COMMANDS {
+                    // fill_target <= MAX_BATCH_COMMANDS: a full batch always goes.
+                    if held.len() >= fill_target {
                         linger_until = None;
                         self.propose(std::mem::take(&mut held));
                     } else if linger_until.is_none() {
