@@ -78,6 +78,10 @@ pub struct NodeState {
     pub topics: Arc<Topics>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
+    /// Cancelled when shutdown begins, before the server waits for open
+    /// requests to finish: long-lived streams (peers' Raft streams) end on
+    /// it, or the server would wait for them forever.
+    pub stopping: CancellationToken,
 }
 
 /// Runs a node on `listener` until `shutdown` completes.
@@ -155,7 +159,13 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         topics,
         metrics,
         started: Instant::now(),
+        stopping: CancellationToken::new(),
     });
+    let stopping = state.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
     let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
     tracing::info!(id = cfg.id, %addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
 

@@ -118,20 +118,29 @@ impl Peer for PeerService {
         Ok(Response::new(PingResponse { node_id: self.node.cfg.id, hlc: self.node.store.clock().now() }))
     }
 
-    async fn raft(&self, req: Request<RaftBatch>) -> Result<Response<RaftBatchResponse>, Status> {
-        let req = req.into_inner();
-        self.check_member(req.from_node)?;
-        let mut msgs = Vec::with_capacity(req.messages.len());
-        for m in &req.messages {
-            msgs.push(
-                raft::eraftpb::Message::parse_from_bytes(m)
-                    .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?,
-            );
+    async fn raft(&self, req: Request<tonic::Streaming<RaftBatch>>) -> Result<Response<RaftBatchResponse>, Status> {
+        let mut stream = req.into_inner();
+        loop {
+            let batch = tokio::select! {
+                _ = self.node.stopping.cancelled() => break,
+                m = stream.message() => match m? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
+            self.check_member(batch.from_node)?;
+            let mut msgs = Vec::with_capacity(batch.messages.len());
+            for m in &batch.messages {
+                msgs.push(
+                    raft::eraftpb::Message::parse_from_bytes(m)
+                        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?,
+                );
+            }
+            if batch.lost_log {
+                self.node.linear.peer_lost_log(batch.from_node, batch.log_last_index);
+            }
+            self.node.linear.step(msgs);
         }
-        if req.lost_log {
-            self.node.linear.peer_lost_log(req.from_node, req.log_last_index);
-        }
-        self.node.linear.step(msgs);
         Ok(Response::new(RaftBatchResponse {}))
     }
 

@@ -1,9 +1,15 @@
 //! Raft messages between nodes, over the peer gRPC service.
 //!
-//! One task per peer drains a bounded queue and sends what accumulated as
-//! one `Raft` RPC (batching under load, one message when idle). Raft
-//! tolerates loss, so a full queue or a failed RPC drops messages and tells
-//! Raft the peer is unreachable; it retransmits. Snapshot messages go
+//! One task per peer drains a bounded queue into one long-lived `Raft`
+//! stream, sending what accumulated as one batch (batching under load, one
+//! message when idle). A stream instead of an RPC per batch: no per-batch
+//! HTTP/2 stream, headers and reply, and no waiting for the reply before the
+//! next batch (a follower's heartbeat answer, on which every linearizable
+//! read waits, goes out at once). Raft tolerates loss, so a full queue drops
+//! messages and a broken stream loses what was in it; either way Raft is
+//! told the peer is unreachable and retransmits. A peer that stops reading
+//! (paused, cut off) is noticed by the channel's HTTP/2 keep-alive, which
+//! breaks the stream; the task then reopens it. Snapshot messages go
 //! through their own task that streams the snapshot file in chunks and
 //! reports the outcome back to Raft.
 
@@ -16,6 +22,7 @@ use protobuf::Message as PbMessage;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,9 +35,11 @@ use crate::proto::peer::{RaftBatch, SnapshotChunk};
 pub const PEER_QUEUE_MESSAGES: usize = 4096;
 pub const MAX_BATCH_MESSAGES: usize = 256;
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-pub const RAFT_RPC_TIMEOUT_MS: u64 = 2_000;
+/// Batches waiting to go into a peer's stream; beyond this they are
+/// dropped (the peer is not reading: Raft resends).
+pub const STREAM_QUEUE_BATCHES: usize = 16;
 pub const SNAPSHOT_RPC_TIMEOUT_MS: u64 = 120_000;
-/// Pause after a failed send, so a dead peer does not spin the task.
+/// Pause after a stream broke, so a dead peer does not spin the task.
 pub const FAILURE_PAUSE_MS: u64 = 50;
 
 /// Set by the driver while this node is catching up after losing its log;
@@ -119,40 +128,68 @@ async fn send_loop(
     lost_log: Arc<LostLog>,
     cancel: CancellationToken,
 ) {
-    use std::sync::atomic::Ordering;
     let mut client = peers.client(to);
     loop {
+        // An idle link holds no stream: open one for the first message.
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let encode = |m: Message| Bytes::from(m.write_to_bytes().expect("encode raft message"));
-        let mut batch = vec![encode(first)];
-        let mut bytes = batch[0].len();
-        while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(m) => {
-                    let b = encode(m);
-                    bytes += b.len();
-                    batch.push(b);
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(STREAM_QUEUE_BATCHES);
+        let mut rpc = std::pin::pin!(client.raft(tonic::Request::new(ReceiverStream::new(stream_rx))));
+        let mut next = Some(first);
+        let why = loop {
+            let m = match next.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = &mut rpc => break match r {
+                        Ok(_) => "the peer ended the stream".to_string(),
+                        Err(s) => s.message().to_string(),
+                    },
+                    m = rx.recv() => match m { Some(m) => m, None => return },
+                },
+            };
+            match stream_tx.try_send(batch_from(m, &mut rx, &peers, &lost_log)) {
+                Ok(()) => {}
+                // The peer does not keep up (or is paused): drop, Raft resends.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = events.try_send(TransportEvent::Unreachable(to as u64));
                 }
-                Err(_) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => break "the stream closed".to_string(),
             }
-        }
-        let req = RaftBatch {
-            from_node: peers.self_id(),
-            messages: batch,
-            lost_log: lost_log.lost.load(Ordering::SeqCst),
-            log_last_index: lost_log.last_index.load(Ordering::SeqCst),
         };
-        if let Err(s) = call(RAFT_RPC_TIMEOUT_MS, client.raft(request(req, RAFT_RPC_TIMEOUT_MS))).await {
-            tracing::trace!(to, error = %s.message(), "raft send failed");
-            let _ = events.try_send(TransportEvent::Unreachable(to as u64));
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS)) => {}
-            }
+        // Whatever was in the broken stream may be lost: Raft must resend.
+        tracing::trace!(to, error = %why, "raft stream ended");
+        let _ = events.try_send(TransportEvent::Unreachable(to as u64));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS)) => {}
         }
+    }
+}
+
+/// `first` and whatever else is queued, up to the batch limits.
+fn batch_from(first: Message, rx: &mut mpsc::Receiver<Message>, peers: &Peers, lost_log: &LostLog) -> RaftBatch {
+    use std::sync::atomic::Ordering;
+    let encode = |m: Message| Bytes::from(m.write_to_bytes().expect("encode raft message"));
+    let mut messages = vec![encode(first)];
+    let mut bytes = messages[0].len();
+    while messages.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(m) => {
+                let b = encode(m);
+                bytes += b.len();
+                messages.push(b);
+            }
+            Err(_) => break,
+        }
+    }
+    RaftBatch {
+        from_node: peers.self_id(),
+        messages,
+        lost_log: lost_log.lost.load(Ordering::SeqCst),
+        log_last_index: lost_log.last_index.load(Ordering::SeqCst),
     }
 }
 
@@ -219,10 +256,7 @@ async fn stream_snapshot(to: NodeId, msg: Message, peers: &Peers, snapshots: &Sn
         }
     };
     let mut client = peers.client(to);
-    let rpc = call(
-        SNAPSHOT_RPC_TIMEOUT_MS,
-        client.snapshot(request(tokio_stream::wrappers::ReceiverStream::new(rx), SNAPSHOT_RPC_TIMEOUT_MS)),
-    );
+    let rpc = call(SNAPSHOT_RPC_TIMEOUT_MS, client.snapshot(request(ReceiverStream::new(rx), SNAPSHOT_RPC_TIMEOUT_MS)));
     let (sent, reply) = tokio::join!(reader, rpc);
     reply.map_err(|s| s.message().to_string())?;
     sent
