@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::NodeState;
@@ -20,6 +22,12 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_LIST_ENTRIES: usize = 10_000;
 /// Most keys one ReadCells request may name.
 pub const MAX_READ_KEYS: usize = 10_000;
+/// Answers waiting to go out on one quorum stream; reading more requests
+/// waits when it is full.
+pub const QUORUM_REPLIES_QUEUED: usize = 256;
+/// Write requests of one quorum stream waiting for their fsync at once;
+/// reading more requests waits when they are all taken.
+pub const QUORUM_WRITES_IN_FLIGHT: usize = 64;
 
 pub struct PeerService {
     node: Arc<NodeState>,
@@ -31,11 +39,7 @@ impl PeerService {
     }
 
     fn check_member(&self, from: u32) -> Result<(), Status> {
-        if self.node.cfg.cluster.contains_key(&from) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!("node {from} is not a member of this cluster")))
-        }
+        check_member(&self.node, from)
     }
 }
 
@@ -43,38 +47,106 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+fn check_member(node: &NodeState, from: u32) -> Result<(), Status> {
+    if node.cfg.cluster.contains_key(&from) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!("node {from} is not a member of this cluster")))
+    }
+}
+
+/// LWW-merges the cells, durably.
+async fn replicate(node: &NodeState, req: CellsRequest) -> Result<CellsResponse, Status> {
+    check_member(node, req.from_node)?;
+    let ops: Vec<WriteOp> =
+        req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
+    if ops.is_empty() {
+        return Ok(CellsResponse { applied: 0 });
+    }
+    let out = node.store.write(ops, true).await.map_err(internal)?;
+    let applied = out.iter().filter(|o| matches!(o, OpOutcome::Merged { applied: true })).count();
+    Ok(CellsResponse { applied: applied as u32 })
+}
+
+/// This node's cells for the keys, in request order.
+fn read_cells(node: &NodeState, req: ReadCellsRequest) -> Result<ReadCellsResponse, Status> {
+    check_member(node, req.from_node)?;
+    if req.keys.len() > MAX_READ_KEYS {
+        return Err(Status::invalid_argument(format!(
+            "{} keys in one ReadCells; at most {MAX_READ_KEYS}",
+            req.keys.len()
+        )));
+    }
+    let mut cells = Vec::with_capacity(req.keys.len());
+    for key in &req.keys {
+        cells.push(match node.store.get_cell(key).map_err(internal)? {
+            Some(c) => MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) },
+            None => MaybeCell { present: false, cell: None },
+        });
+    }
+    Ok(ReadCellsResponse { cells })
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn replicate(&self, req: Request<CellsRequest>) -> Result<Response<CellsResponse>, Status> {
-        let req = req.into_inner();
-        self.check_member(req.from_node)?;
-        let ops: Vec<WriteOp> =
-            req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
-        if ops.is_empty() {
-            return Ok(Response::new(CellsResponse { applied: 0 }));
-        }
-        let out = self.node.store.write(ops, true).await.map_err(internal)?;
-        let applied = out.iter().filter(|o| matches!(o, OpOutcome::Merged { applied: true })).count();
-        Ok(Response::new(CellsResponse { applied: applied as u32 }))
+        Ok(Response::new(replicate(&self.node, req.into_inner()).await?))
     }
 
     async fn read_cells(&self, req: Request<ReadCellsRequest>) -> Result<Response<ReadCellsResponse>, Status> {
-        let req = req.into_inner();
-        self.check_member(req.from_node)?;
-        if req.keys.len() > MAX_READ_KEYS {
-            return Err(Status::invalid_argument(format!(
-                "{} keys in one ReadCells; at most {MAX_READ_KEYS}",
-                req.keys.len()
-            )));
-        }
-        let mut cells = Vec::with_capacity(req.keys.len());
-        for key in &req.keys {
-            cells.push(match self.node.store.get_cell(key).map_err(internal)? {
-                Some(c) => MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) },
-                None => MaybeCell { present: false, cell: None },
-            });
-        }
-        Ok(Response::new(ReadCellsResponse { cells }))
+        Ok(Response::new(read_cells(&self.node, req.into_inner())?))
+    }
+
+    type QuorumStream = ReceiverStream<Result<QuorumReply, Status>>;
+
+    async fn quorum(
+        &self,
+        req: Request<tonic::Streaming<QuorumRequest>>,
+    ) -> Result<Response<Self::QuorumStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(QUORUM_REPLIES_QUEUED);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let writes = Arc::new(Semaphore::new(QUORUM_WRITES_IN_FLIGHT));
+            loop {
+                let req = tokio::select! {
+                    _ = node.stopping.cancelled() => break,
+                    m = inbound.message() => match m {
+                        Ok(Some(req)) => req,
+                        _ => break,
+                    },
+                };
+                let id = req.id;
+                match req.body {
+                    Some(quorum_request::Body::Read(r)) => {
+                        let reply = match read_cells(&node, r) {
+                            Ok(read) => QuorumReply { id, read: Some(read), error: String::new() },
+                            Err(s) => QuorumReply { id, read: None, error: s.message().to_string() },
+                        };
+                        if tx.send(Ok(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(quorum_request::Body::Write(w)) => {
+                        // Writes wait for the fsync; reads behind them must not.
+                        let Ok(permit) = writes.clone().acquire_owned().await else { break };
+                        let (node, tx) = (node.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let error = replicate(&node, w).await.err().map(|s| s.message().to_string());
+                            let _ = tx.send(Ok(QuorumReply { id, read: None, error: error.unwrap_or_default() })).await;
+                            drop(permit);
+                        });
+                    }
+                    None => {
+                        let error = "a quorum request with neither reads nor writes".to_string();
+                        if tx.send(Ok(QuorumReply { id, read: None, error })).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn digest(&self, req: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {

@@ -3,42 +3,38 @@
 //! Many client operations run at once, each with its own [`Coordinator`]
 //! sending one read or write per replica. Sent one by one that is four RPCs
 //! per `set` and, on the peer, one write job (and fsync share) each. The mux
-//! gives every peer a queue: whatever reads and writes accumulated while the
-//! previous batch was in flight go out as one `ReadCells` and one
-//! `Replicate` (one LWW merge batch, one fsync on the peer), and each answer
-//! is routed back to its coordinator as an [`Input`]. Up to
-//! [`MAX_IN_FLIGHT_BATCHES`] batches per peer are in flight, so a slow fsync
-//! does not stall reads.
+//! gives every peer a queue and one long-lived `Quorum` stream: whatever
+//! reads and writes accumulated while earlier requests were out go as one
+//! read request and one write request (one LWW merge batch, one fsync on the
+//! peer), and each answer, matched by request id, is routed back to its
+//! coordinator as an [`Input`]. The peer answers reads at once and writes
+//! when durable, so a slow fsync does not stall reads. A stream instead of
+//! an RPC per batch saves the per-call HTTP/2 stream, headers and task
+//! hand-offs on both sides. When the stream breaks, every request in it
+//! fails (the coordinator counts that replica as failed) and it is reopened.
 //!
 //! [`Coordinator`]: super::Coordinator
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Input, Message, Phase};
 use crate::clock::NodeId;
-use crate::node::peers::{call, request, Peers};
-use crate::proto::peer::{CellsRequest, ReadCellsRequest};
+use crate::node::peers::Peers;
+use crate::proto::peer::{quorum_request, CellsRequest, QuorumReply, QuorumRequest, ReadCellsRequest};
 use crate::wire::{cell_from_peer, cell_to_peer};
 
 /// Messages queued per peer; a full queue fails the message at once (the
 /// coordinator counts it as that replica failing).
 pub const PEER_QUEUE_MESSAGES: usize = 8192;
-/// Messages per batch RPC at most.
+/// Messages per request at most.
 pub const MAX_BATCH_MESSAGES: usize = 512;
-/// Batches in flight per peer at most. Two keep a read moving while a
-/// write batch waits for its fsync; more only made batches smaller (more
-/// RPCs and peer fsyncs per operation): with 4, quorum set at 256 clients
-/// did 9.7 k ops/s, with 2 15.3 k (docs/performance.md).
-pub const MAX_IN_FLIGHT_BATCHES: usize = 2;
-/// Longest a batch RPC may take, whatever its requests' deadlines.
-pub const MAX_BATCH_TIMEOUT_MS: u64 = 10_000;
 
 /// One message for one peer, answered on `reply`.
 pub struct Outgoing {
@@ -56,7 +52,7 @@ impl Mux {
         let mut queues = BTreeMap::new();
         for id in peers.ids() {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tracker.spawn(run(id, peers.clone(), rx, cancel.clone(), tracker.clone()));
+            tracker.spawn(run(id, peers.clone(), rx, cancel.clone()));
             queues.insert(id, tx);
         }
         Mux { queues }
@@ -82,92 +78,160 @@ fn failed(from: NodeId, phase: Phase, reason: String) -> Input {
     Input::Failed { from, phase, reason }
 }
 
-async fn run(
-    to: NodeId,
-    peers: Arc<Peers>,
-    mut rx: mpsc::Receiver<Outgoing>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BATCHES));
+/// Requests (a batch of reads or of writes) in flight per peer at most.
+/// While they are out, new messages queue and go out together as the next
+/// request, so the limit also sets how well messages batch.
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 4;
+/// Pause after a stream broke before opening the next; messages that come
+/// meanwhile fail at once, as the peer is unreachable.
+pub const FAILURE_PAUSE_MS: u64 = 50;
+
+/// Who waits for one request's answer: one coordinator per read key (in
+/// key order), or per written cell.
+struct Waiting {
+    phase: Phase,
+    replies: Vec<mpsc::Sender<Input>>,
+}
+
+impl Waiting {
+    fn fail(&self, from: NodeId, reason: &str) {
+        for tx in &self.replies {
+            let _ = tx.try_send(failed(from, self.phase, reason.to_string()));
+        }
+    }
+}
+
+async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, cancel: CancellationToken) {
+    let mut client = peers.client(to);
+    let me = peers.self_id();
+    let mut next_id = 0u64;
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
+        // An idle link holds no stream: open one for the first message.
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_MESSAGES {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        let (req_tx, req_rx) = mpsc::channel::<QuorumRequest>(MAX_IN_FLIGHT_REQUESTS);
+        let mut call = std::pin::pin!(client.quorum(ReceiverStream::new(req_rx)));
+        let mut replies: Option<tonic::Streaming<QuorumReply>> = None;
+        let mut waiting: HashMap<u64, Waiting> = HashMap::new();
+        let mut next = Some(first);
+        let why = loop {
+            if let Some(first) = next.take() {
+                for (mut req, w) in requests(me, first, &mut rx) {
+                    next_id += 1;
+                    req.id = next_id;
+                    match req_tx.try_send(req) {
+                        Ok(()) => {
+                            waiting.insert(next_id, w);
+                        }
+                        Err(_) => w.fail(to, "too many quorum requests in flight"),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = &mut call, if replies.is_none() => match r {
+                    Ok(resp) => replies = Some(resp.into_inner()),
+                    Err(s) => break s.message().to_string(),
+                },
+                r = async { replies.as_mut().expect("guarded").message().await }, if replies.is_some() => match r {
+                    Ok(Some(reply)) => deliver(to, reply, &mut waiting),
+                    Ok(None) => break "the peer ended the stream".to_string(),
+                    Err(s) => break s.message().to_string(),
+                },
+                m = rx.recv(), if waiting.len() < MAX_IN_FLIGHT_REQUESTS => match m {
+                    Some(m) => next = Some(m),
+                    None => return,
+                },
+            }
+        };
+        // Requests in the broken stream will not be answered.
+        tracing::debug!(to, error = %why, "quorum stream ended");
+        for w in waiting.values() {
+            w.fail(to, &why);
+        }
+        let pause = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = &mut pause => break,
+                m = rx.recv() => match m {
+                    Some(m) => {
+                        let _ = m.reply.try_send(failed(to, m.msg.phase(), why.clone()));
+                    }
+                    None => return,
+                },
             }
         }
-        let peers = peers.clone();
-        tracker.spawn(async move {
-            send_batch(to, &peers, batch).await;
-            drop(permit);
-        });
     }
 }
 
-async fn send_batch(to: NodeId, peers: &Peers, batch: Vec<Outgoing>) {
+/// `first` and whatever else is queued (up to [`MAX_BATCH_MESSAGES`],
+/// skipping messages past their deadline), as at most one read request and
+/// one write request.
+fn requests(me: NodeId, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<(QuorumRequest, Waiting)> {
     let now = Instant::now();
-    let mut reads: Vec<(Bytes, mpsc::Sender<Input>)> = Vec::new();
-    let mut writes: Vec<(crate::proto::peer::Cell, mpsc::Sender<Input>)> = Vec::new();
-    let mut timeout_ms = 1u64;
-    for o in batch {
+    let mut keys = Vec::new();
+    let mut readers = Vec::new();
+    let mut cells = Vec::new();
+    let mut writers = Vec::new();
+    let mut add = |o: Outgoing| {
         if o.deadline <= now {
-            continue;
+            return;
         }
-        timeout_ms = timeout_ms.max(o.deadline.duration_since(now).as_millis() as u64);
         match o.msg {
-            Message::Read { key } => reads.push((key, o.reply)),
-            Message::Write { key, cell } => writes.push((cell_to_peer(&key, &cell), o.reply)),
+            Message::Read { key } => {
+                keys.push(key);
+                readers.push(o.reply);
+            }
+            Message::Write { key, cell } => {
+                cells.push(cell_to_peer(&key, &cell));
+                writers.push(o.reply);
+            }
+        }
+    };
+    add(first);
+    for _ in 1..MAX_BATCH_MESSAGES {
+        match rx.try_recv() {
+            Ok(o) => add(o),
+            Err(_) => break,
         }
     }
-    let timeout_ms = timeout_ms.min(MAX_BATCH_TIMEOUT_MS);
-    let me = peers.self_id();
-    let read_rpc = async {
-        if reads.is_empty() {
-            return;
-        }
-        let mut client = peers.client(to);
-        let req = ReadCellsRequest { from_node: me, keys: reads.iter().map(|(k, _)| k.clone()).collect() };
-        match call(timeout_ms, client.read_cells(request(req, timeout_ms))).await {
-            Ok(reply) if reply.cells.len() == reads.len() => {
-                for (m, (_, tx)) in reply.cells.into_iter().zip(&reads) {
-                    let cell = m.cell.filter(|_| m.present).and_then(cell_from_peer).map(|(_, c)| c);
-                    let _ = tx.send(Input::ReadReply { from: to, cell }).await;
-                }
-            }
-            Ok(_) => fail_all(to, Phase::Read, "malformed ReadCells reply", reads.iter().map(|(_, t)| t)).await,
-            Err(s) => fail_all(to, Phase::Read, s.message(), reads.iter().map(|(_, t)| t)).await,
-        }
-    };
-    let write_rpc = async {
-        if writes.is_empty() {
-            return;
-        }
-        let mut client = peers.client(to);
-        let req = CellsRequest { from_node: me, cells: writes.iter().map(|(c, _)| c.clone()).collect() };
-        match call(timeout_ms, client.replicate(request(req, timeout_ms))).await {
-            Ok(_) => {
-                for (_, tx) in &writes {
-                    let _ = tx.send(Input::WriteAck { from: to }).await;
-                }
-            }
-            Err(s) => fail_all(to, Phase::Write, s.message(), writes.iter().map(|(_, t)| t)).await,
-        }
-    };
-    tokio::join!(read_rpc, write_rpc);
+    let mut out = Vec::with_capacity(2);
+    if !keys.is_empty() {
+        let body = quorum_request::Body::Read(ReadCellsRequest { from_node: me, keys });
+        out.push((QuorumRequest { id: 0, body: Some(body) }, Waiting { phase: Phase::Read, replies: readers }));
+    }
+    if !cells.is_empty() {
+        let body = quorum_request::Body::Write(CellsRequest { from_node: me, cells });
+        out.push((QuorumRequest { id: 0, body: Some(body) }, Waiting { phase: Phase::Write, replies: writers }));
+    }
+    out
 }
 
-async fn fail_all<'a>(to: NodeId, phase: Phase, reason: &str, txs: impl Iterator<Item = &'a mpsc::Sender<Input>>) {
-    for tx in txs {
-        let _ = tx.send(failed(to, phase, reason.to_string())).await;
+/// Hands one answer to the coordinators waiting for it.
+fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut HashMap<u64, Waiting>) {
+    let Some(w) = waiting.remove(&reply.id) else {
+        tracing::warn!(from, id = reply.id, "quorum answer to no request");
+        return;
+    };
+    if !reply.error.is_empty() {
+        return w.fail(from, &reply.error);
+    }
+    match (w.phase, reply.read) {
+        (Phase::Write, _) => {
+            for tx in &w.replies {
+                let _ = tx.try_send(Input::WriteAck { from });
+            }
+        }
+        (Phase::Read, Some(read)) if read.cells.len() == w.replies.len() => {
+            for (m, tx) in read.cells.into_iter().zip(&w.replies) {
+                let cell = m.cell.filter(|_| m.present).and_then(cell_from_peer).map(|(_, c)| c);
+                let _ = tx.try_send(Input::ReadReply { from, cell });
+            }
+        }
+        (Phase::Read, _) => w.fail(from, "malformed quorum read answer"),
     }
 }
