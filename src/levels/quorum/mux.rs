@@ -112,7 +112,9 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
             _ = cancel.cancelled() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let (req_tx, req_rx) = mpsc::channel::<QuorumRequest>(MAX_IN_FLIGHT_REQUESTS);
+        // Room for every request that may be waiting: a turn starts below
+        // the limit and adds at most two (a read and a write).
+        let (req_tx, req_rx) = mpsc::channel::<QuorumRequest>(MAX_IN_FLIGHT_REQUESTS + 2);
         let mut call = std::pin::pin!(client.quorum(ReceiverStream::new(req_rx)));
         let mut replies: Option<tonic::Streaming<QuorumReply>> = None;
         let mut waiting: HashMap<u64, Waiting> = HashMap::new();
@@ -212,7 +214,9 @@ fn requests(me: NodeId, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> V
     out
 }
 
-/// Hands one answer to the coordinators waiting for it.
+/// Hands one answer to the coordinators waiting for it. `try_send` never
+/// finds a coordinator's queue full: it holds one input per replica and
+/// phase (see `shell::Quorum::run`); a closed one has finished already.
 fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut HashMap<u64, Waiting>) {
     let Some(w) = waiting.remove(&reply.id) else {
         tracing::warn!(from, id = reply.id, "quorum answer to no request");
