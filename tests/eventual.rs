@@ -193,6 +193,10 @@ async fn eventual_cas_is_atomic_on_its_coordinator() {
 async fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
     let mut c = TestCluster::start(3, &[]).await;
     c.client(2).set(b"k", b"v", opts(E)).await.unwrap();
+    // Peers now hold long-lived Raft and quorum streams into node 2: its
+    // shutdown must end them rather than wait for them.
+    c.client(1).set(b"q", b"v", opts(Level::Quorum)).await.unwrap();
+    c.client(3).set(b"l", b"v", opts(Level::Linearizable)).await.unwrap();
     let st = c.terminate(2);
     assert!(st.success(), "exit status {st}; log:\n{}", c.log_tail(2));
     assert!(std::fs::read_to_string(&c.node(2).log).unwrap().contains("stopped"));
