@@ -117,16 +117,11 @@ impl Peer for PeerService {
                     },
                 };
                 let id = req.id;
-                match req.body {
-                    Some(quorum_request::Body::Read(r)) => {
-                        let reply = match read_cells(&node, r) {
-                            Ok(read) => QuorumReply { id, read: Some(read), error: String::new() },
-                            Err(s) => QuorumReply { id, read: None, error: s.message().to_string() },
-                        };
-                        if tx.send(Ok(reply)).await.is_err() {
-                            break;
-                        }
-                    }
+                let reply = match req.body {
+                    Some(quorum_request::Body::Read(r)) => match read_cells(&node, r) {
+                        Ok(read) => QuorumReply { id, read: Some(read), error: String::new() },
+                        Err(s) => QuorumReply { id, read: None, error: s.message().to_string() },
+                    },
                     Some(quorum_request::Body::Write(w)) => {
                         // Writes wait for the fsync; reads behind them must not.
                         let Ok(permit) = writes.clone().acquire_owned().await else { break };
@@ -136,13 +131,14 @@ impl Peer for PeerService {
                             let _ = tx.send(Ok(QuorumReply { id, read: None, error: error.unwrap_or_default() })).await;
                             drop(permit);
                         });
+                        continue;
                     }
                     None => {
-                        let error = "a quorum request with neither reads nor writes".to_string();
-                        if tx.send(Ok(QuorumReply { id, read: None, error })).await.is_err() {
-                            break;
-                        }
+                        QuorumReply { id, read: None, error: "a quorum request with neither reads nor writes".into() }
                     }
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    break;
                 }
             }
         });
