@@ -5,7 +5,9 @@
 //! `server::run`), so tests and `kv dev` can run nodes on ports they chose.
 //! Every background task is spawned on one [`TaskTracker`] and stopped
 //! through one [`CancellationToken`]; shutdown waits for them, then stops the
-//! writer thread so RocksDB closes after its last write.
+//! writer thread so RocksDB closes after its last write. Peers' long-lived
+//! incoming streams end earlier, on [`NodeState::stopping`], as soon as
+//! shutdown begins (the server's graceful stop waits for open requests).
 
 pub mod config;
 pub mod peer_service;
@@ -79,8 +81,8 @@ pub struct NodeState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     /// Cancelled when shutdown begins, before the server waits for open
-    /// requests to finish: long-lived streams (peers' Raft streams) end on
-    /// it, or the server would wait for them forever.
+    /// requests to finish: long-lived streams (peers' Raft and quorum
+    /// streams) end on it, or the server would wait for them forever.
     pub stopping: CancellationToken,
 }
 
