@@ -44,8 +44,11 @@ use crate::level::Level;
 use crate::node::peers::channel;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::kv_client::KvClient;
+use crate::proto::session_reply::Result as R;
+use crate::proto::session_request::Op;
 use crate::proto::{self, NodeStatus, RequestHeader};
 
+mod session;
 pub mod topics;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,14 +110,95 @@ pub struct CasOutcome {
     pub current: Option<Value>,
 }
 
+/// How requests travel to a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// All requests to a node share one `Kv.Session` stream (the default):
+    /// a fraction of a unary call's cost per request.
+    #[default]
+    Session,
+    /// One unary gRPC call per request (`Kv.Get`, `Kv.Set`, ...), as a
+    /// plain gRPC client would send them.
+    Unary,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Session => "session",
+            Transport::Unary => "unary",
+        }
+    }
+}
+
 struct Endpoint {
     addr: String,
+    transport: Transport,
     kv: KvClient<Channel>,
+    session: session::SessionSlot,
     cluster: ClusterClient<Channel>,
+}
+
+impl Endpoint {
+    async fn get(&self, req: proto::GetRequest, t: Duration) -> Result<tonic::Response<proto::GetResponse>, Status> {
+        match self.transport {
+            Transport::Unary => self.kv.clone().get(timed(req, t)).await,
+            Transport::Session => session::unpack(self.session.call(Op::Get(req)).await, |r| match r {
+                R::Get(r) => Some(r),
+                _ => None,
+            }),
+        }
+    }
+
+    async fn set(&self, req: proto::SetRequest, t: Duration) -> Result<tonic::Response<proto::SetResponse>, Status> {
+        match self.transport {
+            Transport::Unary => self.kv.clone().set(timed(req, t)).await,
+            Transport::Session => session::unpack(self.session.call(Op::Set(req)).await, |r| match r {
+                R::Set(r) => Some(r),
+                _ => None,
+            }),
+        }
+    }
+
+    async fn delete(
+        &self,
+        req: proto::DeleteRequest,
+        t: Duration,
+    ) -> Result<tonic::Response<proto::DeleteResponse>, Status> {
+        match self.transport {
+            Transport::Unary => self.kv.clone().delete(timed(req, t)).await,
+            Transport::Session => session::unpack(self.session.call(Op::Delete(req)).await, |r| match r {
+                R::Delete(r) => Some(r),
+                _ => None,
+            }),
+        }
+    }
+
+    async fn cas(&self, req: proto::CasRequest, t: Duration) -> Result<tonic::Response<proto::CasResponse>, Status> {
+        match self.transport {
+            Transport::Unary => self.kv.clone().cas(timed(req, t)).await,
+            Transport::Session => session::unpack(self.session.call(Op::Cas(req)).await, |r| match r {
+                R::Cas(r) => Some(r),
+                _ => None,
+            }),
+        }
+    }
+
+    async fn ping(&self, payload: Bytes, t: Duration) -> Result<tonic::Response<proto::PingResponse>, Status> {
+        let req = proto::PingRequest { payload };
+        match self.transport {
+            Transport::Unary => self.cluster.clone().ping(timed(req, t)).await,
+            Transport::Session => session::unpack(self.session.call(Op::Ping(req)).await, |r| match r {
+                R::Ping(r) => Some(r),
+                _ => None,
+            }),
+        }
+    }
 }
 
 pub struct Client {
     endpoints: Vec<Endpoint>,
+    transport: Transport,
     client_id: u64,
     next_request_id: AtomicU64,
     /// The endpoint that answered last; tried first.
@@ -166,22 +250,40 @@ impl Client {
             crate::node::config::validate_host_port(&addr)
                 .map_err(|m| ClientError::Config(format!("invalid endpoint: {m}")))?;
             let ch = channel(&addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(ClientError::Config)?;
+            let kv = KvClient::new(ch.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
             out.push(Endpoint {
+                session: session::SessionSlot::new(addr.clone(), kv.clone()),
                 addr,
-                kv: KvClient::new(ch.clone())
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                transport: Transport::default(),
+                kv,
                 cluster: ClusterClient::new(ch),
             });
         }
         Ok(Client {
             endpoints: out,
+            transport: Transport::default(),
             client_id: rand::random::<u64>() | 1,
             next_request_id: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
             leader: AtomicUsize::new(NO_LEADER),
             inflight: Default::default(),
         })
+    }
+
+    /// Sends requests with `transport` from now on (before any request:
+    /// sessions already open stay open).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        for e in &mut self.endpoints {
+            e.transport = transport;
+        }
+        self
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -215,9 +317,9 @@ impl Client {
         let rid_guard = self.request_id();
         let rid = rid_guard.id;
         let r = self
-            .call(opts, Retry::Read, |mut kv, t| {
+            .call(opts, Retry::Read, |ep, t| {
                 let req = proto::GetRequest { header: self.header(opts, t, rid), key: key.clone() };
-                async move { kv.get(timed(req, t)).await }
+                ep.get(req, t)
             })
             .await?;
         Ok(found_value(r.found, r.value, r.version))
@@ -229,10 +331,10 @@ impl Client {
         let rid_guard = self.request_id();
         let rid = rid_guard.id;
         let r = self
-            .call(opts, write_retry(opts), |mut kv, t| {
+            .call(opts, write_retry(opts), |ep, t| {
                 let req =
                     proto::SetRequest { header: self.header(opts, t, rid), key: key.clone(), value: value.clone() };
-                async move { kv.set(timed(req, t)).await }
+                ep.set(req, t)
             })
             .await?;
         Ok(version(r.version))
@@ -244,9 +346,9 @@ impl Client {
         let rid_guard = self.request_id();
         let rid = rid_guard.id;
         let r = self
-            .call(opts, write_retry(opts), |mut kv, t| {
+            .call(opts, write_retry(opts), |ep, t| {
                 let req = proto::DeleteRequest { header: self.header(opts, t, rid), key: key.clone() };
-                async move { kv.delete(timed(req, t)).await }
+                ep.delete(req, t)
             })
             .await?;
         Ok(version(r.version))
@@ -266,7 +368,7 @@ impl Client {
         let rid_guard = self.request_id();
         let rid = rid_guard.id;
         let r = self
-            .call(opts, write_retry(opts), |mut kv, t| {
+            .call(opts, write_retry(opts), |ep, t| {
                 let req = proto::CasRequest {
                     header: self.header(opts, t, rid),
                     key: key.clone(),
@@ -274,7 +376,7 @@ impl Client {
                     expected: expected_bytes.clone().unwrap_or_default(),
                     new_value: new.clone(),
                 };
-                async move { kv.cas(timed(req, t)).await }
+                ep.cas(req, t)
             })
             .await?;
         Ok(CasOutcome { swapped: r.swapped, current: found_value(r.found, r.current, r.version) })
@@ -301,9 +403,16 @@ impl Client {
         Err(ClientError::Unavailable(format!("no endpoint answered: {}", errors.join("; "))))
     }
 
-    async fn call<T, F, Fut>(&self, opts: CallOptions, retry: Retry, f: F) -> Result<T, ClientError>
+    /// Echoes `payload` off endpoint `endpoint` over this client's
+    /// transport (a benchmark baseline: no storage, no level, no retry).
+    pub async fn ping(&self, endpoint: usize, payload: Bytes, timeout: Duration) -> Result<Bytes, Status> {
+        let e = &self.endpoints[endpoint];
+        crate::node::peers::call(timeout.as_millis() as u64, e.ping(payload, timeout)).await.map(|r| r.payload)
+    }
+
+    async fn call<'a, T, F, Fut>(&'a self, opts: CallOptions, retry: Retry, f: F) -> Result<T, ClientError>
     where
-        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        F: Fn(&'a Endpoint, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + opts.timeout;
@@ -325,13 +434,11 @@ impl Client {
                     return Err(self.give_up(opts, seen, maybe_applied));
                 }
                 let ep = &self.endpoints[idx];
-                // The server gets the deadline in `grpc-timeout`; the client
+                // The server gets the deadline (in the request header, and in
+                // `grpc-timeout` for unary calls); the client
                 // enforces it too (a paused node would never answer).
-                match crate::node::peers::call_full(
-                    (deadline - now).as_millis() as u64 + 1,
-                    f(ep.kv.clone(), deadline - now),
-                )
-                .await
+                match crate::node::peers::call_full((deadline - now).as_millis() as u64 + 1, f(ep, deadline - now))
+                    .await
                 {
                     Ok(r) => {
                         if to_leader {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod peer_service;
 pub mod peers;
 pub mod service;
+pub mod session;
 pub mod topic_peer_service;
 pub mod topic_service;
 

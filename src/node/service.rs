@@ -39,10 +39,13 @@ pub const RAFT_LEADER_HEADER: &str = "capkv-raft-leader";
 /// request (at most a tenth of the deadline).
 pub const DEADLINE_MARGIN_MS: u64 = 100;
 
+/// Cheap to clone: a session serves each of its requests on a task of its
+/// own (see [`super::session`]).
+#[derive(Clone)]
 pub struct KvService {
-    node: Arc<NodeState>,
+    pub(super) node: Arc<NodeState>,
     /// Each member's address as a [`RAFT_LEADER_HEADER`] value.
-    leader_headers: HashMap<u64, MetadataValue<Ascii>>,
+    leader_headers: Arc<HashMap<u64, MetadataValue<Ascii>>>,
 }
 
 impl KvService {
@@ -53,7 +56,7 @@ impl KvService {
             .iter()
             .filter_map(|(&id, addr)| Some((id as u64, MetadataValue::try_from(addr.as_str()).ok()?)))
             .collect();
-        KvService { node, leader_headers }
+        KvService { node, leader_headers: Arc::new(leader_headers) }
     }
 
     /// `reply` of a linearizable request, naming the Raft leader when known.
@@ -88,6 +91,14 @@ impl KvService {
         Ok(())
     }
 
+    /// The client's deadline for a request, bounded.
+    pub(super) fn timeout_ms(&self, h: &RequestHeader) -> u64 {
+        match h.timeout_ms {
+            0 => self.node.cfg.request_timeout_ms,
+            t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
+        }
+    }
+
     /// The level, deadline and caller ids the request carries.
     fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Duration, Caller), Status> {
         let Some(h) = h else {
@@ -107,10 +118,7 @@ impl KvService {
                 )))
             }
         };
-        let ms = match h.timeout_ms {
-            0 => self.node.cfg.request_timeout_ms,
-            t => (t as u64).min(MAX_REQUEST_TIMEOUT_MS),
-        };
+        let ms = self.timeout_ms(h);
         // Answer a little before the client gives up, so a refusal arrives
         // as a refusal and not as a client-side timeout (indeterminate).
         let ms = ms - (ms / 10).min(DEADLINE_MARGIN_MS);
@@ -207,6 +215,15 @@ impl Kv for KvService {
             }
         };
         Ok(self.with_leader(level, cas_reply(reply)))
+    }
+
+    type SessionStream = super::session::Replies;
+
+    async fn session(
+        &self,
+        req: Request<tonic::Streaming<SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(super::session::serve(self.clone(), req.into_inner())))
     }
 }
 
