@@ -142,6 +142,9 @@ pub struct BenchConfig {
     /// `produce`: partitions and replicas of a topic (stream) it creates.
     pub partitions: u32,
     pub replication_factor: u32,
+    /// capkv get/set/cas/mixed/ping: how requests travel (a session stream
+    /// per connection, or one unary call each).
+    pub transport: crate::client::Transport,
 }
 
 impl BenchConfig {
@@ -167,6 +170,7 @@ impl BenchConfig {
             acks: crate::client::topics::Acks::All,
             partitions: 3,
             replication_factor: 3,
+            transport: crate::client::Transport::Session,
         }
     }
 

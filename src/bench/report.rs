@@ -39,6 +39,8 @@ pub struct Parameters {
     pub acks: Option<&'static str>,
     pub partitions: Option<u32>,
     pub replication_factor: Option<u32>,
+    /// capkv get/set/cas/mixed/ping only: "session" or "unary".
+    pub transport: Option<&'static str>,
 }
 
 impl Parameters {
@@ -68,6 +70,9 @@ impl Parameters {
             acks: (produce && cfg.target == super::config::Target::Capkv).then_some(cfg.acks.name()),
             partitions: produce.then_some(cfg.partitions),
             replication_factor: produce.then_some(cfg.replication_factor),
+            transport: (cfg.target == super::config::Target::Capkv
+                && !matches!(cfg.operation, Operation::Fsync | Operation::Produce))
+            .then_some(cfg.transport.name()),
         }
     }
 }
@@ -135,10 +140,13 @@ impl Report {
     pub fn to_text(&self) -> String {
         let p = &self.parameters;
         let mut out = String::new();
-        let what = match p.consistency {
+        let mut what = match p.consistency {
             Some(level) => format!("{} {} ({level})", p.target, p.op),
             None => format!("{} {}", p.target, p.op),
         };
+        if let Some(t) = p.transport {
+            what.push_str(&format!(" over {t} calls"));
+        }
         let _ = writeln!(
             out,
             "{what}: {} client{}, {:.2} s measured after {} s warm-up{}",

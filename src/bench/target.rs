@@ -38,13 +38,14 @@ use super::stats::{ErrorKind, OpError};
 use super::workload::{Outcome, Request};
 use super::BenchError;
 use crate::client::topics::{Producer, ProducerOptions, TopicClient, TopicClientError, TopicSpec};
-use crate::client::{CallOptions, Client, ClientError};
+use crate::client::{CallOptions, Client, ClientError, Transport};
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::PingRequest;
 
 pub enum Connection {
     Capkv { client: Client, opts: CallOptions },
     Ping { cluster: ClusterClient<Channel>, timeout: Duration },
+    SessionPing { client: Client, timeout: Duration },
     Etcd { client: Box<etcd_client::Client>, timeout: Duration },
     Fsync(FsyncFile),
     Topic { producer: Producer, timeout: Duration },
@@ -148,6 +149,12 @@ impl Connection {
                     timeout: cfg.timeout,
                 })
             }
+            (Target::Capkv, Operation::Ping) if cfg.transport == Transport::Session => {
+                let client = Client::new(std::slice::from_ref(&first))
+                    .map_err(|e| BenchError::Config(e.to_string()))?
+                    .with_transport(Transport::Session);
+                Ok(Connection::SessionPing { client, timeout: cfg.timeout })
+            }
             (Target::Capkv, Operation::Ping) => {
                 crate::node::config::validate_host_port(&first)
                     .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
@@ -156,7 +163,9 @@ impl Connection {
                 Ok(Connection::Ping { cluster: ClusterClient::new(ch), timeout: cfg.timeout })
             }
             (Target::Capkv, _) => {
-                let client = Client::new(&endpoints).map_err(|e| BenchError::Config(e.to_string()))?;
+                let client = Client::new(&endpoints)
+                    .map_err(|e| BenchError::Config(e.to_string()))?
+                    .with_transport(cfg.transport);
                 let level = cfg.effective_level().expect("data operations have a level");
                 Ok(Connection::Capkv { client, opts: CallOptions::new(level).timeout(cfg.timeout) })
             }
@@ -186,6 +195,10 @@ impl Connection {
                     Ok(Err(s)) => Err(from_status(&s)),
                     Err(_) => Err(OpError::new(ErrorKind::Timeout, format!("no answer within {timeout:?}"))),
                 }
+            }
+            Connection::SessionPing { client, timeout } => {
+                let Request::Ping { payload } = request else { return Err(wrong(request, "ping")) };
+                client.ping(0, payload.clone(), *timeout).await.map(|_| Outcome::Done).map_err(|s| from_status(&s))
             }
             Connection::Etcd { client, timeout } => match tokio::time::timeout(*timeout, etcd(client, request)).await {
                 Ok(r) => r,

@@ -101,6 +101,16 @@ pub struct BenchArgs {
     /// --op produce: replicas of a topic (stream) it creates.
     #[arg(long, default_value_t = 3, help_heading = "Produce")]
     pub replication_factor: u32,
+    /// capkv: send requests over one session stream per connection (as the
+    /// capkv client does) or as one unary gRPC call each.
+    #[arg(long, value_enum, default_value_t = TransportArg::Session)]
+    pub transport: TransportArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Session,
+    Unary,
 }
 
 /// A duration like `--duration`'s, but 0 (no warm-up) is allowed.
@@ -130,6 +140,10 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     let mut cfg = BenchConfig::new(operation, target, cli.endpoints.clone());
     cfg.level = cli.consistency;
     cfg.clients = args.clients;
+    cfg.transport = match args.transport {
+        TransportArg::Session => crate::client::Transport::Session,
+        TransportArg::Unary => crate::client::Transport::Unary,
+    };
     cfg.stop = match (args.duration, args.requests) {
         (_, Some(n)) => StopAfter::Requests(n),
         (Some(d), None) => StopAfter::Duration(d),
