@@ -55,6 +55,14 @@ pub fn serve(svc: KvService, mut inbound: tonic::Streaming<SessionRequest>) -> R
                     }
                 },
             };
+            if answered_at_once(&req) {
+                // Nothing to wait for: a task of its own would cost more
+                // than the answer (a RocksDB read at most).
+                if tx.send(Ok(serve_one(&svc, req).await)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
             let (svc, tx) = (svc.clone(), tx.clone());
             tokio::spawn(async move {
@@ -65,6 +73,18 @@ pub fn serve(svc: KvService, mut inbound: tonic::Streaming<SessionRequest>) -> R
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Pings and eventual gets: served from this node's store alone, without
+/// waiting for a peer, the disk or the clock.
+fn answered_at_once(req: &SessionRequest) -> bool {
+    match &req.op {
+        Some(session_request::Op::Ping(_)) => true,
+        Some(session_request::Op::Get(g)) => {
+            g.header.as_ref().is_some_and(|h| h.consistency == crate::proto::Consistency::Eventual as i32)
+        }
+        _ => false,
+    }
 }
 
 /// Serves one request with the unary handler of the same operation.
