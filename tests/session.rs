@@ -69,6 +69,34 @@ async fn leader(c: &TestCluster) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_for_the_node_fails_alone() {
+    // 200 KB is beyond what a node with a 1000-byte value limit decodes; on
+    // the session stream it would end the stream, so it goes as a unary
+    // call and fails as one, and requests in flight beside it are unharmed.
+    let c = TestCluster::start(1, &["--max-value-bytes", "1000"]).await;
+    let client = Arc::new(c.client(1));
+    assert_eq!(client.transport(), Transport::Session);
+    client.set(b"k", b"v", opts(E)).await.unwrap();
+    let beside: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.get(b"k", opts(E)).await })
+        })
+        .collect();
+    let e = client.set(b"big", &vec![b'x'; 200_000], opts(E)).await.unwrap_err();
+    assert!(matches!(e, ClientError::InvalidArgument(_)), "{e}");
+    for t in beside {
+        assert_eq!(&t.await.unwrap().unwrap().unwrap().value[..], b"v");
+    }
+    let e = client.set(b"k", &vec![b'x'; 2000], opts(E)).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::InvalidArgument(m) if m.starts_with("value is 2000 bytes; this node's limit is 1000")),
+        "{e}"
+    );
+    assert_eq!(&client.get(b"k", opts(E)).await.unwrap().unwrap().value[..], b"v");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_reopened_after_its_node_restarts() {
     let mut c = TestCluster::start(3, &[]).await;
     let client = c.client(1);

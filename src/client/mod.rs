@@ -141,7 +141,7 @@ struct Endpoint {
 
 impl Endpoint {
     async fn get(&self, req: proto::GetRequest, t: Duration) -> Result<tonic::Response<proto::GetResponse>, Status> {
-        match self.transport {
+        match self.transport_for(req.key.len()) {
             Transport::Unary => self.kv.clone().get(timed(req, t)).await,
             Transport::Session => session::unpack(self.session.call(Op::Get(req)).await, |r| match r {
                 R::Get(r) => Some(r),
@@ -150,8 +150,17 @@ impl Endpoint {
         }
     }
 
+    /// The transport for a request of `bytes` key and value bytes.
+    fn transport_for(&self, bytes: usize) -> Transport {
+        if bytes > session::MAX_SESSION_REQUEST_BYTES {
+            Transport::Unary
+        } else {
+            self.transport
+        }
+    }
+
     async fn set(&self, req: proto::SetRequest, t: Duration) -> Result<tonic::Response<proto::SetResponse>, Status> {
-        match self.transport {
+        match self.transport_for(req.key.len() + req.value.len()) {
             Transport::Unary => self.kv.clone().set(timed(req, t)).await,
             Transport::Session => session::unpack(self.session.call(Op::Set(req)).await, |r| match r {
                 R::Set(r) => Some(r),
@@ -165,7 +174,7 @@ impl Endpoint {
         req: proto::DeleteRequest,
         t: Duration,
     ) -> Result<tonic::Response<proto::DeleteResponse>, Status> {
-        match self.transport {
+        match self.transport_for(req.key.len()) {
             Transport::Unary => self.kv.clone().delete(timed(req, t)).await,
             Transport::Session => session::unpack(self.session.call(Op::Delete(req)).await, |r| match r {
                 R::Delete(r) => Some(r),
@@ -175,7 +184,7 @@ impl Endpoint {
     }
 
     async fn cas(&self, req: proto::CasRequest, t: Duration) -> Result<tonic::Response<proto::CasResponse>, Status> {
-        match self.transport {
+        match self.transport_for(req.key.len() + req.expected.len() + req.new_value.len()) {
             Transport::Unary => self.kv.clone().cas(timed(req, t)).await,
             Transport::Session => session::unpack(self.session.call(Op::Cas(req)).await, |r| match r {
                 R::Cas(r) => Some(r),
@@ -186,7 +195,7 @@ impl Endpoint {
 
     async fn ping(&self, payload: Bytes, t: Duration) -> Result<tonic::Response<proto::PingResponse>, Status> {
         let req = proto::PingRequest { payload };
-        match self.transport {
+        match self.transport_for(req.payload.len()) {
             Transport::Unary => self.cluster.clone().ping(timed(req, t)).await,
             Transport::Session => session::unpack(self.session.call(Op::Ping(req)).await, |r| match r {
                 R::Ping(r) => Some(r),

@@ -33,6 +33,13 @@ use crate::proto::{session_reply, session_request, SessionReply, SessionRequest}
 
 /// Requests one session stream carries at once (as the server allows).
 pub const MAX_SESSION_IN_FLIGHT: usize = crate::node::session::MAX_SESSION_IN_FLIGHT;
+/// Requests with more key and value bytes than this go as unary calls
+/// instead: a large message would hold up every request behind it on the
+/// stream, and one larger than the node decodes would end the stream (and
+/// fail the requests in flight on it) instead of failing alone. Nodes
+/// decode at least 64 KiB more than their value limit, so a request this
+/// small always reaches the handler.
+pub const MAX_SESSION_REQUEST_BYTES: usize = 64 * 1024;
 
 type Waiter = oneshot::Sender<Result<SessionReply, Status>>;
 
