@@ -18,6 +18,9 @@
 #   --clients "1 32 256"
 #   --ops "set get"    any of set get cas mixed
 #   --levels "eventual quorum linearizable"
+#   --transports "session"   how capkv's client sends requests: session (one
+#                      stream per connection, the client's default) and/or
+#                      unary (one gRPC call per request); ping always runs both
 #   --value-size B     (default 128)
 #   --keys K           (default 1000)
 #   --work-dir DIR     data of both clusters (default: a new temp dir; must be on disk, not tmpfs)
@@ -44,6 +47,7 @@ WARMUP=2s
 CLIENTS="1 32 256"
 OPS="set get"
 LEVELS="eventual quorum linearizable"
+TRANSPORTS="session"
 VALUE_SIZE=128
 KEYS=1000
 WORK_DIR=""
@@ -67,6 +71,7 @@ while [ $# -gt 0 ]; do
     --clients) CLIENTS=$2; shift 2 ;;
     --ops) OPS=$2; shift 2 ;;
     --levels) LEVELS=$2; shift 2 ;;
+    --transports) TRANSPORTS=$2; shift 2 ;;
     --value-size) VALUE_SIZE=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
     --work-dir) WORK_DIR=$2; shift 2 ;;
@@ -112,7 +117,7 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
   jq -rs "$defs"'
     (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
     | .[] | select(.bench == "capkv" or .bench == "etcd")
-    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" end) as $who
+    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" + (if .transport == "unary" then " (unary calls)" else "" end) end) as $who
     | if .error != null then
         (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
         | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | | |"
@@ -148,7 +153,9 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   jq -rs "$defs"'
     .[] | select(.bench == "fsync" or .bench == "ping")
-    | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)" else "gRPC ping (bare tonic round trip, loopback)" end) as $what
+    | (if .bench == "fsync" then "fsync (append \(.value_size // "") B + fdatasync)"
+       elif .transport == "unary" then "gRPC ping, unary call (bare tonic round trip, loopback)"
+       else "gRPC ping over a session stream (bare round trip of the capkv client transport, loopback)" end) as $what
     | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
       else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
   ' "$results"
@@ -282,14 +289,19 @@ pids+=("$dev_pid")
 endpoints=$CAPKV_ENDPOINTS
 SERVER_PIDS=$(pgrep -P "$dev_pid" | tr '\n' ' ')
 
-for c in $CLIENTS; do
-  run ping "" ping "$c" --endpoints "$endpoints" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+for transport in session unary; do
+  for c in $CLIENTS; do
+    run ping "" ping "$c" --endpoints "$endpoints" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP" \
+      --transport "$transport"
+  done
 done
+for transport in $TRANSPORTS; do
 for level in $LEVELS; do
   for op in $OPS; do
     for c in $CLIENTS; do
       run capkv "$level" "$op" "$c" --target capkv --consistency "$level" --endpoints "$endpoints" \
-        --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/$level/" --duration "$DURATION" --warmup "$WARMUP"
+        --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/$level/" --duration "$DURATION" --warmup "$WARMUP" \
+        --transport "$transport"
       # A level that is not built fails the same way at every client count.
       if [ "$(tail -1 "$RESULTS" | jq -r '.error_kind // ""')" = unimplemented ]; then
         for c2 in $CLIENTS; do
@@ -301,6 +313,7 @@ for level in $LEVELS; do
       fi
     done
   done
+done
 done
 for c in $PRODUCE_CLIENTS; do
   for b in $PRODUCE_BATCHES; do
