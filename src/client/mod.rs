@@ -207,7 +207,6 @@ impl Endpoint {
 
 pub struct Client {
     endpoints: Vec<Endpoint>,
-    transport: Transport,
     client_id: u64,
     next_request_id: AtomicU64,
     /// The endpoint that answered last; tried first.
@@ -272,7 +271,6 @@ impl Client {
         }
         Ok(Client {
             endpoints: out,
-            transport: Transport::default(),
             client_id: rand::random::<u64>() | 1,
             next_request_id: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
@@ -281,10 +279,8 @@ impl Client {
         })
     }
 
-    /// Sends requests with `transport` from now on (before any request:
-    /// sessions already open stay open).
+    /// This client, sending its requests with `transport`.
     pub fn with_transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
         for e in &mut self.endpoints {
             e.transport = transport;
         }
@@ -292,7 +288,8 @@ impl Client {
     }
 
     pub fn transport(&self) -> Transport {
-        self.transport
+        // Every endpoint has the same one; `new` refuses an empty list.
+        self.endpoints[0].transport
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -173,26 +173,32 @@ impl Session {
             }
             p.waiting.insert(id, tx);
         }
-        let _forget = Forget { pending: &self.pending, id };
+        let mut forget = Forget { pending: &self.pending, id: Some(id) };
         if self.requests.send(SessionRequest { id, op: Some(op) }).await.is_err() {
             return Err(Failed::NotSent);
         }
-        match rx.await {
+        let reply = rx.await;
+        // Whoever answered (the reader, or its end) removed the waiter.
+        forget.id = None;
+        match reply {
             Ok(r) => r.map_err(Failed::Status),
             Err(_) => Err(Failed::Status(Status::unavailable("the session ended"))),
         }
     }
 }
 
-/// Removes a request from the waiting set when its future is dropped.
+/// Removes a request from the waiting set when its future is dropped
+/// before an answer came (`id` is `None` once one did).
 struct Forget<'a> {
     pending: &'a Mutex<Pending>,
-    id: u64,
+    id: Option<u64>,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.pending.lock().expect("pending lock").waiting.remove(&self.id);
+        if let Some(id) = self.id {
+            self.pending.lock().expect("pending lock").waiting.remove(&id);
+        }
     }
 }
 
@@ -215,8 +221,8 @@ pub(crate) fn unpack<T>(
         None => return Err(Status::internal("the node answered a session request with no result")),
     };
     let mut r = Response::new(result);
-    if let Ok(v) = reply.raft_leader.parse() {
-        if !reply.raft_leader.is_empty() {
+    if !reply.raft_leader.is_empty() {
+        if let Ok(v) = reply.raft_leader.parse() {
             r.metadata_mut().insert(RAFT_LEADER_HEADER, v);
         }
     }
