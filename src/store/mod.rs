@@ -10,6 +10,7 @@
 //! [`WriteOp`] sent to the writer, answered after its batch is written
 //! (and fsynced, for `sync` jobs).
 
+pub mod cache;
 pub mod cell;
 pub mod digest;
 pub mod keys;
@@ -86,6 +87,7 @@ pub struct Store {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     clock: Arc<Clock>,
     digests: Arc<Digests>,
+    cache: Arc<cache::CellCache>,
     reserved_hlc: Arc<AtomicU64>,
     dir: PathBuf,
     _lock: DirLock,
@@ -140,9 +142,10 @@ impl Store {
         tracing::info!(dir = %dir.display(), cells, "store opened");
 
         let reserved_hlc = Arc::new(AtomicU64::new(reserved));
+        let cache = Arc::new(cache::CellCache::default());
         let (tx, rx) = mpsc::channel(writer::WRITE_QUEUE_DEPTH);
         let w = writer::Writer {
-            cache: Default::default(),
+            cache: cache.clone(),
             db: db.clone(),
             clock: clock.clone(),
             digests: digests.clone(),
@@ -159,6 +162,7 @@ impl Store {
             writer_thread: Mutex::new(Some(writer_thread)),
             clock,
             digests,
+            cache,
             reserved_hlc,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -181,7 +185,11 @@ impl Store {
         cf(&self.db, c)
     }
 
+    /// The key's current cell, from the cell cache when it holds the key.
     pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>, StoreError> {
+        if let Some(cell) = self.cache.get(key) {
+            return Ok(cell);
+        }
         read_cell(&self.db, key)
     }
 

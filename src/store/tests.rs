@@ -149,6 +149,58 @@ async fn concurrent_writers_share_batches() {
     assert_eq!(versions.len(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_answered_writes_and_never_go_back() {
+    // Through the cell cache: a get right after a write is answered returns
+    // that write (or newer), and concurrent readers never see a key's
+    // version go down, with writes, merges and misses interleaved.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Readers stop even when an assertion below fails.
+    struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_readers = StopOnDrop(stop.clone());
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (s, stop) = (s.clone(), stop.clone());
+        readers.push(tokio::task::spawn_blocking(move || {
+            let mut last = vec![Version::ZERO; 8];
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for (i, seen) in last.iter_mut().enumerate() {
+                    let v = s.get_cell(format!("k{i}").as_bytes()).unwrap().map_or(Version::ZERO, |c| c.version);
+                    assert!(v >= *seen, "k{i} went back from {seen} to {v}");
+                    *seen = v;
+                    reads += 1;
+                }
+            }
+            reads
+        }));
+    }
+    for round in 0..300u64 {
+        let key = format!("k{}", round % 8);
+        let written = if round % 3 == 0 {
+            // A merge from "another node" far ahead of this node's clock.
+            let cell = Cell::value(b("merged"), Version::new(s.clock().now() + 1_000 + round, 2), Level::Quorum);
+            s.write(vec![WriteOp::Merge { key: b(&key), cell: cell.clone() }], true).await.unwrap();
+            cell
+        } else {
+            fresh(&s, &key, Some(&round.to_string()), false).await
+        };
+        let read = s.get_cell(key.as_bytes()).unwrap().expect("just written");
+        assert!(read.version >= written.version, "{key}: read {} after writing {}", read.version, written.version);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+}
+
 #[tokio::test]
 async fn digests_are_rebuilt_identically_on_open() {
     let dir = tempfile::tempdir().unwrap();

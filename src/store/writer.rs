@@ -20,6 +20,7 @@ use bytes::Bytes;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot};
 
+use super::cache::CellCache;
 use super::cell::Cell;
 use super::digest::Digests;
 use super::keys::{self, Cf};
@@ -35,10 +36,6 @@ pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub const WRITE_QUEUE_DEPTH: usize = 4096;
 /// How far ahead of issued stamps the persisted reservation reaches.
 pub const HLC_RESERVE_AHEAD_MS: i64 = 1_000;
-/// Cells the writer remembers (it is their only writer, so the copy is
-/// exact); emptied when it grows past this. Spares a RocksDB read per write
-/// to a hot key.
-pub const MAX_CACHED_CELLS: usize = 100_000;
 
 /// One mutation. Ops of a job are applied in order.
 #[derive(Clone, Debug)]
@@ -127,8 +124,10 @@ pub struct WriteJob {
 }
 
 pub(super) struct Writer {
-    /// Current cells, as written (None = absent).
-    pub cache: std::cell::RefCell<HashMap<Bytes, Option<Cell>>>,
+    /// Current cells, as written (None = absent), shared with readers; the
+    /// writer is the only one to fill it (see `cache`). Spares a RocksDB
+    /// read per write to a hot key.
+    pub cache: Arc<CellCache>,
     pub db: Arc<DB>,
     pub clock: Arc<Clock>,
     pub digests: Arc<Digests>,
@@ -190,18 +189,16 @@ impl Writer {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         let outcome = self.db.write_opt(batch, &opts);
-        let mut cache = self.cache.borrow_mut();
+        // Before any job is answered: a read after the answer must see it.
         match &outcome {
             Ok(()) => {
-                if cache.len() + cells.len() > MAX_CACHED_CELLS {
-                    cache.clear();
+                for (key, cell) in cells {
+                    self.cache.insert(key, cell);
                 }
-                cache.extend(cells);
             }
             // What is on disk is unknown: forget everything.
-            Err(_) => cache.clear(),
+            Err(_) => self.cache.clear(),
         }
-        drop(cache);
         match outcome {
             Ok(()) => {
                 if let Some(r) = new_reservation {
@@ -227,14 +224,13 @@ impl Writer {
         if let Some(c) = cells.get(key) {
             return Ok(c.clone());
         }
-        if let Some(c) = self.cache.borrow().get(key) {
-            return Ok(c.clone());
+        if let Some(c) = self.cache.get(key) {
+            return Ok(c);
         }
+        // Exact: nobody else writes cells, so this stays current until the
+        // writer itself changes it.
         let c = read_cell(&self.db, key)?;
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() < MAX_CACHED_CELLS {
-            cache.insert(key.clone(), c.clone());
-        }
+        self.cache.insert(key.clone(), c.clone());
         Ok(c)
     }
 
