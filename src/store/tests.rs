@@ -169,7 +169,7 @@ async fn reads_see_answered_writes_and_never_go_back() {
     for _ in 0..2 {
         let (s, stop) = (s.clone(), stop.clone());
         readers.push(tokio::task::spawn_blocking(move || {
-            let mut last = vec![Version::ZERO; 8];
+            let mut last = [Version::ZERO; 8];
             let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for (i, seen) in last.iter_mut().enumerate() {
