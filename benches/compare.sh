@@ -108,7 +108,6 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
       "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
         + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
         + (if (($m.load_before // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1) / 2
-              or (($m.load_after // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1)
            then " — other work shared the CPUs: PRELIMINARY, noisy numbers." else "." end),
       ""
   ' "$results"
