@@ -2,13 +2,15 @@
 //!
 //! * [`cell`]: the LWW cell kept per user key.
 //! * [`writer`]: the group-commit writer thread, the only writer.
+//! * [`cache`]: the current cells of recently written keys, filled by the
+//!   writer and read first by [`Store::get_cell`].
 //! * [`digest`]: per-bucket digests for anti-entropy.
 //! * [`keys`]: column families and key layouts.
 //! * [`lock`]: exclusive ownership of the data directory.
 //!
-//! Reads go straight to RocksDB from any thread; every mutation is a
-//! [`WriteOp`] sent to the writer, answered after its batch is written
-//! (and fsynced, for `sync` jobs).
+//! Reads go to RocksDB from any thread (cells through the cell cache first);
+//! every mutation is a [`WriteOp`] sent to the writer, answered after its
+//! batch is written (and fsynced, for `sync` jobs).
 
 pub mod cache;
 pub mod cell;

@@ -153,7 +153,8 @@ async fn concurrent_writers_share_batches() {
 async fn reads_see_answered_writes_and_never_go_back() {
     // Through the cell cache: a get right after a write is answered returns
     // that write (or newer), and concurrent readers never see a key's
-    // version go down, with writes, merges and misses interleaved.
+    // version go down, with fresh writes and merges interleaved and keys
+    // read before their first write (cache misses, then known absent).
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), 1);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
