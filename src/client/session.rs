@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
@@ -57,7 +57,7 @@ pub(crate) struct SessionSlot {
 struct Session {
     requests: mpsc::Sender<SessionRequest>,
     next_id: AtomicU64,
-    slots: Arc<Semaphore>,
+    slots: Semaphore,
     pending: Arc<Mutex<Pending>>,
 }
 
@@ -69,8 +69,9 @@ struct Pending {
 
 /// Why a request got no reply on a session.
 enum Failed {
-    /// The stream had ended before the request was queued: it was not sent.
-    NotSent,
+    /// The stream had ended before the request was queued: it was not
+    /// sent, and here it is back.
+    NotSent(session_request::Op),
     Status(Status),
 }
 
@@ -80,15 +81,18 @@ impl SessionSlot {
     }
 
     /// Sends `op` and waits for its reply. The caller bounds the wait.
-    pub(crate) async fn call(&self, op: session_request::Op) -> Result<SessionReply, Status> {
+    pub(crate) async fn call(&self, mut op: session_request::Op) -> Result<SessionReply, Status> {
         // A stream may end between taking it and queueing on it; the
         // request was not sent then, so one more stream is tried.
         for _ in 0..2 {
             let session = self.session().await?;
-            match session.call(op.clone()).await {
+            match session.call(op).await {
                 Ok(r) => return Ok(r),
                 Err(Failed::Status(s)) => return Err(s),
-                Err(Failed::NotSent) => self.forget(&session),
+                Err(Failed::NotSent(unsent)) => {
+                    self.forget(&session);
+                    op = unsent;
+                }
             }
         }
         Err(Status::unavailable(format!("the session to {} ended twice before the request was sent", self.addr)))
@@ -153,7 +157,7 @@ impl Session {
         Ok(Arc::new(Session {
             requests: tx,
             next_id: AtomicU64::new(1),
-            slots: Arc::new(Semaphore::new(MAX_SESSION_IN_FLIGHT)),
+            slots: Semaphore::new(MAX_SESSION_IN_FLIGHT),
             pending,
         }))
     }
@@ -163,19 +167,19 @@ impl Session {
     }
 
     async fn call(&self, op: session_request::Op) -> Result<SessionReply, Failed> {
-        let _slot: OwnedSemaphorePermit = self.slots.clone().acquire_owned().await.expect("never closed");
+        let _slot = self.slots.acquire().await.expect("never closed");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
             let mut p = self.pending.lock().expect("pending lock");
             if !p.open {
-                return Err(Failed::NotSent);
+                return Err(Failed::NotSent(op));
             }
             p.waiting.insert(id, tx);
         }
         let mut forget = Forget { pending: &self.pending, id: Some(id) };
-        if self.requests.send(SessionRequest { id, op: Some(op) }).await.is_err() {
-            return Err(Failed::NotSent);
+        if let Err(mpsc::error::SendError(unsent)) = self.requests.send(SessionRequest { id, op: Some(op) }).await {
+            return Err(Failed::NotSent(unsent.op.expect("sent with an op")));
         }
         let reply = rx.await;
         // Whoever answered (the reader, or its end) removed the waiter.
