@@ -74,6 +74,17 @@ pub const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 /// Memtable size of topic records: appended once, never rewritten, and
 /// written in bulk, where a small memtable would only mean more flushes.
 pub const TOPIC_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Write-ahead log kept at most before the column families still holding
+/// its oldest file are flushed. Rarely written families (metadata, hints)
+/// would otherwise pin every log file behind them, and none would become
+/// obsolete to be recycled (below).
+pub const MAX_TOTAL_WAL_BYTES: usize = 16 * 1024 * 1024;
+/// Obsolete write-ahead log files kept to be written over instead of
+/// creating new ones. A synced write that grows its file makes `fdatasync`
+/// also write the inode (the new size), a second synchronous I/O on every
+/// commit; a recycled file is already long enough. Measured: quorum sets at
+/// 32 clients 7–15 % faster, 10–15 % less server CPU per set.
+pub const WAL_RECYCLE_FILES: usize = 16;
 
 fn write_buffer_bytes(c: Cf) -> usize {
     match c {
@@ -122,8 +133,9 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
         opts.set_compression_type(DBCompressionType::Lz4);
-        opts.set_max_total_wal_size(256 * 1024 * 1024);
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES as u64);
         opts.set_keep_log_file_num(4);
+        opts.set_recycle_log_file_num(WAL_RECYCLE_FILES);
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         let cf_opts = |c: Cf| {

@@ -227,3 +227,50 @@ fn second_open_of_same_dir_is_refused() {
     let err = Store::open(dir.path(), Arc::new(Clock::new(1, 500)), vec![]).err().unwrap();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[tokio::test]
+async fn writes_survive_reopen_after_log_files_are_recycled() {
+    // Enough synced writes to switch the write-ahead log many times and pass
+    // MAX_TOTAL_WAL_BYTES, so obsolete log files are written over: recovery
+    // must read a recycled file's new records and not its stale tail.
+    const KEYS: usize = 200;
+    const VALUE_BYTES: usize = 4096;
+    const OPS_PER_BATCH: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let total_bytes = 4 * MAX_TOTAL_WAL_BYTES;
+    let mut last = vec![None; KEYS];
+    {
+        let s = open(dir.path(), 1);
+        let mut written = 0usize;
+        let mut round = 0usize;
+        while written < total_bytes {
+            let ops: Vec<WriteOp> = (0..OPS_PER_BATCH)
+                .map(|i| {
+                    let k = (round * OPS_PER_BATCH + i) % KEYS;
+                    let mut v = vec![b'a' + (round % 26) as u8; VALUE_BYTES];
+                    v[..8].copy_from_slice(&(round as u64).to_be_bytes());
+                    WriteOp::Fresh {
+                        key: b(&format!("k{k}")),
+                        value: Some(Bytes::from(v)),
+                        origin: Level::Eventual,
+                        hints: false,
+                    }
+                })
+                .collect();
+            for (i, o) in s.write(ops, true).await.unwrap().into_iter().enumerate() {
+                match o {
+                    OpOutcome::Written(c) => last[(round * OPS_PER_BATCH + i) % KEYS] = Some(c),
+                    o => panic!("unexpected {o:?}"),
+                }
+            }
+            written += OPS_PER_BATCH * VALUE_BYTES;
+            round += 1;
+        }
+    }
+    let info_log = std::fs::read_to_string(dir.path().join("db").join("LOG")).unwrap();
+    assert!(info_log.contains("from recycle list"), "no write-ahead log file was recycled");
+    let s = open(dir.path(), 1);
+    for (k, cell) in last.iter().enumerate() {
+        assert_eq!(&s.get_cell(format!("k{k}").as_bytes()).unwrap(), cell, "key k{k}");
+    }
+}
