@@ -108,8 +108,9 @@ impl CellCache {
         }
     }
 
-    /// Estimated bytes held.
-    pub fn bytes(&self) -> usize {
+    /// Estimated bytes held (what the bound is checked against).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.shards.iter().map(|s| s.lock().expect("cell cache lock").bytes).sum()
     }
 }
