@@ -40,6 +40,7 @@ fn entry(commands: usize, cas: bool) -> Vec<u8> {
             client_id: 1 + i % 32,
             request_id: 1000 + i,
             ack_below: 1000 + i,
+            sessionless: false,
             op: Some(if cas {
                 Op::Cas(rsm::Cas {
                     key: Bytes::from(format!("k{}", i % 1000)),

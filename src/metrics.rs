@@ -41,6 +41,7 @@ counters!(
     quorum_unavailable,
     linearizable_ops,
     linearizable_gets,
+    lease_reads,
     raft_entries_proposed,
     raft_commands_proposed,
     raft_readies,

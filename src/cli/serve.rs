@@ -58,7 +58,9 @@ pub struct ServeArgs {
     /// Entries kept behind the applied index at compaction (default 1000).
     #[arg(long)]
     pub raft_catch_up_entries: Option<u64>,
-    /// Linearizable reads: read-index (default) or lease (assumes bounded clock drift).
+    /// Linearizable reads: read-index (default) or lease (a leader lease
+    /// bounded by the election timeout; assumes clock rates within 10 %).
+    /// `unsafe-unbounded-lease` is a TEST-ONLY negative control.
     #[arg(long)]
     pub read_mode: Option<String>,
     /// Topics: a node the controller has not heard from for this long is down (ms, default 3000).

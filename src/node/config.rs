@@ -203,6 +203,7 @@ pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
     match s {
         "read-index" | "readindex" => Ok(ReadMode::ReadIndex),
         "lease" => Ok(ReadMode::Lease),
+        "unsafe-unbounded-lease" => Ok(ReadMode::UnsafeUnboundedLease),
         _ => err(format!("unknown read mode {s:?}: expected read-index or lease")),
     }
 }

@@ -229,6 +229,48 @@ impl Drop for TestCluster {
     }
 }
 
+/// Cuts links between nodes of one cluster for real, with an nftables
+/// table of its own (needs root and `nft`, which `scripts/test.sh`
+/// installs). Nodes connect to peers from their own address, and every
+/// cluster has addresses of its own, so the rules touch no other test.
+/// The table is deleted on drop, also when the test panics.
+pub struct Firewall {
+    table: String,
+}
+
+fn nft(args: &[&str]) {
+    let out = Command::new("nft").args(args).output().expect("cannot run nft (apt-get install nftables; needs root)");
+    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Firewall {
+    pub fn new() -> Firewall {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static TABLES: AtomicU64 = AtomicU64::new(0);
+        let table = format!("capkv_test_{}_{}", std::process::id(), TABLES.fetch_add(1, Ordering::Relaxed));
+        nft(&["add", "table", "inet", &table]);
+        nft(&["add", "chain", "inet", &table, "out", "{ type filter hook output priority 0; }"]);
+        Firewall { table }
+    }
+
+    /// Drops all traffic between node `id` and every other node of `c`
+    /// (clients, on 127.0.0.1, still reach it).
+    pub fn isolate(&self, c: &TestCluster, id: u32) {
+        let ip = |n: u32| c.node(n).addr.rsplit_once(':').unwrap().0.to_string();
+        for other in c.nodes.iter().map(|n| n.id).filter(|&o| o != id) {
+            for (from, to) in [(ip(id), ip(other)), (ip(other), ip(id))] {
+                nft(&["add", "rule", "inet", &self.table, "out", "ip", "saddr", &from, "ip", "daddr", &to, "drop"]);
+            }
+        }
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.table]).output();
+    }
+}
+
 pub fn opts(level: Level) -> CallOptions {
     CallOptions::new(level)
 }

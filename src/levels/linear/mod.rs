@@ -97,6 +97,9 @@ impl Linear {
             raft_node::install(&store, &raft_store, &name, &raft_store.conf_state()).await?;
         }
         let applied = DbRsm(store.db()).get(META_APPLIED)?.and_then(|b| decode_applied(&b)).map_or(0, |(i, _)| i);
+        if let Some(op) = raft_store.commit_at_least(applied) {
+            store.write(vec![op], true).await?;
+        }
         let cfg = raft_node::raft_config(id, applied, &settings);
         cfg.validate().map_err(|e| StoreError::Corrupt(format!("raft config: {e}")))?;
         let node = RawNode::new(&cfg, raft_store, &logger::raft_logger(id))
@@ -214,6 +217,7 @@ impl Linear {
             client_id: caller.client_id,
             request_id: caller.request_id,
             ack_below: caller.ack_below,
+            sessionless: caller.client_id == self.own_client_id,
             op: Some(op),
         };
         let (tx, rx) = oneshot::channel();
@@ -240,6 +244,7 @@ impl Linear {
         };
         match &reply.result {
             Some(reply::Result::Refused(why)) => Err(LevelError::FailedPrecondition(why.clone())),
+            Some(reply::Result::Busy(why)) => Err(LevelError::Unavailable(why.clone())),
             Some(_) => Ok(reply),
             None => Err(LevelError::Indeterminate("empty reply from the state machine".into())),
         }

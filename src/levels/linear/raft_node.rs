@@ -28,6 +28,21 @@
 //! raft-rs forwards a follower's proposal to the leader. Reads use ReadIndex
 //! (or the leader lease): many reads share one read-index request, and each
 //! completes once this node has applied up to the index it got.
+//!
+//! **The leader lease** (`ReadMode::Lease`) is ours, not raft-rs's
+//! `LeaseBased` option (which answers at once with no time bound, so a
+//! paused or cut-off old leader served stale reads). A read-index round
+//! issued at monotonic time `t` and confirmed by a majority proves that a
+//! majority heard from this leader at or after `t`; with `check_quorum`,
+//! each of them refuses to vote for anyone else until a full election
+//! timeout has passed on its own ticks. So no other leader can exist before
+//! `t + (election_ticks − 1) × tick_ms`, and the leader serves reads
+//! without a round until [`lease_ms`] (that, less a clock-rate margin)
+//! after `t`. Rounds are renewed in the background while leader. A node
+//! that starts up (having forgotten whom it heard from) grants no vote for
+//! one election timeout, so a restart cannot shorten a lease it helped
+//! grant. A pause of the leader only ages its lease: the monotonic clock
+//! runs on while the process is stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -86,6 +101,11 @@ pub fn fill_target_for(waiting: usize) -> usize {
     (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_BATCH_COMMANDS)
 }
 
+/// A node that proposed nothing for this long proposes an empty entry, so
+/// its clock keeps vouching for the state machine's log time (see
+/// `state_machine`'s module docs).
+pub const STAMP_EVERY_MS: u64 = 1_000;
+
 /// An own entry not applied after this is presumed lost (a proposal
 /// forwarded to a leader that died) and stops holding back new ones.
 pub const OWN_ENTRY_LOST_MS: u64 = 500;
@@ -94,9 +114,25 @@ pub const OWN_ENTRY_LOST_MS: u64 = 500;
 pub enum ReadMode {
     /// ReadIndex: a heartbeat round confirms leadership for each batch of reads.
     ReadIndex,
-    /// Leader lease: no round trip; correct only while clocks drift less than
-    /// the election timeout allows (see docs/consistency.md).
+    /// Leader lease: no round trip while a majority confirmed this leader
+    /// within the lease (see the module docs); correct while the nodes'
+    /// clocks run at rates within [`LEASE_CLOCK_RATE_MARGIN_PERCENT`].
     Lease,
+    /// TEST ONLY (negative control): raft-rs's `LeaseBased` reads, which
+    /// answer at once with no time bound. Not linearizable when a leader is
+    /// paused or cut off; the Jepsen harness must catch it.
+    UnsafeUnboundedLease,
+}
+
+/// The share of the lease given up to clock-rate differences between nodes.
+pub const LEASE_CLOCK_RATE_MARGIN_PERCENT: u64 = 10;
+
+/// How long after a read-index round was issued its confirmation lets the
+/// leader serve reads without another round: the shortest time a follower
+/// that heard from it then refuses to vote ((election_ticks − 1) ticks: its
+/// first tick may come right after the reset), less the rate margin.
+pub fn lease_ms(s: &RaftSettings) -> u64 {
+    (s.election_ticks.saturating_sub(1) as u64 * s.tick_ms) * (100 - LEASE_CLOCK_RATE_MARGIN_PERCENT) / 100
 }
 
 #[derive(Clone, Debug)]
@@ -247,8 +283,16 @@ pub struct Driver {
     /// Commands in those entries.
     own_in_flight_commands: usize,
     own_in_flight_since: Option<Instant>,
+    /// When this node last proposed an entry (see [`STAMP_EVERY_MS`]).
+    last_proposed: Instant,
     reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
+    /// Lease mode: reads are served without a round until then (in `lease_term`).
+    lease_until: Option<Instant>,
+    lease_term: u64,
+    /// When the driver started: in lease mode no vote is granted for one
+    /// election timeout after (see the module docs).
+    started: Instant,
     snap_generating: bool,
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
 }
@@ -264,8 +308,9 @@ pub fn raft_config(id: u32, applied: u64, s: &RaftSettings) -> raft::Config {
         check_quorum: true,
         pre_vote: true,
         read_only_option: match s.read_mode {
-            ReadMode::ReadIndex => ReadOnlyOption::Safe,
-            ReadMode::Lease => ReadOnlyOption::LeaseBased,
+            // Our lease is built on confirmed read-index rounds.
+            ReadMode::ReadIndex | ReadMode::Lease => ReadOnlyOption::Safe,
+            ReadMode::UnsafeUnboundedLease => ReadOnlyOption::LeaseBased,
         },
         max_committed_size_per_ready: 16 * 1024 * 1024,
         ..Default::default()
@@ -311,9 +356,13 @@ impl Driver {
             own_in_flight: 0,
             own_in_flight_commands: 0,
             own_in_flight_since: None,
+            last_proposed: Instant::now(),
             rsm_cache: HashMap::new(),
             reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
+            lease_until: None,
+            lease_term: 0,
+            started: Instant::now(),
             snap_generating: false,
             snap_done: mpsc::channel(1),
         }
@@ -333,6 +382,7 @@ impl Driver {
                 _ = tick.tick() => {
                     self.node.tick();
                     self.retry_reads();
+                    self.renew_lease();
                     if self.own_in_flight_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(OWN_ENTRY_LOST_MS)) {
                         self.own_in_flight = 0;
                         self.own_in_flight_since = None;
@@ -342,6 +392,13 @@ impl Driver {
                         self.housekeeping();
                     }
                     self.maybe_generate_snapshot();
+                    if held.is_empty()
+                        && self.own_in_flight == 0
+                        && self.node.raft.leader_id != INVALID_ID
+                        && self.last_proposed.elapsed() >= Duration::from_millis(STAMP_EVERY_MS)
+                    {
+                        self.propose_entry(Vec::new());
+                    }
                 }
                 Some(m) = ch.inbound.recv() => {
                     self.inbound(m);
@@ -416,6 +473,7 @@ impl Driver {
     fn on_term_change(&mut self) {
         let term = self.node.raft.term;
         self.seen_term = term;
+        self.lease_until = None;
         // Entries proposed in an older term may never be applied.
         self.own_in_flight = 0;
         self.own_in_flight_since = None;
@@ -506,6 +564,15 @@ retry with the same request id"
         {
             return;
         }
+        if self.settings.read_mode == ReadMode::Lease
+            && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
+            && self.started.elapsed()
+                < Duration::from_millis(self.settings.tick_ms * self.settings.election_ticks as u64)
+        {
+            // We may have acknowledged a leader's lease just before we
+            // restarted; its lease must run out before anyone else leads.
+            return;
+        }
         if let Err(e) = self.node.step(m) {
             tracing::debug!(error = %e, "raft step");
         }
@@ -563,6 +630,7 @@ retry with the same request id"
         add(&self.metrics.raft_commands_proposed, commands.len() as u64);
         let batch = rsm::Batch { stamp: self.clock.now(), proposer: self.id, commands };
         let proposed = self.node.propose(vec![], batch.encode_to_vec());
+        self.last_proposed = Instant::now();
         if proposed.is_ok() {
             self.own_in_flight += 1;
             self.own_in_flight_commands += batch.commands.len();
@@ -580,7 +648,48 @@ retry with the same request id"
         }
     }
 
+    /// Whether this leader may serve reads at its commit index without a
+    /// read-index round: it holds an unexpired lease of its current term and
+    /// has committed an entry of that term (so its commit index covers every
+    /// write acknowledged by earlier leaders, Raft §8).
+    fn lease_holds(&self) -> bool {
+        let r = &self.node.raft;
+        self.settings.read_mode == ReadMode::Lease
+            && r.state == StateRole::Leader
+            && self.lease_term == r.term
+            && self.lease_until.is_some_and(|until| Instant::now() < until)
+            && r.commit_to_current_term()
+    }
+
+    /// Lease mode, as leader: starts a read-index round without readers
+    /// when the lease has less than half its length left and none is out.
+    fn renew_lease(&mut self) {
+        if self.settings.read_mode != ReadMode::Lease || self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        let half = Duration::from_millis(lease_ms(&self.settings) / 2);
+        let fresh =
+            self.lease_until.is_some_and(|u| self.lease_term == self.node.raft.term && u > Instant::now() + half);
+        let term = self.node.raft.term;
+        let round_out = self.reads_issued.values().any(|(at, t, _)| *t == term && at.elapsed() < half);
+        if !fresh && !round_out {
+            self.read_index(Vec::new());
+        }
+    }
+
     fn read_index(&mut self, waiters: Vec<ReadWaiter>) {
+        if !waiters.is_empty() && self.lease_holds() {
+            let index = self.node.raft.raft_log.committed;
+            add(&self.metrics.lease_reads, waiters.len() as u64);
+            if index <= self.applied {
+                for w in waiters {
+                    let _ = w.send(Ok(index));
+                }
+            } else {
+                self.reads_ready.entry(index).or_default().extend(waiters);
+            }
+            return;
+        }
         if self.node.raft.leader_id == INVALID_ID || self.reads_issued.len() >= MAX_PENDING_READ_CONTEXTS {
             let why = if self.node.raft.leader_id == INVALID_ID {
                 self.no_leader_reason()
@@ -617,7 +726,18 @@ retry with the same request id"
 
     fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
         let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
-        let Some((_, _, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
+        let Some((issued_at, term, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
+        if self.settings.read_mode == ReadMode::Lease
+            && self.node.raft.state == StateRole::Leader
+            && term == self.node.raft.term
+        {
+            // A majority confirmed us as leader after `issued_at`.
+            let until = issued_at + Duration::from_millis(lease_ms(&self.settings));
+            if self.lease_term != term || self.lease_until.is_none_or(|u| u < until) {
+                self.lease_until = Some(until);
+                self.lease_term = term;
+            }
+        }
         if index <= self.applied {
             for w in waiters {
                 let _ = w.send(Ok(index));
@@ -709,18 +829,30 @@ retry with the same request id"
         }
         // 7. Advance.
         let mut light = self.node.advance(rd);
-        if let Some(commit) = light.commit_index() {
+        // A commit index advanced here (by our own persistence: always so
+        // with one voter) is written with the entries it lets us apply, so
+        // the persisted commit index never falls behind the persisted
+        // applied index (raft-rs refuses to start on such a state).
+        let commit_hs = light.commit_index().map(|commit| {
             self.node.store().set_commit(commit);
-        }
+            RaftStore::hard_state_op(&self.node.store().hard_state())
+        });
         self.transport.send(light.take_messages());
-        self.apply(light.take_committed_entries()).await?;
+        self.apply(light.take_committed_entries(), commit_hs).await?;
         self.node.advance_apply();
         self.maybe_compact().await
     }
 
-    /// Applies `entries` on its own (one unsynced write).
-    async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), StoreError> {
-        let Some(Prepared { ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else { return Ok(()) };
+    /// Applies `entries` on its own (one unsynced write), together with the
+    /// hard state `hs_op` when the commit index moved.
+    async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>, hs_op: Option<WriteOp>) -> Result<(), StoreError> {
+        let Some(Prepared { mut ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else {
+            if let Some(op) = hs_op {
+                self.store.write(vec![op], false).await?;
+            }
+            return Ok(());
+        };
+        ops.extend(hs_op);
         self.store.write(ops, false).await?;
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
@@ -735,7 +867,8 @@ retry with the same request id"
         }
         let db = self.store.db().clone();
         let view = CachedRsm { cache: &self.rsm_cache, db: DbRsm(&db), misses: Default::default() };
-        let mut applier = Applier::new(&view);
+        let voters = self.node.store().conf_state().voters.iter().map(|&v| v as u32).collect::<Vec<_>>();
+        let mut applier = Applier::new(&view).with_voters(voters);
         let mut conf_ops = Vec::new();
         for e in entries {
             if e.index <= self.applied {

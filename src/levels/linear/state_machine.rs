@@ -16,9 +16,16 @@
 //!   (request id → reply). A command whose id is already there is answered
 //!   from the session without being applied again. The client's
 //!   `ack_below` trims the session; a late duplicate below it is refused.
-//!   Sessions idle for [`SESSION_TTL_MS`] of *log time* (the largest stamp
-//!   applied so far) are swept every [`SESSION_SWEEP_EVERY_ENTRIES`]
-//!   entries — never by a local clock.
+//!   Sessions idle for [`SESSION_TTL_MS`] of *log time* are swept every
+//!   [`SESSION_SWEEP_EVERY_ENTRIES`] entries — never by a local clock.
+//! * **Log time** follows the proposers' stamps but never runs more than
+//!   [`LOG_TIME_LEAD_MAX_MS`] ahead of the time a majority of the voters
+//!   vouch for (the latest stamp of each voter, the (f+1)-th largest of
+//!   them: at least one correct clock is at or above it). One node with a
+//!   clock hours ahead therefore moves log time by at most that lead, and
+//!   cannot expire every session at once. Each node proposes an empty
+//!   entry when it has proposed nothing for a while, so the vouched time
+//!   keeps up with real time on an idle or single-client cluster.
 //! * Each write is also LWW-merged into the key's cell, so eventual and
 //!   quorum reads see linearizable writes.
 
@@ -34,7 +41,12 @@ use crate::store::{Cell, Cf, StoreError, WriteOp};
 
 /// Set in the node id of versions produced by the state machine.
 pub const LINEAR_VERSION_BIT: u32 = 1 << 31;
-/// Replies kept per client session at most (≥ the client's concurrency).
+/// Replies kept per client session at most: the requests of one client
+/// that can be unfinished (at or above its `ack_below`) at once. A reply is
+/// never dropped while its request may still be retried; a client that has
+/// this many unfinished requests gets its next one refused as busy (not
+/// applied, safe to retry) until its `ack_below` moves. The client library
+/// keeps far fewer in flight per session.
 pub const MAX_SESSION_REPLIES: usize = 1024;
 /// A session unused for this long (log time) is dropped.
 pub const SESSION_TTL_MS: i64 = 10 * 60 * 1000;
@@ -47,6 +59,19 @@ pub const SESSION_PREFIX: u8 = b's';
 pub const META_APPLIED: &[u8] = b"m/applied";
 pub const META_MAX_STAMP: &[u8] = b"m/max_stamp";
 pub const META_SWEEP_CURSOR: &[u8] = b"m/sweep_cursor";
+/// Followed by a proposer's node id (u32, big-endian): its latest stamp.
+pub const META_PROPOSER_STAMP_PREFIX: &[u8] = b"m/stamp/";
+/// How far log time may run ahead of the time a majority of voters vouch
+/// for (see the module docs). Session expiry ([`SESSION_TTL_MS`]) and
+/// consumer-group member expiry can come early by at most this much when
+/// a clock runs fast.
+pub const LOG_TIME_LEAD_MAX_MS: i64 = 2_000;
+
+pub fn proposer_stamp_key(node: u32) -> Vec<u8> {
+    let mut k = META_PROPOSER_STAMP_PREFIX.to_vec();
+    k.extend_from_slice(&node.to_be_bytes());
+    k
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -103,6 +128,8 @@ pub struct Applier<'a, R: RsmRead> {
     max_stamp: Option<u64>,
     /// Proposer of each applied batch, in order.
     proposers: Vec<u32>,
+    /// The Raft voters, whose stamps vouch for log time.
+    voters: Vec<u32>,
 }
 
 impl<'a, R: RsmRead> Applier<'a, R> {
@@ -115,7 +142,18 @@ impl<'a, R: RsmRead> Applier<'a, R> {
             applied: None,
             max_stamp: None,
             proposers: Vec::new(),
+            voters: Vec::new(),
         }
+    }
+
+    /// The voters of the Raft group (the driver passes its configuration).
+    /// Without them, each batch's proposer is taken as the only voter: the
+    /// log time of a one-node group.
+    pub fn with_voters(mut self, voters: impl IntoIterator<Item = u32>) -> Self {
+        self.voters = voters.into_iter().collect();
+        self.voters.sort_unstable();
+        self.voters.dedup();
+        self
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -137,6 +175,43 @@ impl<'a, R: RsmRead> Applier<'a, R> {
 
     fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, ApplyError> {
         M::decode(bytes).map_err(|e| ApplyError::Corrupt(format!("{what}: {e}")))
+    }
+
+    fn read_u64(&self, key: &[u8], what: &str) -> Result<u64, ApplyError> {
+        match self.get(key)? {
+            Some(b) => Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| ApplyError::Corrupt(what.into()))?)),
+            None => Ok(0),
+        }
+    }
+
+    /// Records `batch`'s stamp as its proposer's latest and returns the log
+    /// time after it: the previous log time, or the batch's stamp capped at
+    /// [`LOG_TIME_LEAD_MAX_MS`] past the time a majority of voters vouch for.
+    fn log_time_for(&mut self, batch: &rsm::Batch) -> Result<u64, ApplyError> {
+        let prev = self.max_stamp()?;
+        let key = proposer_stamp_key(batch.proposer);
+        if batch.stamp > self.read_u64(&key, "proposer stamp")? {
+            self.put(key, batch.stamp.to_be_bytes().to_vec());
+        }
+        let voters = if self.voters.is_empty() { vec![batch.proposer] } else { self.voters.clone() };
+        let mut stamps = Vec::with_capacity(voters.len());
+        for &v in &voters {
+            let s = self.read_u64(&proposer_stamp_key(v), "proposer stamp")?;
+            if s > 0 {
+                stamps.push(s);
+            }
+        }
+        stamps.sort_unstable_by(|a, b| b.cmp(a));
+        // With n voters at most f = (n-1)/2 clocks may be wrong: the
+        // (f+1)-th largest stamp is at or below some correct clock. Until
+        // f+1 voters have proposed (a new group's first entries), the
+        // largest known stamp stands in: a jump then happens before any
+        // session could have aged, and log time afterwards only waits
+        // (never goes back) until the correct clocks catch up.
+        let f = (voters.len() - 1) / 2;
+        let vouched = stamps.get(f).or(stamps.first()).copied().unwrap_or(0);
+        let cap = hlc_from_physical_ms(hlc_physical_ms(vouched).saturating_add(LOG_TIME_LEAD_MAX_MS));
+        Ok(prev.max(batch.stamp.min(cap)))
     }
 
     fn max_stamp(&mut self) -> Result<u64, ApplyError> {
@@ -164,7 +239,8 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         }
         let batch: rsm::Batch = Self::decode(data, "entry")?;
         self.proposers.push(batch.proposer);
-        let log_time = self.max_stamp()?.max(batch.stamp);
+        let log_time = self.log_time_for(&batch)?;
+        assert!(log_time >= self.max_stamp()?, "log time went back");
         self.max_stamp = Some(log_time);
         for cmd in &batch.commands {
             let reply = self.apply_command(&batch, cmd, log_time)?;
@@ -182,7 +258,7 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         cmd: &rsm::Command,
         log_time: u64,
     ) -> Result<rsm::Reply, ApplyError> {
-        if cmd.client_id == 0 {
+        if cmd.client_id == 0 || cmd.sessionless {
             return self.execute(batch, cmd);
         }
         let skey = session_key(cmd.client_id);
@@ -197,17 +273,27 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         if cmd.request_id < session.ack_below {
             return Ok(refused("a late duplicate of a request the client already finished; not applied"));
         }
-        let reply = self.execute(batch, cmd)?;
+        // The client finished everything below its ack_below: those replies
+        // can go (this holds even if this command is refused below).
         session.ack_below = session.ack_below.max(cmd.ack_below);
         let ack = session.ack_below;
         session.entries.retain(|e| e.request_id >= ack);
-        session.entries.push(rsm::SessionEntry { request_id: cmd.request_id, reply: Some(reply.clone()) });
-        if session.entries.len() > MAX_SESSION_REPLIES {
-            session.entries.sort_by_key(|e| e.request_id);
-            let drop = session.entries.len() - MAX_SESSION_REPLIES;
-            session.entries.drain(..drop);
-        }
         session.last_active_stamp = log_time;
+        if session.entries.len() >= MAX_SESSION_REPLIES {
+            // Every kept reply may still be asked for by a retry: dropping
+            // one could apply that request twice. Refuse this one instead.
+            self.put(skey, session.encode_to_vec());
+            return Ok(rsm::Reply {
+                result: Some(reply::Result::Busy(format!(
+                    "client {:#x} has {} unfinished requests, the most a session keeps: not applied; retry it \
+                     once earlier requests finish",
+                    cmd.client_id, MAX_SESSION_REPLIES
+                ))),
+            });
+        }
+        let reply = self.execute(batch, cmd)?;
+        session.entries.push(rsm::SessionEntry { request_id: cmd.request_id, reply: Some(reply.clone()) });
+        assert!(session.entries.len() <= MAX_SESSION_REPLIES, "session over its bound");
         self.put(skey, session.encode_to_vec());
         Ok(reply)
     }

@@ -157,6 +157,26 @@ impl RaftStore {
         self.core.read().expect("raft core").hard_state.clone()
     }
 
+    /// Raises the commit index to `applied` when the persisted hard state
+    /// holds less (data written before the commit index of a `LightReady`
+    /// was persisted with the entries it applied): an applied entry was
+    /// committed, and raft-rs refuses to start with applied > commit.
+    /// Returns the hard-state write to make, if any.
+    pub fn commit_at_least(&self, applied: u64) -> Option<WriteOp> {
+        let mut core = self.core.write().expect("raft core");
+        if core.hard_state.commit >= applied {
+            return None;
+        }
+        assert!(applied <= core.last_index, "applied index {applied} beyond the log's last index {}", core.last_index);
+        tracing::warn!(
+            commit = core.hard_state.commit,
+            applied,
+            "persisted commit index behind the applied index; raising it"
+        );
+        core.hard_state.commit = applied;
+        Some(Self::hard_state_op(&core.hard_state))
+    }
+
     pub fn conf_state(&self) -> ConfState {
         self.core.read().expect("raft core").conf_state.clone()
     }

@@ -264,6 +264,7 @@ fn cmd(client_id: u64, request_id: u64, o: TopicOp) -> crate::proto::rsm::Comman
         client_id,
         request_id,
         ack_below: 0,
+        sessionless: false,
         op: Some(crate::proto::rsm::command::Op::Topic(o)),
     }
 }

@@ -42,7 +42,12 @@ impl MemRsm {
 
     /// Applies one entry and persists it; returns its answers and merged cells.
     fn step(&mut self, index: u64, batch: &Batch) -> (Vec<Answer>, Vec<(Bytes, Cell)>) {
-        let mut a = Applier::new(&*self);
+        self.step_with_voters(index, batch, &[])
+    }
+
+    /// `step` in a group with these voters.
+    fn step_with_voters(&mut self, index: u64, batch: &Batch, voters: &[u32]) -> (Vec<Answer>, Vec<(Bytes, Cell)>) {
+        let mut a = Applier::new(&*self).with_voters(voters.iter().copied());
         a.apply(index, 1, &batch.encode_to_vec()).unwrap();
         let (ops, answers, applied) = a.finish();
         assert_eq!(applied, Some((index, 1)));
@@ -63,7 +68,13 @@ fn b(s: &str) -> Bytes {
 }
 
 fn put(client: u64, rid: u64, k: &str, v: &str) -> Command {
-    Command { client_id: client, request_id: rid, ack_below: 0, op: Some(Op::Put(rsm::Put { key: b(k), value: b(v) })) }
+    Command {
+        client_id: client,
+        request_id: rid,
+        ack_below: 0,
+        sessionless: false,
+        op: Some(Op::Put(rsm::Put { key: b(k), value: b(v) })),
+    }
 }
 
 fn cas(client: u64, rid: u64, k: &str, expected: Option<&str>, new: &str) -> Command {
@@ -71,6 +82,7 @@ fn cas(client: u64, rid: u64, k: &str, expected: Option<&str>, new: &str) -> Com
         client_id: client,
         request_id: rid,
         ack_below: 0,
+        sessionless: false,
         op: Some(Op::Cas(rsm::Cas {
             key: b(k),
             expect_absent: expected.is_none(),
@@ -201,11 +213,99 @@ fn idle_sessions_expire_by_log_time_only() {
 }
 
 #[test]
-fn session_is_bounded() {
+fn a_busy_client_retry_is_answered_from_its_session_never_applied_twice() {
+    // Review issue, item 3: a shared client with many tasks keeps request 1
+    // unfinished (its reply was lost: indeterminate) while over
+    // MAX_SESSION_REPLIES later requests apply. Its retry must get the
+    // original reply; evicting the lowest id re-applied it (a stale set
+    // reappeared over a newer one).
     let mut r = MemRsm::default();
-    let cmds: Vec<Command> = (1..=(MAX_SESSION_REPLIES as u64 + 10)).map(|i| put(3, i, "k", "v")).collect();
-    r.step(1, &batch(10, 1, cmds));
+    let (first, _) = r.step(1, &batch(10, 1, vec![put(3, 1, "k", "old")]));
+    let next = |rid: u64, v: &str| {
+        let mut c = put(3, rid, "k", v);
+        c.ack_below = 1; // request 1 is still unfinished
+        c
+    };
+    let later: Vec<Command> = (2..=(MAX_SESSION_REPLIES as u64 + 10)).map(|i| next(i, "new")).collect();
+    let (answers, _) = r.step(2, &batch(11, 1, later));
+    // The session is full: the requests past its bound were refused as busy
+    // (not applied), the others applied.
+    let busy = answers.iter().filter(|a| matches!(a.reply.result, Some(reply::Result::Busy(_)))).count();
+    // Request 1 and 1023 later ones fill the session; the last 10 are refused.
+    assert_eq!(busy, 10, "requests past the bound are refused, not applied");
     let s: rsm::Session = rsm::Session::decode(&r.0[&session_key(3)][..]).unwrap();
     assert_eq!(s.entries.len(), MAX_SESSION_REPLIES);
-    assert_eq!(s.entries[0].request_id, 11);
+    // The retry of request 1 gets its original answer and does not write "old" again.
+    let (retry, cells) = r.step(3, &batch(12, 1, vec![next(1, "old")]));
+    assert_eq!(retry[0].reply, first[0].reply);
+    assert!(cells.is_empty(), "a retry must not apply again");
+    // Once the client finishes request 1 and more, its session has room again.
+    let mut c = put(3, 5000, "k", "newest");
+    c.ack_below = 600;
+    let (ok, cells) = r.step(4, &batch(13, 1, vec![c]));
+    assert!(matches!(ok[0].reply.result, Some(reply::Result::Written(_))));
+    assert_eq!(cells.len(), 1);
+}
+
+#[test]
+fn sessionless_commands_keep_no_session() {
+    // A request that came without a client id gets ids from its node and is
+    // never retried: no session is written for it.
+    let mut r = MemRsm::default();
+    let mut c = put(77, 1, "k", "v");
+    c.sessionless = true;
+    let (a, cells) = r.step(1, &batch(10, 1, vec![c]));
+    assert!(matches!(a[0].reply.result, Some(reply::Result::Written(_))));
+    assert_eq!(cells.len(), 1);
+    assert!(!r.0.contains_key(&session_key(77)));
+}
+
+fn log_time(r: &MemRsm) -> u64 {
+    u64::from_be_bytes(r.0[META_MAX_STAMP].as_slice().try_into().unwrap())
+}
+
+#[test]
+fn one_fast_clock_cannot_expire_every_session() {
+    // Review issue, item 4: log time was the largest stamp any proposer put
+    // on a batch, so one node 15 minutes ahead made the next sweep delete
+    // every idle session. Now a minority of voters cannot move log time
+    // more than LOG_TIME_LEAD_MAX_MS past what a majority vouches for.
+    let voters = [1, 2, 3];
+    let mut r = MemRsm::default();
+    let t0_ms = 1_800_000_000_000;
+    let at = |ms: i64| hlc_from_physical_ms(t0_ms + ms);
+    // All three nodes propose with correct clocks; clients 1 and 2 have sessions.
+    r.step_with_voters(1, &batch(at(0), 1, vec![put(1, 1, "a", "1")]), &voters);
+    r.step_with_voters(2, &batch(at(10), 2, vec![put(2, 1, "b", "1")]), &voters);
+    r.step_with_voters(3, &batch(at(20), 3, vec![]), &voters);
+    // Node 3's clock jumps 15 minutes ahead; 30 s later it proposes at a sweep index.
+    let fast = at(30_000 + 15 * 60 * 1000);
+    r.step_with_voters(SESSION_SWEEP_EVERY_ENTRIES, &batch(fast, 3, vec![put(9, 1, "c", "1")]), &voters);
+    assert!(r.0.contains_key(&session_key(1)), "a session idle for 30 s expired: log time jumped with one clock");
+    assert!(r.0.contains_key(&session_key(2)));
+    assert!(log_time(&r) <= at(10 + LOG_TIME_LEAD_MAX_MS), "log time ran ahead of the majority");
+    // A majority with fast clocks (nodes 2 and 3) is the time of the group.
+    r.step_with_voters(SESSION_SWEEP_EVERY_ENTRIES + 1, &batch(fast + 1, 2, vec![]), &voters);
+    assert!(log_time(&r) >= fast, "log time follows a majority");
+    // Log time never goes back, whatever a slow clock proposes.
+    let before = log_time(&r);
+    r.step_with_voters(SESSION_SWEEP_EVERY_ENTRIES + 2, &batch(at(0), 1, vec![]), &voters);
+    assert_eq!(log_time(&r), before);
+}
+
+#[test]
+fn sessions_still_expire_when_the_majority_moves_on() {
+    // The cap must not stop expiry: with correct clocks log time follows
+    // the stamps and idle sessions are swept after SESSION_TTL_MS.
+    let voters = [1, 2, 3];
+    let mut r = MemRsm::default();
+    let t0_ms = 1_800_000_000_000;
+    let at = |ms: i64| hlc_from_physical_ms(t0_ms + ms);
+    r.step_with_voters(1, &batch(at(0), 1, vec![put(1, 1, "a", "1")]), &voters);
+    let later = 11 * 60 * 1000;
+    r.step_with_voters(2, &batch(at(later), 2, vec![]), &voters);
+    r.step_with_voters(3, &batch(at(later), 3, vec![]), &voters);
+    r.step_with_voters(SESSION_SWEEP_EVERY_ENTRIES, &batch(at(later + 5), 1, vec![put(2, 1, "b", "1")]), &voters);
+    assert!(!r.0.contains_key(&session_key(1)), "client 1 idle past the TTL");
+    assert!(r.0.contains_key(&session_key(2)));
 }
