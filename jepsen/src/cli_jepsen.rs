@@ -125,6 +125,12 @@ pub struct JepsenArgs {
     #[arg(long)]
     keep_data: bool,
 
+    /// Register workload: pad every written value to this many bytes
+    /// (large values exercise the byte bounds of replication batches,
+    /// hints and anti-entropy); 0 writes plain decimal numbers.
+    #[arg(long, default_value_t = 0)]
+    value_bytes: usize,
+
     /// Topic workload: partitions of the topic [default: 3].
     #[arg(long, help_heading = "Topic workload")]
     topic_partitions: Option<u32>,
@@ -240,6 +246,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
         check_timeout: args.check_timeout,
         anti_entropy_interval: args.anti_entropy_interval,
         keep_data: args.keep_data,
+        value_bytes: args.value_bytes,
     };
     // One thread: node processes get PR_SET_PDEATHSIG, which fires when the
     // thread that spawned them exits, so every spawn must happen on this

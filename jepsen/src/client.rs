@@ -59,6 +59,8 @@ pub struct WorkloadConfig {
     pub endpoints: Vec<String>,
     /// Seeds the workers' pacing.
     pub seed: u64,
+    /// Written values are padded to this many bytes (see [`encode_value`]).
+    pub value_bytes: usize,
 }
 
 /// How the workload ended.
@@ -146,7 +148,7 @@ async fn worker(
             Err(RecordError::Full) => return (process, Some(RecordError::Full.to_string())),
             Err(e) => return (process, Some(format!("cannot record: {e}"))),
         }
-        let completion = execute(&client, config.level, &op, config.op_timeout).await;
+        let completion = execute(&client, config.level, &op, config.op_timeout, config.value_bytes).await;
         let retire = completion.kind == EventType::Info;
         if let Err(e) = recorder.complete(process, completion) {
             return (process, Some(format!("cannot record: {e}")));
@@ -162,7 +164,7 @@ async fn worker(
 }
 
 /// Runs one operation and says how it ended (see the module docs).
-pub async fn execute(client: &Client, level: Level, op: &OpSpec, timeout: Duration) -> Completion {
+pub async fn execute(client: &Client, level: Level, op: &OpSpec, timeout: Duration, value_bytes: usize) -> Completion {
     let opts = CallOptions::new(level).timeout(timeout);
     let outer = timeout + Duration::from_millis(OUTER_TIMEOUT_MARGIN_MS);
     let key = op.key.as_bytes();
@@ -186,18 +188,16 @@ pub async fn execute(client: &Client, level: Level, op: &OpSpec, timeout: Durati
             }
         }
         (OpKind::Write, Value::Int(v)) => {
-            let bytes = v.to_string();
-            match tokio::time::timeout(outer, client.set(key, bytes.as_bytes(), opts))
-                .await
-                .unwrap_or_else(|_| Err(timed_out()))
+            let bytes = encode_value(v, value_bytes);
+            match tokio::time::timeout(outer, client.set(key, &bytes, opts)).await.unwrap_or_else(|_| Err(timed_out()))
             {
                 Ok(version) => ok(op.value, Some(version.into())),
                 Err(e) => completion_for_error(op.value, &e),
             }
         }
         (OpKind::Cas, Value::Cas { expected, new }) => {
-            let (expected_bytes, new_bytes) = (expected.to_string(), new.to_string());
-            let call = client.cas(key, Some(expected_bytes.as_bytes()), new_bytes.as_bytes(), opts);
+            let (expected_bytes, new_bytes) = (encode_value(expected, value_bytes), encode_value(new, value_bytes));
+            let call = client.cas(key, Some(&expected_bytes), &new_bytes, opts);
             match tokio::time::timeout(outer, call).await.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(outcome) if outcome.swapped => ok(op.value, outcome.current.map(|c| c.version.into())),
                 Ok(_) => Completion { kind: EventType::Fail, value: op.value, error: None, version: None, note: None },
@@ -230,9 +230,20 @@ fn fail(value: Value, error: String) -> Completion {
     Completion { kind: EventType::Fail, value, error: Some(error), version: None, note: None }
 }
 
-/// The integer a value's bytes spell in decimal, if they do.
-fn parse_value(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+/// The bytes written for `v`: its decimal digits, padded with `.` to
+/// `value_bytes` (`--value-bytes`: large values exercise the byte bounds of
+/// replication batches, hints and anti-entropy).
+pub fn encode_value(v: i64, value_bytes: usize) -> Vec<u8> {
+    let mut bytes = v.to_string().into_bytes();
+    if bytes.len() < value_bytes {
+        bytes.resize(value_bytes, b'.');
+    }
+    bytes
+}
+
+/// The integer a value's bytes spell in decimal (padding stripped), if they do.
+pub fn parse_value(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.trim_end_matches('.').parse().ok()
 }
 
 #[cfg(test)]
@@ -279,5 +290,10 @@ mod tests {
         assert_eq!(parse_value(b"-1"), Some(-1));
         assert_eq!(parse_value(b"4x"), None);
         assert_eq!(parse_value(b"\xff"), None);
+        assert_eq!(encode_value(42, 0), b"42");
+        let padded = encode_value(-7, 1000);
+        assert_eq!(padded.len(), 1000);
+        assert_eq!(parse_value(&padded), Some(-7));
+        assert_eq!(parse_value(b"4x.."), None);
     }
 }

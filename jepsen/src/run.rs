@@ -75,6 +75,9 @@ pub const TIME_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const RATE_MAX_HZ: f64 = 100_000.0;
 /// The key the level probe writes (not a workload key).
 pub const PROBE_KEY: &str = "jepsen-probe";
+/// Largest `--value-bytes`: the nodes' default `--max-value-bytes` (1 MiB).
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+
 /// `kv serve` flag the harness sets unless given in `serve_args`.
 const ANTI_ENTROPY_FLAG: &str = "--anti-entropy-interval-ms";
 /// Mixed into the seed for the nemesis plan, so the workload and the
@@ -202,6 +205,8 @@ pub struct RunConfig {
     pub anti_entropy_interval: Duration,
     /// Keep the nodes' data directories after the run.
     pub keep_data: bool,
+    /// Pad written values to this many bytes (0: plain decimal).
+    pub value_bytes: usize,
 }
 
 impl RunConfig {
@@ -227,6 +232,12 @@ impl RunConfig {
         }
         if self.ops_per_key == 0 {
             return bad("--ops-per-key must be at least 1".into());
+        }
+        if self.value_bytes > VALUE_BYTES_MAX {
+            return bad(format!(
+                "--value-bytes {} is out of range: at most {VALUE_BYTES_MAX} (the nodes' default --max-value-bytes)",
+                self.value_bytes
+            ));
         }
         if !(self.rate_hz > 0.0 && self.rate_hz <= RATE_MAX_HZ) {
             return bad(format!("--rate {} is out of range: above 0, at most {RATE_MAX_HZ}", self.rate_hz));
@@ -525,6 +536,7 @@ async fn run_register(
         rate_hz: config.rate_hz,
         endpoints: cluster.endpoints(),
         seed: config.seed,
+        value_bytes: config.value_bytes,
     };
     progress(format!(
         "running {} s at level {}, nemesis {}, {} workers, seed {}",
@@ -789,7 +801,7 @@ async fn observe(cluster: &Cluster, keys: &[String]) -> Vec<KeyObservation> {
                 for key in keys {
                     reads.push(match client.get(key.as_bytes(), opts).await {
                         Ok(None) => NodeRead::Cell(NodeCell { value: None, version: None }),
-                        Ok(Some(found)) => match std::str::from_utf8(&found.value).ok().and_then(|s| s.parse().ok()) {
+                        Ok(Some(found)) => match client::parse_value(&found.value) {
                             Some(v) => NodeRead::Cell(NodeCell { value: Some(v), version: Some(found.version.into()) }),
                             None => NodeRead::Garbage(format!("{:?}", String::from_utf8_lossy(&found.value))),
                         },
@@ -851,7 +863,7 @@ async fn final_reads(
                 .map_err(|e| RunError::LevelNotServed { level: config.level, message: e.to_string() })?;
             let op = OpSpec { f: OpKind::Read, key: key.clone(), value: Value::Null };
             recorder.invoke(process, OpKind::Read, key, Value::Null, Phase::FinalRead)?;
-            let completion = client::execute(&client, config.level, &op, timeout).await;
+            let completion = client::execute(&client, config.level, &op, timeout, config.value_bytes).await;
             let done = completion.kind == EventType::Ok;
             recorder.complete(process, completion)?;
             process += 1;
@@ -998,6 +1010,7 @@ mod tests {
             check_timeout: Duration::from_secs(1),
             anti_entropy_interval: Duration::from_millis(700),
             keep_data: false,
+            value_bytes: 0,
         };
         assert_eq!(config.effective_serve_args(), ["--anti-entropy-interval-ms=700", "--no-hinted-handoff"]);
         config.serve_args = vec!["--anti-entropy-interval-ms=50".into()];

@@ -411,3 +411,49 @@ fn linearizable_is_linearizable_under_kill_and_partition() {
     let run = run_harness(&short_args("kill,partition", 22, &[("--level", "linearizable"), ("--op-timeout", "2s")]));
     assert_linearizable(&run);
 }
+
+// Proves (review issue, item 2): leader-lease reads stay linearizable while
+// the leader is cut off and paused — the lease is bounded by what a majority
+// confirmed, and a paused leader's lease runs out while it is stopped.
+#[test]
+fn lease_reads_are_linearizable_under_partition_and_pause() {
+    let run = run_harness(&short_args(
+        "partition,pause",
+        23,
+        &[("--level", "linearizable"), ("--op-timeout", "2s"), ("--serve-arg", "--read-mode=lease")],
+    ));
+    assert_linearizable(&run);
+}
+
+// Proves (review issue, items 1 and 4, and the frequent-snapshot class):
+// a one-node cluster restarts on its data under kill -9; clock jumps of up to
+// an hour on a minority never make the state machine's log time expire the
+// clients' sessions; snapshots every 50 entries while nodes crash.
+#[test]
+fn linearizable_is_linearizable_on_one_node_under_kill_and_clock() {
+    let run = run_harness(&short_args(
+        "kill,clock",
+        24,
+        &[("--level", "linearizable"), ("--nodes", "1"), ("--op-timeout", "2s")],
+    ));
+    assert_linearizable(&run);
+}
+
+#[test]
+fn linearizable_is_linearizable_with_frequent_snapshots_under_kill_and_clock() {
+    let run = run_harness(&short_args(
+        "kill,clock",
+        25,
+        &[("--level", "linearizable"), ("--op-timeout", "2s"), ("--serve-arg", "--raft-snapshot-entries=50")],
+    ));
+    assert_linearizable(&run);
+}
+
+// Proves (review issue, item 7's class): with values of 512 KiB, hints for a
+// killed node, replication and read repair still carry them (batches are
+// bounded in bytes, not only in count) and the replicas converge.
+#[test]
+fn eventual_converges_with_large_values_under_kill() {
+    let run = run_harness(&short_args("kill", 26, &[("--value-bytes", "524288"), ("--rate", "60")]));
+    assert_converged_under(&run, "kill");
+}

@@ -9,8 +9,14 @@
 //! quorum and Raft never order by wall clock).
 //!
 //! Offsets are chosen among [`OFFSETS_MS`] (both signs), some below and
-//! some above capkv's default peer drift bound (500 ms). Heal sets them
-//! back to 0. A restarted node starts at 0 on its own.
+//! some above capkv's default peer drift bound (500 ms), up to an hour:
+//! long jumps are what once let one fast node expire every client session
+//! (the Raft state machine's log time now follows a majority of clocks).
+//! Jumps of [`LONG_OFFSET_MS`] or more hit a minority of the nodes only (so
+//! never the one node of a one-node cluster): a
+//! majority of clocks an hour off is outside the fault model (log time
+//! follows a majority by design). Heal sets them back to 0. A restarted
+//! node starts at 0 on its own.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,7 +30,9 @@ use super::NemesisError;
 use crate::cluster::{Cluster, NodeId};
 
 /// Offset magnitudes the nemesis picks from, in ms.
-pub const OFFSETS_MS: [i64; 4] = [250, 1_000, 10_000, 60_000];
+pub const OFFSETS_MS: [i64; 6] = [250, 1_000, 10_000, 60_000, 900_000, 3_600_000];
+/// Offsets at least this long go to a minority of the nodes only.
+pub const LONG_OFFSET_MS: i64 = 900_000;
 /// Deadline of one admin call.
 pub const ADMIN_TIMEOUT_MS: u64 = 2_000;
 
@@ -33,13 +41,16 @@ pub const ADMIN_TIMEOUT_MS: u64 = 2_000;
 pub fn plan(nodes: &[NodeId], rng: &mut impl Rng) -> BTreeMap<NodeId, i64> {
     assert!(!nodes.is_empty(), "no nodes to skew");
     let count = rng.random_range(1..=nodes.len());
+    // A true minority: none of a one-node cluster (its clock is the majority).
+    let long_ok = count <= (nodes.len() - 1) / 2;
+    let magnitudes: Vec<i64> = OFFSETS_MS.into_iter().filter(|&ms| long_ok || ms < LONG_OFFSET_MS).collect();
     let mut shuffled = nodes.to_vec();
     shuffled.shuffle(rng);
     shuffled
         .into_iter()
         .take(count)
         .map(|id| {
-            let magnitude = OFFSETS_MS[rng.random_range(0..OFFSETS_MS.len())];
+            let magnitude = magnitudes[rng.random_range(0..magnitudes.len())];
             (id, if rng.random_bool(0.5) { magnitude } else { -magnitude })
         })
         .collect()
@@ -95,14 +106,19 @@ mod tests {
         let plans = draw(9);
         assert_eq!(plans, draw(9));
         let mut signs = std::collections::BTreeSet::new();
-        for offsets in &plans {
+        let mut long = 0;
+        for offsets in draw(9).iter().chain(&draw(10)).chain(&draw(11)) {
             assert!(!offsets.is_empty() && offsets.len() <= nodes.len());
             for (id, ms) in offsets {
                 assert!(nodes.contains(id));
                 assert!(OFFSETS_MS.contains(&ms.abs()), "{ms}");
                 signs.insert(ms.signum());
             }
+            let jumps = offsets.values().filter(|ms| ms.abs() >= LONG_OFFSET_MS).count();
+            assert!(jumps == 0 || offsets.len() <= (nodes.len() - 1) / 2, "{offsets:?}");
+            long += jumps;
         }
         assert_eq!(signs, std::collections::BTreeSet::from([-1, 1]));
+        assert!(long > 0, "no jump of an hour or 15 minutes in 150 draws");
     }
 }
