@@ -22,6 +22,12 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_LIST_ENTRIES: usize = 10_000;
 /// Most keys one ReadCells request may name.
 pub const MAX_READ_KEYS: usize = 10_000;
+/// Bytes of cells one ReadCells answer may hold (a single larger cell still
+/// goes): a larger answer is refused rather than let it break the stream
+/// it travels on. Askers cap their requests well below (see
+/// `node::peer_batch`).
+pub const MAX_READ_CELLS_REPLY_BYTES: usize = 64 * 1024 * 1024;
+const _: () = assert!(MAX_READ_CELLS_REPLY_BYTES < super::peers::MAX_PEER_MESSAGE_BYTES);
 /// Answers waiting to go out on one quorum stream; reading more requests
 /// waits when it is full.
 pub const QUORUM_REPLIES_QUEUED: usize = 256;
@@ -78,9 +84,19 @@ fn read_cells(node: &NodeState, req: ReadCellsRequest) -> Result<ReadCellsRespon
         )));
     }
     let mut cells = Vec::with_capacity(req.keys.len());
+    let mut bytes = 0usize;
     for key in &req.keys {
         cells.push(match node.store.get_cell(key).map_err(internal)? {
-            Some(c) => MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) },
+            Some(c) => {
+                bytes += super::peer_batch::cell_bytes(key.len(), c.value.as_ref().map_or(0, |v| v.len()));
+                if bytes > MAX_READ_CELLS_REPLY_BYTES && !cells.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "the cells of {} keys exceed {MAX_READ_CELLS_REPLY_BYTES} bytes; ask for fewer keys",
+                        req.keys.len()
+                    )));
+                }
+                MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) }
+            }
             None => MaybeCell { present: false, cell: None },
         });
     }
