@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod peer_batch;
+pub mod peer_input;
 pub mod peer_service;
 pub mod peers;
 pub mod service;

@@ -49,6 +49,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the storage engine is shut down")]
     Closed,
+    #[error("clock: {0}")]
+    Clock(#[from] crate::clock::ClockError),
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -155,7 +157,7 @@ impl Store {
             }
             None => 0,
         };
-        clock.force(reserved);
+        clock.force(reserved).map_err(|e| StoreError::Corrupt(format!("hlc reservation: {e}")))?;
 
         let digests = Arc::new(Digests::default());
         let mut cells = 0u64;

@@ -50,7 +50,7 @@ async fn reservation_covers_stamps_after_restart() {
     let issued = {
         let s = open(dir.path(), 1);
         let c = fresh(&s, "k", Some("v"), false).await;
-        let lifted = s.clock().next_after(c.version);
+        let lifted = s.clock().next_after(c.version).unwrap();
         s.ensure_reserved(lifted.hlc).await.unwrap();
         lifted.hlc
     };
