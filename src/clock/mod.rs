@@ -363,6 +363,10 @@ mod tests {
         let c = Clock::new(1, 60_000);
         let full = hlc_from_physical_ms(wall_clock_ms() + 30_000) | ((1 << HLC_LOGICAL_BITS) - 2);
         assert!(c.observe(full));
+        // The premise: hlc-gen has no next stamp here (the clock used to
+        // `expect` one, killing whichever thread asked).
+        c.tick_source();
+        assert!(c.hlc.next_timestamp().is_none());
         let mut last = c.current();
         for _ in 0..10 {
             let t = c.now();
