@@ -16,6 +16,16 @@
 //! version above the key's current one ([`Clock::next_after`]), so a write
 //! acknowledged on a node is never shadowed on that node by a stamp from
 //! the future.
+//!
+//! Range policy (issue 19): stamps come from peers, which nothing
+//! authenticates, so the clock's `u64` arithmetic must never be within a
+//! caller's reach of overflow. No stamp at or above [`MAX_STAMP_HLC`] is
+//! taken in (observed, forced, or used as a floor for a new stamp): that
+//! leaves 2^63 stamps of room above anything this clock holds. The peer
+//! services refuse earlier, at [`MAX_PEER_STAMP_AHEAD_MS`] ahead of the
+//! local clock ([`check_peer_stamp`]), and the admin offset is bounded by
+//! [`MAX_CLOCK_OFFSET_MS`]. What is left fails with a [`ClockError`],
+//! never a panic.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -30,12 +40,55 @@ const HLC_EPOCH_UNIX_MS: i64 = 1_704_067_200_000;
 /// Low bits of an HLC stamp that hold the logical counter.
 const HLC_LOGICAL_BITS: u32 = 22;
 
+/// No stamp at or above this is taken in (see the module docs). Its
+/// physical part is in 2093.
+pub const MAX_STAMP_HLC: u64 = 1 << 63;
+/// The clock offset the admin hook may set, either way. The clock-skew
+/// nemesis uses at most a minute; two hours leaves room for experiments
+/// while a skewed node's stamps stay well inside [`MAX_PEER_STAMP_AHEAD_MS`].
+pub const MAX_CLOCK_OFFSET_MS: i64 = 2 * 3_600_000;
+/// How far ahead of the local clock a stamp sent by a peer may be: beyond
+/// two nodes skewed apart by [`MAX_CLOCK_OFFSET_MS`] each, with a wide
+/// margin for real clock error. Further ahead is a bug or an attack.
+pub const MAX_PEER_STAMP_AHEAD_MS: i64 = 24 * 3_600_000;
+const _: () = assert!(2 * MAX_CLOCK_OFFSET_MS < MAX_PEER_STAMP_AHEAD_MS);
+
+/// Why the clock refused a stamp or an offset.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("stamp {hlc} is out of the clock's range (stamps must be below {MAX_STAMP_HLC})")]
+    OutOfRange { hlc: u64 },
+    #[error(
+        "stamp {hlc} is {ahead_ms} ms ahead of this node's clock; at most {MAX_PEER_STAMP_AHEAD_MS} ms is accepted"
+    )]
+    TooFarAhead { hlc: u64, ahead_ms: i64 },
+    #[error("clock offset {offset_ms} ms is beyond ±{MAX_CLOCK_OFFSET_MS} ms")]
+    OffsetOutOfRange { offset_ms: i64 },
+}
+
 /// Clock offset added to the wall clock, for the clock-skew nemesis.
 static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 
-/// Sets the process-wide clock offset; returns the previous one.
-pub fn set_offset_ms(offset_ms: i64) -> i64 {
-    OFFSET_MS.swap(offset_ms, Ordering::SeqCst)
+/// Sets the process-wide clock offset; returns the previous one. Refuses
+/// offsets beyond ±[`MAX_CLOCK_OFFSET_MS`].
+pub fn set_offset_ms(offset_ms: i64) -> Result<i64, ClockError> {
+    if !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&offset_ms) {
+        return Err(ClockError::OffsetOutOfRange { offset_ms });
+    }
+    Ok(OFFSET_MS.swap(offset_ms, Ordering::SeqCst))
+}
+
+/// Whether a stamp sent by a peer is acceptable: below [`MAX_STAMP_HLC`]
+/// and at most [`MAX_PEER_STAMP_AHEAD_MS`] ahead of the local wall clock.
+pub fn check_peer_stamp(hlc: u64) -> Result<(), ClockError> {
+    if hlc >= MAX_STAMP_HLC {
+        return Err(ClockError::OutOfRange { hlc });
+    }
+    let ahead_ms = hlc_physical_ms(hlc).saturating_sub(wall_clock_ms());
+    if ahead_ms > MAX_PEER_STAMP_AHEAD_MS {
+        return Err(ClockError::TooFarAhead { hlc, ahead_ms });
+    }
+    Ok(())
 }
 
 pub fn offset_ms() -> i64 {
@@ -46,7 +99,7 @@ pub fn offset_ms() -> i64 {
 pub fn wall_clock_ms() -> i64 {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    now + offset_ms()
+    now.saturating_add(offset_ms())
 }
 
 /// The physical part of an HLC stamp, in ms since the Unix epoch.
@@ -116,7 +169,10 @@ impl Clock {
     /// A fresh stamp for a local event; strictly greater than every stamp
     /// this clock handed out or observed before.
     pub fn now(&self) -> u64 {
-        self.issue_above(0)
+        // Cannot fail: nothing at or above MAX_STAMP_HLC is taken in, so
+        // the last stamp is below MAX_STAMP_HLC plus the stamps issued
+        // since, far from u64::MAX.
+        self.issue_above(0).expect("the clock ran out of stamps with a zero floor")
     }
 
     /// A fresh version for a local write of this node.
@@ -124,30 +180,38 @@ impl Clock {
         Version::new(self.now(), self.node_id)
     }
 
-    /// A fresh version of this node strictly greater than `floor`.
-    pub fn next_after(&self, floor: Version) -> Version {
-        let v = Version::new(self.issue_above(floor.hlc), self.node_id);
+    /// A fresh version of this node strictly greater than `floor`; an error
+    /// when `floor` is out of the clock's range (a stamp no healthy node
+    /// issues).
+    pub fn next_after(&self, floor: Version) -> Result<Version, ClockError> {
+        let v = Version::new(self.issue_above(floor.hlc)?, self.node_id);
         assert!(v > floor, "issued version {v} not above floor {floor}");
-        v
+        Ok(v)
     }
 
     /// Issues a stamp > `floor_hlc`, > every stamp issued before, and >= the
     /// HLC's next stamp.
-    fn issue_above(&self, floor_hlc: u64) -> u64 {
+    fn issue_above(&self, floor_hlc: u64) -> Result<u64, ClockError> {
+        if floor_hlc >= MAX_STAMP_HLC {
+            return Err(ClockError::OutOfRange { hlc: floor_hlc });
+        }
         self.tick_source();
-        let hlc_next = self
-            .hlc
-            .next_timestamp()
-            .expect("HLC overflow: the logical counter or the physical time is out of range")
-            .as_u64();
+        // hlc-gen has no stamp left when its logical counter is full within
+        // one millisecond (a peer's stamp can fill it) or the physical time
+        // is past its range; the next stamp above its state does as well.
+        let hlc_next = match self.hlc.next_timestamp() {
+            Some(ts) => ts.as_u64(),
+            None => self.hlc.timestamp().as_u64().saturating_add(1),
+        };
+        let above_floor = floor_hlc + 1; // floor_hlc < MAX_STAMP_HLC
         let mut issued = 0;
         self.last_issued
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                issued = hlc_next.max(floor_hlc + 1).max(last + 1);
+                issued = hlc_next.max(above_floor).max(last.checked_add(1)?);
                 Some(issued)
             })
-            .expect("closure always returns Some");
-        issued
+            .map(|_| issued)
+            .map_err(|last| ClockError::OutOfRange { hlc: last })
     }
 
     /// Takes note of a stamp seen on a message from a peer. Returns false
@@ -156,6 +220,10 @@ impl Clock {
     pub fn observe(&self, hlc: u64) -> bool {
         if hlc == 0 {
             return true;
+        }
+        if hlc >= MAX_STAMP_HLC {
+            tracing::warn!(hlc, "stamp out of the clock's range; not advancing the local clock");
+            return false;
         }
         let ahead_ms = hlc_physical_ms(hlc) - wall_clock_ms();
         if self.max_drift_ms > 0 && ahead_ms > self.max_drift_ms {
@@ -170,20 +238,24 @@ impl Clock {
             }
             return false;
         }
-        self.force(hlc);
+        self.force(hlc).expect("checked against MAX_STAMP_HLC above");
         true
     }
 
     /// Moves the clock to at least `hlc`, without a drift check. Used at
     /// start-up with the persisted stamp reservation, so a restarted node
     /// never re-issues a stamp even if the wall clock went backwards.
-    pub fn force(&self, hlc: u64) {
+    pub fn force(&self, hlc: u64) -> Result<(), ClockError> {
+        if hlc >= MAX_STAMP_HLC {
+            return Err(ClockError::OutOfRange { hlc });
+        }
         self.last_issued.fetch_max(hlc, Ordering::SeqCst);
         self.tick_source();
         if let Ok(ts) = HlcTimestamp::try_from(hlc) {
             // max_drift is 0, so update() cannot fail on drift.
             let _ = self.hlc.update(&ts);
         }
+        Ok(())
     }
 
     /// The latest stamp issued or observed, without advancing.
@@ -241,7 +313,7 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let c = c.clone();
-                std::thread::spawn(move || (0..1000).map(|_| c.next_after(floor).hlc).collect::<Vec<_>>())
+                std::thread::spawn(move || (0..1000).map(|_| c.next_after(floor).unwrap().hlc).collect::<Vec<_>>())
             })
             .collect();
         let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
@@ -256,8 +328,70 @@ mod tests {
     fn next_after_exceeds_floor() {
         let c = Clock::new(2, 1_000);
         let floor = Version::new(hlc_from_physical_ms(wall_clock_ms() + 3_600_000), 3);
-        let v = c.next_after(floor);
+        let v = c.next_after(floor).unwrap();
         assert!(v > floor);
         assert_eq!(v.node_id, 2);
+    }
+
+    #[test]
+    fn a_floor_out_of_range_is_an_error_and_the_clock_goes_on() {
+        // Issue 19, item 8: `floor_hlc + 1` overflowed for a cell stamped
+        // u64::MAX and the writer thread died on the assert.
+        let c = Clock::new(1, 1_000);
+        for hlc in [u64::MAX, u64::MAX - 1, MAX_STAMP_HLC] {
+            assert_eq!(c.next_after(Version::new(hlc, 2)), Err(ClockError::OutOfRange { hlc }));
+        }
+        let below = Version::new(MAX_STAMP_HLC - 1, 2);
+        assert!(c.next_after(below).unwrap() > below);
+        // The clock still has room: plain stamps keep increasing.
+        let (a, b) = (c.now(), c.now());
+        assert!(b > a && a > below.hlc);
+    }
+
+    #[test]
+    fn out_of_range_stamps_are_not_taken_in() {
+        let c = Clock::new(1, 0);
+        assert!(!c.observe(u64::MAX));
+        assert_eq!(c.force(u64::MAX), Err(ClockError::OutOfRange { hlc: u64::MAX }));
+        assert!(c.now() < MAX_STAMP_HLC);
+    }
+
+    #[test]
+    fn a_full_logical_counter_does_not_stop_the_clock() {
+        // A peer stamp within the drift bound but with the logical counter
+        // nearly full leaves hlc-gen no next stamp in that millisecond.
+        let c = Clock::new(1, 60_000);
+        let full = hlc_from_physical_ms(wall_clock_ms() + 30_000) | ((1 << HLC_LOGICAL_BITS) - 2);
+        assert!(c.observe(full));
+        // The premise: hlc-gen has no next stamp here (the clock used to
+        // `expect` one, killing whichever thread asked).
+        c.tick_source();
+        assert!(c.hlc.next_timestamp().is_none());
+        let mut last = c.current();
+        for _ in 0..10 {
+            let t = c.now();
+            assert!(t > last);
+            last = t;
+        }
+    }
+
+    #[test]
+    fn peer_stamps_are_bounded_ahead_of_the_local_clock() {
+        assert_eq!(check_peer_stamp(u64::MAX), Err(ClockError::OutOfRange { hlc: u64::MAX }));
+        let day_and_more = hlc_from_physical_ms(wall_clock_ms() + MAX_PEER_STAMP_AHEAD_MS + 60_000);
+        assert!(matches!(check_peer_stamp(day_and_more), Err(ClockError::TooFarAhead { .. })));
+        let skewed = hlc_from_physical_ms(wall_clock_ms() + 2 * MAX_CLOCK_OFFSET_MS);
+        assert_eq!(check_peer_stamp(skewed), Ok(()));
+        assert_eq!(check_peer_stamp(0), Ok(()));
+    }
+
+    #[test]
+    fn clock_offsets_are_bounded() {
+        // Refusals leave the process-wide offset alone (other tests read it).
+        for offset_ms in [MAX_CLOCK_OFFSET_MS + 1, -MAX_CLOCK_OFFSET_MS - 1, i64::MIN, i64::MAX, 24 * 3_600_000] {
+            assert_eq!(set_offset_ms(offset_ms), Err(ClockError::OffsetOutOfRange { offset_ms }));
+        }
+        assert_eq!(offset_ms(), 0);
+        assert_eq!(set_offset_ms(0), Ok(0));
     }
 }

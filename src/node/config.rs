@@ -15,6 +15,9 @@ use crate::topic::TopicSettings;
 /// Longest key accepted, in bytes (DESIGN §5).
 pub const MAX_KEY_BYTES: usize = 4096;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest `--max-value-bytes` accepted: a peer message of one such cell
+/// must fit under the peer message limit (see `node::peer_batch`).
+pub const MAX_CONFIGURABLE_VALUE_BYTES: usize = 64 * 1024 * 1024;
 /// Default deadline of a client request (like etcdctl's command timeout).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// Share of eventual gets followed by a background read repair.
@@ -253,8 +256,10 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         }
     };
     let max_value_bytes = o.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
-    if max_value_bytes == 0 || max_value_bytes > 64 * 1024 * 1024 {
-        return err(format!("--max-value-bytes {max_value_bytes} is out of range: expected 1 to 67108864"));
+    if max_value_bytes == 0 || max_value_bytes > MAX_CONFIGURABLE_VALUE_BYTES {
+        return err(format!(
+            "--max-value-bytes {max_value_bytes} is out of range: expected 1 to {MAX_CONFIGURABLE_VALUE_BYTES}"
+        ));
     }
     let request_timeout_ms = o.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
     if request_timeout_ms == 0 {

@@ -10,6 +10,8 @@
 //! shutdown begins (the server's graceful stop waits for open requests).
 
 pub mod config;
+pub mod peer_batch;
+pub mod peer_input;
 pub mod peer_service;
 pub mod peers;
 pub mod service;
@@ -110,12 +112,14 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         cancel.clone(),
         &tracker,
         cfg.read_repair_chance,
+        cfg.max_value_bytes,
     );
     anti_entropy::start(
         store.clone(),
         peers.clone(),
         metrics.clone(),
         cfg.anti_entropy_interval_ms,
+        cfg.max_value_bytes,
         cancel.clone(),
         &tracker,
     );
@@ -124,6 +128,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         store.clone(),
         peers.clone(),
         QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
+        cfg.max_value_bytes,
         metrics.clone(),
         cancel.clone(),
         &tracker,

@@ -1,4 +1,7 @@
 //! The node-to-node gRPC service: what peers ask of this node.
+//!
+//! Every handler checks its input first ([`super::peer_input`]): the
+//! service is reachable by anyone who reaches the client port.
 
 use std::sync::Arc;
 
@@ -6,6 +9,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::peer_input::{check_cells, check_peer, check_raft_message, check_snapshot_header, check_stamp};
 use super::NodeState;
 use crate::levels::linear::snapshot::SnapMeta;
 use crate::proto::peer::peer_server::Peer;
@@ -22,6 +26,12 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_LIST_ENTRIES: usize = 10_000;
 /// Most keys one ReadCells request may name.
 pub const MAX_READ_KEYS: usize = 10_000;
+/// Bytes of cells one ReadCells answer may hold (a single larger cell still
+/// goes): a larger answer is refused rather than let it break the stream
+/// it travels on. Askers cap their requests well below (see
+/// `node::peer_batch`).
+pub const MAX_READ_CELLS_REPLY_BYTES: usize = 64 * 1024 * 1024;
+const _: () = assert!(MAX_READ_CELLS_REPLY_BYTES < super::peers::MAX_PEER_MESSAGE_BYTES);
 /// Answers waiting to go out on one quorum stream; reading more requests
 /// waits when it is full.
 pub const QUORUM_REPLIES_QUEUED: usize = 256;
@@ -48,16 +58,13 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 fn check_member(node: &NodeState, from: u32) -> Result<(), Status> {
-    if node.cfg.cluster.contains_key(&from) {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!("node {from} is not a member of this cluster")))
-    }
+    check_peer(&node.cfg.cluster, node.cfg.id, from)
 }
 
 /// LWW-merges the cells, durably.
 async fn replicate(node: &NodeState, req: CellsRequest) -> Result<CellsResponse, Status> {
     check_member(node, req.from_node)?;
+    check_cells(&req.cells)?;
     let ops: Vec<WriteOp> =
         req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
     if ops.is_empty() {
@@ -78,9 +85,19 @@ fn read_cells(node: &NodeState, req: ReadCellsRequest) -> Result<ReadCellsRespon
         )));
     }
     let mut cells = Vec::with_capacity(req.keys.len());
+    let mut bytes = 0usize;
     for key in &req.keys {
         cells.push(match node.store.get_cell(key).map_err(internal)? {
-            Some(c) => MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) },
+            Some(c) => {
+                bytes += super::peer_batch::cell_bytes(key.len(), c.value.as_ref().map_or(0, |v| v.len()));
+                if bytes > MAX_READ_CELLS_REPLY_BYTES && !cells.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "the cells of {} keys exceed {MAX_READ_CELLS_REPLY_BYTES} bytes; ask for fewer keys",
+                        req.keys.len()
+                    )));
+                }
+                MaybeCell { present: true, cell: Some(cell_to_peer(key, &c)) }
+            }
             None => MaybeCell { present: false, cell: None },
         });
     }
@@ -166,6 +183,12 @@ impl Peer for PeerService {
                 req.bucket_count
             )));
         }
+        if req.buckets.len() > BUCKETS as usize || req.buckets.iter().any(|&b| b >= BUCKETS) {
+            return Err(Status::invalid_argument(format!(
+                "{} buckets listed; at most {BUCKETS}, each below {BUCKETS}",
+                req.buckets.len()
+            )));
+        }
         let limit = (req.limit as usize).clamp(1, MAX_LIST_ENTRIES);
         let store = self.node.store.clone();
         let (entries, more) =
@@ -182,6 +205,8 @@ impl Peer for PeerService {
 
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let req = req.into_inner();
+        self.check_member(req.from_node)?;
+        check_stamp(req.hlc)?;
         self.node.store.clock().observe(req.hlc);
         Ok(Response::new(PingResponse { node_id: self.node.cfg.id, hlc: self.node.store.clock().now() }))
     }
@@ -199,10 +224,10 @@ impl Peer for PeerService {
             self.check_member(batch.from_node)?;
             let mut msgs = Vec::with_capacity(batch.messages.len());
             for m in &batch.messages {
-                msgs.push(
-                    raft::eraftpb::Message::parse_from_bytes(m)
-                        .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?,
-                );
+                let m = raft::eraftpb::Message::parse_from_bytes(m)
+                    .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+                check_raft_message(&m, batch.from_node, self.node.cfg.id)?;
+                msgs.push(m);
             }
             if batch.lost_log {
                 self.node.linear.peer_lost_log(batch.from_node, batch.log_last_index);
@@ -226,6 +251,7 @@ impl Peer for PeerService {
             if header.is_none() {
                 let m = raft::eraftpb::Message::parse_from_bytes(&chunk.message)
                     .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                check_snapshot_header(&m, chunk.from_node, self.node.cfg.id)?;
                 let meta = m.get_snapshot().get_metadata();
                 let name = SnapMeta { index: meta.index, term: meta.term }.file_name();
                 let tmp = snapshots.path(&format!("{name}.recv.tmp"));

@@ -18,11 +18,7 @@ impl TopicPeerService {
     }
 
     fn check_member(&self, from: u32) -> Result<(), Status> {
-        if self.node.cfg.cluster.contains_key(&from) && from != self.node.cfg.id {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!("node {from} is not a peer in this cluster")))
-        }
+        super::peer_input::check_peer(&self.node.cfg.cluster, self.node.cfg.id, from)
     }
 }
 

@@ -49,6 +49,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the storage engine is shut down")]
     Closed,
+    #[error("clock: {0}")]
+    Clock(#[from] crate::clock::ClockError),
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -155,7 +157,7 @@ impl Store {
             }
             None => 0,
         };
-        clock.force(reserved);
+        clock.force(reserved).map_err(|e| StoreError::Corrupt(format!("hlc reservation: {e}")))?;
 
         let digests = Arc::new(Digests::default());
         let mut cells = 0u64;
@@ -278,8 +280,18 @@ impl Store {
         Ok((out, false))
     }
 
-    /// Hints for `peer`, in key order after `after_key`, at most `limit`.
-    pub fn scan_hints(&self, peer: NodeId, after_key: &[u8], limit: usize) -> Result<Vec<(Bytes, Cell)>, StoreError> {
+    /// Hints for `peer`, in key order after `after_key`: at most `limit`
+    /// and, past the first, at most `bytes_max` of keys plus encoded cells
+    /// (a page must fit in one peer message, see `node::peer_batch`).
+    pub fn scan_hints(
+        &self,
+        peer: NodeId,
+        after_key: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<(Bytes, Cell)>, StoreError> {
+        assert!(limit > 0 && bytes_max > 0, "an empty hint page");
+        let mut bytes = 0usize;
         let prefix = keys::hint_prefix(peer);
         let start = keys::hint_key(peer, after_key);
         let mut ro = ReadOptions::default();
@@ -298,6 +310,11 @@ impl Store {
             if !after_key.is_empty() && user_key == after_key {
                 continue;
             }
+            let hint_bytes = user_key.len() + v.len();
+            if !out.is_empty() && bytes.saturating_add(hint_bytes) > bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(hint_bytes);
             out.push((Bytes::copy_from_slice(user_key), Cell::decode(&v)?));
             if out.len() == limit {
                 break;

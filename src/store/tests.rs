@@ -50,7 +50,7 @@ async fn reservation_covers_stamps_after_restart() {
     let issued = {
         let s = open(dir.path(), 1);
         let c = fresh(&s, "k", Some("v"), false).await;
-        let lifted = s.clock().next_after(c.version);
+        let lifted = s.clock().next_after(c.version).unwrap();
         s.ensure_reserved(lifted.hlc).await.unwrap();
         lifted.hlc
     };
@@ -124,10 +124,27 @@ async fn hints_are_written_with_the_cell_and_cleared_by_version() {
     let c2 = fresh(&s, "k", Some("v2"), true).await;
     // Clearing the hint with the old version must not drop the newer write.
     s.write(vec![WriteOp::ClearHint { peer: 2, key: b("k"), version: c1.version }], false).await.unwrap();
-    assert_eq!(s.scan_hints(2, b"", 10).unwrap(), vec![(b("k"), c2.clone())]);
+    assert_eq!(s.scan_hints(2, b"", 10, 1 << 20).unwrap(), vec![(b("k"), c2.clone())]);
     s.write(vec![WriteOp::ClearHint { peer: 2, key: b("k"), version: c2.version }], false).await.unwrap();
     assert_eq!(s.count_hints(2, 100).unwrap(), 0);
     assert_eq!(s.count_hints(3, 100).unwrap(), 1);
+}
+
+#[tokio::test]
+async fn hint_pages_are_cut_by_bytes_as_well_as_count() {
+    // Issue 19, item 7: a page of hints is one peer message, so it must stay
+    // under a byte cap; a single hint larger than the cap still comes alone.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let big = "x".repeat(1000);
+    for k in ["a", "b", "c", "d"] {
+        fresh(&s, k, Some(&big), true).await;
+    }
+    let keys = |page: Vec<(Bytes, Cell)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(keys(s.scan_hints(2, b"", 10, 2_500).unwrap()), vec![b("a"), b("b")]);
+    assert_eq!(keys(s.scan_hints(2, b"b", 10, 2_500).unwrap()), vec![b("c"), b("d")]);
+    assert_eq!(keys(s.scan_hints(2, b"", 10, 10).unwrap()), vec![b("a")]);
+    assert_eq!(keys(s.scan_hints(2, b"", 3, 1 << 20).unwrap()).len(), 3);
 }
 
 #[tokio::test]

@@ -179,7 +179,7 @@ impl Writer {
         // (by anyone on this node) approach it.
         let issued = self.clock.current();
         let reserved = self.reserved_hlc.load(Ordering::SeqCst);
-        let new_reservation = if issued + hlc_delta_ms(HLC_RESERVE_AHEAD_MS / 2) >= reserved {
+        let new_reservation = if issued.saturating_add(hlc_delta_ms(HLC_RESERVE_AHEAD_MS / 2)) >= reserved {
             let r = hlc_from_physical_ms(hlc_physical_ms(issued) + HLC_RESERVE_AHEAD_MS);
             batch.put_cf(cf(&self.db, Cf::Meta), keys::META_HLC_RESERVED, r.to_be_bytes());
             Some(r)
@@ -283,7 +283,7 @@ impl Writer {
             WriteOp::Fresh { key, value, origin, hints: with_hints } => {
                 let current = self.current_cell(cells, key)?;
                 let floor = current.as_ref().map_or(Version::ZERO, |c| c.version);
-                let cell = Cell { value: value.clone(), version: self.clock.next_after(floor), origin: *origin };
+                let cell = Cell { value: value.clone(), version: self.clock.next_after(floor)?, origin: *origin };
                 self.put_cell(batch, cells, pending, key, current.as_ref(), cell.clone());
                 if *with_hints {
                     self.put_hints(batch, hints, key, &cell);
@@ -302,7 +302,7 @@ impl Writer {
                     return Ok(OpOutcome::Cas { swapped: false, current: current.filter(|c| !c.is_tombstone()) });
                 }
                 let floor = current.as_ref().map_or(Version::ZERO, |c| c.version);
-                let cell = Cell::value(new_value.clone(), self.clock.next_after(floor), *origin);
+                let cell = Cell::value(new_value.clone(), self.clock.next_after(floor)?, *origin);
                 self.put_cell(batch, cells, pending, key, current.as_ref(), cell.clone());
                 if *with_hints {
                     self.put_hints(batch, hints, key, &cell);

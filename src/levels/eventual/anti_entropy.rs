@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{NodeId, Version};
 use crate::metrics::{add, inc, Metrics};
+use crate::node::peer_batch::{cell_bytes, read_keys_per_request, ByteBudget};
 use crate::node::peers::{call, request, Peers};
 use crate::proto::peer::{CellsRequest, DigestRequest, ListBucketsRequest, ReadCellsRequest};
 use crate::store::{Store, WriteOp, BUCKETS};
@@ -27,8 +28,13 @@ use crate::wire::{cell_from_peer, cell_to_peer};
 
 /// Entries listed per page on each side.
 pub const LIST_PAGE_ENTRIES: usize = 2_000;
-/// Keys moved per RPC.
+/// Keys moved per RPC at most.
 pub const TRANSFER_BATCH_KEYS: usize = 256;
+/// Bytes of cells pushed per `Replicate` at most (a larger cell goes alone).
+pub const MAX_AE_PUSH_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of the answer to one pulling `ReadCells`, counting every value at
+/// the largest accepted size (see [`read_keys_per_request`]).
+pub const MAX_AE_PULL_REPLY_BYTES: usize = 32 * 1024 * 1024;
 /// Keys examined per round at most; the rest waits for the next round.
 pub const MAX_KEYS_PER_ROUND: usize = 200_000;
 pub const AE_RPC_TIMEOUT_MS: u64 = 5_000;
@@ -110,6 +116,7 @@ pub fn start(
     peers: Arc<Peers>,
     metrics: Arc<Metrics>,
     interval_ms: u64,
+    max_value_bytes: usize,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -126,7 +133,7 @@ pub fn start(
             }
             let peer = ids[next % ids.len()];
             next += 1;
-            match run_round(&store, &peers, &metrics, peer).await {
+            match run_round(&store, &peers, &metrics, peer, max_value_bytes).await {
                 Ok((pushed, pulled)) if pushed + pulled > 0 => {
                     tracing::info!(peer, pushed, pulled, "anti-entropy repaired cells");
                 }
@@ -138,11 +145,14 @@ pub fn start(
 }
 
 /// One anti-entropy round with `peer`; returns (cells pushed, cells pulled).
+/// `max_value_bytes` (the cluster's `--max-value-bytes`) bounds the keys
+/// pulled per request.
 pub async fn run_round(
     store: &Arc<Store>,
     peers: &Peers,
     metrics: &Metrics,
     peer: NodeId,
+    max_value_bytes: usize,
 ) -> Result<(usize, usize), String> {
     inc(&metrics.anti_entropy_rounds);
     let me = peers.self_id();
@@ -191,7 +201,7 @@ pub async fn run_round(
         examined += lw.len().max(rw.len());
         let diff = reconcile(&lw, &rw);
         pushed += push(store, &mut client, me, &diff.push).await?;
-        pulled += pull(store, &mut client, me, &diff.pull).await?;
+        pulled += pull(store, &mut client, me, &diff.pull, max_value_bytes).await?;
         match end {
             Some(end) if examined < MAX_KEYS_PER_ROUND => after = end,
             _ => break,
@@ -204,26 +214,51 @@ pub async fn run_round(
 
 type PeerClient = crate::proto::peer::peer_client::PeerClient<tonic::transport::Channel>;
 
+/// Pushes the cells of `keys` in batches capped by count and bytes.
 async fn push(store: &Store, client: &mut PeerClient, me: NodeId, keys: &[Bytes]) -> Result<usize, String> {
     let mut n = 0;
-    for chunk in keys.chunks(TRANSFER_BATCH_KEYS) {
-        let mut cells = Vec::with_capacity(chunk.len());
-        for k in chunk {
-            if let Some(c) = store.get_cell(k).map_err(|e| e.to_string())? {
-                cells.push(cell_to_peer(k, &c));
-            }
+    let mut cells = Vec::new();
+    let mut budget = ByteBudget::new(TRANSFER_BATCH_KEYS, MAX_AE_PUSH_BATCH_BYTES);
+    for k in keys {
+        let Some(c) = store.get_cell(k).map_err(|e| e.to_string())? else { continue };
+        let bytes = cell_bytes(k.len(), c.value.as_ref().map_or(0, |v| v.len()));
+        if !budget.admits(bytes) {
+            n += send_cells(client, me, std::mem::take(&mut cells)).await?;
+            budget = ByteBudget::new(TRANSFER_BATCH_KEYS, MAX_AE_PUSH_BATCH_BYTES);
         }
-        n += cells.len();
-        call(AE_RPC_TIMEOUT_MS, client.replicate(request(CellsRequest { from_node: me, cells }, AE_RPC_TIMEOUT_MS)))
-            .await
-            .map_err(|s| s.message().to_string())?;
+        budget.add(bytes);
+        cells.push(cell_to_peer(k, &c));
+    }
+    if !cells.is_empty() {
+        n += send_cells(client, me, cells).await?;
     }
     Ok(n)
 }
 
-async fn pull(store: &Store, client: &mut PeerClient, me: NodeId, keys: &[Bytes]) -> Result<usize, String> {
+async fn send_cells(
+    client: &mut PeerClient,
+    me: NodeId,
+    cells: Vec<crate::proto::peer::Cell>,
+) -> Result<usize, String> {
+    let n = cells.len();
+    call(AE_RPC_TIMEOUT_MS, client.replicate(request(CellsRequest { from_node: me, cells }, AE_RPC_TIMEOUT_MS)))
+        .await
+        .map_err(|s| s.message().to_string())?;
+    Ok(n)
+}
+
+/// Pulls the cells of `keys`, as many keys per request as fit an answer of
+/// values of `max_value_bytes` each.
+async fn pull(
+    store: &Store,
+    client: &mut PeerClient,
+    me: NodeId,
+    keys: &[Bytes],
+    max_value_bytes: usize,
+) -> Result<usize, String> {
     let mut n = 0;
-    for chunk in keys.chunks(TRANSFER_BATCH_KEYS) {
+    let keys_per_request = read_keys_per_request(max_value_bytes, MAX_AE_PULL_REPLY_BYTES, TRANSFER_BATCH_KEYS);
+    for chunk in keys.chunks(keys_per_request) {
         let read = ReadCellsRequest { from_node: me, keys: chunk.to_vec() };
         let reply = call(AE_RPC_TIMEOUT_MS, client.read_cells(request(read, AE_RPC_TIMEOUT_MS)))
             .await

@@ -28,13 +28,22 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
 use crate::metrics::{add, inc, Metrics};
+use crate::node::peer_batch::{cell_bytes, chunks_within, read_keys_per_request};
 use crate::node::peers::{call, request, Peers};
 use crate::proto::peer::{CellsRequest, ReadCellsRequest};
 use crate::store::{Cell, Store, WriteOp};
 use crate::wire::{cell_from_peer, cell_to_peer};
 
 pub const REPAIR_QUEUE_KEYS: usize = 4096;
+/// Keys compared per round at most; fewer when values may be large (see
+/// [`MAX_REPAIR_READ_REPLY_BYTES`]).
 pub const MAX_REPAIR_BATCH_KEYS: usize = 256;
+/// Bytes of the answer to one `ReadCells` of a round, counting every value
+/// at the largest accepted size (see [`read_keys_per_request`]).
+pub const MAX_REPAIR_READ_REPLY_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of cells pushed to one peer per `Replicate` at most (a larger cell
+/// goes alone).
+pub const MAX_REPAIR_PUSH_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub const REPAIR_TIMEOUT_MS: u64 = 1_000;
 /// How long the first queued key waits for others to share its round
 /// (Kafka's `linger.ms` idea). Without it a busy node sent one small
@@ -66,10 +75,12 @@ impl ReadRepair {
         cancel: CancellationToken,
         tracker: &TaskTracker,
         chance: f64,
+        max_value_bytes: usize,
     ) -> ReadRepair {
         assert!((0.0..=1.0).contains(&chance), "read repair chance {chance} outside [0, 1]");
         let (tx, rx) = mpsc::channel(REPAIR_QUEUE_KEYS);
-        tracker.spawn(run(store, peers, metrics, cancel, rx));
+        let batch_keys = read_keys_per_request(max_value_bytes, MAX_REPAIR_READ_REPLY_BYTES, MAX_REPAIR_BATCH_KEYS);
+        tracker.spawn(run(store, peers, metrics, cancel, rx, batch_keys));
         ReadRepair { tx, chance }
     }
 
@@ -128,6 +139,7 @@ async fn run(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     mut rx: mpsc::Receiver<Bytes>,
+    batch_keys: usize,
 ) {
     let mut recent = RecentKeys::new(Duration::from_millis(REPAIR_KEY_INTERVAL_MS), MAX_RECENT_KEYS_BYTES);
     loop {
@@ -150,7 +162,7 @@ async fn run(
         let mut skipped = 0u64;
         // Bounded: at most a queue's worth of keys per round.
         for _ in 0..REPAIR_QUEUE_KEYS {
-            if keys.len() >= MAX_REPAIR_BATCH_KEYS {
+            if keys.len() >= batch_keys {
                 break;
             }
             match rx.try_recv() {
@@ -215,8 +227,16 @@ pub async fn repair(store: &Store, peers: &Peers, metrics: &Metrics, keys: &[Byt
     }
     join_all(pushes.into_iter().map(|(id, cells)| {
         let mut client = peers.client(id);
-        let req = CellsRequest { from_node: peers.self_id(), cells };
-        async move { call(REPAIR_TIMEOUT_MS, client.replicate(request(req, REPAIR_TIMEOUT_MS))).await }
+        let me = peers.self_id();
+        async move {
+            let size = |c: &crate::proto::peer::Cell| cell_bytes(c.key.len(), c.value.len());
+            for chunk in chunks_within(&cells, MAX_REPAIR_BATCH_KEYS, MAX_REPAIR_PUSH_BATCH_BYTES, size) {
+                let req = CellsRequest { from_node: me, cells: chunk.to_vec() };
+                if call(REPAIR_TIMEOUT_MS, client.replicate(request(req, REPAIR_TIMEOUT_MS))).await.is_err() {
+                    break;
+                }
+            }
+        }
     }))
     .await;
     if fixed > 0 {

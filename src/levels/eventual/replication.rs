@@ -27,17 +27,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
 use crate::metrics::{add, inc, Metrics};
-use crate::node::peers::{call, request, Peers};
+use crate::node::config::{MAX_CONFIGURABLE_VALUE_BYTES, MAX_KEY_BYTES};
+use crate::node::peer_batch::{cell_bytes, PEER_CELL_OVERHEAD_BYTES};
+use crate::node::peers::{call, request, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::proto::peer::CellsRequest;
 use crate::store::{Cell, Store, WriteOp};
 use crate::wire::cell_to_peer;
 
 /// Cells waiting in memory per peer; beyond this the hints carry them.
 pub const PEER_QUEUE_CELLS: usize = 16 * 1024;
-/// Cells per replication RPC.
-pub const MAX_BATCH_CELLS: usize = 512;
-/// Payload bytes per replication RPC (a single larger cell still goes alone).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Cells per replication RPC (live batches and hint replay pages).
+pub const MAX_REPLICATION_BATCH_CELLS: usize = 512;
+/// Payload bytes per replication RPC, live or replayed (a single larger
+/// cell still goes alone). A live batch may pass it by its last cell, so
+/// the cap plus the largest cell must fit in one peer message.
+pub const MAX_REPLICATION_BATCH_BYTES: usize = 4 * 1024 * 1024;
+const _: () = assert!(
+    MAX_REPLICATION_BATCH_BYTES + MAX_CONFIGURABLE_VALUE_BYTES + MAX_KEY_BYTES + PEER_CELL_OVERHEAD_BYTES
+        < MAX_PEER_MESSAGE_BYTES
+);
 pub const REPLICATE_TIMEOUT_MS: u64 = 2_000;
 pub const RETRY_MIN_MS: u64 = 100;
 pub const RETRY_MAX_MS: u64 = 1_000;
@@ -155,12 +163,12 @@ impl PeerTask {
                 }
                 first = rx.recv() => {
                     let Some(first) = first else { return };
+                    let mut bytes = cell_bytes(first.0.len(), first.1.encoded_len());
                     let mut batch = vec![first];
-                    let mut bytes = batch[0].1.encoded_len();
-                    while batch.len() < MAX_BATCH_CELLS && bytes < MAX_BATCH_BYTES {
+                    while batch.len() < MAX_REPLICATION_BATCH_CELLS && bytes < MAX_REPLICATION_BATCH_BYTES {
                         match rx.try_recv() {
                             Ok(item) => {
-                                bytes += item.0.len() + item.1.encoded_len();
+                                bytes += cell_bytes(item.0.len(), item.1.encoded_len());
                                 batch.push(item);
                             }
                             Err(_) => break,
@@ -192,15 +200,18 @@ impl PeerTask {
         }
     }
 
-    /// Sends one page of hints after `after`; the last key sent, or `None`
-    /// when there was nothing.
+    /// Sends one page of hints after `after` (capped by count and bytes, so
+    /// it fits in one peer message whatever the values' sizes); the last key
+    /// sent, or `None` when there was nothing.
     async fn replay_page(&self, after: &[u8]) -> Result<Option<Bytes>, String> {
         let store = self.store.clone();
         let (peer, after_owned) = (self.peer, after.to_vec());
-        let hints = tokio::task::spawn_blocking(move || store.scan_hints(peer, &after_owned, MAX_BATCH_CELLS))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let hints = tokio::task::spawn_blocking(move || {
+            store.scan_hints(peer, &after_owned, MAX_REPLICATION_BATCH_CELLS, MAX_REPLICATION_BATCH_BYTES)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         let Some(last) = hints.last().map(|(k, _)| k.clone()) else { return Ok(None) };
         let n = hints.len() as u64;
         self.deliver(&hints).await?;

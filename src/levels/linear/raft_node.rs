@@ -1029,7 +1029,7 @@ pub async fn install(
     name: &str,
     cs: &raft::eraftpb::ConfState,
 ) -> Result<(), StoreError> {
-    let path = raft_store.snapshots.path(name);
+    let path = raft_store.snapshots.file(name)?;
     let mut reader = SnapshotReader::open(&path)?;
     let (index, term) = (reader.meta.index, reader.meta.term);
     store

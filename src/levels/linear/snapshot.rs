@@ -42,6 +42,17 @@ pub const INSTALL_BATCH_RECORDS: usize = 4096;
 /// Largest key or value record accepted from a snapshot file.
 pub const MAX_RECORD_BYTES: u32 = 128 * 1024 * 1024;
 
+/// A snapshot file name that [`SnapMeta::file_name`] did not produce.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a snapshot file name (snap-INDEX-TERM.bin)")]
+pub struct BadSnapshotName(pub String);
+
+impl From<BadSnapshotName> for StoreError {
+    fn from(e: BadSnapshotName) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapMeta {
     pub index: u64,
@@ -92,6 +103,18 @@ impl Snapshots {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The path of the snapshot file `name`, which must be exactly what
+    /// [`SnapMeta::file_name`] produces. A snapshot message's data (the
+    /// file name) crosses the network; any other name — a path, `..`, an
+    /// absolute path — could make this node read a file outside its
+    /// snapshot dir.
+    pub fn file(&self, name: &str) -> Result<PathBuf, BadSnapshotName> {
+        match SnapMeta::parse(name) {
+            Some(m) if m.file_name() == name => Ok(self.dir.join(name)),
+            _ => Err(BadSnapshotName(name.to_string())),
+        }
     }
 
     /// The newest generated snapshot if its index is at least `index`.
@@ -298,5 +321,24 @@ mod tests {
         let m = SnapMeta { index: 42, term: 7 };
         assert_eq!(SnapMeta::parse(&m.file_name()), Some(m));
         assert_eq!(SnapMeta::parse("snap-x.bin"), None);
+    }
+
+    #[test]
+    fn only_generated_file_names_name_a_snapshot_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::open(dir.path().join("snapshots")).unwrap();
+        let name = SnapMeta { index: 42, term: 7 }.file_name();
+        assert_eq!(snaps.file(&name).unwrap(), dir.path().join("snapshots").join(&name));
+        for bad in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "snap-1-2.bin/../../x",
+            "../snap-00000000000000000042-00000000000000000007.bin",
+            "snap-+42-7.bin",
+            "snap-42-7.bin",
+            "",
+        ] {
+            assert_eq!(snaps.file(bad), Err(BadSnapshotName(bad.to_string())), "{bad:?}");
+        }
     }
 }

@@ -219,7 +219,7 @@ async fn send_snapshot(
 
 async fn stream_snapshot(to: NodeId, msg: Message, peers: &Peers, snapshots: &Snapshots) -> Result<u64, String> {
     let name = String::from_utf8(msg.get_snapshot().get_data().to_vec()).map_err(|e| e.to_string())?;
-    let path = snapshots.path(&name);
+    let path = snapshots.file(&name).map_err(|e| e.to_string())?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let header = Bytes::from(msg.write_to_bytes().map_err(|e| e.to_string())?);
     let from = peers.self_id();

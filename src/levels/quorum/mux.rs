@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Input, Message, Phase};
 use crate::clock::NodeId;
+use crate::node::peer_batch::{cell_bytes, read_keys_per_request, ByteBudget};
 use crate::node::peers::Peers;
 use crate::proto::peer::{quorum_request, CellsRequest, QuorumReply, QuorumRequest, ReadCellsRequest};
 use crate::wire::{cell_from_peer, cell_to_peer};
@@ -33,8 +34,16 @@ use crate::wire::{cell_from_peer, cell_to_peer};
 /// Messages queued per peer; a full queue fails the message at once (the
 /// coordinator counts it as that replica failing).
 pub const PEER_QUEUE_MESSAGES: usize = 8192;
-/// Messages per request at most.
+/// Messages per turn (one read and one write request) at most.
 pub const MAX_BATCH_MESSAGES: usize = 512;
+/// Bytes of cells in one write request at most (a larger cell goes alone),
+/// so that a request fits in one peer message whatever the values' sizes.
+pub const MAX_QUORUM_WRITE_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of the answer to one read request, counting every value at the
+/// largest accepted size: this bounds the keys per read request (see
+/// [`read_keys_per_request`]). An answer over the peer message limit would
+/// break the stream and fail every request in it.
+pub const MAX_QUORUM_READ_REPLY_BYTES: usize = 32 * 1024 * 1024;
 
 /// One message for one peer, answered on `reply`.
 pub struct Outgoing {
@@ -48,11 +57,14 @@ pub struct Mux {
 }
 
 impl Mux {
-    pub fn start(peers: Arc<Peers>, cancel: CancellationToken, tracker: &TaskTracker) -> Mux {
+    /// `max_value_bytes` is the cluster's `--max-value-bytes`: it bounds
+    /// how many keys one read request may name.
+    pub fn start(peers: Arc<Peers>, max_value_bytes: usize, cancel: CancellationToken, tracker: &TaskTracker) -> Mux {
         let mut queues = BTreeMap::new();
+        let read_keys = read_keys_per_request(max_value_bytes, MAX_QUORUM_READ_REPLY_BYTES, MAX_BATCH_MESSAGES);
         for id in peers.ids() {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tracker.spawn(run(id, peers.clone(), rx, cancel.clone()));
+            tracker.spawn(run(id, peers.clone(), rx, read_keys, cancel.clone()));
             queues.insert(id, tx);
         }
         Mux { queues }
@@ -102,7 +114,13 @@ impl Waiting {
     }
 }
 
-async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, cancel: CancellationToken) {
+async fn run(
+    to: NodeId,
+    peers: Arc<Peers>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    read_keys: usize,
+    cancel: CancellationToken,
+) {
     let mut client = peers.client(to);
     let me = peers.self_id();
     let mut next_id = 0u64;
@@ -119,9 +137,15 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
         let mut replies: Option<tonic::Streaming<QuorumReply>> = None;
         let mut waiting: HashMap<u64, Waiting> = HashMap::new();
         let mut next = Some(first);
+        // A message that did not fit in the last turn's requests: it opens
+        // the next turn, before anything newer.
+        let mut carried: Option<Outgoing> = None;
         let why = loop {
             if let Some(first) = next.take() {
-                for (mut req, w) in requests(me, first, &mut rx) {
+                let (reqs, rest) = requests(me, first, &mut rx, read_keys);
+                assert!(carried.is_none(), "a turn starts only with nothing carried over");
+                carried = rest;
+                for (mut req, w) in reqs {
                     next_id += 1;
                     req.id = next_id;
                     match req_tx.try_send(req) {
@@ -131,6 +155,10 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
                         Err(_) => w.fail(to, "too many quorum requests in flight"),
                     }
                 }
+            }
+            if carried.is_some() && waiting.len() < MAX_IN_FLIGHT_REQUESTS {
+                next = carried.take();
+                continue;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -143,7 +171,7 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
                     Ok(None) => break "the peer ended the stream".to_string(),
                     Err(s) => break s.message().to_string(),
                 },
-                m = rx.recv(), if waiting.len() < MAX_IN_FLIGHT_REQUESTS => match m {
+                m = rx.recv(), if waiting.len() < MAX_IN_FLIGHT_REQUESTS && carried.is_none() => match m {
                     Some(m) => next = Some(m),
                     None => return,
                 },
@@ -153,6 +181,9 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
         tracing::debug!(to, error = %why, "quorum stream ended");
         for w in waiting.values() {
             w.fail(to, &why);
+        }
+        if let Some(m) = carried.take() {
+            let _ = m.reply.try_send(failed(to, m.msg.phase(), why.clone()));
         }
         let pause = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS));
         tokio::pin!(pause);
@@ -172,33 +203,57 @@ async fn run(to: NodeId, peers: Arc<Peers>, mut rx: mpsc::Receiver<Outgoing>, ca
 }
 
 /// `first` and whatever else is queued (up to [`MAX_BATCH_MESSAGES`],
-/// skipping messages past their deadline), as at most one read request and
-/// one write request.
-fn requests(me: NodeId, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<(QuorumRequest, Waiting)> {
+/// skipping messages past their deadline), as at most one read request of
+/// at most `read_keys` keys and one write request of at most
+/// [`MAX_QUORUM_WRITE_BATCH_BYTES`]; plus the message that did not fit, if
+/// any (the first always fits).
+fn requests(
+    me: NodeId,
+    first: Outgoing,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    read_keys: usize,
+) -> (Vec<(QuorumRequest, Waiting)>, Option<Outgoing>) {
     let now = Instant::now();
     let mut keys = Vec::new();
     let mut readers = Vec::new();
     let mut cells = Vec::new();
     let mut writers = Vec::new();
-    let mut add = |o: Outgoing| {
+    let mut write_budget = ByteBudget::new(MAX_BATCH_MESSAGES, MAX_QUORUM_WRITE_BATCH_BYTES);
+    // Adds `o`, or hands it back when its request is full.
+    let mut add = |o: Outgoing| -> Option<Outgoing> {
         if o.deadline <= now {
-            return;
+            return None;
         }
         match o.msg {
             Message::Read { key } => {
+                if keys.len() >= read_keys {
+                    return Some(Outgoing { msg: Message::Read { key }, ..o });
+                }
                 keys.push(key);
                 readers.push(o.reply);
             }
             Message::Write { key, cell } => {
+                let bytes = cell_bytes(key.len(), cell.value.as_ref().map_or(0, |v| v.len()));
+                if !write_budget.admits(bytes) {
+                    return Some(Outgoing { msg: Message::Write { key, cell }, ..o });
+                }
+                write_budget.add(bytes);
                 cells.push(cell_to_peer(&key, &cell));
                 writers.push(o.reply);
             }
         }
+        None
     };
-    add(first);
+    let mut rest = add(first);
+    assert!(rest.is_none(), "the first message of a turn always fits");
     for _ in 1..MAX_BATCH_MESSAGES {
         match rx.try_recv() {
-            Ok(o) => add(o),
+            Ok(o) => {
+                rest = add(o);
+                if rest.is_some() {
+                    break;
+                }
+            }
             Err(_) => break,
         }
     }
@@ -211,7 +266,7 @@ fn requests(me: NodeId, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>) -> V
         let body = quorum_request::Body::Write(CellsRequest { from_node: me, cells });
         out.push((QuorumRequest { id: 0, body: Some(body) }, Waiting { phase: Phase::Write, replies: writers }));
     }
-    out
+    (out, rest)
 }
 
 /// Hands one answer to the coordinators waiting for it. `try_send` never
@@ -238,5 +293,81 @@ fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut HashMap<u64, Waiting>
             }
         }
         (Phase::Read, _) => w.fail(from, "malformed quorum read answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::clock::Version;
+    use crate::level::Level;
+    use crate::store::Cell;
+
+    fn outgoing(msg: Message, reply: &mpsc::Sender<Input>) -> Outgoing {
+        Outgoing { msg, deadline: Instant::now() + Duration::from_secs(60), reply: reply.clone() }
+    }
+
+    fn write(i: usize, value_bytes: usize) -> Message {
+        let cell = Cell::value(Bytes::from(vec![b'v'; value_bytes]), Version::new(1, 1), Level::Quorum);
+        Message::Write { key: Bytes::from(format!("k{i}")), cell }
+    }
+
+    fn read(i: usize) -> Message {
+        Message::Read { key: Bytes::from(format!("k{i}")) }
+    }
+
+    /// Runs turns over `msgs` until none is left; the size of each request.
+    fn turns(msgs: Vec<Message>, read_keys: usize) -> Vec<(Phase, usize, usize)> {
+        let (reply, _replies) = mpsc::channel(1);
+        let (tx, mut rx) = mpsc::channel(msgs.len());
+        let mut msgs = msgs.into_iter();
+        let mut first = Some(outgoing(msgs.next().expect("a message"), &reply));
+        for m in msgs {
+            tx.try_send(outgoing(m, &reply)).unwrap();
+        }
+        let mut out = Vec::new();
+        while let Some(f) = first.take() {
+            let (reqs, rest) = requests(1, f, &mut rx, read_keys);
+            for (req, w) in reqs {
+                let (n, bytes) = match req.body.expect("a body") {
+                    quorum_request::Body::Read(r) => (r.keys.len(), 0),
+                    quorum_request::Body::Write(c) => (c.cells.len(), c.cells.iter().map(|c| c.value.len()).sum()),
+                };
+                assert_eq!(n, w.replies.len());
+                out.push((w.phase, n, bytes));
+            }
+            first = rest;
+        }
+        out
+    }
+
+    #[test]
+    fn write_requests_are_cut_by_bytes() {
+        // Issue 19, item 7: 100 writes of 1 MiB went as one 100 MiB request
+        // (over the 80 MiB peer message limit) under the count cap alone.
+        let value_bytes = 1024 * 1024;
+        let out = turns((0..100).map(|i| write(i, value_bytes)).collect(), 512);
+        assert_eq!(out.iter().map(|&(_, n, _)| n).sum::<usize>(), 100);
+        assert!(out.len() > 1);
+        for &(phase, _, bytes) in &out {
+            assert_eq!(phase, Phase::Write);
+            assert!(bytes <= MAX_QUORUM_WRITE_BATCH_BYTES);
+        }
+    }
+
+    #[test]
+    fn read_requests_are_cut_by_keys_and_keep_writes_in_their_turn() {
+        let mut msgs: Vec<Message> = (0..20).map(read).collect();
+        msgs.insert(3, write(100, 10));
+        let out = turns(msgs, 8);
+        assert_eq!(out, vec![(Phase::Read, 8, 0), (Phase::Write, 1, 10), (Phase::Read, 8, 0), (Phase::Read, 4, 0)]);
+    }
+
+    #[test]
+    fn a_single_oversized_write_goes_alone() {
+        let out = turns(vec![write(0, 10), write(1, MAX_QUORUM_WRITE_BATCH_BYTES + 1), write(2, 10)], 512);
+        assert_eq!(out.iter().map(|&(_, n, _)| n).collect::<Vec<_>>(), vec![1, 1, 1]);
     }
 }

@@ -24,7 +24,7 @@ use crate::clock::{NodeId, Version};
 use crate::levels::LevelError;
 use crate::metrics::{inc, Metrics};
 use crate::node::peers::Peers;
-use crate::store::{Cell, Store, WriteOp};
+use crate::store::{Cell, Store, StoreError, WriteOp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,12 +45,13 @@ impl Quorum {
         store: Arc<Store>,
         peers: Arc<Peers>,
         config: QuorumConfig,
+        max_value_bytes: usize,
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Quorum {
         let replicas = peers.members().keys().copied().collect();
-        let mux = Mux::start(peers.clone(), cancel, tracker);
+        let mux = Mux::start(peers.clone(), max_value_bytes, cancel, tracker);
         Quorum { store, peers, mux, replicas, config, metrics }
     }
 
@@ -93,7 +94,9 @@ impl Quorum {
                 match effect {
                     Effect::Send { to, msg } => self.send(to, msg, deadline, tx.clone()),
                     Effect::NeedVersion { above } => {
-                        let v = self.store.clock().next_after(above);
+                        // Nothing is written yet: a floor out of the clock's
+                        // range fails this operation alone.
+                        let v = self.store.clock().next_after(above).map_err(StoreError::from)?;
                         let input = match self.store.ensure_reserved(v.hlc).await {
                             Ok(()) => Input::Version(v),
                             // Cannot make the stamp durable: fail cleanly before sending it.
