@@ -49,6 +49,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the storage engine is shut down")]
     Closed,
+    /// A write beyond a named bound, refused before anything was written.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl From<rocksdb::Error> for StoreError {
