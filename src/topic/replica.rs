@@ -499,36 +499,20 @@ impl Partition {
                 )))
             }
         };
-        if acks == Acks::Leader {
-            return Ok(appended);
-        }
         let wait = {
             let mut st = self.lock();
             let end = match appended.base_offset {
                 Some(b) => b + count,
                 None => st.leo,
             };
-            if st.high_watermark >= end {
-                if let Role::Leader(c) = &st.role {
-                    if !c.committed_isr_satisfies_min() {
-                        return Err(TopicError::NotEnoughReplicasAfterAppend(format!(
-                            "the records of {} are committed but the ISR {:?} is below min.insync.replicas {}",
-                            self.name(),
-                            c.isr(),
-                            st.config.min_insync_replicas
-                        )));
-                    }
+            match ack_state(&st, &self.name(), acks, epoch, end)? {
+                AckState::Ack => return Ok(appended),
+                AckState::WaitFor(end) => {
+                    let (tx, rx) = oneshot::channel();
+                    st.acks_waiters.entry(end).or_default().push(tx);
+                    rx
                 }
-                return Ok(appended);
             }
-            if !matches!(&st.role, Role::Leader(c) if c.leader_epoch() == epoch) {
-                return Err(TopicError::Indeterminate(
-                    "leadership moved before the records committed; they may or may not survive".into(),
-                ));
-            }
-            let (tx, rx) = oneshot::channel();
-            st.acks_waiters.entry(end).or_default().push(tx);
-            rx
         };
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(Ok(()))) => Ok(appended),
@@ -1301,6 +1285,41 @@ impl Partition {
             log_start_offset: st.log_start,
         }
     }
+}
+
+/// What a produce request is owed once its records are appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckState {
+    /// Acknowledge now.
+    Ack,
+    /// acks=all: wait until the high watermark reaches this offset.
+    WaitFor(u64),
+}
+
+/// The answer owed to an acks=1 or acks=all request of partition `name`
+/// whose records were appended in leader epoch `epoch` and end at `end`.
+fn ack_state(st: &State, name: &str, acks: Acks, epoch: u64, end: u64) -> Result<AckState, TopicError> {
+    if acks == Acks::Leader {
+        return Ok(AckState::Ack);
+    }
+    if st.high_watermark >= end {
+        if let Role::Leader(c) = &st.role {
+            if !c.committed_isr_satisfies_min() {
+                return Err(TopicError::NotEnoughReplicasAfterAppend(format!(
+                    "the records of {name} are committed but the ISR {:?} is below min.insync.replicas {}",
+                    c.isr(),
+                    st.config.min_insync_replicas
+                )));
+            }
+        }
+        return Ok(AckState::Ack);
+    }
+    if !matches!(&st.role, Role::Leader(c) if c.leader_epoch() == epoch) {
+        return Err(TopicError::Indeterminate(
+            "leadership moved before the records committed; they may or may not survive".into(),
+        ));
+    }
+    Ok(AckState::WaitFor(end))
 }
 
 fn fail_waiters(st: &mut State, err: impl Fn() -> TopicError) {
