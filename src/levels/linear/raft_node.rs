@@ -930,8 +930,20 @@ pub async fn install(
     Ok(())
 }
 
+/// At start-up: redoes a snapshot install that a crash interrupted (the
+/// `installing` marker is still there), so the node never runs on the state
+/// from before it with the marker left behind. Returns whether it did.
+pub async fn finish_interrupted_install(store: &Store, raft_store: &RaftStore) -> Result<bool, StoreError> {
+    let Some(name) = store.get_raw(Cf::RaftState, KEY_INSTALLING)? else { return Ok(false) };
+    let name = String::from_utf8_lossy(&name).into_owned();
+    tracing::warn!(file = %name, "finishing a snapshot install interrupted by a crash");
+    install(store, raft_store, &name, &raft_store.conf_state()).await?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::super::snapshot::Snapshots;
@@ -967,6 +979,31 @@ mod tests {
         ops
     }
 
+    /// A follower holding `keys` keys (valued `old-…`) at (index 400, term 2),
+    /// its Raft storage, and the name of a leader's snapshot file of the same
+    /// keys (valued `new-…`) at (index 900, term 3) in its snapshot dir.
+    async fn follower_with_snapshot(
+        leader_dir: &Path,
+        follower_dir: &Path,
+        keys: usize,
+    ) -> (Arc<Store>, RaftStore, String) {
+        let leader = Store::open(leader_dir, Arc::new(Clock::new(1, 500)), vec![2, 3]).unwrap();
+        leader.write(rsm_state(keys, "new", (900, 3)), true).await.unwrap();
+        let leader_snaps = Snapshots::open(leader_dir.join("snapshots")).unwrap();
+        let meta = leader_snaps.generate(leader.db()).unwrap();
+
+        let follower = Store::open(follower_dir, Arc::new(Clock::new(2, 500)), vec![1, 3]).unwrap();
+        follower.write(rsm_state(keys, "old", (400, 2)), true).await.unwrap();
+        let snaps = Arc::new(Snapshots::open(follower_dir.join("snapshots")).unwrap());
+        std::fs::copy(leader_snaps.path(&meta.file_name()), snaps.path(&meta.file_name())).unwrap();
+        let raft_store = RaftStore::open(follower.db().clone(), &[1, 2, 3], snaps).unwrap();
+        (follower, raft_store, meta.file_name())
+    }
+
+    fn applied(store: &Store) -> Option<(u64, u64)> {
+        DbRsm(store.db()).get(META_APPLIED).unwrap().and_then(|b| decode_applied(&b))
+    }
+
     /// Safety review (issue 19, item 5): installing a snapshot replaces the
     /// `rsm` family, and a reader of it (a linearizable get whose read
     /// barrier completed, the topic reconcile loop) must see the state
@@ -977,21 +1014,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_never_see_a_snapshot_install_half_done() {
         const KEYS: usize = 20_000;
-        let leader_dir = tempfile::tempdir().unwrap();
-        let follower_dir = tempfile::tempdir().unwrap();
-
-        // The leader's state at (index 900, term 3), and its snapshot file.
-        let leader = Store::open(leader_dir.path(), Arc::new(Clock::new(1, 500)), vec![2, 3]).unwrap();
-        leader.write(rsm_state(KEYS, "new", (900, 3)), true).await.unwrap();
-        let leader_snaps = Snapshots::open(leader_dir.path().join("snapshots")).unwrap();
-        let meta = leader_snaps.generate(leader.db()).unwrap();
-
-        // The follower holds the same keys at an older index.
-        let follower = Store::open(follower_dir.path(), Arc::new(Clock::new(2, 500)), vec![1, 3]).unwrap();
-        follower.write(rsm_state(KEYS, "old", (400, 2)), true).await.unwrap();
-        let snaps = Arc::new(Snapshots::open(follower_dir.path().join("snapshots")).unwrap());
-        std::fs::copy(leader_snaps.path(&meta.file_name()), snaps.path(&meta.file_name())).unwrap();
-        let raft_store = RaftStore::open(follower.db().clone(), &[1, 2, 3], snaps.clone()).unwrap();
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (follower, raft_store, name) = follower_with_snapshot(leader_dir.path(), follower_dir.path(), KEYS).await;
 
         // Keys early, in the middle and late in the family's order.
         let watched: Vec<Vec<u8>> = vec![
@@ -1022,20 +1046,51 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let cs = raft::eraftpb::ConfState { voters: vec![1, 2, 3], ..Default::default() };
-        install(&follower, &raft_store, &meta.file_name(), &cs).await.unwrap();
+        install(&follower, &raft_store, &name, &cs).await.unwrap();
         stop.store(true, Ordering::SeqCst);
         let missing = reader.join().unwrap();
         assert!(reads.load(Ordering::SeqCst) > 0);
         assert!(missing.is_empty(), "a reader saw keys missing during the install: {missing:?}");
 
         // The install is complete: the leader's values and applied index.
-        let applied = DbRsm(follower.db()).get(META_APPLIED).unwrap().and_then(|b| decode_applied(&b));
-        assert_eq!(applied, Some((900, 3)));
+        assert_eq!(applied(&follower), Some((900, 3)));
         let last = DbRsm(follower.db()).get(&watched[2]).unwrap().expect("last key");
         let last = rsm::Value::decode(&last[..]).unwrap();
         assert_eq!(last.value, format!("new-{}", KEYS - 1).into_bytes());
         assert_eq!(follower.get_raw(Cf::RaftState, KEY_INSTALLING).unwrap(), None);
         assert_eq!(raft_store.truncated(), (900, 3));
+    }
+
+    /// Crash safety of the install: kill -9 after the `installing` marker
+    /// is written but before the install's one batch leaves the old state and
+    /// the marker (the batch itself is all or nothing in RocksDB's log).
+    /// Start-up finishes the install from the file, then has nothing to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_install_interrupted_by_a_crash_is_finished_at_start_up() {
+        const KEYS: usize = 5_000;
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let name = {
+            let (follower, _raft_store, name) =
+                follower_with_snapshot(leader_dir.path(), follower_dir.path(), KEYS).await;
+            let marker =
+                WriteOp::Put { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec(), value: name.clone().into_bytes() };
+            follower.write(vec![marker], true).await.unwrap();
+            name
+        };
+
+        // Restart.
+        let follower = Store::open(follower_dir.path(), Arc::new(Clock::new(2, 500)), vec![1, 3]).unwrap();
+        let snaps = Arc::new(Snapshots::open(follower_dir.path().join("snapshots")).unwrap());
+        assert!(snaps.path(&name).exists());
+        let raft_store = RaftStore::open(follower.db().clone(), &[1, 2, 3], snaps).unwrap();
+        assert_eq!(applied(&follower), Some((400, 2)), "the crash left the state from before the install");
+        assert!(finish_interrupted_install(&follower, &raft_store).await.unwrap());
+        assert_eq!(applied(&follower), Some((900, 3)));
+        assert_eq!(follower.get_raw(Cf::RaftState, KEY_INSTALLING).unwrap(), None);
+        assert_eq!(raft_store.truncated(), (900, 3));
+        let last = DbRsm(follower.db()).get(&user_key(format!("key-{:06}", KEYS - 1).as_bytes())).unwrap().unwrap();
+        assert_eq!(rsm::Value::decode(&last[..]).unwrap().value, format!("new-{}", KEYS - 1).into_bytes());
+        assert!(!finish_interrupted_install(&follower, &raft_store).await.unwrap(), "nothing left to finish");
     }
 
     #[test]
