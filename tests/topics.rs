@@ -2,7 +2,8 @@
 //! survives kill -9 with every message consumed exactly once and in order
 //! per partition, the ISR shrinks and regrows, acks=all is refused below
 //! min.insync.replicas, consumer groups resume from committed offsets,
-//! retention deletes old data, keys pick partitions, and the CLI.
+//! retention deletes old data, keys pick partitions, the CLI, and a
+//! follower catching up by Raft snapshot loses no acknowledged record.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use capkv::client::topics::*;
 use capkv::proto::TopicInfo;
 use capkv::topic::assign::partition_for_key;
+use capkv::Level;
 use common::*;
 
 /// Short failure detection so the tests run in seconds: a node silent for
@@ -504,4 +506,87 @@ async fn a_topic_created_through_one_node_is_found_at_once_through_the_others() 
     // A topic that really does not exist is still reported as such.
     let err = client_for(&c, &[3]).metadata("never-created", true).await.unwrap_err();
     assert!(matches!(err, TopicClientError::UnknownTopic(_)), "{err}");
+}
+
+/// The Raft leader every node in `alive` agrees on.
+async fn raft_leader(c: &TestCluster, alive: &[u32]) -> u32 {
+    eventually(Duration::from_secs(20), "a Raft leader all live nodes agree on", || async {
+        let mut seen = None;
+        for &id in alive {
+            let st = c.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
+            let l = st.raft?.leader_id as u32;
+            if l == 0 || seen.is_some_and(|s| s != l) {
+                return None;
+            }
+            seen = Some(l);
+        }
+        seen.filter(|l| alive.contains(l))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_records_and_keys_survive_a_follower_catching_up_by_snapshot() {
+    // Safety review (issue 19, item 5). A node restarted behind the
+    // compacted Raft log installs a snapshot of the state machine, which
+    // holds the topic metadata, while acks=all traffic goes on; its topic
+    // reconcile loop must never see that metadata half installed (it would
+    // drop the node's replicas). Then the Raft leader is killed, so the
+    // restarted node's replicas must carry the partitions: no acknowledged
+    // record and no linearizable key may be lost.
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--raft-snapshot-entries", "50", "--raft-catch-up-entries", "10"]);
+    let mut c = TestCluster::start(3, &flags).await;
+    let client = client_for(&c, &[1, 2, 3]);
+    client.create_topic("events", spec(3, 3, 2)).await.unwrap();
+    described(&client, "events", "three led partitions", |t| t.partitions.iter().all(|p| p.isr.len() == 3)).await;
+    let producer = Producer::new(client.clone(), "events", ProducerOptions::default()).await.unwrap();
+    let values = |r: std::ops::Range<u32>| r.map(|i| format!("e{i:05}")).collect::<Vec<_>>();
+    let mut acked = produce_all(&producer, values(0..300)).await;
+
+    // kill -9 a Raft follower; the others compact their log far past it.
+    let leader = raft_leader(&c, &[1, 2, 3]).await;
+    let victim = (1..=3).find(|&i| i != leader).unwrap();
+    let third = (1..=3).find(|&i| i != leader && i != victim).unwrap();
+    c.kill(victim);
+    let kv = capkv::client::Client::new(&[c.node(leader).addr.clone(), c.node(third).addr.clone()]).unwrap();
+    for i in 0..300 {
+        kv.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), opts(Level::Linearizable)).await.unwrap();
+    }
+    acked.extend(produce_all(&producer, values(300..600)).await);
+
+    // It restarts and installs a snapshot while records keep coming.
+    let (_, more) = tokio::join!(c.restart(victim), produce_all(&producer, values(600..900)));
+    acked.extend(more);
+    eventually(Duration::from_secs(30), "the restarted node installed a snapshot", || async {
+        std::fs::read_to_string(&c.node(victim).log).ok()?.contains("snapshot installed").then_some(())
+    })
+    .await;
+    described(&client, "events", "the ISR regrows to three after the restart", |t| {
+        t.partitions.iter().all(|p| p.isr.len() == 3)
+    })
+    .await;
+
+    // The Raft leader dies: the restarted node and the third carry on.
+    c.kill(leader);
+    let alive = [victim, third];
+    let live_client = client_for(&c, &alive);
+    let producer = Producer::new(live_client.clone(), "events", ProducerOptions::default()).await.unwrap();
+    acked.extend(produce_all(&producer, values(900..1200)).await);
+
+    let acked: BTreeMap<String, (u32, u64)> = acked.into_iter().map(|(v, p, o)| (v, (p, o))).collect();
+    assert_eq!(acked.len(), 1200);
+    let got = consume_all(live_client, "events", 1200).await;
+    let mut seen = BTreeSet::new();
+    for r in &got {
+        let v = String::from_utf8(r.value.to_vec()).unwrap();
+        assert!(seen.insert(v.clone()), "{v} consumed twice");
+        assert_eq!(acked.get(&v), Some(&(r.partition, r.offset)), "{v} is not where its ack said");
+    }
+    assert_eq!(seen.len(), 1200, "every acknowledged record is consumed");
+    let restarted = c.client(victim);
+    for i in 0..300 {
+        let got = restarted.get(format!("k{i}").as_bytes(), opts(Level::Linearizable)).await.unwrap();
+        assert_eq!(got.map(|v| v.value.to_vec()), Some(format!("v{i}").into_bytes()), "k{i} lost");
+    }
 }

@@ -51,6 +51,9 @@ pub enum StoreError {
     Closed,
     #[error("clock: {0}")]
     Clock(#[from] crate::clock::ClockError),
+    /// A write beyond a named bound, refused before anything was written.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl From<rocksdb::Error> for StoreError {

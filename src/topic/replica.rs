@@ -11,7 +11,9 @@
 //!   commit), assigns offsets, checks idempotence, then feeds the new log
 //!   end to the core. Follower fetches feed the core their offsets and
 //!   long-poll for new records. acks=all requests wait until the high
-//!   watermark passes their records.
+//!   watermark passes their records. acks=1 and acks=all are acknowledged
+//!   only while this node still leads the epoch the records were appended
+//!   in (see [`ack_state`]).
 //! * **Follower.** A fetcher task pulls from the leader, appends what it
 //!   gets with one fsync per response, truncates where the leader says its
 //!   log diverges (leader epochs, never the high watermark), and restarts
@@ -499,36 +501,20 @@ impl Partition {
                 )))
             }
         };
-        if acks == Acks::Leader {
-            return Ok(appended);
-        }
         let wait = {
             let mut st = self.lock();
             let end = match appended.base_offset {
                 Some(b) => b + count,
                 None => st.leo,
             };
-            if st.high_watermark >= end {
-                if let Role::Leader(c) = &st.role {
-                    if !c.committed_isr_satisfies_min() {
-                        return Err(TopicError::NotEnoughReplicasAfterAppend(format!(
-                            "the records of {} are committed but the ISR {:?} is below min.insync.replicas {}",
-                            self.name(),
-                            c.isr(),
-                            st.config.min_insync_replicas
-                        )));
-                    }
+            match ack_state(&st, &self.name(), acks, epoch, end)? {
+                AckState::Ack => return Ok(appended),
+                AckState::WaitFor(end) => {
+                    let (tx, rx) = oneshot::channel();
+                    st.acks_waiters.entry(end).or_default().push(tx);
+                    rx
                 }
-                return Ok(appended);
             }
-            if !matches!(&st.role, Role::Leader(c) if c.leader_epoch() == epoch) {
-                return Err(TopicError::Indeterminate(
-                    "leadership moved before the records committed; they may or may not survive".into(),
-                ));
-            }
-            let (tx, rx) = oneshot::channel();
-            st.acks_waiters.entry(end).or_default().push(tx);
-            rx
         };
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(Ok(()))) => Ok(appended),
@@ -1303,6 +1289,54 @@ impl Partition {
     }
 }
 
+/// What a produce request is owed once its records are appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckState {
+    /// Acknowledge now.
+    Ack,
+    /// acks=all: wait until the high watermark reaches this offset.
+    WaitFor(u64),
+}
+
+/// The answer owed to an acks=1 or acks=all request of partition `name`
+/// whose records were appended in leader epoch `epoch` and end at `end`.
+///
+/// Only the leader of `epoch` may acknowledge them (Kafka answers
+/// NOT_LEADER_OR_FOLLOWER otherwise). A node that stopped leading it may
+/// have truncated them and fetched the new leader's records at the same
+/// offsets, so its high watermark passing `end` says nothing about them;
+/// they may or may not have reached the new leader, hence an indeterminate
+/// answer, which the idempotent producer retries with the same sequence
+/// numbers. While this node leads `epoch` its log still holds them: a
+/// leader never truncates its own epoch.
+fn ack_state(st: &State, name: &str, acks: Acks, epoch: u64, end: u64) -> Result<AckState, TopicError> {
+    let core = match &st.role {
+        Role::Leader(core) if core.leader_epoch() == epoch => core,
+        _ => {
+            return Err(TopicError::Indeterminate(format!(
+                "this node no longer leads {name} in leader epoch {epoch}, where the records were appended \
+                 (the partition is at epoch {}); they may or may not survive",
+                st.meta.leader_epoch
+            )))
+        }
+    };
+    assert!(end <= st.leo, "records of {name} up to {end} acknowledged beyond the leader's log end {}", st.leo);
+    if acks == Acks::Leader {
+        return Ok(AckState::Ack);
+    }
+    if st.high_watermark < end {
+        return Ok(AckState::WaitFor(end));
+    }
+    if !core.committed_isr_satisfies_min() {
+        return Err(TopicError::NotEnoughReplicasAfterAppend(format!(
+            "the records of {name} are committed but the ISR {:?} is below min.insync.replicas {}",
+            core.isr(),
+            st.config.min_insync_replicas
+        )));
+    }
+    Ok(AckState::Ack)
+}
+
 fn fail_waiters(st: &mut State, err: impl Fn() -> TopicError) {
     for (_, ws) in std::mem::take(&mut st.acks_waiters) {
         for w in ws {
@@ -1347,3 +1381,6 @@ fn first_where(
     }
     Ok(lo)
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,12 +39,12 @@ use crate::level::Level;
 use crate::metrics::Metrics;
 use crate::node::peers::Peers;
 use crate::proto::rsm::{self, command::Op, reply};
-use crate::store::{Cell, Cf, Store, StoreError};
+use crate::store::{Cell, Store, StoreError};
 use raft_node::{Channels, DbRsm, Driver, Proposal, ReadWaiter};
 pub use raft_node::{RaftSettings, RaftView, ReadMode};
 use snapshot::Snapshots;
 use state_machine::{decode_applied, user_key, RsmRead, META_APPLIED};
-use storage::{RaftStore, KEY_INSTALLING};
+use storage::RaftStore;
 
 /// Queued proposals / reads / inbound messages before senders wait or drop.
 pub const PROPOSAL_QUEUE: usize = 16 * 1024;
@@ -91,11 +91,7 @@ impl Linear {
         let snapshots = Arc::new(Snapshots::open(store.dir().join("snapshots"))?);
         let voters: Vec<u64> = peers.members().keys().map(|&i| i as u64).collect();
         let raft_store = RaftStore::open(store.db().clone(), &voters, snapshots.clone())?;
-        if let Some(name) = store.get_raw(Cf::RaftState, KEY_INSTALLING)? {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            tracing::warn!(file = %name, "finishing a snapshot install interrupted by a crash");
-            raft_node::install(&store, &raft_store, &name, &raft_store.conf_state()).await?;
-        }
+        raft_node::finish_interrupted_install(&store, &raft_store).await?;
         let applied = DbRsm(store.db()).get(META_APPLIED)?.and_then(|b| decode_applied(&b)).map_or(0, |(i, _)| i);
         if let Some(op) = raft_store.commit_at_least(applied) {
             store.write(vec![op], true).await?;

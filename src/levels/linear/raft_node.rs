@@ -55,7 +55,7 @@ use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{install_ops, SnapMeta, SnapshotReader, INSTALL_BATCH_RECORDS};
+use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
 use super::state_machine::{Answer, Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
 use super::transport::{Inbound, LostLog, Transport, TransportEvent};
@@ -1020,9 +1020,15 @@ retry with the same request id"
 }
 
 /// Installs the snapshot file `name` (in the node's snapshot dir): replaces
-/// the `rsm` family, LWW-merges its keys into `cells`, then moves the Raft
-/// log to the snapshot's position. Safe to redo after a crash (the
-/// `installing` marker names the file until the last batch).
+/// the `rsm` family, LWW-merges its keys into `cells` and moves the Raft log
+/// to the snapshot's position, all in **one write batch**. Readers of the
+/// `rsm` family (linearizable gets, the topic reconcile loop, snapshot
+/// generation) therefore see the state before or the state after, never the
+/// family half refilled: a reconcile that found a hosted topic missing would
+/// delete its replica (safety review, issue 19). The whole file is read and
+/// checked before anything is written; its size is bounded by
+/// [`MAX_INSTALL_BYTES`]. Safe to redo after a crash: the `installing` marker
+/// names the file until the batch is written, and start-up installs it again.
 pub async fn install(
     store: &Store,
     raft_store: &RaftStore,
@@ -1030,35 +1036,195 @@ pub async fn install(
     cs: &raft::eraftpb::ConfState,
 ) -> Result<(), StoreError> {
     let path = raft_store.snapshots.file(name)?;
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| StoreError::Io(format!("cannot stat snapshot {}: {e}", path.display())))?
+        .len();
+    if file_bytes > MAX_INSTALL_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "snapshot {name} holds {file_bytes} bytes; one install writes at most {MAX_INSTALL_BYTES} (MAX_INSTALL_BYTES)"
+        )));
+    }
     let mut reader = SnapshotReader::open(&path)?;
     let (index, term) = (reader.meta.index, reader.meta.term);
+    let mut ops = vec![WriteOp::DeleteRange { cf: Cf::Rsm, from: Vec::new(), to: vec![0xff] }];
+    let records = tokio::task::block_in_place(|| install_ops(&mut reader, &mut ops))?;
     store
         .write(
             vec![WriteOp::Put { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec(), value: name.as_bytes().to_vec() }],
             true,
         )
         .await?;
-    store.write(vec![WriteOp::DeleteRange { cf: Cf::Rsm, from: Vec::new(), to: vec![0xff] }], false).await?;
-    let mut records = 0usize;
-    loop {
-        let ops = tokio::task::block_in_place(|| install_ops(&mut reader, INSTALL_BATCH_RECORDS))?;
-        if ops.is_empty() {
-            break;
-        }
-        records += ops.len();
-        store.write(ops, false).await?;
-    }
-    let mut ops = raft_store.snapshot_ops(index, term, cs);
+    ops.extend(raft_store.snapshot_ops(index, term, cs));
     ops.push(WriteOp::Delete { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec() });
+    // One job is one RocksDB write batch (`store::writer`): all or nothing.
     store.write(ops, true).await?;
     raft_store.snapshot_installed(index, term, cs);
-    tracing::info!(index, term, records, "snapshot installed");
+    tracing::info!(index, term, records, file_bytes, "snapshot installed");
     Ok(())
+}
+
+/// At start-up: redoes a snapshot install that a crash interrupted (the
+/// `installing` marker is still there), so the node never runs on the state
+/// from before it with the marker left behind. Returns whether it did.
+pub async fn finish_interrupted_install(store: &Store, raft_store: &RaftStore) -> Result<bool, StoreError> {
+    let Some(name) = store.get_raw(Cf::RaftState, KEY_INSTALLING)? else { return Ok(false) };
+    let name = String::from_utf8_lossy(&name).into_owned();
+    tracing::warn!(file = %name, "finishing a snapshot install interrupted by a crash");
+    install(store, raft_store, &name, &raft_store.conf_state()).await?;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::super::snapshot::Snapshots;
+    use super::super::state_machine::{decode_applied, user_key, META_APPLIED};
     use super::*;
+    use crate::clock::Clock;
+
+    /// The `rsm` writes of a state machine holding `keys` user keys (valued
+    /// `tag`) and sessions, applied up to `applied` (index, term).
+    fn rsm_state(keys: usize, tag: &str, applied: (u64, u64)) -> Vec<WriteOp> {
+        let mut ops = Vec::with_capacity(keys + 3);
+        for i in 0..keys {
+            let v = rsm::Value {
+                value: format!("{tag}-{i}").into_bytes().into(),
+                tombstone: false,
+                hlc: 1_000 + applied.0,
+                node_id: 1,
+            };
+            ops.push(WriteOp::Put {
+                cf: Cf::Rsm,
+                key: user_key(format!("key-{i:06}").as_bytes()),
+                value: v.encode_to_vec(),
+            });
+        }
+        ops.push(WriteOp::Put {
+            cf: Cf::Rsm,
+            key: super::super::state_machine::session_key(7),
+            value: tag.as_bytes().to_vec(),
+        });
+        let mut a = applied.0.to_be_bytes().to_vec();
+        a.extend_from_slice(&applied.1.to_be_bytes());
+        ops.push(WriteOp::Put { cf: Cf::Rsm, key: META_APPLIED.to_vec(), value: a });
+        ops
+    }
+
+    /// A follower holding `keys` keys (valued `old-…`) at (index 400, term 2),
+    /// its Raft storage, and the name of a leader's snapshot file of the same
+    /// keys (valued `new-…`) at (index 900, term 3) in its snapshot dir.
+    async fn follower_with_snapshot(
+        leader_dir: &Path,
+        follower_dir: &Path,
+        keys: usize,
+    ) -> (Arc<Store>, RaftStore, String) {
+        let leader = Store::open(leader_dir, Arc::new(Clock::new(1, 500)), vec![2, 3]).unwrap();
+        leader.write(rsm_state(keys, "new", (900, 3)), true).await.unwrap();
+        let leader_snaps = Snapshots::open(leader_dir.join("snapshots")).unwrap();
+        let meta = leader_snaps.generate(leader.db()).unwrap();
+
+        let follower = Store::open(follower_dir, Arc::new(Clock::new(2, 500)), vec![1, 3]).unwrap();
+        follower.write(rsm_state(keys, "old", (400, 2)), true).await.unwrap();
+        let snaps = Arc::new(Snapshots::open(follower_dir.join("snapshots")).unwrap());
+        std::fs::copy(leader_snaps.path(&meta.file_name()), snaps.path(&meta.file_name())).unwrap();
+        let raft_store = RaftStore::open(follower.db().clone(), &[1, 2, 3], snaps).unwrap();
+        (follower, raft_store, meta.file_name())
+    }
+
+    fn applied(store: &Store) -> Option<(u64, u64)> {
+        DbRsm(store.db()).get(META_APPLIED).unwrap().and_then(|b| decode_applied(&b))
+    }
+
+    /// Safety review (issue 19, item 5): installing a snapshot replaces the
+    /// `rsm` family, and a reader of it (a linearizable get whose read
+    /// barrier completed, the topic reconcile loop) must see the state
+    /// before or the state after, never the family half refilled: a key
+    /// present in both must never read as absent. The state is large enough
+    /// to have spanned several of the install's former batches of 4096
+    /// records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_never_see_a_snapshot_install_half_done() {
+        const KEYS: usize = 20_000;
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (follower, raft_store, name) = follower_with_snapshot(leader_dir.path(), follower_dir.path(), KEYS).await;
+
+        // Keys early, in the middle and late in the family's order.
+        let watched: Vec<Vec<u8>> = vec![
+            user_key(b"key-000000"),
+            user_key(format!("key-{:06}", KEYS / 2).as_bytes()),
+            user_key(format!("key-{:06}", KEYS - 1).as_bytes()),
+            META_APPLIED.to_vec(),
+            super::super::state_machine::session_key(7),
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (db, stop, reads, watched) = (follower.db().clone(), stop.clone(), reads.clone(), watched.clone());
+            std::thread::spawn(move || {
+                let mut missing: Vec<String> = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    for k in &watched {
+                        if DbRsm(&db).get(k).unwrap().is_none() && missing.len() < 10 {
+                            missing.push(String::from_utf8_lossy(k).into_owned());
+                        }
+                        reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                missing
+            })
+        };
+        while reads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let cs = raft::eraftpb::ConfState { voters: vec![1, 2, 3], ..Default::default() };
+        install(&follower, &raft_store, &name, &cs).await.unwrap();
+        stop.store(true, Ordering::SeqCst);
+        let missing = reader.join().unwrap();
+        assert!(reads.load(Ordering::SeqCst) > 0);
+        assert!(missing.is_empty(), "a reader saw keys missing during the install: {missing:?}");
+
+        // The install is complete: the leader's values and applied index.
+        assert_eq!(applied(&follower), Some((900, 3)));
+        let last = DbRsm(follower.db()).get(&watched[2]).unwrap().expect("last key");
+        let last = rsm::Value::decode(&last[..]).unwrap();
+        assert_eq!(last.value, format!("new-{}", KEYS - 1).into_bytes());
+        assert_eq!(follower.get_raw(Cf::RaftState, KEY_INSTALLING).unwrap(), None);
+        assert_eq!(raft_store.truncated(), (900, 3));
+    }
+
+    /// Crash safety of the install: kill -9 after the `installing` marker
+    /// is written but before the install's one batch leaves the old state and
+    /// the marker (the batch itself is all or nothing in RocksDB's log).
+    /// Start-up finishes the install from the file, then has nothing to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_install_interrupted_by_a_crash_is_finished_at_start_up() {
+        const KEYS: usize = 5_000;
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let name = {
+            let (follower, _raft_store, name) =
+                follower_with_snapshot(leader_dir.path(), follower_dir.path(), KEYS).await;
+            let marker =
+                WriteOp::Put { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec(), value: name.clone().into_bytes() };
+            follower.write(vec![marker], true).await.unwrap();
+            name
+        };
+
+        // Restart.
+        let follower = Store::open(follower_dir.path(), Arc::new(Clock::new(2, 500)), vec![1, 3]).unwrap();
+        let snaps = Arc::new(Snapshots::open(follower_dir.path().join("snapshots")).unwrap());
+        assert!(snaps.path(&name).exists());
+        let raft_store = RaftStore::open(follower.db().clone(), &[1, 2, 3], snaps).unwrap();
+        assert_eq!(applied(&follower), Some((400, 2)), "the crash left the state from before the install");
+        assert!(finish_interrupted_install(&follower, &raft_store).await.unwrap());
+        assert_eq!(applied(&follower), Some((900, 3)));
+        assert_eq!(follower.get_raw(Cf::RaftState, KEY_INSTALLING).unwrap(), None);
+        assert_eq!(raft_store.truncated(), (900, 3));
+        let last = DbRsm(follower.db()).get(&user_key(format!("key-{:06}", KEYS - 1).as_bytes())).unwrap().unwrap();
+        assert_eq!(rsm::Value::decode(&last[..]).unwrap().value, format!("new-{}", KEYS - 1).into_bytes());
+        assert!(!finish_interrupted_install(&follower, &raft_store).await.unwrap(), "nothing left to finish");
+    }
 
     #[test]
     fn the_fill_target_waits_for_most_waiting_clients_and_never_for_none() {

@@ -10,8 +10,9 @@
 //!
 //! Installing replaces the `rsm` family by the file's records and
 //! LWW-merges every user key into `cells`, so eventual/quorum data is never
-//! lost. An `installing` marker in `raft_state` makes a crash mid-install
-//! redo it at start-up.
+//! lost. It is one write batch, so readers of the `rsm` family never see it
+//! half done (hence [`MAX_INSTALL_BYTES`]). An `installing` marker in
+//! `raft_state` makes a crash before that batch redo it at start-up.
 //!
 //! File: `MAGIC | index u64 | term u64 | {klen u32, key, vlen u32, value}* |
 //! END u32 | xxh3 of all preceding bytes u64`, big-endian.
@@ -37,8 +38,11 @@ const MAGIC: &[u8; 8] = b"CAPKVSN1";
 const END: u32 = u32::MAX;
 /// Bytes per snapshot chunk on the wire.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
-/// Records per write batch while installing.
-pub const INSTALL_BATCH_RECORDS: usize = 4096;
+/// Largest snapshot file a node installs. The install is one write batch
+/// (readers never see it half done), held in memory about three times over
+/// (records, merged cells, the RocksDB batch) while it is built; a state
+/// machine beyond this needs a staged install, which capkv does not have.
+pub const MAX_INSTALL_BYTES: u64 = 512 * 1024 * 1024;
 /// Largest key or value record accepted from a snapshot file.
 pub const MAX_RECORD_BYTES: u32 = 128 * 1024 * 1024;
 
@@ -168,7 +172,16 @@ impl Snapshots {
         file.write_all(&sum.to_be_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &final_path).map_err(io)?;
-        tracing::info!(index = meta.index, term = meta.term, records, "snapshot generated");
+        let file_bytes = std::fs::metadata(&final_path).map_err(io)?.len();
+        if file_bytes > MAX_INSTALL_BYTES {
+            tracing::error!(
+                index = meta.index,
+                file_bytes,
+                max_bytes = MAX_INSTALL_BYTES,
+                "snapshot too large for a follower to install (MAX_INSTALL_BYTES)"
+            );
+        }
+        tracing::info!(index = meta.index, term = meta.term, records, file_bytes, "snapshot generated");
         self.publish(meta);
         Ok(meta)
     }
@@ -291,12 +304,12 @@ impl SnapshotReader {
     }
 }
 
-/// The write ops for up to `max` records: rsm puts plus the LWW merge of
-/// user keys into `cells`.
-pub fn install_ops(reader: &mut SnapshotReader, max: usize) -> Result<Vec<WriteOp>, StoreError> {
-    let mut ops = Vec::with_capacity(max * 2);
-    for _ in 0..max {
-        let Some((k, v)) = reader.next_record()? else { break };
+/// Appends to `ops` the writes of every record left in the file (checking
+/// its checksum at the end): rsm puts plus the LWW merge of user keys into
+/// `cells`. Returns how many records there were.
+pub fn install_ops(reader: &mut SnapshotReader, ops: &mut Vec<WriteOp>) -> Result<u64, StoreError> {
+    let mut records = 0u64;
+    while let Some((k, v)) = reader.next_record()? {
         if k.first() == Some(&KEY_PREFIX) {
             let val = rsm::Value::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("snapshot value: {e}")))?;
             let version = Version::new(val.hlc, val.node_id);
@@ -308,8 +321,9 @@ pub fn install_ops(reader: &mut SnapshotReader, max: usize) -> Result<Vec<WriteO
             ops.push(WriteOp::Merge { key: Bytes::copy_from_slice(&k[1..]), cell });
         }
         ops.push(WriteOp::Put { cf: Cf::Rsm, key: k, value: v });
+        records += 1;
     }
-    Ok(ops)
+    Ok(records)
 }
 
 #[cfg(test)]
