@@ -20,7 +20,9 @@
 #   --levels "eventual quorum linearizable"
 #   --transports "session"   how capkv's client sends requests: session (one
 #                      stream per connection, the client's default) and/or
-#                      unary (one gRPC call per request); ping always runs both
+#                      unary (one gRPC call per request) and/or plain (unary
+#                      calls from the bare gRPC stub with client_id 0, as a
+#                      client in another language sends); ping runs session and unary
 #   --value-size B     (default 128)
 #   --keys K           (default 1000)
 #   --work-dir DIR     data of both clusters (default: a new temp dir; must be on disk, not tmpfs)
@@ -116,7 +118,7 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
   jq -rs "$defs"'
     (map(select(.bench == "etcd" and .error == null)) | map({key: "\(.op)/\(.clients)", value: .ops_per_sec}) | from_entries) as $etcd
     | .[] | select(.bench == "capkv" or .bench == "etcd")
-    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" + (if .transport == "unary" then " (unary calls)" else "" end) end) as $who
+    | (if .bench == "etcd" then "etcd (linearizable)" else "capkv \(.level)" + (if .transport == "unary" then " (unary calls)" elif .transport == "plain" then " (plain gRPC, no client id)" else "" end) end) as $who
     | if .error != null then
         (if .error_kind == "unimplemented" then "n/a (UNIMPLEMENTED)" else "failed: \(.error_kind // "error")" end) as $na
         | "| \($who) | \(.op) | \(.clients) | \($na) | | | | | | | |"

@@ -145,6 +145,11 @@ pub struct BenchConfig {
     /// capkv get/set/cas/mixed/ping: how requests travel (a session stream
     /// per connection, or one unary call each).
     pub transport: crate::client::Transport,
+    /// capkv get/set/cas/mixed: unary calls from the generated gRPC stub
+    /// with `client_id = 0` ("no session"), one connection per client to
+    /// one node (clients spread over the endpoints): what a client in
+    /// another language sends when it fills in only what the proto requires.
+    pub plain_client: bool,
 }
 
 impl BenchConfig {
@@ -171,6 +176,7 @@ impl BenchConfig {
             partitions: 3,
             replication_factor: 3,
             transport: crate::client::Transport::Session,
+            plain_client: false,
         }
     }
 

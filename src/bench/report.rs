@@ -72,7 +72,11 @@ impl Parameters {
             replication_factor: produce.then_some(cfg.replication_factor),
             transport: (cfg.target == super::config::Target::Capkv
                 && !matches!(cfg.operation, Operation::Fsync | Operation::Produce))
-            .then_some(cfg.transport.name()),
+            .then_some(if cfg.plain_client && cfg.operation != Operation::Ping {
+                "plain"
+            } else {
+                cfg.transport.name()
+            }),
         }
     }
 }

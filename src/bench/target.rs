@@ -40,16 +40,44 @@ use super::BenchError;
 use crate::client::topics::{Producer, ProducerOptions, TopicClient, TopicClientError, TopicSpec};
 use crate::client::{CallOptions, Client, ClientError, Transport};
 use crate::proto::cluster_client::ClusterClient;
+use crate::proto::kv_client::KvClient;
 use crate::proto::PingRequest;
 
 pub enum Connection {
-    Capkv { client: Client, opts: CallOptions },
-    Ping { cluster: ClusterClient<Channel>, timeout: Duration },
-    SessionPing { client: Client, timeout: Duration },
-    Etcd { client: Box<etcd_client::Client>, timeout: Duration },
+    Capkv {
+        client: Client,
+        opts: CallOptions,
+    },
+    /// See [`BenchConfig::plain_client`].
+    Plain {
+        kv: KvClient<Channel>,
+        level: crate::Level,
+        timeout: Duration,
+    },
+    Ping {
+        cluster: ClusterClient<Channel>,
+        timeout: Duration,
+    },
+    SessionPing {
+        client: Client,
+        timeout: Duration,
+    },
+    Etcd {
+        client: Box<etcd_client::Client>,
+        timeout: Duration,
+    },
     Fsync(FsyncFile),
-    Topic { producer: Producer, timeout: Duration },
-    Nats { js: Box<async_nats::jetstream::Context>, partitions: u32, topic: String, next: u64, timeout: Duration },
+    Topic {
+        producer: Producer,
+        timeout: Duration,
+    },
+    Nats {
+        js: Box<async_nats::jetstream::Context>,
+        partitions: u32,
+        topic: String,
+        next: u64,
+        timeout: Duration,
+    },
 }
 
 /// The NATS subject of partition `i` of `topic`.
@@ -162,6 +190,14 @@ impl Connection {
                     .map_err(|message| BenchError::Connect { endpoint: first.clone(), message })?;
                 Ok(Connection::Ping { cluster: ClusterClient::new(ch), timeout: cfg.timeout })
             }
+            (Target::Capkv, _) if cfg.plain_client => {
+                crate::node::config::validate_host_port(&first)
+                    .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
+                let ch = crate::node::peers::channel(&first, std::net::IpAddr::from([0, 0, 0, 0]))
+                    .map_err(|message| BenchError::Connect { endpoint: first.clone(), message })?;
+                let level = cfg.effective_level().expect("data operations have a level");
+                Ok(Connection::Plain { kv: KvClient::new(ch), level, timeout: cfg.timeout })
+            }
             (Target::Capkv, _) => {
                 let client = Client::new(&endpoints)
                     .map_err(|e| BenchError::Config(e.to_string()))?
@@ -186,6 +222,7 @@ impl Connection {
     pub async fn execute(&mut self, request: &Request) -> Result<Outcome, OpError> {
         match self {
             Connection::Capkv { client, opts } => capkv(client, *opts, request).await,
+            Connection::Plain { kv, level, timeout } => plain(kv, *level, *timeout, request).await,
             Connection::Ping { cluster, timeout } => {
                 let Request::Ping { payload } = request else { return Err(wrong(request, "ping")) };
                 let mut req = tonic::Request::new(PingRequest { payload: payload.clone() });
@@ -286,6 +323,52 @@ async fn capkv(client: &Client, opts: CallOptions, request: &Request) -> Result<
         }
     };
     r.map_err(from_client_error)
+}
+
+/// One request as a bare gRPC call with `client_id = 0`.
+async fn plain(
+    kv: &mut KvClient<Channel>,
+    level: crate::Level,
+    timeout: Duration,
+    request: &Request,
+) -> Result<Outcome, OpError> {
+    use crate::proto::{CasRequest, GetRequest, RequestHeader, SetRequest};
+    let header = Some(RequestHeader {
+        consistency: level.to_proto() as i32,
+        client_id: 0,
+        request_id: 0,
+        timeout_ms: timeout.as_millis().clamp(1, u32::MAX as u128) as u32,
+        ack_below: 0,
+    });
+    let r = match request {
+        Request::Get { key } => {
+            kv.get(crate::client::timed(GetRequest { header, key: key.clone() }, timeout)).await.map(|_| Outcome::Done)
+        }
+        Request::Set { key, value, .. } => kv
+            .set(crate::client::timed(SetRequest { header, key: key.clone(), value: value.clone() }, timeout))
+            .await
+            .map(|_| Outcome::Done),
+        Request::Cas { key, expected, new, .. } => kv
+            .cas(crate::client::timed(
+                CasRequest {
+                    header,
+                    key: key.clone(),
+                    expect_absent: expected.is_none(),
+                    expected: expected.clone().unwrap_or_default(),
+                    new_value: new.clone(),
+                },
+                timeout,
+            ))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                Outcome::Cas { swapped: r.swapped, current: r.found.then_some(r.current) }
+            }),
+        Request::Ping { .. } | Request::Fsync { .. } | Request::Produce { .. } => {
+            return Err(wrong(request, "capkv data"))
+        }
+    };
+    r.map_err(|s| from_status(&s))
 }
 
 pub fn from_client_error(e: ClientError) -> OpError {

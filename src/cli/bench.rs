@@ -102,7 +102,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, help_heading = "Produce")]
     pub replication_factor: u32,
     /// capkv: send requests over one session stream per connection (as the
-    /// capkv client does) or as one unary gRPC call each.
+    /// capkv client does), as one unary gRPC call each, or as `plain` unary
+    /// calls from the bare gRPC stub without a client id (as a client in
+    /// another language that fills in only what the proto requires).
     #[arg(long, value_enum, default_value_t = TransportArg::Session)]
     pub transport: TransportArg,
 }
@@ -111,6 +113,7 @@ pub struct BenchArgs {
 pub enum TransportArg {
     Session,
     Unary,
+    Plain,
 }
 
 /// A duration like `--duration`'s, but 0 (no warm-up) is allowed.
@@ -142,8 +145,9 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     cfg.clients = args.clients;
     cfg.transport = match args.transport {
         TransportArg::Session => crate::client::Transport::Session,
-        TransportArg::Unary => crate::client::Transport::Unary,
+        TransportArg::Unary | TransportArg::Plain => crate::client::Transport::Unary,
     };
+    cfg.plain_client = args.transport == TransportArg::Plain;
     cfg.stop = match (args.duration, args.requests) {
         (_, Some(n)) => StopAfter::Requests(n),
         (Some(d), None) => StopAfter::Duration(d),
