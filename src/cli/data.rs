@@ -98,7 +98,14 @@ pub async fn run(cli: &Cli) -> ExitCode {
                 Err(e) => client_error(e),
             }
         }
-        _ => unreachable!("not a data command"),
+        // Listed, not `_`: a new subcommand must be placed here or in `cli::run`.
+        Command::Serve(_)
+        | Command::Dev(_)
+        | Command::Cluster { .. }
+        | Command::Topic { .. }
+        | Command::Check { .. }
+        | Command::Bench(_)
+        | Command::Jepsen { .. } => fail("internal error: not a data command (get, set, del or cas)"),
     }
 }
 

@@ -140,7 +140,10 @@ pub fn run() -> ExitCode {
         Command::Cluster { ref command } => with_runtime(cluster::run(&cli, command)),
         Command::Bench(ref args) => bench::run(&cli, args),
         Command::Topic { ref command } => with_runtime(topic::run(&cli, command)),
-        _ => with_runtime(data::run(&cli)),
+        // Listed, not `_`: a new subcommand must be dispatched or it does not compile.
+        Command::Get { .. } | Command::Set { .. } | Command::Del { .. } | Command::Cas { .. } => {
+            with_runtime(data::run(&cli))
+        }
     }
 }
 
