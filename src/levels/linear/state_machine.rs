@@ -193,9 +193,9 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         if batch.stamp > self.read_u64(&key, "proposer stamp")? {
             self.put(key, batch.stamp.to_be_bytes().to_vec());
         }
-        let voters = if self.voters.is_empty() { vec![batch.proposer] } else { self.voters.clone() };
+        let voters = if self.voters.is_empty() { std::slice::from_ref(&batch.proposer) } else { &self.voters[..] };
         let mut stamps = Vec::with_capacity(voters.len());
-        for &v in &voters {
+        for &v in voters {
             let s = self.read_u64(&proposer_stamp_key(v), "proposer stamp")?;
             if s > 0 {
                 stamps.push(s);
@@ -218,12 +218,7 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         if let Some(s) = self.max_stamp {
             return Ok(s);
         }
-        let s = match self.get(META_MAX_STAMP)? {
-            Some(b) => {
-                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| ApplyError::Corrupt("max stamp".into()))?)
-            }
-            None => 0,
-        };
+        let s = self.read_u64(META_MAX_STAMP, "max stamp")?;
         self.max_stamp = Some(s);
         Ok(s)
     }
