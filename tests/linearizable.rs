@@ -15,23 +15,6 @@ use common::*;
 
 const L: Level = Level::Linearizable;
 
-/// The node every other node names as leader, once they agree.
-async fn leader(c: &TestCluster, alive: &[u32]) -> u32 {
-    eventually(Duration::from_secs(20), "a leader all live nodes agree on", || async {
-        let mut seen = None;
-        for &id in alive {
-            let st = c.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
-            let l = st.raft?.leader_id as u32;
-            if l == 0 || seen.is_some_and(|s| s != l) {
-                return None;
-            }
-            seen = Some(l);
-        }
-        seen.filter(|l| alive.contains(l))
-    })
-    .await
-}
-
 async fn cas_increments(c: &TestCluster, nodes: &[u32], workers: usize, per_worker: usize) {
     c.client(nodes[0]).set(b"ctr", b"0", opts(L)).await.unwrap();
     let mut tasks = Vec::new();
@@ -82,10 +65,10 @@ async fn concurrent_cas_increments_count_exactly() {
 async fn five_nodes_cas_increments_and_leader_kill() {
     let mut c = TestCluster::start(5, &[]).await;
     cas_increments(&c, &[1, 2, 3, 4, 5], 5, 10).await;
-    let l = leader(&c, &[1, 2, 3, 4, 5]).await;
+    let l = c.raft_leader(&[1, 2, 3, 4, 5]).await;
     c.kill(l);
     let alive: Vec<u32> = (1..=5).filter(|&i| i != l).collect();
-    let new = leader(&c, &alive).await;
+    let new = c.raft_leader(&alive).await;
     assert_ne!(new, l);
     c.client(alive[0]).set(b"after", b"kill", opts(L)).await.unwrap();
 }
@@ -95,7 +78,7 @@ async fn leader_kill_9_elects_a_new_leader_and_writes_resume() {
     // Raft §5.2: after the leader dies a new one is elected; the window
     // without a writable leader is measured (target <= 1 s by default).
     let mut c = TestCluster::start(3, &[]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let alive: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
     let client = c.client(alive[0]);
     client.set(b"k", b"before", opts(L)).await.unwrap();
@@ -114,7 +97,7 @@ async fn leader_kill_9_elects_a_new_leader_and_writes_resume() {
     .await;
     let window = killed_at.elapsed();
     eprintln!("unavailability window after leader kill -9: {} ms", window.as_millis());
-    assert_ne!(leader(&c, &alive).await, l);
+    assert_ne!(c.raft_leader(&alive).await, l);
     assert!(client.get(b"k", opts(L)).await.unwrap().unwrap().value.starts_with(b"after-"));
 }
 
@@ -123,7 +106,7 @@ async fn follower_down_during_10k_writes_catches_up_by_snapshot() {
     // Raft §7: the leader compacted its log past what the follower has, so
     // the follower can only catch up by installing a snapshot.
     let mut c = TestCluster::start(3, &["--raft-snapshot-entries", "1000", "--raft-catch-up-entries", "100"]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|&i| i != l).unwrap();
     c.kill(follower);
     let writer = Arc::new(c.client(l));
@@ -205,7 +188,7 @@ async fn full_cluster_kill_9_keeps_every_acknowledged_write() {
     for id in 1..=3 {
         c.wait_ready(id).await;
     }
-    leader(&c, &[1, 2, 3]).await;
+    c.raft_leader(&[1, 2, 3]).await;
     let client = c.client(2);
     for k in &acked {
         let v = client.get(k.as_bytes(), opts(L)).await.unwrap();
@@ -256,7 +239,7 @@ async fn minority_side_fails_with_unavailable_while_eventual_still_answers() {
     // CAP: with two of three nodes paused the third cannot form a majority;
     // linearizable ops are refused within the deadline, eventual ones work.
     let c = TestCluster::start(3, &[]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let lone = (1..=3).find(|&i| i != l).unwrap();
     c.client(lone).set(b"k", b"v", opts(L)).await.unwrap();
     for id in (1..=3).filter(|&i| i != lone) {
@@ -284,7 +267,7 @@ async fn minority_side_fails_with_unavailable_while_eventual_still_answers() {
     for id in (1..=3).filter(|&i| i != lone) {
         c.cont(id);
     }
-    leader(&c, &[1, 2, 3]).await;
+    c.raft_leader(&[1, 2, 3]).await;
     c.client(lone).set(b"k", b"healed", opts(L)).await.unwrap();
 }
 
@@ -294,7 +277,7 @@ async fn wiped_follower_catches_up_by_snapshot() {
     // are never lost (the leader would believe it still holds everything);
     // capkv detects it, re-replicates to it, and it installs a snapshot.
     let mut c = TestCluster::start(3, &["--raft-snapshot-entries", "200", "--raft-catch-up-entries", "20"]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|&i| i != l).unwrap();
     let writer = c.client(l);
     for i in 0..400 {
@@ -314,7 +297,7 @@ async fn wiped_follower_catches_up_by_snapshot() {
     // And the cluster still elects and writes normally afterwards.
     c.kill(l);
     let alive: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
-    leader(&c, &alive).await;
+    c.raft_leader(&alive).await;
     c.client(follower).set(b"after", b"wipe", opts(L)).await.unwrap();
 }
 
@@ -330,7 +313,7 @@ async fn reads_go_to_the_leader_once_a_reply_names_it() {
     // for a read index; the reply names the leader, and the client reads
     // there from then on. Other levels stay where they are.
     let c = TestCluster::start(3, &[]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let followers: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
     let order = [followers[0], followers[1], l];
     let client = capkv::client::Client::new(&order.map(|i| c.node(i).addr.clone())).unwrap();
@@ -372,7 +355,7 @@ async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
     // next ones there instead of through a follower, and finds the new
     // leader after the old one dies.
     let mut c = TestCluster::start(3, &[]).await;
-    let l = leader(&c, &[1, 2, 3]).await;
+    let l = c.raft_leader(&[1, 2, 3]).await;
     let followers: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
     let order = [followers[0], followers[1], l];
     let client = capkv::client::Client::new(&order.map(|i| c.node(i).addr.clone())).unwrap();
@@ -403,7 +386,7 @@ async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
         async move { client.set(b"k", v.as_bytes(), opts(L)).await.ok() }
     })
     .await;
-    let new_leader = leader(&c, &followers).await;
+    let new_leader = c.raft_leader(&followers).await;
     assert_eq!(client.leader_endpoint(), Some(c.node(new_leader).addr.clone()), "the hint follows the new leader");
 }
 
@@ -416,7 +399,7 @@ async fn writes_go_to_the_leader_a_reply_names_and_follow_it_after_a_kill() {
 async fn restarts_on_its_data(n: usize, kill_9: bool) {
     let mut c = TestCluster::start(n, &[]).await;
     let all: Vec<u32> = (1..=n as u32).collect();
-    leader(&c, &all).await;
+    c.raft_leader(&all).await;
     let client = c.client(1);
     let keys: Vec<String> = (0..40).map(|i| format!("restart-{n}-{i}")).collect();
     for k in &keys {
@@ -436,7 +419,7 @@ async fn restarts_on_its_data(n: usize, kill_9: bool) {
         for &id in &all {
             c.wait_ready(id).await;
         }
-        leader(&c, &all).await;
+        c.raft_leader(&all).await;
         let client = c.client(1);
         for k in &keys {
             let v = client.get(k.as_bytes(), opts(L)).await.unwrap();
@@ -480,7 +463,7 @@ async fn resumed_cut_off_leader_reads(read_mode: &str) -> (usize, usize) {
     let c = TestCluster::start(3, &["--read-mode", read_mode]).await;
     let (mut stale, mut answered) = (0, 0);
     for round in 0..2 {
-        let old = leader(&c, &[1, 2, 3]).await;
+        let old = c.raft_leader(&[1, 2, 3]).await;
         let key = format!("lease-{round}");
         let (before, after) = (format!("{round}-before"), format!("{round}-after"));
         let on_old = c.client(old);
@@ -496,7 +479,7 @@ async fn resumed_cut_off_leader_reads(read_mode: &str) -> (usize, usize) {
         let firewall = Firewall::new();
         firewall.isolate(&c, old);
         let others: Vec<u32> = (1..=3).filter(|&i| i != old).collect();
-        let new = leader(&c, &others).await;
+        let new = c.raft_leader(&others).await;
         c.client(new).set(key.as_bytes(), after.as_bytes(), opts(L)).await.unwrap();
         c.cont(old);
         let reads = (0..8).map(|_| {
@@ -553,7 +536,7 @@ async fn unbounded_lease_reads_are_caught_serving_stale_values() {
 async fn plain_grpc_requests_without_a_client_id_are_applied() {
     let c = TestCluster::start(3, &[]).await;
     // The bench's first request fails the run if no leader is elected yet.
-    leader(&c, &[1, 2, 3]).await;
+    c.raft_leader(&[1, 2, 3]).await;
     let eps = c.endpoints();
     for op in ["set", "cas", "get"] {
         let (code, out, err) = kv(&[

@@ -508,23 +508,6 @@ async fn a_topic_created_through_one_node_is_found_at_once_through_the_others() 
     assert!(matches!(err, TopicClientError::UnknownTopic(_)), "{err}");
 }
 
-/// The Raft leader every node in `alive` agrees on.
-async fn raft_leader(c: &TestCluster, alive: &[u32]) -> u32 {
-    eventually(Duration::from_secs(20), "a Raft leader all live nodes agree on", || async {
-        let mut seen = None;
-        for &id in alive {
-            let st = c.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
-            let l = st.raft?.leader_id as u32;
-            if l == 0 || seen.is_some_and(|s| s != l) {
-                return None;
-            }
-            seen = Some(l);
-        }
-        seen.filter(|l| alive.contains(l))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_records_and_keys_survive_a_follower_catching_up_by_snapshot() {
     // Safety review (issue 19, item 5). A node restarted behind the
@@ -545,7 +528,7 @@ async fn acks_all_records_and_keys_survive_a_follower_catching_up_by_snapshot() 
     let mut acked = produce_all(&producer, values(0..300)).await;
 
     // kill -9 a Raft follower; the others compact their log far past it.
-    let leader = raft_leader(&c, &[1, 2, 3]).await;
+    let leader = c.raft_leader(&[1, 2, 3]).await;
     let victim = (1..=3).find(|&i| i != leader).unwrap();
     let third = (1..=3).find(|&i| i != leader && i != victim).unwrap();
     c.kill(victim);

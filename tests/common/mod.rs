@@ -138,6 +138,24 @@ impl TestCluster {
         }
     }
 
+    /// The Raft leader every node in `alive` names, once they agree and it
+    /// is one of them (bounded wait: 20 s).
+    pub async fn raft_leader(&self, alive: &[u32]) -> u32 {
+        eventually(Duration::from_secs(20), "a Raft leader all live nodes agree on", || async {
+            let mut seen = None;
+            for &id in alive {
+                let st = self.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
+                let l = st.raft?.leader_id as u32;
+                if l == 0 || seen.is_some_and(|s| s != l) {
+                    return None;
+                }
+                seen = Some(l);
+            }
+            seen.filter(|l| alive.contains(l))
+        })
+        .await
+    }
+
     pub fn log_tail(&self, id: u32) -> String {
         let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
