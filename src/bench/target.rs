@@ -139,6 +139,14 @@ pub fn rotated(endpoints: &[String], by: usize) -> Vec<String> {
     v
 }
 
+/// A plain gRPC channel to `endpoint` (no capkv client library on top).
+fn bare_channel(endpoint: &str) -> Result<Channel, BenchError> {
+    crate::node::config::validate_host_port(endpoint)
+        .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
+    crate::node::peers::channel(endpoint, std::net::IpAddr::from([0, 0, 0, 0]))
+        .map_err(|message| BenchError::Connect { endpoint: endpoint.to_string(), message })
+}
+
 fn strip_scheme(e: &str) -> &str {
     e.trim().trim_start_matches("http://")
 }
@@ -184,17 +192,11 @@ impl Connection {
                 Ok(Connection::SessionPing { client, timeout: cfg.timeout })
             }
             (Target::Capkv, Operation::Ping) => {
-                crate::node::config::validate_host_port(&first)
-                    .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
-                let ch = crate::node::peers::channel(&first, std::net::IpAddr::from([0, 0, 0, 0]))
-                    .map_err(|message| BenchError::Connect { endpoint: first.clone(), message })?;
+                let ch = bare_channel(&first)?;
                 Ok(Connection::Ping { cluster: ClusterClient::new(ch), timeout: cfg.timeout })
             }
             (Target::Capkv, _) if cfg.plain_client => {
-                crate::node::config::validate_host_port(&first)
-                    .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
-                let ch = crate::node::peers::channel(&first, std::net::IpAddr::from([0, 0, 0, 0]))
-                    .map_err(|message| BenchError::Connect { endpoint: first.clone(), message })?;
+                let ch = bare_channel(&first)?;
                 let level = cfg.effective_level().expect("data operations have a level");
                 Ok(Connection::Plain { kv: KvClient::new(ch), level, timeout: cfg.timeout })
             }
