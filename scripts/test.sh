@@ -10,7 +10,7 @@ cd "$capkv_root"
 if [ ! -d ../shared/porcupine-data ] && [ -z "${CAPKV_PORCUPINE_DATA:-}" ]; then
   echo "WARNING: ../shared/porcupine-data not found: the checker's reference-verdict test will be SKIPPED" >&2
 fi
-cargo fmt -p capkv -p capkv-jepsen -- --check
+cargo fmt --all -- --check
 capkv_build
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"

@@ -13,9 +13,11 @@
 
 pub mod bench;
 pub mod cli;
-pub mod client;
+/// The client library is its own crate (`capkv-client`, no server code);
+/// re-exported so paths stay `capkv::client::…`.
+pub use capkv_client as client;
 pub mod clock;
-pub mod level;
+pub use capkv_proto::level;
 pub mod levels;
 pub mod metrics;
 pub mod node;
@@ -23,20 +25,9 @@ pub mod store;
 pub mod topic;
 pub mod wire;
 
-/// Generated gRPC types for the client API (`proto/capkv.proto`).
-pub mod proto {
-    tonic::include_proto!("capkv.v1");
-
-    /// Generated gRPC types for node-to-node traffic (`proto/peer.proto`).
-    pub mod peer {
-        tonic::include_proto!("capkv.peer.v1");
-    }
-
-    /// The linearizable state machine's commands and stored values (`proto/rsm.proto`).
-    pub mod rsm {
-        tonic::include_proto!("capkv.rsm.v1");
-    }
-}
+/// The wire contract (generated gRPC code) lives in `capkv-proto`, shared
+/// with the client library; re-exported so paths stay `capkv::proto::…`.
+pub use capkv_proto::proto;
 
 pub use clock::{NodeId, Version};
 pub use level::Level;

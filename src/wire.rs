@@ -7,9 +7,7 @@ use crate::level::Level;
 use crate::proto;
 use crate::store::Cell;
 
-pub fn version_to_proto(v: Version) -> proto::Version {
-    proto::Version { hlc: v.hlc, node_id: v.node_id }
-}
+pub use capkv_proto::version::version_to_proto;
 
 pub fn cell_to_peer(key: &Bytes, cell: &Cell) -> proto::peer::Cell {
     proto::peer::Cell {

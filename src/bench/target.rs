@@ -43,6 +43,11 @@ use crate::proto::cluster_client::ClusterClient;
 use crate::proto::kv_client::KvClient;
 use crate::proto::PingRequest;
 
+/// A request carrying the bench's deadline for the node (`grpc-timeout`).
+fn timed<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    crate::node::peers::request(msg, timeout.as_millis() as u64)
+}
+
 pub enum Connection {
     Capkv {
         client: Client,
@@ -344,14 +349,14 @@ async fn plain(
     });
     let r = match request {
         Request::Get { key } => {
-            kv.get(crate::client::timed(GetRequest { header, key: key.clone() }, timeout)).await.map(|_| Outcome::Done)
+            kv.get(timed(GetRequest { header, key: key.clone() }, timeout)).await.map(|_| Outcome::Done)
         }
         Request::Set { key, value, .. } => kv
-            .set(crate::client::timed(SetRequest { header, key: key.clone(), value: value.clone() }, timeout))
+            .set(timed(SetRequest { header, key: key.clone(), value: value.clone() }, timeout))
             .await
             .map(|_| Outcome::Done),
         Request::Cas { key, expected, new, .. } => kv
-            .cas(crate::client::timed(
+            .cas(timed(
                 CasRequest {
                     header,
                     key: key.clone(),

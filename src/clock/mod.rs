@@ -32,13 +32,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use hlc_gen::source::ManualClock;
 use hlc_gen::{HlcGenerator, HlcTimestamp};
 
-/// Node identifier as configured in `--cluster` (1, 2, 3, ...).
-pub type NodeId = u32;
-
-/// Milliseconds since the Unix epoch at hlc-gen's custom epoch (2024-01-01).
-const HLC_EPOCH_UNIX_MS: i64 = 1_704_067_200_000;
-/// Low bits of an HLC stamp that hold the logical counter.
-const HLC_LOGICAL_BITS: u32 = 22;
+pub use capkv_proto::version::{
+    hlc_from_physical_ms, hlc_physical_ms, NodeId, Version, HLC_EPOCH_UNIX_MS, HLC_LOGICAL_BITS,
+};
 
 /// No stamp at or above this is taken in (see the module docs). Its
 /// physical part is in 2093.
@@ -100,38 +96,6 @@ pub fn wall_clock_ms() -> i64 {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     now.saturating_add(offset_ms())
-}
-
-/// The physical part of an HLC stamp, in ms since the Unix epoch.
-pub fn hlc_physical_ms(hlc: u64) -> i64 {
-    (hlc >> HLC_LOGICAL_BITS) as i64 + HLC_EPOCH_UNIX_MS
-}
-
-/// An HLC stamp for a physical time (logical counter 0).
-pub fn hlc_from_physical_ms(unix_ms: i64) -> u64 {
-    let since_epoch = (unix_ms - HLC_EPOCH_UNIX_MS).max(0) as u64;
-    since_epoch << HLC_LOGICAL_BITS
-}
-
-/// The version of a cell: totally ordered by (hlc, node_id).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub hlc: u64,
-    pub node_id: NodeId,
-}
-
-impl Version {
-    pub const ZERO: Version = Version { hlc: 0, node_id: 0 };
-
-    pub fn new(hlc: u64, node_id: NodeId) -> Self {
-        Version { hlc, node_id }
-    }
-}
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}@{}", hlc_physical_ms(self.hlc), self.hlc & ((1 << HLC_LOGICAL_BITS) - 1), self.node_id)
-    }
 }
 
 /// The node's hybrid logical clock.

@@ -162,19 +162,7 @@ fn insert_member(out: &mut BTreeMap<NodeId, String>, id: &str, addr: &str) -> Re
     Ok(())
 }
 
-/// Checks `host:port` (port 1..=65535, non-empty host).
-pub fn validate_host_port(addr: &str) -> Result<(), String> {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(format!("address {addr:?} has no port: expected HOST:PORT"));
-    };
-    if host.is_empty() {
-        return Err(format!("address {addr:?} has no host: expected HOST:PORT"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("address {addr:?} has an invalid port {port:?}: expected 1-65535")),
-    }
-}
+pub use capkv_proto::channel::validate_host_port;
 
 /// Everything `kv serve` can be told on the command line.
 #[derive(Debug, Default, Clone)]

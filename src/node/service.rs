@@ -30,11 +30,7 @@ use crate::wire::version_to_proto;
 
 /// Upper bound on a client-chosen deadline.
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 120_000;
-pub const RETRY_SAFE_HEADER: &str = "capkv-retry";
-/// On a linearizable reply: the address of the Raft leader the answering
-/// node knows of. Clients send their next linearizable requests there,
-/// which spares the hop through a follower (see `client`).
-pub const RAFT_LEADER_HEADER: &str = "capkv-raft-leader";
+pub use capkv_proto::headers::{RAFT_LEADER_HEADER, RETRY_SAFE_HEADER};
 /// How much earlier than the client's deadline a node stops working on a
 /// request (at most a tenth of the deadline).
 pub const DEADLINE_MARGIN_MS: u64 = 100;

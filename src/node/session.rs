@@ -29,9 +29,7 @@ use super::service::{KvService, RAFT_LEADER_HEADER, RETRY_SAFE_HEADER};
 use crate::proto::kv_server::Kv;
 use crate::proto::{session_reply, session_request, PingResponse, SessionError, SessionReply, SessionRequest};
 
-/// Requests one session may have in flight; the session stops reading
-/// further requests until one of them is answered.
-pub const MAX_SESSION_IN_FLIGHT: usize = 1024;
+pub use capkv_proto::limits::MAX_SESSION_IN_FLIGHT;
 
 /// The reply half of a session, as the `Kv` service returns it.
 pub type Replies = ReceiverStream<Result<SessionReply, Status>>;

@@ -27,11 +27,9 @@ pub const MAX_PRODUCE_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_FETCH_MAX_BYTES: usize = 1024 * 1024;
 pub const MAX_FETCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-pub const TOPIC_ERROR_HEADER: &str = "capkv-topic-error";
-pub const LEADER_HEADER: &str = "capkv-leader";
-pub const EXPECTED_SEQUENCE_HEADER: &str = "capkv-expected-sequence";
-pub const LOG_START_HEADER: &str = "capkv-log-start";
-pub const LOG_END_HEADER: &str = "capkv-log-end";
+pub use capkv_proto::headers::{
+    EXPECTED_SEQUENCE_HEADER, LEADER_HEADER, LOG_END_HEADER, LOG_START_HEADER, TOPIC_ERROR_HEADER,
+};
 
 pub struct TopicService {
     node: Arc<NodeState>,

@@ -25,12 +25,9 @@ pub fn replica_assignment(topic_id: u64, partitions: u32, rf: usize, nodes: &[No
         .collect()
 }
 
-/// The partition of a keyed record: xxh3-64 of the key modulo the
-/// partition count. Part of the client contract: do not change it.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    assert!(partitions > 0, "a topic has at least one partition");
-    (xxhash_rust::xxh3::xxh3_64(key) % partitions as u64) as u32
-}
+/// The partition of a keyed record (part of the client contract, so it
+/// lives in `capkv-proto`).
+pub use capkv_proto::partition::partition_for_key;
 
 /// Partitions of each member: for every topic, its subscribers sorted by
 /// id take partitions round-robin (partition `p` to subscriber `p mod m`).

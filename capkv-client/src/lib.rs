@@ -1,9 +1,9 @@
 //! The capkv client library.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), capkv::client::ClientError> {
-//! use capkv::client::{Client, CallOptions};
-//! use capkv::Level;
+//! # async fn demo() -> Result<(), capkv_client::ClientError> {
+//! use capkv_client::{Client, CallOptions};
+//! use capkv_client::Level;
 //! let client = Client::new(&["127.0.0.1:7001", "127.0.0.1:7002"])?;
 //! let opts = CallOptions::new(Level::Quorum);
 //! client.set(b"greeting", b"hello", opts).await?;
@@ -39,14 +39,14 @@ use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::clock::Version;
-use crate::level::Level;
-use crate::node::peers::channel;
+use capkv_proto::channel::channel;
+pub use capkv_proto::{proto, Level, Version};
+
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::kv_client::KvClient;
 use crate::proto::session_reply::Result as R;
 use crate::proto::session_request::Op;
-use crate::proto::{self, NodeStatus, RequestHeader};
+use crate::proto::{NodeStatus, RequestHeader};
 
 mod session;
 pub mod topics;
@@ -255,7 +255,7 @@ impl Client {
         let mut out = Vec::new();
         for e in endpoints {
             let addr = e.as_ref().trim().trim_start_matches("http://").to_string();
-            crate::node::config::validate_host_port(&addr)
+            capkv_proto::channel::validate_host_port(&addr)
                 .map_err(|m| ClientError::Config(format!("invalid endpoint: {m}")))?;
             let ch = channel(&addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(ClientError::Config)?;
             let kv = KvClient::new(ch.clone())
@@ -392,7 +392,7 @@ impl Client {
     pub async fn node_status(&self, endpoint: usize, timeout: Duration) -> Result<NodeStatus, ClientError> {
         let e = &self.endpoints[endpoint];
         let mut c = e.cluster.clone();
-        crate::node::peers::call(timeout.as_millis() as u64, c.status(timed(proto::StatusRequest {}, timeout)))
+        capkv_proto::channel::call(timeout.as_millis() as u64, c.status(timed(proto::StatusRequest {}, timeout)))
             .await
             .map_err(|s| ClientError::Unavailable(format!("{}: {}", e.addr, describe(&s))))
     }
@@ -413,7 +413,7 @@ impl Client {
     /// transport (a benchmark baseline: no storage, no level, no retry).
     pub async fn ping(&self, endpoint: usize, payload: Bytes, timeout: Duration) -> Result<Bytes, Status> {
         let e = &self.endpoints[endpoint];
-        crate::node::peers::call(timeout.as_millis() as u64, e.ping(payload, timeout)).await.map(|r| r.payload)
+        capkv_proto::channel::call(timeout.as_millis() as u64, e.ping(payload, timeout)).await.map(|r| r.payload)
     }
 
     async fn call<'a, T, F, Fut>(&'a self, opts: CallOptions, retry: Retry, f: F) -> Result<T, ClientError>
@@ -443,7 +443,7 @@ impl Client {
                 // The server gets the deadline (in the request header, and in
                 // `grpc-timeout` for unary calls); the client
                 // enforces it too (a paused node would never answer).
-                match crate::node::peers::call_full((deadline - now).as_millis() as u64 + 1, f(ep, deadline - now))
+                match capkv_proto::channel::call_full((deadline - now).as_millis() as u64 + 1, f(ep, deadline - now))
                     .await
                 {
                     Ok(r) => {
@@ -500,7 +500,7 @@ impl Client {
 
     /// Remembers the leader a reply names, when it is one of our endpoints.
     fn learn_leader(&self, md: &tonic::metadata::MetadataMap) {
-        let named = md.get(crate::node::service::RAFT_LEADER_HEADER).and_then(|v| v.to_str().ok());
+        let named = md.get(capkv_proto::headers::RAFT_LEADER_HEADER).and_then(|v| v.to_str().ok());
         let idx = named.and_then(|a| self.endpoints.iter().position(|e| e.addr == a)).unwrap_or(NO_LEADER);
         self.leader.store(idx, Ordering::Relaxed);
     }
@@ -562,7 +562,7 @@ enum Class {
 }
 
 fn classify(s: &Status) -> Class {
-    if s.metadata().get(crate::node::service::RETRY_SAFE_HEADER).is_some() {
+    if s.metadata().get(capkv_proto::headers::RETRY_SAFE_HEADER).is_some() {
         return Class::NotApplied;
     }
     if is_connect_error(s) {

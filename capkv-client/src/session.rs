@@ -27,12 +27,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
-use crate::node::service::{RAFT_LEADER_HEADER, RETRY_SAFE_HEADER};
 use crate::proto::kv_client::KvClient;
 use crate::proto::{session_reply, session_request, SessionReply, SessionRequest};
+use capkv_proto::headers::{RAFT_LEADER_HEADER, RETRY_SAFE_HEADER};
 
 /// Requests one session stream carries at once (as the server allows).
-pub const MAX_SESSION_IN_FLIGHT: usize = crate::node::session::MAX_SESSION_IN_FLIGHT;
+pub use capkv_proto::limits::MAX_SESSION_IN_FLIGHT;
 /// Requests with more key and value bytes than this go as unary calls
 /// instead: a large message would hold up every request behind it on the
 /// stream, and one larger than the node decodes would end the stream (and
