@@ -8,7 +8,8 @@
 //!
 //! Encoding (value of the `cells` column family, big-endian):
 //! `[format u8 = 1][flags u8][hlc u64][node_id u32][value bytes]`,
-//! flags bit 0 = tombstone, bits 1..=2 = origin level.
+//! flags bit 0 = tombstone, bits 1..=2 = origin level, bits 3..=7 zero
+//! (a cell with other bits set is refused, not misread).
 
 use bytes::Bytes;
 
@@ -18,6 +19,21 @@ use crate::level::Level;
 const FORMAT: u8 = 1;
 const HEADER_BYTES: usize = 1 + 1 + 8 + 4;
 const FLAG_TOMBSTONE: u8 = 1;
+/// Where the origin level sits in the flags byte.
+const ORIGIN_SHIFT: u32 = 1;
+const ORIGIN_MASK: u8 = 0b11;
+const FLAGS_KNOWN: u8 = FLAG_TOMBSTONE | (ORIGIN_MASK << ORIGIN_SHIFT);
+// Every level must fit the origin bits, and none may be 0 (0 is no level):
+// a fourth level needs a new cell format, and this stops the build until
+// it has one.
+const _: () = {
+    let mut i = 0;
+    while i < Level::ALL.len() {
+        let l = Level::ALL[i] as u8;
+        assert!(l != 0 && l <= ORIGIN_MASK, "a level does not fit the cell's origin bits");
+        i += 1;
+    }
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cell {
@@ -35,6 +51,8 @@ pub enum DecodeError {
     Format(u8),
     #[error("unknown origin level {0}")]
     Origin(u8),
+    #[error("unknown cell flags {0:#010b}")]
+    Flags(u8),
 }
 
 impl Cell {
@@ -82,10 +100,12 @@ impl Cell {
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let mut flags = (self.origin as u8) << 1;
+        let mut flags = (self.origin as u8) << ORIGIN_SHIFT;
         if self.value.is_none() {
             flags |= FLAG_TOMBSTONE;
         }
+        assert_eq!(flags & !FLAGS_KNOWN, 0, "cell flags {flags:#010b} out of the format");
+        let start = out.len();
         out.push(FORMAT);
         out.push(flags);
         out.extend_from_slice(&self.version.hlc.to_be_bytes());
@@ -93,11 +113,12 @@ impl Cell {
         if let Some(v) = &self.value {
             out.extend_from_slice(v);
         }
+        assert_eq!(out.len() - start, self.encoded_len(), "cell encoding length");
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Cell, DecodeError> {
         let (version, flags) = Self::decode_header(bytes)?;
-        let origin = Level::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::Origin(flags))?;
+        let origin = Level::from_u8((flags >> ORIGIN_SHIFT) & ORIGIN_MASK).ok_or(DecodeError::Origin(flags))?;
         let value =
             if flags & FLAG_TOMBSTONE != 0 { None } else { Some(Bytes::copy_from_slice(&bytes[HEADER_BYTES..])) };
         Ok(Cell { value, version, origin })
@@ -116,6 +137,9 @@ impl Cell {
         }
         if bytes[0] != FORMAT {
             return Err(DecodeError::Format(bytes[0]));
+        }
+        if bytes[1] & !FLAGS_KNOWN != 0 {
+            return Err(DecodeError::Flags(bytes[1]));
         }
         let hlc = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
         let node_id = u32::from_be_bytes(bytes[10..14].try_into().expect("4 bytes"));
@@ -185,6 +209,28 @@ mod tests {
         let mut bytes = Cell::tombstone(Version::new(1, 1), Level::Eventual).encode();
         bytes[0] = 9;
         assert_eq!(Cell::decode(&bytes), Err(DecodeError::Format(9)));
+        // Origin 0 is no level; bits above the origin are not in format 1.
+        let mut bytes = Cell::tombstone(Version::new(1, 1), Level::Eventual).encode();
+        bytes[1] = FLAG_TOMBSTONE;
+        assert_eq!(Cell::decode(&bytes), Err(DecodeError::Origin(FLAG_TOMBSTONE)));
+        for high in [0b1000, 0b1000_0000] {
+            let mut bytes = Cell::value(Bytes::from_static(b"v"), Version::new(1, 1), Level::Quorum).encode();
+            bytes[1] |= high;
+            assert_eq!(Cell::decode(&bytes), Err(DecodeError::Flags(bytes[1])));
+            assert_eq!(Cell::decode_version(&bytes), Err(DecodeError::Flags(bytes[1])));
+        }
+    }
+
+    #[test]
+    fn every_level_round_trips_as_origin() {
+        for level in Level::ALL {
+            for cell in [
+                Cell::tombstone(Version::new(7, 2), level),
+                Cell::value(Bytes::from_static(b"x"), Version::new(7, 2), level),
+            ] {
+                assert_eq!(Cell::decode(&cell.encode()).unwrap(), cell);
+            }
+        }
     }
 
     #[test]
