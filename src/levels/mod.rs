@@ -1,12 +1,61 @@
-//! The three consistency levels, each behind one narrow interface; the node
-//! routes a request to the module for its level. Nothing in one level knows
-//! about another.
+//! The three consistency levels, each behind one narrow interface
+//! ([`KvLevel`]); the node routes a request to the module for its level in
+//! one place (`node::router`). Nothing in one level knows about another.
+//!
+//! Adding a level: a module here implementing [`KvLevel`], a variant of
+//! [`crate::Level`] (in `capkv-proto`, with its wire number in
+//! `proto/capkv.proto`), and one arm in each match of `node::router` — the
+//! compiler lists every place that must change (the cell format's origin
+//! bits assert at compile time that the level still fits).
 
 pub mod eventual;
 pub mod linear;
 pub mod quorum;
 
-use crate::store::StoreError;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::clock::Version;
+use crate::level::Level;
+use crate::store::{Cell, StoreError};
+
+pub use linear::Caller;
+
+/// What a level is told about a request besides its operation.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// How long the level may work on it (the client's deadline, less a margin).
+    pub timeout: Duration,
+    /// The client session ids (exactly-once retries where the level has them).
+    pub caller: Caller,
+}
+
+/// The narrow interface of a consistency level: one key's get, write
+/// (`None` deletes) and compare-and-set. Tombstones come back from `get` as
+/// such (callers treat them as absent). A level that cannot do an operation
+/// answers [`LevelError::FailedPrecondition`] with the reason.
+pub trait KvLevel: Send + Sync {
+    const LEVEL: Level;
+
+    fn get(&self, key: Bytes, call: Call) -> impl Future<Output = Result<Option<Cell>, LevelError>> + Send;
+
+    fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        call: Call,
+    ) -> impl Future<Output = Result<Version, LevelError>> + Send;
+
+    fn cas(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new_value: Bytes,
+        call: Call,
+    ) -> impl Future<Output = Result<CasReply, LevelError>> + Send;
+}
 
 /// Why a level could not serve a request. The node turns these into gRPC
 /// statuses with the same sentence.

@@ -14,6 +14,7 @@ pub mod peer_batch;
 pub mod peer_input;
 pub mod peer_service;
 pub mod peers;
+pub mod router;
 pub mod service;
 pub mod session;
 pub mod topic_peer_service;

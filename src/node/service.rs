@@ -16,11 +16,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::config::MAX_KEY_BYTES;
+use super::router;
 use super::NodeState;
 use crate::level::Level;
-use crate::levels::linear::Caller;
-use crate::levels::quorum::CAS_REFUSAL;
-use crate::levels::{CasReply, LevelError};
+use crate::levels::{Call, Caller, CasReply, LevelError};
 use crate::proto::admin_server::Admin;
 use crate::proto::cluster_server::Cluster;
 use crate::proto::kv_server::Kv;
@@ -96,7 +95,7 @@ impl KvService {
     }
 
     /// The level, deadline and caller ids the request carries.
-    fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Duration, Caller), Status> {
+    fn header(&self, h: Option<&RequestHeader>) -> Result<(Level, Call), Status> {
         let Some(h) = h else {
             return Err(Status::invalid_argument("request has no header: set header.consistency"));
         };
@@ -119,7 +118,7 @@ impl KvService {
         // as a refusal and not as a client-side timeout (indeterminate).
         let ms = ms - (ms / 10).min(DEADLINE_MARGIN_MS);
         let caller = Caller { client_id: h.client_id, request_id: h.request_id, ack_below: h.ack_below };
-        Ok((level, Duration::from_millis(ms), caller))
+        Ok((level, Call { timeout: Duration::from_millis(ms), caller }))
     }
 }
 
@@ -158,58 +157,37 @@ fn cas_reply(r: CasReply) -> CasResponse {
 impl Kv for KvService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = req.into_inner();
-        let (level, timeout, _caller) = self.header(req.header.as_ref())?;
+        let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
-        let cell = match level {
-            Level::Eventual => self.node.eventual.get(req.key).map_err(level_status)?,
-            Level::Quorum => self.node.quorum.get(req.key, timeout).await.map_err(level_status)?,
-            Level::Linearizable => self.node.linear.get(&req.key, timeout).await.map_err(level_status)?,
-        };
+        let cell = router::get(&self.node, level, req.key, call).await.map_err(level_status)?;
         Ok(self.with_leader(level, get_reply(cell)))
     }
 
     async fn set(&self, req: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let req = req.into_inner();
-        let (level, timeout, caller) = self.header(req.header.as_ref())?;
+        let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.value)?;
-        let cell = match level {
-            Level::Eventual => self.node.eventual.write(req.key, Some(req.value)).await.map_err(level_status)?.version,
-            Level::Quorum => self.node.quorum.write(req.key, Some(req.value), timeout).await.map_err(level_status)?,
-            Level::Linearizable => {
-                self.node.linear.write(caller, req.key, Some(req.value), timeout).await.map_err(level_status)?
-            }
-        };
-        Ok(self.with_leader(level, SetResponse { version: Some(version_to_proto(cell)) }))
+        let version = router::write(&self.node, level, req.key, Some(req.value), call).await.map_err(level_status)?;
+        Ok(self.with_leader(level, SetResponse { version: Some(version_to_proto(version)) }))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = req.into_inner();
-        let (level, timeout, caller) = self.header(req.header.as_ref())?;
+        let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
-        let cell = match level {
-            Level::Eventual => self.node.eventual.write(req.key, None).await.map_err(level_status)?.version,
-            Level::Quorum => self.node.quorum.write(req.key, None, timeout).await.map_err(level_status)?,
-            Level::Linearizable => {
-                self.node.linear.write(caller, req.key, None, timeout).await.map_err(level_status)?
-            }
-        };
-        Ok(self.with_leader(level, DeleteResponse { version: Some(version_to_proto(cell)) }))
+        let version = router::write(&self.node, level, req.key, None, call).await.map_err(level_status)?;
+        Ok(self.with_leader(level, DeleteResponse { version: Some(version_to_proto(version)) }))
     }
 
     async fn cas(&self, req: Request<CasRequest>) -> Result<Response<CasResponse>, Status> {
         let req = req.into_inner();
-        let (level, timeout, caller) = self.header(req.header.as_ref())?;
+        let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.new_value)?;
         let expected = if req.expect_absent { None } else { Some(req.expected) };
-        let reply = match level {
-            Level::Eventual => self.node.eventual.cas(req.key, expected, req.new_value).await.map_err(level_status)?,
-            Level::Quorum => return Err(Status::failed_precondition(CAS_REFUSAL)),
-            Level::Linearizable => {
-                self.node.linear.cas(caller, req.key, expected, req.new_value, timeout).await.map_err(level_status)?
-            }
-        };
+        let reply =
+            router::cas(&self.node, level, req.key, expected, req.new_value, call).await.map_err(level_status)?;
         Ok(self.with_leader(level, cas_reply(reply)))
     }
 
@@ -253,7 +231,7 @@ impl Cluster for ClusterService {
             id: n.cfg.id,
             address: n.cfg.cluster.get(&n.cfg.id).cloned().unwrap_or_default(),
             members: n.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
-            levels: vec![Consistency::Eventual as i32, Consistency::Quorum as i32, Consistency::Linearizable as i32],
+            levels: Level::ALL.iter().map(|l| l.to_proto() as i32).collect(),
             uptime_ms: n.started.elapsed().as_millis() as u64,
             hints_pending,
             counters: counters.into_iter().collect(),

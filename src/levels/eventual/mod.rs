@@ -84,3 +84,30 @@ impl Eventual {
         }
     }
 }
+
+impl super::KvLevel for Eventual {
+    const LEVEL: Level = Level::Eventual;
+
+    async fn get(&self, key: Bytes, _call: super::Call) -> Result<Option<Cell>, LevelError> {
+        Eventual::get(self, key)
+    }
+
+    async fn write(
+        &self,
+        key: Bytes,
+        value: Option<Bytes>,
+        _call: super::Call,
+    ) -> Result<crate::clock::Version, LevelError> {
+        Ok(Eventual::write(self, key, value).await?.version)
+    }
+
+    async fn cas(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new_value: Bytes,
+        _call: super::Call,
+    ) -> Result<CasReply, LevelError> {
+        Eventual::cas(self, key, expected, new_value).await
+    }
+}

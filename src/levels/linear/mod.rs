@@ -306,3 +306,25 @@ impl Linear {
         }
     }
 }
+
+impl crate::levels::KvLevel for Linear {
+    const LEVEL: crate::level::Level = crate::level::Level::Linearizable;
+
+    async fn get(&self, key: Bytes, call: crate::levels::Call) -> Result<Option<Cell>, LevelError> {
+        Linear::get(self, &key, call.timeout).await
+    }
+
+    async fn write(&self, key: Bytes, value: Option<Bytes>, call: crate::levels::Call) -> Result<Version, LevelError> {
+        Linear::write(self, call.caller, key, value, call.timeout).await
+    }
+
+    async fn cas(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new_value: Bytes,
+        call: crate::levels::Call,
+    ) -> Result<CasReply, LevelError> {
+        Linear::cas(self, call.caller, key, expected, new_value, call.timeout).await
+    }
+}

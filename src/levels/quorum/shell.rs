@@ -158,3 +158,26 @@ async fn local(store: &Store, msg: Message) -> Result<Input, String> {
         }
     }
 }
+
+impl crate::levels::KvLevel for Quorum {
+    const LEVEL: crate::level::Level = crate::level::Level::Quorum;
+
+    async fn get(&self, key: Bytes, call: crate::levels::Call) -> Result<Option<Cell>, LevelError> {
+        Quorum::get(self, key, call.timeout).await
+    }
+
+    async fn write(&self, key: Bytes, value: Option<Bytes>, call: crate::levels::Call) -> Result<Version, LevelError> {
+        Quorum::write(self, key, value, call.timeout).await
+    }
+
+    /// Refused: a register cannot compare-and-set (see [`CAS_REFUSAL`]).
+    async fn cas(
+        &self,
+        _key: Bytes,
+        _expected: Option<Bytes>,
+        _new_value: Bytes,
+        _call: crate::levels::Call,
+    ) -> Result<crate::levels::CasReply, LevelError> {
+        Err(LevelError::FailedPrecondition(CAS_REFUSAL.to_string()))
+    }
+}
