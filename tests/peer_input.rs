@@ -77,7 +77,7 @@ async fn hostile_peer_and_admin_requests_fail_alone_and_the_node_keeps_writing()
     refused.push(("cell stamped u64::MAX", code(r)));
     // The same through the quorum level's write path is covered by the
     // shared handler; a stamp a year ahead is refused too.
-    let year_ahead = capkv::clock::hlc_from_physical_ms(capkv::clock::wall_clock_ms() + 365 * 24 * 3_600_000);
+    let year_ahead = capkv::clock::hlc_from_physical_ms(capkv::clock::system_unix_ms() + 365 * 24 * 3_600_000);
     let r = peer.replicate(CellsRequest { from_node: 2, cells: vec![cell("victim2", year_ahead, 2)] }).await;
     refused.push(("cell stamped a year ahead", code(r)));
     // An empty key is never written by a client.

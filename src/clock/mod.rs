@@ -4,9 +4,12 @@
 //! Versions are totally ordered and unique per writer, so "keep the larger
 //! version" (last-writer-wins) makes every replica converge.
 //!
-//! The HLC comes from `hlc-gen`. Its physical source is the wall clock plus a
-//! process-wide offset ([`set_offset_ms`]) that the clock-skew nemesis sets
-//! through the admin RPC; a real deployment leaves it at 0.
+//! The HLC comes from `hlc-gen`. Its physical source is the node's
+//! [`WallTime`] (the system clock, or a simulated one when several nodes
+//! run in one process) plus a per-clock offset ([`Clock::set_offset_ms`])
+//! that the clock-skew nemesis sets through the admin RPC; a real
+//! deployment leaves it at 0. No process-wide state: two nodes in one
+//! process have two clocks.
 //!
 //! Drift policy: a stamp arriving from a peer that is more than
 //! `max_drift_ms` ahead of our physical clock does **not** advance our clock
@@ -23,11 +26,12 @@
 //! taken in (observed, forced, or used as a floor for a new stamp): that
 //! leaves 2^63 stamps of room above anything this clock holds. The peer
 //! services refuse earlier, at [`MAX_PEER_STAMP_AHEAD_MS`] ahead of the
-//! local clock ([`check_peer_stamp`]), and the admin offset is bounded by
+//! local clock ([`Clock::check_peer_stamp`]), and the admin offset is bounded by
 //! [`MAX_CLOCK_OFFSET_MS`]. What is left fails with a [`ClockError`],
 //! never a panic.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use hlc_gen::source::ManualClock;
 use hlc_gen::{HlcGenerator, HlcTimestamp};
@@ -62,47 +66,59 @@ pub enum ClockError {
     OffsetOutOfRange { offset_ms: i64 },
 }
 
-/// Clock offset added to the wall clock, for the clock-skew nemesis.
-static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
-
-/// Sets the process-wide clock offset; returns the previous one. Refuses
-/// offsets beyond ±[`MAX_CLOCK_OFFSET_MS`].
-pub fn set_offset_ms(offset_ms: i64) -> Result<i64, ClockError> {
-    if !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&offset_ms) {
-        return Err(ClockError::OffsetOutOfRange { offset_ms });
-    }
-    Ok(OFFSET_MS.swap(offset_ms, Ordering::SeqCst))
+/// Where a node reads wall-clock time from, in ms since the Unix epoch.
+/// Real nodes read the system clock ([`SystemWallTime`]); a simulation of
+/// several nodes in one process gives each its own ([`TokioWallTime`]).
+/// Nothing in the node reads the system clock except through this.
+pub trait WallTime: Send + Sync + 'static {
+    fn unix_ms(&self) -> i64;
 }
 
-/// Whether a stamp sent by a peer is acceptable: below [`MAX_STAMP_HLC`]
-/// and at most [`MAX_PEER_STAMP_AHEAD_MS`] ahead of the local wall clock.
-pub fn check_peer_stamp(hlc: u64) -> Result<(), ClockError> {
-    if hlc >= MAX_STAMP_HLC {
-        return Err(ClockError::OutOfRange { hlc });
+/// The operating system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemWallTime;
+
+impl WallTime for SystemWallTime {
+    fn unix_ms(&self) -> i64 {
+        system_unix_ms()
     }
-    let ahead_ms = hlc_physical_ms(hlc).saturating_sub(wall_clock_ms());
-    if ahead_ms > MAX_PEER_STAMP_AHEAD_MS {
-        return Err(ClockError::TooFarAhead { hlc, ahead_ms });
-    }
-    Ok(())
 }
 
-pub fn offset_ms() -> i64 {
-    OFFSET_MS.load(Ordering::SeqCst)
+/// The system clock in ms since the Unix epoch (0 before 1970). For tests
+/// and tools; a node reads [`Clock::wall_ms`].
+pub fn system_unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Wall clock in ms since the Unix epoch, plus the configured offset.
-pub fn wall_clock_ms() -> i64 {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    now.saturating_add(offset_ms())
+/// A wall clock that follows tokio's clock: `start_unix_ms` plus the tokio
+/// time elapsed since it was made. Under a paused tokio clock (simulation)
+/// it moves only when the simulation advances time.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioWallTime {
+    start_unix_ms: i64,
+    start: tokio::time::Instant,
+}
+
+impl TokioWallTime {
+    pub fn new(start_unix_ms: i64) -> Self {
+        TokioWallTime { start_unix_ms, start: tokio::time::Instant::now() }
+    }
+}
+
+impl WallTime for TokioWallTime {
+    fn unix_ms(&self) -> i64 {
+        self.start_unix_ms.saturating_add(self.start.elapsed().as_millis() as i64)
+    }
 }
 
 /// The node's hybrid logical clock.
 pub struct Clock {
     node_id: NodeId,
+    wall: Arc<dyn WallTime>,
+    /// Added to the wall clock: the clock-skew nemesis's hook, per node.
+    offset_ms: AtomicI64,
     // hlc-gen offers custom clock sources only through `ManualClock`: we set
-    // it from `wall_clock_ms()` before every use. Interleaved setters may
+    // it from `wall_ms()` before every use. Interleaved setters may
     // move the source back by a millisecond; the HLC absorbs that.
     // max_drift 0: hlc-gen never refuses; the drift check is ours (see module docs).
     hlc: HlcGenerator<ManualClock>,
@@ -115,10 +131,18 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock on the system's wall clock.
     pub fn new(node_id: NodeId, max_drift_ms: u64) -> Self {
+        Clock::with_wall(node_id, max_drift_ms, Arc::new(SystemWallTime))
+    }
+
+    /// A clock reading wall time from `wall`.
+    pub fn with_wall(node_id: NodeId, max_drift_ms: u64, wall: Arc<dyn WallTime>) -> Self {
         assert!(node_id > 0, "node ids start at 1");
         Clock {
             node_id,
+            wall,
+            offset_ms: AtomicI64::new(0),
             hlc: HlcGenerator::manual(0),
             max_drift_ms: max_drift_ms as i64,
             drift_rejections: AtomicU64::new(0),
@@ -128,6 +152,37 @@ impl Clock {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Wall clock in ms since the Unix epoch, plus this node's offset.
+    pub fn wall_ms(&self) -> i64 {
+        self.wall.unix_ms().saturating_add(self.offset_ms())
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Sets this node's clock offset; returns the previous one. Refuses
+    /// offsets beyond ±[`MAX_CLOCK_OFFSET_MS`].
+    pub fn set_offset_ms(&self, offset_ms: i64) -> Result<i64, ClockError> {
+        if !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&offset_ms) {
+            return Err(ClockError::OffsetOutOfRange { offset_ms });
+        }
+        Ok(self.offset_ms.swap(offset_ms, Ordering::SeqCst))
+    }
+
+    /// Whether a stamp sent by a peer is acceptable: below [`MAX_STAMP_HLC`]
+    /// and at most [`MAX_PEER_STAMP_AHEAD_MS`] ahead of this node's wall clock.
+    pub fn check_peer_stamp(&self, hlc: u64) -> Result<(), ClockError> {
+        if hlc >= MAX_STAMP_HLC {
+            return Err(ClockError::OutOfRange { hlc });
+        }
+        let ahead_ms = hlc_physical_ms(hlc).saturating_sub(self.wall_ms());
+        if ahead_ms > MAX_PEER_STAMP_AHEAD_MS {
+            return Err(ClockError::TooFarAhead { hlc, ahead_ms });
+        }
+        Ok(())
     }
 
     /// A fresh stamp for a local event; strictly greater than every stamp
@@ -189,7 +244,7 @@ impl Clock {
             tracing::warn!(hlc, "stamp out of the clock's range; not advancing the local clock");
             return false;
         }
-        let ahead_ms = hlc_physical_ms(hlc) - wall_clock_ms();
+        let ahead_ms = hlc_physical_ms(hlc) - self.wall_ms();
         if self.max_drift_ms > 0 && ahead_ms > self.max_drift_ms {
             let n = self.drift_rejections.fetch_add(1, Ordering::Relaxed);
             if n.is_power_of_two() {
@@ -232,7 +287,7 @@ impl Clock {
     }
 
     fn tick_source(&self) {
-        self.hlc.set_current_timestamp(wall_clock_ms());
+        self.hlc.set_current_timestamp(self.wall_ms());
     }
 }
 
@@ -260,10 +315,10 @@ mod tests {
     #[test]
     fn far_future_stamp_does_not_move_clock() {
         let c = Clock::new(1, 1_000);
-        let future = hlc_from_physical_ms(wall_clock_ms() + 3_600_000);
+        let future = hlc_from_physical_ms(system_unix_ms() + 3_600_000);
         assert!(!c.observe(future));
         assert!(c.now() < future);
-        let near = hlc_from_physical_ms(wall_clock_ms() + 200);
+        let near = hlc_from_physical_ms(system_unix_ms() + 200);
         assert!(c.observe(near));
         assert!(c.now() > near);
     }
@@ -273,7 +328,7 @@ mod tests {
         // Many threads lifting above the same far-future floor must still get
         // distinct stamps: (stamp, node) is the identity of a write.
         let c = std::sync::Arc::new(Clock::new(1, 1_000));
-        let floor = Version::new(hlc_from_physical_ms(wall_clock_ms() + 3_600_000), 9);
+        let floor = Version::new(hlc_from_physical_ms(system_unix_ms() + 3_600_000), 9);
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let c = c.clone();
@@ -291,7 +346,7 @@ mod tests {
     #[test]
     fn next_after_exceeds_floor() {
         let c = Clock::new(2, 1_000);
-        let floor = Version::new(hlc_from_physical_ms(wall_clock_ms() + 3_600_000), 3);
+        let floor = Version::new(hlc_from_physical_ms(system_unix_ms() + 3_600_000), 3);
         let v = c.next_after(floor).unwrap();
         assert!(v > floor);
         assert_eq!(v.node_id, 2);
@@ -325,7 +380,7 @@ mod tests {
         // A peer stamp within the drift bound but with the logical counter
         // nearly full leaves hlc-gen no next stamp in that millisecond.
         let c = Clock::new(1, 60_000);
-        let full = hlc_from_physical_ms(wall_clock_ms() + 30_000) | ((1 << HLC_LOGICAL_BITS) - 2);
+        let full = hlc_from_physical_ms(system_unix_ms() + 30_000) | ((1 << HLC_LOGICAL_BITS) - 2);
         assert!(c.observe(full));
         // The premise: hlc-gen has no next stamp here (the clock used to
         // `expect` one, killing whichever thread asked).
@@ -341,21 +396,40 @@ mod tests {
 
     #[test]
     fn peer_stamps_are_bounded_ahead_of_the_local_clock() {
-        assert_eq!(check_peer_stamp(u64::MAX), Err(ClockError::OutOfRange { hlc: u64::MAX }));
-        let day_and_more = hlc_from_physical_ms(wall_clock_ms() + MAX_PEER_STAMP_AHEAD_MS + 60_000);
-        assert!(matches!(check_peer_stamp(day_and_more), Err(ClockError::TooFarAhead { .. })));
-        let skewed = hlc_from_physical_ms(wall_clock_ms() + 2 * MAX_CLOCK_OFFSET_MS);
-        assert_eq!(check_peer_stamp(skewed), Ok(()));
-        assert_eq!(check_peer_stamp(0), Ok(()));
+        let c = Clock::new(1, 500);
+        assert_eq!(c.check_peer_stamp(u64::MAX), Err(ClockError::OutOfRange { hlc: u64::MAX }));
+        let day_and_more = hlc_from_physical_ms(c.wall_ms() + MAX_PEER_STAMP_AHEAD_MS + 60_000);
+        assert!(matches!(c.check_peer_stamp(day_and_more), Err(ClockError::TooFarAhead { .. })));
+        let skewed = hlc_from_physical_ms(c.wall_ms() + 2 * MAX_CLOCK_OFFSET_MS);
+        assert_eq!(c.check_peer_stamp(skewed), Ok(()));
+        assert_eq!(c.check_peer_stamp(0), Ok(()));
     }
 
     #[test]
-    fn clock_offsets_are_bounded() {
-        // Refusals leave the process-wide offset alone (other tests read it).
+    fn clock_offsets_are_bounded_and_per_clock() {
+        let c = Clock::new(1, 500);
         for offset_ms in [MAX_CLOCK_OFFSET_MS + 1, -MAX_CLOCK_OFFSET_MS - 1, i64::MIN, i64::MAX, 24 * 3_600_000] {
-            assert_eq!(set_offset_ms(offset_ms), Err(ClockError::OffsetOutOfRange { offset_ms }));
+            assert_eq!(c.set_offset_ms(offset_ms), Err(ClockError::OffsetOutOfRange { offset_ms }));
         }
-        assert_eq!(offset_ms(), 0);
-        assert_eq!(set_offset_ms(0), Ok(0));
+        assert_eq!(c.offset_ms(), 0);
+        assert_eq!(c.set_offset_ms(-60_000), Ok(0));
+        // Another node's clock in the same process is not skewed with it.
+        let other = Clock::new(2, 500);
+        assert_eq!(other.offset_ms(), 0);
+        assert!(other.wall_ms() - c.wall_ms() >= 59_000, "offset not applied to the skewed clock");
+        assert_eq!(c.set_offset_ms(0), Ok(-60_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tokio_wall_clock_moves_only_with_tokio_time() {
+        let start = 1_800_000_000_000;
+        let c = Clock::with_wall(1, 500, Arc::new(TokioWallTime::new(start)));
+        assert_eq!(c.wall_ms(), start);
+        let before = c.now();
+        tokio::time::advance(std::time::Duration::from_millis(1_500)).await;
+        assert_eq!(c.wall_ms(), start + 1_500);
+        let after = c.now();
+        assert_eq!(hlc_physical_ms(before), start);
+        assert_eq!(hlc_physical_ms(after), start + 1_500);
     }
 }

@@ -15,7 +15,7 @@ use raft::eraftpb::{Message, MessageType};
 use tonic::Status;
 
 use super::config::MAX_KEY_BYTES;
-use crate::clock::{check_peer_stamp, NodeId};
+use crate::clock::{Clock, NodeId};
 use crate::proto::peer::Cell;
 
 /// `from` must be another member of the cluster: requests from unknown
@@ -31,8 +31,8 @@ pub fn check_peer(members: &BTreeMap<NodeId, String>, me: NodeId, from: NodeId) 
 }
 
 /// Cells sent for an LWW merge: keys as a client may write them, stamps
-/// within the clock's bound (see [`check_peer_stamp`]).
-pub fn check_cells(cells: &[Cell]) -> Result<(), Status> {
+/// within the clock's bound (see [`Clock::check_peer_stamp`]).
+pub fn check_cells(clock: &Clock, cells: &[Cell]) -> Result<(), Status> {
     for c in cells {
         if c.key.is_empty() || c.key.len() > MAX_KEY_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -40,15 +40,16 @@ pub fn check_cells(cells: &[Cell]) -> Result<(), Status> {
                 c.key.len()
             )));
         }
-        check_peer_stamp(c.hlc)
+        clock
+            .check_peer_stamp(c.hlc)
             .map_err(|e| Status::invalid_argument(format!("cell of key {:?}: {e}", String::from_utf8_lossy(&c.key))))?;
     }
     Ok(())
 }
 
 /// A stamp sent on its own (a ping): 0 means none.
-pub fn check_stamp(hlc: u64) -> Result<(), Status> {
-    check_peer_stamp(hlc).map_err(|e| Status::invalid_argument(e.to_string()))
+pub fn check_stamp(clock: &Clock, hlc: u64) -> Result<(), Status> {
+    clock.check_peer_stamp(hlc).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// A Raft message on the `Raft` stream from `from` to `me`. Snapshot
@@ -90,7 +91,7 @@ fn check_addresses(m: &Message, from: NodeId, me: NodeId) -> Result<(), Status> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{hlc_from_physical_ms, wall_clock_ms, MAX_PEER_STAMP_AHEAD_MS};
+    use crate::clock::{hlc_from_physical_ms, MAX_PEER_STAMP_AHEAD_MS};
     use bytes::Bytes;
     use tonic::Code;
 
@@ -116,13 +117,14 @@ mod tests {
 
     #[test]
     fn cells_need_a_client_key_and_a_stamp_within_bounds() {
-        let now = hlc_from_physical_ms(wall_clock_ms());
-        assert_eq!(code(check_cells(&[cell(b"k", now), cell(b"k2", 1)])), None);
-        assert_eq!(code(check_cells(&[cell(b"k", now), cell(b"", now)])), Some(Code::InvalidArgument));
-        assert_eq!(code(check_cells(&[cell(&[b'x'; MAX_KEY_BYTES + 1], now)])), Some(Code::InvalidArgument));
-        assert_eq!(code(check_cells(&[cell(b"k", u64::MAX)])), Some(Code::InvalidArgument));
-        let too_far = hlc_from_physical_ms(wall_clock_ms() + MAX_PEER_STAMP_AHEAD_MS + 60_000);
-        assert_eq!(code(check_cells(&[cell(b"k", too_far)])), Some(Code::InvalidArgument));
+        let clock = Clock::new(1, 500);
+        let now = hlc_from_physical_ms(clock.wall_ms());
+        assert_eq!(code(check_cells(&clock, &[cell(b"k", now), cell(b"k2", 1)])), None);
+        assert_eq!(code(check_cells(&clock, &[cell(b"k", now), cell(b"", now)])), Some(Code::InvalidArgument));
+        assert_eq!(code(check_cells(&clock, &[cell(&[b'x'; MAX_KEY_BYTES + 1], now)])), Some(Code::InvalidArgument));
+        assert_eq!(code(check_cells(&clock, &[cell(b"k", u64::MAX)])), Some(Code::InvalidArgument));
+        let too_far = hlc_from_physical_ms(clock.wall_ms() + MAX_PEER_STAMP_AHEAD_MS + 60_000);
+        assert_eq!(code(check_cells(&clock, &[cell(b"k", too_far)])), Some(Code::InvalidArgument));
     }
 
     fn message(t: MessageType, from: u64, to: u64) -> Message {

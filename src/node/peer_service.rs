@@ -64,7 +64,7 @@ fn check_member(node: &NodeState, from: u32) -> Result<(), Status> {
 /// LWW-merges the cells, durably.
 async fn replicate(node: &NodeState, req: CellsRequest) -> Result<CellsResponse, Status> {
     check_member(node, req.from_node)?;
-    check_cells(&req.cells)?;
+    check_cells(node.store.clock(), &req.cells)?;
     let ops: Vec<WriteOp> =
         req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
     if ops.is_empty() {
@@ -206,7 +206,7 @@ impl Peer for PeerService {
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let req = req.into_inner();
         self.check_member(req.from_node)?;
-        check_stamp(req.hlc)?;
+        check_stamp(self.node.store.clock(), req.hlc)?;
         self.node.store.clock().observe(req.hlc);
         Ok(Response::new(PingResponse { node_id: self.node.cfg.id, hlc: self.node.store.clock().now() }))
     }

@@ -246,7 +246,7 @@ impl Cluster for ClusterService {
                     last_contact_ms: v.last_contact_ms.into_iter().collect(),
                 }
             }),
-            clock_offset_ms: crate::clock::offset_ms(),
+            clock_offset_ms: n.store.clock().offset_ms(),
         }))
     }
 
@@ -276,7 +276,8 @@ impl Admin for AdminService {
         let offset = req.into_inner().offset_ms;
         // Bounded by the clock (±MAX_CLOCK_OFFSET_MS): a day's skew would
         // put this node's stamps beyond what peers accept.
-        let previous = crate::clock::set_offset_ms(offset).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let previous =
+            self.node.store.clock().set_offset_ms(offset).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::warn!(
             node = self.node.cfg.id,
             offset_ms = offset,

@@ -36,7 +36,7 @@ use super::isr::{Effect, IsrSettings, LeaderCore};
 use super::log::{self, PartitionId};
 use super::producer_state::{Check, ProducerEntry, MAX_PRODUCERS_PER_PARTITION};
 use super::{Ctx, TopicError, HW_CHECKPOINT_INTERVAL_MS, META_PROPOSAL_TIMEOUT_MS};
-use crate::clock::{wall_clock_ms, NodeId};
+use crate::clock::NodeId;
 use crate::levels::linear::Caller;
 use crate::proto::peer::{PartitionStatus, ReplicaFetchError, ReplicaFetchRequest, ReplicaFetchResponse, StoredRecord};
 use crate::proto::rsm::{topic_op, AlterPartition, PartitionMeta, TopicConfig, TopicErrorCode, TopicOp};
@@ -557,7 +557,7 @@ impl Partition {
     /// Appends the batch with one fsync; answers every request.
     async fn append_batch(&self, batch: Vec<Append>) -> Result<(), StoreError> {
         let _w = self.write_lock.lock().await;
-        let now_wall = wall_clock_ms();
+        let now_wall = self.ctx.store.clock().wall_ms();
         let mut ops = Vec::new();
         let mut replies: Vec<(oneshot::Sender<Result<Appended, TopicError>>, Appended)> = Vec::new();
         let mut touched: HashMap<u64, ProducerEntry> = HashMap::new();
@@ -1215,12 +1215,13 @@ impl Partition {
         }
         let db = self.ctx.store.db().clone();
         let pid = self.pid;
+        let now_wall = self.ctx.store.clock().wall_ms();
         let cut = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
             // Timestamps and positions never decrease along the log, so both
             // cuts are binary searches with point reads.
             let mut cut = log_start;
             if retention_ms > 0 {
-                let oldest_kept = wall_clock_ms() - retention_ms as i64;
+                let oldest_kept = now_wall - retention_ms as i64;
                 cut = cut.max(first_where(&db, pid, log_start, hw, |r| r.timestamp_ms >= oldest_kept)?);
             }
             if retention_bytes > 0 {
