@@ -21,6 +21,7 @@ pub use capkv_proto::level;
 pub mod levels;
 pub mod metrics;
 pub mod node;
+pub mod sim;
 pub mod store;
 pub mod topic;
 pub mod wire;

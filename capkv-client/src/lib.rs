@@ -39,7 +39,7 @@ use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use capkv_proto::channel::channel;
+use capkv_proto::channel::{Dialer, TcpDialer};
 pub use capkv_proto::{proto, Level, Version};
 
 use crate::proto::cluster_client::ClusterClient;
@@ -244,6 +244,12 @@ enum Retry {
 impl Client {
     /// A client for `endpoints` (`host:port`). Connections are made lazily.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Client, ClientError> {
+        Client::with_dialer(endpoints, &TcpDialer::any())
+    }
+
+    /// A client that opens its connections with `dialer` (a simulation's
+    /// in-memory network, for instance).
+    pub fn with_dialer<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::Config(
                 "no endpoints given: pass --endpoints HOST:PORT,... or set KV_ENDPOINTS".into(),
@@ -257,7 +263,7 @@ impl Client {
             let addr = e.as_ref().trim().trim_start_matches("http://").to_string();
             capkv_proto::channel::validate_host_port(&addr)
                 .map_err(|m| ClientError::Config(format!("invalid endpoint: {m}")))?;
-            let ch = channel(&addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(ClientError::Config)?;
+            let ch = dialer.channel(&addr).map_err(ClientError::Config)?;
             let kv = KvClient::new(ch.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -29,7 +29,15 @@ pub fn validate_host_port(addr: &str) -> Result<(), String> {
 
 /// A lazily connected channel to `addr` with the cluster's transport settings.
 pub fn channel(addr: &str, local_ip: IpAddr) -> Result<Channel, String> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))
+    let ep = endpoint(addr)?;
+    let ep = if local_ip.is_unspecified() { ep } else { ep.local_address(Some(local_ip)) };
+    Ok(ep.connect_lazy())
+}
+
+/// The transport settings of every capkv connection to `addr`, whatever
+/// carries its bytes.
+pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("invalid address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true)
@@ -37,9 +45,7 @@ pub fn channel(addr: &str, local_ip: IpAddr) -> Result<Channel, String> {
         .keep_alive_timeout(Duration::from_secs(2))
         .keep_alive_while_idle(true)
         .initial_connection_window_size(8 * 1024 * 1024)
-        .initial_stream_window_size(4 * 1024 * 1024);
-    let ep = if local_ip.is_unspecified() { ep } else { ep.local_address(Some(local_ip)) };
-    Ok(ep.connect_lazy())
+        .initial_stream_window_size(4 * 1024 * 1024))
 }
 
 /// A tonic request carrying a deadline for the server (`grpc-timeout`).
@@ -67,5 +73,34 @@ pub async fn call_full<T>(
     match tokio::time::timeout(Duration::from_millis(timeout_ms), rpc).await {
         Ok(r) => r,
         Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer within {timeout_ms} ms"))),
+    }
+}
+
+/// How a process opens connections. Real processes dial TCP
+/// ([`TcpDialer`]); a simulation of several nodes in one process dials its
+/// in-memory network instead, so that it can cut, delay and reset links.
+/// Every connection the node and the client library open goes through one.
+pub trait Dialer: Send + Sync + 'static {
+    /// A lazily connected channel to `addr` (`host:port`).
+    fn channel(&self, addr: &str) -> Result<Channel, String>;
+}
+
+/// TCP, with outgoing connections bound to `local_ip` unless unspecified
+/// (see [`channel`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TcpDialer {
+    pub local_ip: IpAddr,
+}
+
+impl TcpDialer {
+    /// Any source address: what a client uses.
+    pub fn any() -> Self {
+        TcpDialer { local_ip: IpAddr::from([0, 0, 0, 0]) }
+    }
+}
+
+impl Dialer for TcpDialer {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        channel(addr, self.local_ip)
     }
 }

@@ -23,14 +23,16 @@ pub mod topic_service;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemWallTime, WallTime};
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
 use crate::levels::linear::Linear;
 use crate::levels::quorum::{Quorum, QuorumConfig};
@@ -90,16 +92,56 @@ pub struct NodeState {
     pub stopping: CancellationToken,
 }
 
+/// What a node takes from its surroundings besides its configuration: the
+/// wall clock it reads and how it connects to other nodes. A real node
+/// reads the system clock and dials TCP ([`NodeEnv::real`]); a simulation
+/// running several nodes in one process gives each its own (see
+/// `crate::sim`). Monotonic time is tokio's clock (`tokio::time`), which a
+/// test runtime can pause and advance.
+#[derive(Clone)]
+pub struct NodeEnv {
+    pub wall: Arc<dyn WallTime>,
+    pub dialer: Arc<dyn peers::Dialer>,
+}
+
+impl NodeEnv {
+    /// The system clock, and TCP from `local_ip` (the listen address, so
+    /// that partitions between per-node loopback addresses cut exactly the
+    /// links they name).
+    pub fn real(local_ip: IpAddr) -> Self {
+        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(peers::TcpDialer { local_ip }) }
+    }
+}
+
 /// Runs a node on `listener` until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+    tracing::info!(id = cfg.id, %addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
+    let env = NodeEnv::real(cfg.listen.ip());
+    run_with(cfg, env, nodelay(TcpListenerStream::new(listener)), shutdown).await
+}
+
+/// Runs a node in `env`, serving the connections `incoming` yields, until
+/// `shutdown` completes. [`run`] is this with TCP and the system clock.
+pub async fn run_with<I, IO, IE>(
+    cfg: NodeConfig,
+    env: NodeEnv,
+    incoming: I,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if cfg.unsafe_test.any() {
         tracing::warn!(switches = ?cfg.unsafe_test, "UNSAFE TEST SWITCHES ARE ON: this node deliberately violates its guarantees");
     }
-    let clock = Arc::new(Clock::new(cfg.id, cfg.max_clock_drift_ms));
+    let clock = Arc::new(Clock::with_wall(cfg.id, cfg.max_clock_drift_ms, env.wall.clone()));
     let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
     let store = Store::open(&cfg.data_dir, clock.clone(), hint_peers)?;
-    let local_ip: IpAddr = cfg.listen.ip();
-    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.cluster, local_ip).map_err(NodeError::Config)?);
+    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.cluster, &*env.dialer).map_err(NodeError::Config)?);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -151,7 +193,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         store.clone(),
         linear.clone(),
         cfg.cluster.clone(),
-        local_ip,
+        &*env.dialer,
         cfg.topics.clone(),
         cancel.clone(),
         &tracker,
@@ -175,9 +217,6 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         shutdown.await;
         stopping.cancel();
     };
-    let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
-    tracing::info!(id = cfg.id, %addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
-
     let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -201,7 +240,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         )
         .add_service(ClusterServer::new(service::ClusterService::new(state.clone())))
         .add_service(AdminServer::new(service::AdminService::new(state.clone())))
-        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
 
     tracing::info!(id = cfg.id, "shutting down");

@@ -7,7 +7,6 @@
 //! cut exactly the links they name.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use tonic::transport::Channel;
 
@@ -15,7 +14,7 @@ use crate::clock::NodeId;
 use crate::proto::peer::peer_client::PeerClient;
 
 // The channel and deadline helpers are shared with the client library.
-pub use capkv_proto::channel::{call, call_full, channel, request, PEER_CONNECT_TIMEOUT_MS};
+pub use capkv_proto::channel::{call, call_full, channel, request, Dialer, TcpDialer, PEER_CONNECT_TIMEOUT_MS};
 
 /// Largest peer message, in bytes (cell batches, snapshots chunks).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
@@ -27,9 +26,9 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// `cluster` lists every member including this node; `local_ip` is used
-    /// as the source address of outgoing connections unless unspecified.
-    pub fn new(self_id: NodeId, cluster: &BTreeMap<NodeId, String>, local_ip: IpAddr) -> Result<Peers, String> {
+    /// `cluster` lists every member including this node; connections are
+    /// opened with `dialer` (TCP from the node's listen IP, or a simulated network).
+    pub fn new(self_id: NodeId, cluster: &BTreeMap<NodeId, String>, dialer: &dyn Dialer) -> Result<Peers, String> {
         let mut clients = BTreeMap::new();
         for (&id, addr) in cluster {
             if id == self_id {
@@ -37,7 +36,7 @@ impl Peers {
             }
             clients.insert(
                 id,
-                PeerClient::new(channel(addr, local_ip)?)
+                PeerClient::new(dialer.channel(addr)?)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
             );

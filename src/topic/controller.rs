@@ -22,7 +22,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::log::PartitionId;
 use super::{Ctx, Topics, META_PROPOSAL_TIMEOUT_MS};

@@ -29,7 +29,9 @@ pub mod replica;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -207,12 +209,12 @@ impl Topics {
         store: Arc<Store>,
         linear: Arc<Linear>,
         members: BTreeMap<NodeId, String>,
-        local_ip: std::net::IpAddr,
+        dialer: &dyn crate::node::peers::Dialer,
         settings: TopicSettings,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Topics>, String> {
-        let peers = peer::PeerConns::new(node_id, &members, local_ip)?;
+        let peers = peer::PeerConns::new(node_id, &members, dialer)?;
         let ctx = Arc::new(Ctx {
             node_id,
             store,

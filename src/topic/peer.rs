@@ -7,12 +7,11 @@
 //! partitions between per-node loopback addresses cut topic traffic too.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use tonic::transport::Channel;
 
 use crate::clock::NodeId;
-use crate::node::peers::{call, channel, request, MAX_PEER_MESSAGE_BYTES};
+use crate::node::peers::{call, request, Dialer, MAX_PEER_MESSAGE_BYTES};
 use crate::proto::peer::topic_peer_client::TopicPeerClient;
 use crate::proto::peer::{PartitionStatus, PartitionStatusRequest, ReplicaFetchRequest, ReplicaFetchResponse};
 
@@ -22,7 +21,7 @@ pub struct PeerConns {
 }
 
 impl PeerConns {
-    pub fn new(self_id: NodeId, members: &BTreeMap<NodeId, String>, local_ip: IpAddr) -> Result<PeerConns, String> {
+    pub fn new(self_id: NodeId, members: &BTreeMap<NodeId, String>, dialer: &dyn Dialer) -> Result<PeerConns, String> {
         let mut clients = BTreeMap::new();
         for (&id, addr) in members {
             if id == self_id {
@@ -30,7 +29,7 @@ impl PeerConns {
             }
             clients.insert(
                 id,
-                TopicPeerClient::new(channel(addr, local_ip)?)
+                TopicPeerClient::new(dialer.channel(addr)?)
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
             );

@@ -13,7 +13,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -112,7 +114,7 @@ impl Quorum {
             }
             let input = tokio::select! {
                 Some(input) = rx.recv() => input,
-                _ = tokio::time::sleep_until(deadline.into()) => Input::Deadline,
+                _ = tokio::time::sleep_until(deadline) => Input::Deadline,
             };
             effects.extend(coord.step(input));
         }
