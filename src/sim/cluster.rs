@@ -1,0 +1,189 @@
+//! A cluster of real capkv nodes inside one process, on a [`SimNet`].
+//!
+//! Each node is the production node ([`crate::node::run_with`]) with its own
+//! RocksDB directory, its own clock (a [`TokioWallTime`] that starts at the
+//! real time and can be skewed per node) and the simulated network as its
+//! only way out. Nodes are named `n<id>:7000` on the network; clients dial
+//! them through [`SimCluster::client`].
+//!
+//! A restart is a clean shutdown (the node's tasks stop, RocksDB closes)
+//! followed by a start on the same directory; while a node is down nothing
+//! listens at its name, so peers' connections are refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::net::SimNet;
+use crate::client::Client;
+use crate::clock::{system_unix_ms, NodeId, TokioWallTime};
+use crate::node::config::{resolve, Overrides};
+use crate::node::{NodeConfig, NodeEnv, NodeError};
+
+/// Port every simulated node listens on (names differ, so one port is enough).
+pub const SIM_PORT: u16 = 7000;
+
+/// Settings of a simulated cluster beyond its size.
+#[derive(Clone, Debug)]
+pub struct SimSettings {
+    pub nodes: usize,
+    pub raft_tick_ms: u64,
+    pub raft_election_ticks: usize,
+    pub request_timeout_ms: u64,
+    /// Test-only switches that break a guarantee (negative controls).
+    pub unsafe_local_linear_reads: bool,
+    pub unsafe_skip_read_impose: bool,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            nodes: 3,
+            raft_tick_ms: 20,
+            raft_election_ticks: 10,
+            request_timeout_ms: 1_000,
+            unsafe_local_linear_reads: false,
+            unsafe_skip_read_impose: false,
+        }
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+pub struct SimCluster {
+    pub net: SimNet,
+    dir: PathBuf,
+    settings: SimSettings,
+    configs: BTreeMap<NodeId, NodeConfig>,
+    running: BTreeMap<NodeId, Running>,
+    /// Each node's wall clock, kept across restarts (a restart does not
+    /// reset a machine's clock).
+    walls: BTreeMap<NodeId, Arc<TokioWallTime>>,
+}
+
+/// The network name of node `id`.
+pub fn host(id: NodeId) -> String {
+    format!("n{id}:{SIM_PORT}")
+}
+
+impl SimCluster {
+    /// Starts `settings.nodes` nodes with their data under `dir`.
+    pub fn start(dir: PathBuf, settings: SimSettings) -> Result<SimCluster, NodeError> {
+        let ids: Vec<NodeId> = (1..=settings.nodes as NodeId).collect();
+        let cluster_spec = ids.iter().map(|&id| format!("{id}={}", host(id))).collect::<Vec<_>>().join(",");
+        let mut configs = BTreeMap::new();
+        for &id in &ids {
+            let mut cfg = resolve(
+                None,
+                Overrides {
+                    id: Some(id),
+                    data_dir: Some(dir.join(format!("n{id}"))),
+                    // Not bound: the node serves the simulated network.
+                    listen: Some("127.0.0.1:1".into()),
+                    cluster: Some(cluster_spec.clone()),
+                    request_timeout_ms: Some(settings.request_timeout_ms),
+                    raft_tick_ms: Some(settings.raft_tick_ms),
+                    raft_election_ticks: Some(settings.raft_election_ticks),
+                    ..Overrides::default()
+                },
+            )
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+            cfg.unsafe_test.linearizable_local_reads = settings.unsafe_local_linear_reads;
+            cfg.unsafe_test.skip_read_impose = settings.unsafe_skip_read_impose;
+            configs.insert(id, cfg);
+        }
+        let start_ms = system_unix_ms();
+        let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(start_ms)))).collect();
+        let mut c =
+            SimCluster { net: SimNet::new(), dir, settings, configs, running: BTreeMap::new(), walls };
+        for id in ids {
+            c.start_node(id);
+        }
+        Ok(c)
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.configs.keys().copied().collect()
+    }
+
+    pub fn settings(&self) -> &SimSettings {
+        &self.settings
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.running.contains_key(&id)
+    }
+
+    /// Starts node `id` (no-op if it runs).
+    pub fn start_node(&mut self, id: NodeId) {
+        if self.running.contains_key(&id) {
+            return;
+        }
+        let cfg = self.configs[&id].clone();
+        let name = host(id);
+        let env = NodeEnv { wall: self.walls[&id].clone(), dialer: Arc::new(self.net.dialer(&name)) };
+        let incoming = self.net.listen(&name);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(crate::node::run_with(cfg, env, incoming, async move {
+            let _ = stopped.await;
+        }));
+        self.running.insert(id, Running { stop, task });
+    }
+
+    /// Stops node `id` cleanly and waits until it has (its store closed).
+    pub async fn stop_node(&mut self, id: NodeId) -> Result<(), NodeError> {
+        let Some(r) = self.running.remove(&id) else { return Ok(()) };
+        self.net.unlisten(&host(id));
+        // Fail open connections at once, as a crashed process's would.
+        for other in self.ids() {
+            if other != id {
+                self.net.reset(&host(id), &host(other));
+            }
+        }
+        let _ = r.stop.send(());
+        match r.task.await {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Serve(format!("node {id} task failed: {e}"))),
+        }
+    }
+
+    pub async fn restart_node(&mut self, id: NodeId) -> Result<(), NodeError> {
+        self.stop_node(id).await?;
+        self.start_node(id);
+        Ok(())
+    }
+
+    /// Cuts `id` off from every other node (clients still reach it).
+    pub fn isolate(&self, id: NodeId) {
+        for other in self.ids() {
+            if other != id {
+                self.net.cut(&host(id), &host(other));
+            }
+        }
+    }
+
+    /// A client named `name` on the network, with every node as an endpoint.
+    pub fn client(&self, name: &str) -> Client {
+        let endpoints: Vec<String> = self.ids().into_iter().map(host).collect();
+        Client::with_dialer(&endpoints, &self.net.dialer(name)).expect("valid simulated endpoints")
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.net.heal_all();
+        for id in self.ids() {
+            self.stop_node(id).await?;
+        }
+        Ok(())
+    }
+}
