@@ -421,3 +421,34 @@ fn latency_by_f(ops: &[&OpRecord]) -> BTreeMap<String, Percentiles> {
     }
     samples.into_iter().map(|(f, s)| (f, Percentiles::of(s))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::config::tests::sample;
+
+    // Proves: the quorum level's workload draws no cas (the level refuses it
+    // by design), the other levels' workloads do.
+    #[test]
+    fn quorum_workload_has_no_cas() {
+        assert_eq!(mix(Level::Quorum).cas_percent, 0);
+        assert!(mix(Level::Eventual).cas_percent > 0);
+        assert!(mix(Level::Linearizable).cas_percent > 0);
+    }
+
+    // Proves: the register run refuses a config that does not validate or
+    // names the topic workload, before it creates the run directory or
+    // starts a node.
+    #[test]
+    fn refuses_invalid_or_topic_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let refused = |config: RunConfig| {
+            let outcome = runtime.block_on(run_register(&config, &|_| {}, &CancellationToken::new()));
+            assert!(matches!(outcome, Err(RunError::Config(_))), "{outcome:?}");
+            assert!(!config.out.exists(), "{} was created", config.out.display());
+        };
+        refused(RunConfig { out: dir.path().join("topic"), ..sample(Workload::Topic) });
+        refused(RunConfig { out: dir.path().join("no-nodes"), nodes: 0, ..sample(Workload::Register) });
+    }
+}

@@ -278,3 +278,27 @@ fn charts(sends: &[SendOp], polls: &[PollOp]) -> Charts {
         throughput: of_sends.into_iter().chain(of_polls).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::config::tests::sample;
+
+    // Proves: the topic run refuses a config that does not validate or names
+    // the register workload, before it creates the run directory or starts
+    // a node.
+    #[test]
+    fn refuses_invalid_or_register_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let refused = |config: RunConfig| {
+            let outcome = runtime.block_on(run_topic(&config, &|_| {}, &CancellationToken::new()));
+            assert!(matches!(outcome, Err(RunError::Config(_))), "{outcome:?}");
+            assert!(!config.out.exists(), "{} was created", config.out.display());
+        };
+        refused(RunConfig { out: dir.path().join("register"), ..sample(Workload::Register) });
+        let mut too_few_nodes = sample(Workload::Topic);
+        too_few_nodes.topic.replication_factor = 4;
+        refused(RunConfig { out: dir.path().join("rf"), ..too_few_nodes });
+    }
+}
