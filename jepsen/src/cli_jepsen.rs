@@ -1,7 +1,10 @@
 //! The `jepsen` subcommand of `kv-jepsen` (also `kv jepsen …`): parses the
-//! harness's command line, runs [`capkv_jepsen::run`] on a current-thread
+//! harness's command line, runs the workload it names on a current-thread
 //! runtime, prints progress on stderr and the verdict on stdout, and maps
 //! the verdict to the exit status (0 valid, 1 invalid, 2 unknown or error).
+//! It is the one place that knows both runs: the register run
+//! ([`capkv_jepsen::run::register`]) and the topic run
+//! ([`capkv_jepsen::topic::run`]).
 //!
 //! Ctrl-C or SIGTERM ends the run early: it heals, stops the nodes, deletes
 //! the nftables table and still writes the report (verdict unknown). A
@@ -16,7 +19,7 @@ use anyhow::Context;
 use capkv::client::topics::Acks;
 use capkv::Level;
 use capkv_jepsen::nemesis::NemesisKind;
-use capkv_jepsen::run::{self, CheckerKind, RunConfig, Workload};
+use capkv_jepsen::run::{self, CheckerKind, RunConfig, RunError, RunOutcome, Workload};
 use capkv_jepsen::topic::TopicOptions;
 use capkv_jepsen::validity::Validity;
 
@@ -257,7 +260,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
     let progress = move |line: String| eprintln!("[{:>7.1}s] {line}", started.elapsed().as_secs_f64());
     let outcome = runtime.block_on(async {
         let cancel = CancellationToken::new();
-        let run = run::run(&config, &progress, &cancel);
+        let run = run_workload(&config, &progress, &cancel);
         tokio::pin!(run);
         tokio::select! {
             outcome = &mut run => return outcome,
@@ -270,7 +273,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
             outcome = &mut run => outcome,
             // Dropping the run kills the nodes and deletes the nftables
             // table (their Drop implementations).
-            _ = interrupted() => Err(run::RunError::Config("interrupted twice: stopped at once, no report".into())),
+            _ = interrupted() => Err(RunError::Config("interrupted twice: stopped at once, no report".into())),
         }
     })?;
     let r = &outcome.results;
@@ -320,6 +323,19 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
         ),
     }
     Ok(outcome.valid)
+}
+
+/// Runs the workload `config` names: [`run::run_register`] or
+/// [`capkv_jepsen::topic::run::run_topic`] (each validates `config` first).
+async fn run_workload(
+    config: &RunConfig,
+    progress: &(dyn Fn(String) + Sync),
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, RunError> {
+    match config.workload {
+        Workload::Register => run::run_register(config, progress, cancel).await,
+        Workload::Topic => capkv_jepsen::topic::run::run_topic(config, progress, cancel).await,
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

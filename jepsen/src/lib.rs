@@ -13,9 +13,10 @@
 //! - [`generator`]: the seeded per-key register workload.
 //! - [`client`]: worker processes that run it and record each operation.
 //! - [`record`]: the run clock and the recorder behind the history file.
-//! - [`run`]: one run from start to verdict; [`report`]: its files.
+//! - [`run`]: one run from start to verdict (its config, the phases every
+//!   workload shares, the register run); [`report`]: its files.
 //! - [`topic`]: the topic workload (producers, final read, checker of lost,
-//!   duplicated and reordered messages).
+//!   duplicated and reordered messages, its run on [`run`]'s phases).
 //!
 //! `docs/jepsen.md` is the user-facing description.
 

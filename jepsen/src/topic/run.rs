@@ -1,5 +1,6 @@
 //! One topic-workload run, start to finish — the register run's steps
-//! (`crate::run`) with a topic instead of keys:
+//! (`crate::run::register`) with a topic instead of keys, on the shared
+//! [`crate::run::phases`]:
 //!
 //! 1. start a fresh cluster (and the nftables table if faults cut links);
 //! 2. create the topic and wait until every partition has a leader and a
@@ -15,7 +16,6 @@
 //!    and `index.html`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use capkv::client::topics::{TopicClient, TopicClientError, TopicSpec};
@@ -31,12 +31,11 @@ use crate::history::EventType;
 use crate::nemesis::driver::Driver;
 use crate::nemesis::kill_isr::TopicTarget;
 use crate::record::{Counts, RunClock};
-use crate::report::{
-    self, ChartOp, Charts, CheckerResults, Results, TopicReport, HISTORY_FILE, INDEX_FILE, RESULTS_FILE,
-};
-use crate::run::{
-    common_verdicts, crash_reports, nemesis_names, plan_faults, prepare_dir, run_info, start_cluster, teardown,
-    under_faults, window_reports, FaultPhase, RunConfig, RunError, RunOutcome, Workload, PROBE_TIMEOUT_MS,
+use crate::report::{ChartOp, Charts, CheckerResults, Results, TopicReport, HISTORY_FILE};
+use crate::run::config::{RunConfig, RunError, RunOutcome, Workload};
+use crate::run::phases::{
+    common_verdicts, crash_reports, nemesis_names, plan_faults, prepare_dir, report_files, run_info, start_cluster,
+    teardown, under_faults, window_reports, write_report, FaultPhase, PROBE_TIMEOUT_MS,
 };
 use crate::stats::Percentiles;
 use crate::validity::Validity;
@@ -44,12 +43,19 @@ use crate::validity::Validity;
 /// Pause between attempts to create the topic.
 pub const CREATE_RETRY_MS: u64 = 200;
 
-/// Runs the topic workload; see the module docs.
+/// Runs the topic workload; see the module docs. `progress` hears one line
+/// per notable event; `cancel` ends the run early (healed, stopped,
+/// reported as unknown). Refuses a config that does not validate or asks
+/// for another workload.
 pub async fn run_topic(
     config: &RunConfig,
     progress: &(dyn Fn(String) + Sync),
     cancel: &CancellationToken,
 ) -> Result<RunOutcome, RunError> {
+    config.validate()?;
+    if config.workload != Workload::Topic {
+        return Err(RunError::Config(format!("the topic run was given a {} workload", config.workload.name())));
+    }
     let began = Instant::now();
     let mut timing_s: BTreeMap<String, f64> = BTreeMap::new();
     let dir = prepare_dir(&config.out)?;
@@ -177,10 +183,7 @@ pub async fn run_topic(
     let valid = Validity::all(verdicts);
     timing_s.insert("total".into(), began.elapsed().as_secs_f64());
 
-    let mut files = BTreeMap::new();
-    files.insert("history".to_string(), HISTORY_FILE.to_string());
-    files.insert("results".to_string(), RESULTS_FILE.to_string());
-    files.insert("index".to_string(), INDEX_FILE.to_string());
+    let files = report_files();
     let all = counts(sends.iter().map(|s| s.outcome).chain(polls.iter().map(|p| p.outcome)));
     let results = Results {
         valid,
@@ -219,9 +222,7 @@ pub async fn run_topic(
         timing_s,
         files,
     };
-    let io = |path: PathBuf| move |source| RunError::Io { path, source };
-    report::write_results(&dir, &results).map_err(io(dir.join(RESULTS_FILE)))?;
-    report::write_index(&dir, &results, &charts(&sends, &polls)).map_err(io(dir.join(INDEX_FILE)))?;
+    write_report(&dir, &results, &charts(&sends, &polls))?;
     Ok(RunOutcome { valid, results, dir })
 }
 
@@ -275,5 +276,29 @@ fn charts(sends: &[SendOp], polls: &[PollOp]) -> Charts {
     Charts {
         latency: vec![(format!("send ({} operations)", of_sends.len()), of_sends.clone())],
         throughput: of_sends.into_iter().chain(of_polls).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::config::tests::sample;
+
+    // Proves: the topic run refuses a config that does not validate or names
+    // the register workload, before it creates the run directory or starts
+    // a node.
+    #[test]
+    fn refuses_invalid_or_register_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let refused = |config: RunConfig| {
+            let outcome = runtime.block_on(run_topic(&config, &|_| {}, &CancellationToken::new()));
+            assert!(matches!(outcome, Err(RunError::Config(_))), "{outcome:?}");
+            assert!(!config.out.exists(), "{} was created", config.out.display());
+        };
+        refused(RunConfig { out: dir.path().join("register"), ..sample(Workload::Register) });
+        let mut too_few_nodes = sample(Workload::Topic);
+        too_few_nodes.topic.replication_factor = 4;
+        refused(RunConfig { out: dir.path().join("rf"), ..too_few_nodes });
     }
 }
