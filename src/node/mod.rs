@@ -40,6 +40,7 @@ use crate::proto::kv_server::KvServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::peer::topic_peer_server::TopicPeerServer;
 use crate::proto::topics_server::TopicsServer;
+use crate::rsm::Rsm;
 use crate::store::{Store, StoreError};
 use crate::topic::Topics;
 pub use config::NodeConfig;
@@ -80,6 +81,8 @@ pub struct NodeState {
     pub eventual: Eventual,
     pub quorum: Quorum,
     pub linear: Arc<Linear>,
+    /// The replicated state machine under `linear` and topic metadata.
+    pub rsm: Arc<Rsm>,
     pub topics: Arc<Topics>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
@@ -145,10 +148,11 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         &tracker,
     )
     .await?;
+    let rsm = linear.rsm().clone();
     let topics = Topics::start(
         cfg.id,
         store.clone(),
-        linear.clone(),
+        rsm.clone(),
         cfg.cluster.clone(),
         local_ip,
         cfg.topics.clone(),
@@ -164,6 +168,7 @@ pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<O
         eventual,
         quorum,
         linear,
+        rsm,
         topics,
         metrics,
         started: Instant::now(),
