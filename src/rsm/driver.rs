@@ -27,7 +27,10 @@
 //! request id) when the entry is applied — on whatever node proposed it;
 //! raft-rs forwards a follower's proposal to the leader. Reads use ReadIndex
 //! (or the leader lease): many reads share one read-index request, and each
-//! completes once this node has applied up to the index it got.
+//! completes once this node has applied up to the index it got. That
+//! bookkeeping, the lease's included, is the pure [`ReadIndexQueue`]
+//! (`read_index.rs`); the driver feeds it [`Driver::now_ms`], the one
+//! monotonic time it hands to its cores, and carries out its effects.
 //!
 //! **The leader lease** (`ReadMode::Lease`) is ours, not raft-rs's
 //! `LeaseBased` option (which answers at once with no time bound, so a
@@ -55,6 +58,7 @@ use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::read_index::{RaftFacts, ReadEffect, ReadIndexQueue, Refusal};
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
 use super::state_machine::{Answer, Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
@@ -71,14 +75,6 @@ pub const MAX_BATCH_COMMANDS: usize = 4096;
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Proposals waiting for their entry to be applied, at most.
 pub const MAX_PENDING_PROPOSALS: usize = 100_000;
-/// Read-index requests in flight, at most.
-pub const MAX_PENDING_READ_CONTEXTS: usize = 10_000;
-/// A read-index request without an answer after this is forgotten.
-pub const READ_CONTEXT_TTL_MS: u64 = 30_000;
-/// A read-index request unanswered for this long is asked again: raft-rs
-/// drops one that reaches a leader that has not yet committed in its term
-/// (Raft §8), without telling the follower that sent it.
-pub const READ_INDEX_RETRY_MS: u64 = 250;
 /// Peer messages stepped per loop turn before handling the Ready.
 pub const MAX_STEP_PER_TURN: usize = 1024;
 /// Entries this node proposed that are not applied yet, at most. Requests
@@ -266,9 +262,8 @@ pub struct Driver {
     pub applied: u64,
     /// Per (client id, request id): the term it was proposed in, and who waits.
     waiters: HashMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
-    read_seq: u64,
-    /// Per read context: when and in which term it was issued, and who waits.
-    reads_issued: HashMap<u64, (Instant, u64, Vec<ReadWaiter>)>,
+    /// Read-index requests in flight and the lease (see [`ReadIndexQueue`]).
+    reads: ReadIndexQueue<ReadWaiter>,
     /// The term waiters were last checked against.
     seen_term: u64,
     /// Set when this node found it lost its log: the commit index it must
@@ -285,13 +280,10 @@ pub struct Driver {
     own_in_flight_since: Option<Instant>,
     /// When this node last proposed an entry (see [`STAMP_EVERY_MS`]).
     last_proposed: Instant,
-    reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
     last_contact: HashMap<u64, Instant>,
-    /// Lease mode: reads are served without a round until then (in `lease_term`).
-    lease_until: Option<Instant>,
-    lease_term: u64,
-    /// When the driver started: in lease mode no vote is granted for one
-    /// election timeout after (see the module docs).
+    /// When the driver started: `now_ms` counts from here, and in lease
+    /// mode no vote is granted for one election timeout after (see the
+    /// module docs).
     started: Instant,
     snap_generating: bool,
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
@@ -336,6 +328,7 @@ impl Driver {
         applied: u64,
         lost_log: Arc<LostLog>,
     ) -> Driver {
+        let reads = ReadIndexQueue::new(settings.read_mode == ReadMode::Lease, lease_ms(&settings));
         Driver {
             node,
             id,
@@ -348,8 +341,7 @@ impl Driver {
             cancel,
             applied,
             waiters: HashMap::new(),
-            read_seq: 0,
-            reads_issued: HashMap::new(),
+            reads,
             seen_term: 0,
             recovering_until: None,
             lost_log,
@@ -358,10 +350,7 @@ impl Driver {
             own_in_flight_since: None,
             last_proposed: Instant::now(),
             rsm_cache: HashMap::new(),
-            reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
-            lease_until: None,
-            lease_term: 0,
             started: Instant::now(),
             snap_generating: false,
             snap_done: mpsc::channel(1),
@@ -381,8 +370,11 @@ impl Driver {
                 _ = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
                     self.node.tick();
-                    self.retry_reads();
-                    self.renew_lease();
+                    let now_ms = self.now_ms();
+                    let retried = self.reads.retry(now_ms, &self.raft_facts(), |w| !w.is_closed());
+                    self.run_reads(retried);
+                    let renewal = self.reads.renew_lease(now_ms, &self.raft_facts());
+                    self.run_reads(renewal);
                     if self.own_in_flight_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(OWN_ENTRY_LOST_MS)) {
                         self.own_in_flight = 0;
                         self.own_in_flight_since = None;
@@ -434,7 +426,8 @@ impl Driver {
                     while let Ok(r) = ch.reads.try_recv() {
                         rs.push(r);
                     }
-                    self.read_index(rs);
+                    let effects = self.reads.request(self.now_ms(), &self.raft_facts(), rs);
+                    self.run_reads(effects);
                 }
                 Some(ev) = ch.events.recv() => self.on_event(ev),
                 Some(done) = self.snap_done.1.recv() => {
@@ -473,7 +466,6 @@ impl Driver {
     fn on_term_change(&mut self) {
         let term = self.node.raft.term;
         self.seen_term = term;
-        self.lease_until = None;
         // Entries proposed in an older term may never be applied.
         self.own_in_flight = 0;
         self.own_in_flight_since = None;
@@ -491,16 +483,9 @@ impl Driver {
 retry with the same request id"
             ))));
         }
-        let stale: Vec<u64> = self.reads_issued.iter().filter(|(_, (_, t, _))| *t < term).map(|(&c, _)| c).collect();
-        for ctx in stale {
-            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
-                for w in ws {
-                    let _ =
-                        w.send(Err(unavailable("Raft leadership changed before the read index was confirmed; retry")));
-                    failed += 1;
-                }
-            }
-        }
+        // The lease ends too.
+        let refused = self.reads.on_term_change(term);
+        failed += self.run_reads(refused);
         if failed > 0 {
             tracing::debug!(term, failed, "failed requests in flight from an older term");
         }
@@ -566,8 +551,7 @@ retry with the same request id"
         }
         if self.settings.read_mode == ReadMode::Lease
             && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
-            && self.started.elapsed()
-                < Duration::from_millis(self.settings.tick_ms * self.settings.election_ticks as u64)
+            && self.now_ms() < self.settings.tick_ms * self.settings.election_ticks as u64
         {
             // We may have acknowledged a leader's lease just before we
             // restarted; its lease must run out before anyone else leads.
@@ -648,112 +632,61 @@ retry with the same request id"
         }
     }
 
-    /// Whether this leader may serve reads at its commit index without a
-    /// read-index round: it holds an unexpired lease of its current term and
-    /// has committed an entry of that term (so its commit index covers every
-    /// write acknowledged by earlier leaders, Raft §8).
-    fn lease_holds(&self) -> bool {
+    /// Milliseconds since the driver started, on the monotonic clock: the
+    /// time the pure cores ([`ReadIndexQueue`]) are given. A pause of the
+    /// process only ages what they hold.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// What the read-index queue needs to know of Raft and this node.
+    fn raft_facts(&self) -> RaftFacts {
         let r = &self.node.raft;
-        self.settings.read_mode == ReadMode::Lease
-            && r.state == StateRole::Leader
-            && self.lease_term == r.term
-            && self.lease_until.is_some_and(|until| Instant::now() < until)
-            && r.commit_to_current_term()
-    }
-
-    /// Lease mode, as leader: starts a read-index round without readers
-    /// when the lease has less than half its length left and none is out.
-    fn renew_lease(&mut self) {
-        if self.settings.read_mode != ReadMode::Lease || self.node.raft.state != StateRole::Leader {
-            return;
-        }
-        let half = Duration::from_millis(lease_ms(&self.settings) / 2);
-        let fresh =
-            self.lease_until.is_some_and(|u| self.lease_term == self.node.raft.term && u > Instant::now() + half);
-        let term = self.node.raft.term;
-        let round_out = self.reads_issued.values().any(|(at, t, _)| *t == term && at.elapsed() < half);
-        if !fresh && !round_out {
-            self.read_index(Vec::new());
+        let is_leader = r.state == StateRole::Leader;
+        RaftFacts {
+            is_leader,
+            leader_known: r.leader_id != INVALID_ID,
+            term: r.term,
+            commit_index: r.raft_log.committed,
+            // A log lookup: only the lease needs it.
+            committed_in_term: self.settings.read_mode == ReadMode::Lease && is_leader && r.commit_to_current_term(),
+            applied: self.applied,
         }
     }
 
-    fn read_index(&mut self, waiters: Vec<ReadWaiter>) {
-        if !waiters.is_empty() && self.lease_holds() {
-            let index = self.node.raft.raft_log.committed;
-            add(&self.metrics.lease_reads, waiters.len() as u64);
-            if index <= self.applied {
-                for w in waiters {
-                    let _ = w.send(Ok(index));
+    /// Carries out what the read-index queue decided; returns how many
+    /// readers were refused.
+    fn run_reads(&mut self, effects: Vec<ReadEffect<ReadWaiter>>) -> usize {
+        let mut refused = 0;
+        for e in effects {
+            match e {
+                ReadEffect::Issue { ctx } => self.node.read_index(ctx),
+                ReadEffect::Complete { index, waiter } => {
+                    let _ = waiter.send(Ok(index));
                 }
-            } else {
-                self.reads_ready.entry(index).or_default().extend(waiters);
+                ReadEffect::Refuse { why, waiter } => {
+                    let why = match why {
+                        Refusal::NoLeader => self.no_leader_reason(),
+                        Refusal::TooManyPending => {
+                            "too many linearizable reads pending on this node; retry later".into()
+                        }
+                        Refusal::LeadershipChanged => {
+                            "Raft leadership changed before the read index was confirmed; retry".into()
+                        }
+                    };
+                    let _ = waiter.send(Err(LevelError::Unavailable(why)));
+                    refused += 1;
+                }
+                ReadEffect::LeaseServed { reads } => add(&self.metrics.lease_reads, reads as u64),
             }
-            return;
         }
-        if self.node.raft.leader_id == INVALID_ID || self.reads_issued.len() >= MAX_PENDING_READ_CONTEXTS {
-            let why = if self.node.raft.leader_id == INVALID_ID {
-                self.no_leader_reason()
-            } else {
-                "too many linearizable reads pending on this node; retry later".to_string()
-            };
-            for w in waiters {
-                let _ = w.send(Err(unavailable(&why)));
-            }
-            return;
-        }
-        self.read_seq += 1;
-        let ctx = self.read_seq;
-        self.reads_issued.insert(ctx, (Instant::now(), self.node.raft.term, waiters));
-        self.node.read_index(ctx.to_be_bytes().to_vec());
+        refused
     }
 
-    /// Re-issues read-index requests that got no answer in time, under a
-    /// new context (the old one is forgotten; a late answer to it is ignored).
-    fn retry_reads(&mut self) {
-        let retry = Duration::from_millis(READ_INDEX_RETRY_MS);
-        let stale: Vec<u64> =
-            self.reads_issued.iter().filter(|(_, (at, _, _))| at.elapsed() >= retry).map(|(&c, _)| c).collect();
-        let mut waiters = Vec::new();
-        for ctx in stale {
-            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
-                waiters.extend(ws.into_iter().filter(|w| !w.is_closed()));
-            }
-        }
-        if !waiters.is_empty() {
-            self.read_index(waiters);
-        }
-    }
-
-    fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
-        let Some((issued_at, term, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
-        if self.settings.read_mode == ReadMode::Lease
-            && self.node.raft.state == StateRole::Leader
-            && term == self.node.raft.term
-        {
-            // A majority confirmed us as leader after `issued_at`.
-            let until = issued_at + Duration::from_millis(lease_ms(&self.settings));
-            if self.lease_term != term || self.lease_until.is_none_or(|u| u < until) {
-                self.lease_until = Some(until);
-                self.lease_term = term;
-            }
-        }
-        if index <= self.applied {
-            for w in waiters {
-                let _ = w.send(Ok(index));
-            }
-        } else {
-            self.reads_ready.entry(index).or_default().extend(waiters);
-        }
-    }
-
+    /// This node applied more: readers waiting for it complete.
     fn complete_reads(&mut self) {
-        let later = self.reads_ready.split_off(&(self.applied + 1));
-        for (index, ws) in std::mem::replace(&mut self.reads_ready, later) {
-            for w in ws {
-                let _ = w.send(Ok(index));
-            }
-        }
+        let done = self.reads.complete(self.applied);
+        self.run_reads(done);
     }
 
     fn housekeeping(&mut self) {
@@ -761,8 +694,7 @@ retry with the same request id"
             ws.retain(|(_, w)| !w.is_closed());
             !ws.is_empty()
         });
-        let ttl = Duration::from_millis(READ_CONTEXT_TTL_MS);
-        self.reads_issued.retain(|_, (at, _, _)| at.elapsed() < ttl);
+        self.reads.expire(self.now_ms());
     }
 
     fn maybe_generate_snapshot(&mut self) {
@@ -821,7 +753,8 @@ retry with the same request id"
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         for rs in rd.take_read_states() {
-            self.on_read_state(rs.index, &rs.request_ctx);
+            let effects = self.reads.on_read_state(rs.index, &rs.request_ctx, &self.raft_facts());
+            self.run_reads(effects);
         }
         // 6. Messages that must follow persistence (votes, appends' acks).
         if !rd.persisted_messages().is_empty() {

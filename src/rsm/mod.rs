@@ -7,6 +7,7 @@
 //!   with one file per command family ([`state_machine::kv`],
 //!   [`state_machine::topic_meta`]).
 //! * [`driver`]: the task that owns the `RawNode` and does its I/O.
+//! * [`read_index`]: read-index requests in flight and the leader lease (pure).
 //! * [`storage`]: `raft::Storage` over the node's RocksDB.
 //! * [`transport`]: Raft messages and snapshots over the peer service.
 //! * [`snapshot`]: snapshot files, generation and installation.
@@ -21,6 +22,7 @@
 
 pub mod driver;
 pub mod logger;
+pub mod read_index;
 pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
