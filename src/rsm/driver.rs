@@ -20,6 +20,7 @@
 //! applied, a node waits up to [`FILL_LINGER_US`] for most of the clients it
 //! just answered to send their next command, so that they share the next
 //! round instead of half of them waiting a whole round for the one after.
+//! Those decisions are the pure [`ProposalBatcher`] (`batcher.rs`).
 //! Applying needs no fsync: a committed entry is durable in the log and is
 //! re-applied after a crash from the applied index stored with the state.
 //!
@@ -58,6 +59,9 @@ use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
+use super::batcher::FILL_LINGER_US;
+use super::batcher::{EntryBytes, ProposalBatcher};
 use super::read_index::{RaftFacts, ReadEffect, ReadIndexQueue, Refusal};
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
 use super::state_machine::{Answer, Applier, RsmRead};
@@ -69,42 +73,10 @@ use crate::metrics::{add, Metrics};
 use crate::proto::rsm;
 use crate::store::{cf, Cf, Store, StoreError, WriteOp};
 
-/// Commands folded into one Raft entry at most.
-pub const MAX_BATCH_COMMANDS: usize = 4096;
-/// Payload bytes per Raft entry at most (a single larger command goes alone).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Proposals waiting for their entry to be applied, at most.
 pub const MAX_PENDING_PROPOSALS: usize = 100_000;
 /// Peer messages stepped per loop turn before handling the Ready.
 pub const MAX_STEP_PER_TURN: usize = 1024;
-/// Entries this node proposed that are not applied yet, at most. Requests
-/// arriving meanwhile wait and go out together as the next entry: an idle
-/// node proposes at once, a busy one batches (Nagle's idea, for Raft), and
-/// the next entry also waits briefly for the clients just answered (see
-/// [`FILL_LINGER_US`]).
-pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 1;
-/// When an own entry is applied, the next one waits (at most this long) until
-/// it holds [`FILL_TARGET_PERCENT`] of the commands that were in flight or
-/// queued at that moment: the clients just answered come back within a
-/// round trip, and one entry for all of them costs one Raft round instead of
-/// two. An idle or single-client node still proposes at once.
-pub const FILL_LINGER_US: u64 = 1_000;
-pub const FILL_TARGET_PERCENT: usize = 75;
-/// The commands the next own entry waits for, when `waiting` commands were
-/// in flight or queued as the previous one was applied: at least one (an
-/// idle node proposes at once), at most [`MAX_BATCH_COMMANDS`].
-pub fn fill_target_for(waiting: usize) -> usize {
-    (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_BATCH_COMMANDS)
-}
-
-/// A node that proposed nothing for this long proposes an empty entry, so
-/// its clock keeps vouching for the state machine's log time (see
-/// `state_machine`'s module docs).
-pub const STAMP_EVERY_MS: u64 = 1_000;
-
-/// An own entry not applied after this is presumed lost (a proposal
-/// forwarded to a leader that died) and stops holding back new ones.
-pub const OWN_ENTRY_LOST_MS: u64 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {
@@ -273,13 +245,8 @@ pub struct Driver {
     pub lost_log: Arc<LostLog>,
     /// See [`MAX_CACHED_RSM_KEYS`].
     rsm_cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Own proposed entries not yet applied, and when the oldest was proposed.
-    own_in_flight: usize,
-    /// Commands in those entries.
-    own_in_flight_commands: usize,
-    own_in_flight_since: Option<Instant>,
-    /// When this node last proposed an entry (see [`STAMP_EVERY_MS`]).
-    last_proposed: Instant,
+    /// Which proposals go into the next own entry, and when (see [`ProposalBatcher`]).
+    batcher: ProposalBatcher<Proposal>,
     last_contact: HashMap<u64, Instant>,
     /// When the driver started: `now_ms` counts from here, and in lease
     /// mode no vote is granted for one election timeout after (see the
@@ -345,10 +312,7 @@ impl Driver {
             seen_term: 0,
             recovering_until: None,
             lost_log,
-            own_in_flight: 0,
-            own_in_flight_commands: 0,
-            own_in_flight_since: None,
-            last_proposed: Instant::now(),
+            batcher: ProposalBatcher::new(0),
             rsm_cache: HashMap::new(),
             last_contact: HashMap::new(),
             started: Instant::now(),
@@ -361,11 +325,11 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = Instant::now();
-        // Proposals received, waiting for the next entry (see FILL_LINGER_US).
-        let mut held: Vec<Proposal> = Vec::new();
-        let mut fill_target = 1usize;
-        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
+            let linger_until = self
+                .batcher
+                .linger_until_us()
+                .map(|us| tokio::time::Instant::from_std(self.started + Duration::from_micros(us)));
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
@@ -375,20 +339,12 @@ impl Driver {
                     self.run_reads(retried);
                     let renewal = self.reads.renew_lease(now_ms, &self.raft_facts());
                     self.run_reads(renewal);
-                    if self.own_in_flight_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(OWN_ENTRY_LOST_MS)) {
-                        self.own_in_flight = 0;
-                        self.own_in_flight_since = None;
-                    }
                     if housekeeping.elapsed() >= Duration::from_secs(1) {
                         housekeeping = Instant::now();
                         self.housekeeping();
                     }
                     self.maybe_generate_snapshot();
-                    if held.is_empty()
-                        && self.own_in_flight == 0
-                        && self.node.raft.leader_id != INVALID_ID
-                        && self.last_proposed.elapsed() >= Duration::from_millis(STAMP_EVERY_MS)
-                    {
+                    if self.batcher.on_tick(self.now_us(), self.node.raft.leader_id != INVALID_ID) {
                         self.propose_entry(Vec::new());
                     }
                 }
@@ -401,25 +357,22 @@ impl Driver {
                         }
                     }
                 }
-                Some(p) = ch.proposals.recv(), if self.own_in_flight < MAX_OWN_ENTRIES_IN_FLIGHT => {
-                    held.push(p);
-                    while held.len() < MAX_BATCH_COMMANDS {
+                Some(p) = ch.proposals.recv(), if self.batcher.accepting() => {
+                    let room = self.batcher.room();
+                    let mut taken = vec![p];
+                    while taken.len() < room {
                         match ch.proposals.try_recv() {
-                            Ok(p) => held.push(p),
+                            Ok(p) => taken.push(p),
                             Err(_) => break,
                         }
                     }
-                    // fill_target <= MAX_BATCH_COMMANDS: a full batch always goes.
-                    if held.len() >= fill_target {
-                        linger_until = None;
-                        self.propose(std::mem::take(&mut held));
-                    } else if linger_until.is_none() {
-                        linger_until = Some(tokio::time::Instant::now() + Duration::from_micros(FILL_LINGER_US));
+                    if let Some(batch) = self.batcher.offer(self.now_us(), taken) {
+                        self.propose(batch);
                     }
                 }
                 _ = tokio::time::sleep_until(linger_until.unwrap_or_else(tokio::time::Instant::now)), if linger_until.is_some() => {
-                    linger_until = None;
-                    self.propose(std::mem::take(&mut held));
+                    let batch = self.batcher.on_linger();
+                    self.propose(batch);
                 }
                 Some(r) = ch.reads.recv() => {
                     let mut rs = vec![r];
@@ -437,19 +390,14 @@ impl Driver {
                     }
                 }
             }
-            let in_flight_commands = self.own_in_flight_commands;
             if let Err(e) = self.handle_ready().await {
                 // A storage failure: this node can no longer take part safely.
                 tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
                 break;
             }
-            if self.own_in_flight == 0 && in_flight_commands > 0 {
-                // Our entry was applied (or given up on): aim the next one at
-                // most of the clients that were waiting.
-                fill_target = fill_target_for(in_flight_commands + held.len() + ch.proposals.len());
-                self.own_in_flight_commands = 0;
-            }
-            debug_assert!(held.is_empty() || linger_until.is_some(), "held proposals always have a deadline");
+            // Once our entry was applied (or given up on), the next one aims
+            // at most of the clients that were waiting.
+            self.batcher.after_turn(ch.proposals.len());
             if self.node.raft.term != self.seen_term {
                 self.on_term_change();
             }
@@ -467,8 +415,7 @@ impl Driver {
         let term = self.node.raft.term;
         self.seen_term = term;
         // Entries proposed in an older term may never be applied.
-        self.own_in_flight = 0;
-        self.own_in_flight_since = None;
+        self.batcher.on_term_change();
         let mut expired = Vec::new();
         for ws in self.waiters.values_mut() {
             let (old, current): (Vec<_>, Vec<_>) = std::mem::take(ws).into_iter().partition(|(t, _)| *t < term);
@@ -588,20 +535,19 @@ retry with the same request id"
             return;
         }
         let mut commands = Vec::with_capacity(batch.len());
-        let mut bytes = 0usize;
+        let mut bytes = EntryBytes::default();
         for p in batch {
             if self.waiters.len() >= MAX_PENDING_PROPOSALS {
                 let _ =
                     p.reply.send(Err(unavailable("too many linearizable writes pending on this node; retry later")));
                 continue;
             }
-            bytes += p.cmd.encoded_len();
+            let closes = bytes.closes_after(p.cmd.encoded_len());
             let term = self.node.raft.term;
             self.waiters.entry((p.cmd.client_id, p.cmd.request_id)).or_default().push((term, p.reply));
             commands.push(p.cmd);
-            if bytes >= MAX_BATCH_BYTES {
+            if closes {
                 self.propose_entry(std::mem::take(&mut commands));
-                bytes = 0;
             }
         }
         if !commands.is_empty() {
@@ -614,12 +560,7 @@ retry with the same request id"
         add(&self.metrics.raft_commands_proposed, commands.len() as u64);
         let batch = rsm::Batch { stamp: self.clock.now(), proposer: self.id, commands };
         let proposed = self.node.propose(vec![], batch.encode_to_vec());
-        self.last_proposed = Instant::now();
-        if proposed.is_ok() {
-            self.own_in_flight += 1;
-            self.own_in_flight_commands += batch.commands.len();
-            self.own_in_flight_since.get_or_insert_with(Instant::now);
-        }
+        self.batcher.proposed(self.now_us(), batch.commands.len(), proposed.is_ok());
         if let Err(e) = proposed {
             let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
             for c in batch.commands {
@@ -636,7 +577,12 @@ retry with the same request id"
     /// time the pure cores ([`ReadIndexQueue`]) are given. A pause of the
     /// process only ages what they hold.
     pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.now_us() / 1000
+    }
+
+    /// The same in microseconds, for the batcher's sub-millisecond linger.
+    pub fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
     /// What the read-index queue needs to know of Raft and this node.
@@ -835,10 +781,7 @@ retry with the same request id"
             }
         }
         let own = applier.proposed_by(self.id);
-        if own > 0 {
-            self.own_in_flight = self.own_in_flight.saturating_sub(own);
-            self.own_in_flight_since = (self.own_in_flight > 0).then(Instant::now);
-        }
+        self.batcher.applied_own(self.now_us(), own);
         let (mut ops, answers, applied) = applier.finish();
         ops.extend(conf_ops);
         if ops.is_empty() {
@@ -1157,21 +1100,5 @@ mod tests {
         let last = DbRsm(follower.db()).get(&user_key(format!("key-{:06}", KEYS - 1).as_bytes())).unwrap().unwrap();
         assert_eq!(rsm::Value::decode(&last[..]).unwrap().value, format!("new-{}", KEYS - 1).into_bytes());
         assert!(!finish_interrupted_install(&follower, &raft_store).await.unwrap(), "nothing left to finish");
-    }
-
-    #[test]
-    fn the_fill_target_waits_for_most_waiting_clients_and_never_for_none() {
-        // Idle, or a single client: propose at once.
-        assert_eq!(fill_target_for(0), 1);
-        assert_eq!(fill_target_for(1), 1);
-        // Two clients: the one just answered is waited for (up to FILL_LINGER_US),
-        // so both share a round instead of alternating.
-        assert_eq!(fill_target_for(2), 2);
-        assert_eq!(fill_target_for(32), 24);
-        assert_eq!(fill_target_for(usize::MAX / 1000), MAX_BATCH_COMMANDS);
-        for waiting in 0..10_000 {
-            let t = fill_target_for(waiting);
-            assert!((1..=MAX_BATCH_COMMANDS).contains(&t) && t <= waiting.max(1), "{waiting} -> {t}");
-        }
     }
 }

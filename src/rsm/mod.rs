@@ -7,6 +7,7 @@
 //!   with one file per command family ([`state_machine::kv`],
 //!   [`state_machine::topic_meta`]).
 //! * [`driver`]: the task that owns the `RawNode` and does its I/O.
+//! * [`batcher`]: which proposals go into the next own entry, and when (pure).
 //! * [`read_index`]: read-index requests in flight and the leader lease (pure).
 //! * [`storage`]: `raft::Storage` over the node's RocksDB.
 //! * [`transport`]: Raft messages and snapshots over the peer service.
@@ -20,6 +21,7 @@
 //! *indeterminate*; retrying it with the same (client id, request id) is
 //! safe because the state machine applies each at most once.
 
+pub mod batcher;
 pub mod driver;
 pub mod logger;
 pub mod read_index;
