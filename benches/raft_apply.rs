@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the linearizable state machine's apply
-//! (`levels::linear::state_machine::Applier`): one Raft entry carrying a
+//! (`rsm::state_machine::Applier`): one Raft entry carrying a
 //! batch of commands applied over an in-memory `rsm` view — the
 //! deterministic CPU work every replica does per committed entry, without
 //! RocksDB.
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use capkv::levels::linear::state_machine::{Applier, RsmRead};
 use capkv::proto::rsm::{self, command::Op};
+use capkv::rsm::state_machine::{Applier, RsmRead};
 use capkv::store::StoreError;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prost::Message;

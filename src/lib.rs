@@ -4,6 +4,7 @@
 //! Map (see `docs/architecture.md`):
 //! * [`store`]: one RocksDB per node, LWW cells, group-commit writer;
 //! * [`clock`]: hybrid logical clock and versions;
+//! * [`rsm`]: the replicated state machine over Raft (KV and topic metadata commands);
 //! * [`levels`]: one module per consistency level;
 //! * [`node`]: process wiring and gRPC services;
 //! * [`topic`]: the partitioned, replicated topic log (ISR replication);
@@ -21,6 +22,7 @@ pub use capkv_proto::level;
 pub mod levels;
 pub mod metrics;
 pub mod node;
+pub mod rsm;
 pub mod sim;
 pub mod store;
 pub mod topic;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::clock::NodeId;
-use crate::levels::linear::{RaftSettings, ReadMode};
+use crate::rsm::{RaftSettings, ReadMode};
 use crate::topic::TopicSettings;
 
 /// Longest key accepted, in bytes (DESIGN §5).

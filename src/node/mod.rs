@@ -43,6 +43,7 @@ use crate::proto::kv_server::KvServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::peer::topic_peer_server::TopicPeerServer;
 use crate::proto::topics_server::TopicsServer;
+use crate::rsm::Rsm;
 use crate::store::{Store, StoreError};
 use crate::topic::Topics;
 pub use config::NodeConfig;
@@ -83,6 +84,8 @@ pub struct NodeState {
     pub eventual: Eventual,
     pub quorum: Quorum,
     pub linear: Arc<Linear>,
+    /// The replicated state machine under `linear` and topic metadata.
+    pub rsm: Arc<Rsm>,
     pub topics: Arc<Topics>,
     pub metrics: Arc<Metrics>,
     pub started: Instant,
@@ -188,10 +191,11 @@ where
         &tracker,
     )
     .await?;
+    let rsm = linear.rsm().clone();
     let topics = Topics::start(
         cfg.id,
         store.clone(),
-        linear.clone(),
+        rsm.clone(),
         cfg.cluster.clone(),
         &*env.dialer,
         cfg.topics.clone(),
@@ -207,6 +211,7 @@ where
         eventual,
         quorum,
         linear,
+        rsm,
         topics,
         metrics,
         started: Instant::now(),

@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::peer_input::{check_cells, check_peer, check_raft_message, check_snapshot_header, check_stamp};
 use super::NodeState;
-use crate::levels::linear::snapshot::SnapMeta;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::*;
+use crate::rsm::snapshot::SnapMeta;
 use crate::store::{OpOutcome, WriteOp, BUCKETS};
 use crate::wire::{cell_from_peer, cell_to_peer};
 use protobuf::Message as _;
@@ -230,9 +230,9 @@ impl Peer for PeerService {
                 msgs.push(m);
             }
             if batch.lost_log {
-                self.node.linear.peer_lost_log(batch.from_node, batch.log_last_index);
+                self.node.rsm.peer_lost_log(batch.from_node, batch.log_last_index);
             }
-            self.node.linear.step(msgs);
+            self.node.rsm.step(msgs);
         }
         Ok(Response::new(RaftBatchResponse {}))
     }
@@ -242,7 +242,7 @@ impl Peer for PeerService {
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotResponse>, Status> {
         let mut stream = req.into_inner();
-        let snapshots = self.node.linear.snapshots().clone();
+        let snapshots = self.node.rsm.snapshots().clone();
         let mut header: Option<raft::eraftpb::Message> = None;
         let mut file: Option<(tokio::fs::File, std::path::PathBuf, std::path::PathBuf)> = None;
         let mut total = 0u64;
@@ -278,7 +278,7 @@ impl Peer for PeerService {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         msg.mut_snapshot().set_data(name.into_bytes().into());
         tracing::info!(from = msg.from, bytes = total, "snapshot received");
-        self.node.linear.step(vec![msg]);
+        self.node.rsm.step(vec![msg]);
         Ok(Response::new(SnapshotResponse {}))
     }
 

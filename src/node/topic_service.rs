@@ -12,10 +12,10 @@ use tonic::{Request, Response, Status};
 use super::config::MAX_KEY_BYTES;
 use super::service::{level_status, retry_safe, DEADLINE_MARGIN_MS, MAX_REQUEST_TIMEOUT_MS};
 use super::NodeState;
-use crate::levels::linear::Caller;
 use crate::proto::rsm::{self, topic_op, TopicMeta};
 use crate::proto::topics_server::Topics as TopicsApi;
 use crate::proto::*;
+use crate::rsm::Caller;
 use crate::topic::{self, meta, Offsets, TopicError};
 
 /// Largest Topics request or reply, in bytes.

@@ -29,8 +29,8 @@ use tokio::time::Instant;
 use super::log::PartitionId;
 use super::{Ctx, Topics, META_PROPOSAL_TIMEOUT_MS};
 use crate::clock::NodeId;
-use crate::levels::linear::Caller;
 use crate::proto::rsm::{topic_op, AlterPartition, PartitionMeta, TopicErrorCode, TopicMeta, TopicOp};
+use crate::rsm::Caller;
 
 /// How often the controller looks at every partition.
 pub const CONTROLLER_INTERVAL_MS: u64 = 200;

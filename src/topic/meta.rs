@@ -1,6 +1,6 @@
 //! Topic metadata in the linearizable state machine: what applying a
 //! [`TopicOp`] does (pure and deterministic, called from
-//! `levels::linear::state_machine`), and the key layout under the `t`
+//! `rsm::state_machine::topic_meta`), and the key layout under the `t`
 //! prefix of the `rsm` column family (so Raft snapshots carry it).
 //!
 //! * Topics: `t n NAME` → [`TopicMeta`] (all partitions in one value, so

@@ -38,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
-use crate::levels::linear::{raft_node::DbRsm, state_machine::RsmRead, Caller, Linear};
 use crate::levels::LevelError;
 use crate::proto::peer::{PartitionStatus, ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::proto::rsm::{self, topic_op, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::rsm::{Caller, DbRsm, Rsm, RsmRead};
 use crate::store::{Store, StoreError};
 use log::PartitionId;
 use replica::Partition;
@@ -127,7 +127,9 @@ pub enum TopicError {
 pub struct Ctx {
     pub node_id: NodeId,
     pub store: Arc<Store>,
-    pub linear: Arc<Linear>,
+    /// The node's replicated state machine (`crate::rsm`), where topic
+    /// metadata lives.
+    pub linear: Arc<Rsm>,
     pub peers: peer::PeerConns,
     pub settings: TopicSettings,
     pub members: BTreeMap<NodeId, String>,
@@ -207,7 +209,7 @@ impl Topics {
     pub fn start(
         node_id: NodeId,
         store: Arc<Store>,
-        linear: Arc<Linear>,
+        linear: Arc<Rsm>,
         members: BTreeMap<NodeId, String>,
         dialer: &dyn crate::node::peers::Dialer,
         settings: TopicSettings,

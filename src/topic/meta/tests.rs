@@ -213,7 +213,7 @@ fn group_members_share_partitions_and_commits_are_fenced_by_generation() {
 #[derive(Default, Clone, PartialEq)]
 struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
 
-impl crate::levels::linear::state_machine::RsmRead for MemRsm {
+impl crate::rsm::state_machine::RsmRead for MemRsm {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get(key).cloned())
     }
@@ -231,8 +231,8 @@ impl crate::levels::linear::state_machine::RsmRead for MemRsm {
 impl MemRsm {
     /// Applies one Raft entry of `commands` (with `stamp`) like every replica does.
     fn apply(&mut self, index: u64, stamp: u64, commands: Vec<crate::proto::rsm::Command>) -> Vec<TopicReply> {
-        use crate::levels::linear::state_machine::Applier;
         use crate::proto::rsm::{reply, Batch};
+        use crate::rsm::state_machine::Applier;
         use crate::store::{Cf, WriteOp};
         let batch = Batch { stamp, proposer: 1, commands };
         let mut a = Applier::new(&*self);

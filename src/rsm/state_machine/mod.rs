@@ -1,17 +1,10 @@
-//! The linearizable level's state machine: what applying a Raft entry does.
+//! The replicated state machine: what applying a Raft entry does.
 //!
 //! Pure logic over a read view of the `rsm` column family: it returns the
 //! writes to make and the replies to hand out, and never reads a clock. Every
 //! replica applying the same entries therefore reaches the same state:
 //!
-//! * **Deterministic versions.** An entry carries its proposer's HLC stamp.
-//!   A write to key k gets `hlc = max(stamp, current(k).hlc + 1)` and
-//!   `node_id = proposer | LINEAR_VERSION_BIT`, so versions of a key strictly
-//!   increase and never collide with eventual/quorum versions of the same
-//!   node (the bit keeps the namespaces apart).
-//! * **CAS** compares the state machine's value (absent or tombstone = no
-//!   value) and swaps atomically; the reply says swapped or not and gives
-//!   the current value.
+//! * **Deterministic versions and CAS** for user keys: see [`kv`].
 //! * **Exactly-once retries.** A session per client id keeps recent
 //!   (request id → reply). A command whose id is already there is answered
 //!   from the session without being applied again. The client's
@@ -26,21 +19,26 @@
 //!   cannot expire every session at once. Each node proposes an empty
 //!   entry when it has proposed nothing for a while, so the vouched time
 //!   keeps up with real time on an idle or single-client cluster.
-//! * Each write is also LWW-merged into the key's cell, so eventual and
-//!   quorum reads see linearizable writes.
+//! * **Command families.** This file is what every command shares: the
+//!   apply loop, log time, sessions and the applied index. What a command
+//!   does is its family's: [`kv`] (put, delete, CAS on user keys, each
+//!   write also LWW-merged into the key's cell so eventual and quorum
+//!   reads see it) and [`topic_meta`] (topic and group metadata, whose
+//!   logic is `crate::topic::meta`). A later family (membership) adds a
+//!   file and an arm in `execute`.
+
+pub mod kv;
+pub mod topic_meta;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use prost::Message;
 
-use crate::clock::{hlc_from_physical_ms, hlc_physical_ms, Version};
-use crate::level::Level;
+use crate::clock::{hlc_from_physical_ms, hlc_physical_ms};
 use crate::proto::rsm::{self, command::Op, reply};
-use crate::store::{Cell, Cf, StoreError, WriteOp};
+use crate::store::{Cf, StoreError, WriteOp};
+pub use kv::{user_key, KEY_PREFIX, LINEAR_VERSION_BIT};
 
-/// Set in the node id of versions produced by the state machine.
-pub const LINEAR_VERSION_BIT: u32 = 1 << 31;
 /// Replies kept per client session at most: the requests of one client
 /// that can be unfinished (at or above its `ack_below`) at once. A reply is
 /// never dropped while its request may still be retried; a client that has
@@ -54,7 +52,6 @@ pub const SESSION_SWEEP_EVERY_ENTRIES: u64 = 8192;
 /// Sessions examined per sweep at most (the sweep resumes where it stopped).
 pub const SESSION_SWEEP_MAX: usize = 10_000;
 
-pub const KEY_PREFIX: u8 = b'k';
 pub const SESSION_PREFIX: u8 = b's';
 pub const META_APPLIED: &[u8] = b"m/applied";
 pub const META_MAX_STAMP: &[u8] = b"m/max_stamp";
@@ -86,13 +83,6 @@ pub trait RsmRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Keys with `prefix` strictly after `after`, in order, at most `limit`.
     fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
-}
-
-pub fn user_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len());
-    k.push(KEY_PREFIX);
-    k.extend_from_slice(key);
-    k
 }
 
 pub fn session_key(client_id: u64) -> Vec<u8> {
@@ -293,87 +283,13 @@ impl<'a, R: RsmRead> Applier<'a, R> {
         Ok(reply)
     }
 
-    fn current(&self, key: &[u8]) -> Result<Option<rsm::Value>, ApplyError> {
-        match self.get(&user_key(key))? {
-            Some(b) => Ok(Some(Self::decode(&b, "value")?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Writes `value` (None = tombstone) to `key` with the next version.
-    fn write(
-        &mut self,
-        batch: &rsm::Batch,
-        key: &Bytes,
-        current: Option<&rsm::Value>,
-        value: Option<Bytes>,
-    ) -> Version {
-        let floor = current.map_or(0, |c| c.hlc + 1);
-        let version = Version::new(batch.stamp.max(floor), batch.proposer | LINEAR_VERSION_BIT);
-        if let Some(c) = current {
-            assert!(version > Version::new(c.hlc, c.node_id), "state machine version regression on {key:?}");
-        }
-        let stored = rsm::Value {
-            value: value.clone().unwrap_or_default(),
-            tombstone: value.is_none(),
-            hlc: version.hlc,
-            node_id: version.node_id,
-        };
-        self.put(user_key(key), stored.encode_to_vec());
-        let cell = match value {
-            Some(v) => Cell::value(v, version, Level::Linearizable),
-            None => Cell::tombstone(version, Level::Linearizable),
-        };
-        self.ops.push(WriteOp::Merge { key: key.clone(), cell });
-        version
-    }
-
+    /// Runs one command of `batch` through its family.
     fn execute(&mut self, batch: &rsm::Batch, cmd: &rsm::Command) -> Result<rsm::Reply, ApplyError> {
         let result = match &cmd.op {
-            Some(Op::Put(p)) => {
-                let cur = self.current(&p.key)?;
-                let v = self.write(batch, &p.key, cur.as_ref(), Some(p.value.clone()));
-                reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id })
-            }
-            Some(Op::Del(d)) => {
-                let cur = self.current(&d.key)?;
-                let v = self.write(batch, &d.key, cur.as_ref(), None);
-                reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id })
-            }
-            Some(Op::Cas(c)) => {
-                let cur = self.current(&c.key)?;
-                let live = cur.as_ref().filter(|v| !v.tombstone);
-                let matches = match live {
-                    None => c.expect_absent,
-                    Some(v) => !c.expect_absent && v.value == c.expected,
-                };
-                if matches {
-                    let v = self.write(batch, &c.key, cur.as_ref(), Some(c.new_value.clone()));
-                    reply::Result::Cas(rsm::CasResult {
-                        swapped: true,
-                        found: true,
-                        current: c.new_value.clone(),
-                        hlc: v.hlc,
-                        node_id: v.node_id,
-                    })
-                } else {
-                    reply::Result::Cas(match live {
-                        Some(v) => rsm::CasResult {
-                            swapped: false,
-                            found: true,
-                            current: v.value.clone(),
-                            hlc: v.hlc,
-                            node_id: v.node_id,
-                        },
-                        None => rsm::CasResult::default(),
-                    })
-                }
-            }
-            Some(Op::Topic(t)) => {
-                // Log time: the largest stamp applied so far (set by `apply`).
-                let log_time = self.max_stamp.unwrap_or(batch.stamp);
-                reply::Result::Topic(crate::topic::meta::apply(self, log_time, t)?)
-            }
+            Some(Op::Put(p)) => self.kv_put(batch, p)?,
+            Some(Op::Del(d)) => self.kv_del(batch, d)?,
+            Some(Op::Cas(c)) => self.kv_cas(batch, c)?,
+            Some(Op::Topic(t)) => self.topic_meta(batch, t)?,
             None => return Ok(refused("empty command")),
         };
         Ok(rsm::Reply { result: Some(result) })
@@ -421,22 +337,6 @@ impl<'a, R: RsmRead> Applier<'a, R> {
             self.ops.push(WriteOp::Put { cf: Cf::Rsm, key: META_MAX_STAMP.to_vec(), value: s.to_be_bytes().to_vec() });
         }
         (self.ops, self.answers, self.applied)
-    }
-}
-
-/// Topic metadata (`crate::topic::meta`) reads and writes through the
-/// same overlay as every other command of the batch.
-impl<R: RsmRead> crate::topic::meta::MetaKv for Applier<'_, R> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Applier::get(self, key)
-    }
-
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        Applier::put(self, key, value)
-    }
-
-    fn delete(&mut self, key: Vec<u8>) {
-        Applier::delete(self, key)
     }
 }
 

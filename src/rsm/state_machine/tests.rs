@@ -4,7 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use bytes::Bytes;
+
+use crate::clock::Version;
+use crate::level::Level;
 use crate::proto::rsm::{Batch, Command};
+use crate::store::Cell;
 
 #[derive(Default, Clone)]
 struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);

@@ -20,6 +20,7 @@
 //! applied, a node waits up to [`FILL_LINGER_US`] for most of the clients it
 //! just answered to send their next command, so that they share the next
 //! round instead of half of them waiting a whole round for the one after.
+//! Those decisions are the pure [`ProposalBatcher`] (`batcher.rs`).
 //! Applying needs no fsync: a committed entry is durable in the log and is
 //! re-applied after a crash from the applied index stored with the state.
 //!
@@ -27,7 +28,10 @@
 //! request id) when the entry is applied — on whatever node proposed it;
 //! raft-rs forwards a follower's proposal to the leader. Reads use ReadIndex
 //! (or the leader lease): many reads share one read-index request, and each
-//! completes once this node has applied up to the index it got.
+//! completes once this node has applied up to the index it got. That
+//! bookkeeping, the lease's included, is the pure [`ReadIndexQueue`]
+//! (`read_index.rs`); the driver feeds it [`Driver::now_ms`], the one
+//! monotonic time it hands to its cores, and carries out its effects.
 //!
 //! **The leader lease** (`ReadMode::Lease`) is ours, not raft-rs's
 //! `LeaseBased` option (which answers at once with no time bound, so a
@@ -55,6 +59,10 @@ use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
+use super::batcher::FILL_LINGER_US;
+use super::batcher::{EntryBytes, ProposalBatcher};
+use super::read_index::{RaftFacts, ReadEffect, ReadIndexQueue, Refusal};
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
 use super::state_machine::{Answer, Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
@@ -65,50 +73,10 @@ use crate::metrics::{add, Metrics};
 use crate::proto::rsm;
 use crate::store::{cf, Cf, Store, StoreError, WriteOp};
 
-/// Commands folded into one Raft entry at most.
-pub const MAX_BATCH_COMMANDS: usize = 4096;
-/// Payload bytes per Raft entry at most (a single larger command goes alone).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Proposals waiting for their entry to be applied, at most.
 pub const MAX_PENDING_PROPOSALS: usize = 100_000;
-/// Read-index requests in flight, at most.
-pub const MAX_PENDING_READ_CONTEXTS: usize = 10_000;
-/// A read-index request without an answer after this is forgotten.
-pub const READ_CONTEXT_TTL_MS: u64 = 30_000;
-/// A read-index request unanswered for this long is asked again: raft-rs
-/// drops one that reaches a leader that has not yet committed in its term
-/// (Raft §8), without telling the follower that sent it.
-pub const READ_INDEX_RETRY_MS: u64 = 250;
 /// Peer messages stepped per loop turn before handling the Ready.
 pub const MAX_STEP_PER_TURN: usize = 1024;
-/// Entries this node proposed that are not applied yet, at most. Requests
-/// arriving meanwhile wait and go out together as the next entry: an idle
-/// node proposes at once, a busy one batches (Nagle's idea, for Raft), and
-/// the next entry also waits briefly for the clients just answered (see
-/// [`FILL_LINGER_US`]).
-pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 1;
-/// When an own entry is applied, the next one waits (at most this long) until
-/// it holds [`FILL_TARGET_PERCENT`] of the commands that were in flight or
-/// queued at that moment: the clients just answered come back within a
-/// round trip, and one entry for all of them costs one Raft round instead of
-/// two. An idle or single-client node still proposes at once.
-pub const FILL_LINGER_US: u64 = 1_000;
-pub const FILL_TARGET_PERCENT: usize = 75;
-/// The commands the next own entry waits for, when `waiting` commands were
-/// in flight or queued as the previous one was applied: at least one (an
-/// idle node proposes at once), at most [`MAX_BATCH_COMMANDS`].
-pub fn fill_target_for(waiting: usize) -> usize {
-    (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_BATCH_COMMANDS)
-}
-
-/// A node that proposed nothing for this long proposes an empty entry, so
-/// its clock keeps vouching for the state machine's log time (see
-/// `state_machine`'s module docs).
-pub const STAMP_EVERY_MS: u64 = 1_000;
-
-/// An own entry not applied after this is presumed lost (a proposal
-/// forwarded to a leader that died) and stops holding back new ones.
-pub const OWN_ENTRY_LOST_MS: u64 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMode {
@@ -266,9 +234,8 @@ pub struct Driver {
     pub applied: u64,
     /// Per (client id, request id): the term it was proposed in, and who waits.
     waiters: HashMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
-    read_seq: u64,
-    /// Per read context: when and in which term it was issued, and who waits.
-    reads_issued: HashMap<u64, (Instant, u64, Vec<ReadWaiter>)>,
+    /// Read-index requests in flight and the lease (see [`ReadIndexQueue`]).
+    reads: ReadIndexQueue<ReadWaiter>,
     /// The term waiters were last checked against.
     seen_term: u64,
     /// Set when this node found it lost its log: the commit index it must
@@ -278,20 +245,12 @@ pub struct Driver {
     pub lost_log: Arc<LostLog>,
     /// See [`MAX_CACHED_RSM_KEYS`].
     rsm_cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Own proposed entries not yet applied, and when the oldest was proposed.
-    own_in_flight: usize,
-    /// Commands in those entries.
-    own_in_flight_commands: usize,
-    own_in_flight_since: Option<Instant>,
-    /// When this node last proposed an entry (see [`STAMP_EVERY_MS`]).
-    last_proposed: Instant,
-    reads_ready: BTreeMap<u64, Vec<ReadWaiter>>,
+    /// Which proposals go into the next own entry, and when (see [`ProposalBatcher`]).
+    batcher: ProposalBatcher<Proposal>,
     last_contact: HashMap<u64, Instant>,
-    /// Lease mode: reads are served without a round until then (in `lease_term`).
-    lease_until: Option<Instant>,
-    lease_term: u64,
-    /// When the driver started: in lease mode no vote is granted for one
-    /// election timeout after (see the module docs).
+    /// When the driver started: `now_ms` counts from here, and in lease
+    /// mode no vote is granted for one election timeout after (see the
+    /// module docs).
     started: Instant,
     snap_generating: bool,
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
@@ -336,6 +295,7 @@ impl Driver {
         applied: u64,
         lost_log: Arc<LostLog>,
     ) -> Driver {
+        let reads = ReadIndexQueue::new(settings.read_mode == ReadMode::Lease, lease_ms(&settings));
         Driver {
             node,
             id,
@@ -348,20 +308,13 @@ impl Driver {
             cancel,
             applied,
             waiters: HashMap::new(),
-            read_seq: 0,
-            reads_issued: HashMap::new(),
+            reads,
             seen_term: 0,
             recovering_until: None,
             lost_log,
-            own_in_flight: 0,
-            own_in_flight_commands: 0,
-            own_in_flight_since: None,
-            last_proposed: Instant::now(),
+            batcher: ProposalBatcher::new(0),
             rsm_cache: HashMap::new(),
-            reads_ready: BTreeMap::new(),
             last_contact: HashMap::new(),
-            lease_until: None,
-            lease_term: 0,
             started: Instant::now(),
             snap_generating: false,
             snap_done: mpsc::channel(1),
@@ -372,31 +325,26 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = Instant::now();
-        // Proposals received, waiting for the next entry (see FILL_LINGER_US).
-        let mut held: Vec<Proposal> = Vec::new();
-        let mut fill_target = 1usize;
-        let mut linger_until: Option<tokio::time::Instant> = None;
         loop {
+            let linger_until = self
+                .batcher
+                .linger_until_us()
+                .map(|us| tokio::time::Instant::from_std(self.started + Duration::from_micros(us)));
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = tick.tick() => {
                     self.node.tick();
-                    self.retry_reads();
-                    self.renew_lease();
-                    if self.own_in_flight_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(OWN_ENTRY_LOST_MS)) {
-                        self.own_in_flight = 0;
-                        self.own_in_flight_since = None;
-                    }
+                    let now_ms = self.now_ms();
+                    let retried = self.reads.retry(now_ms, &self.raft_facts(), |w| !w.is_closed());
+                    self.run_reads(retried);
+                    let renewal = self.reads.renew_lease(now_ms, &self.raft_facts());
+                    self.run_reads(renewal);
                     if housekeeping.elapsed() >= Duration::from_secs(1) {
                         housekeeping = Instant::now();
                         self.housekeeping();
                     }
                     self.maybe_generate_snapshot();
-                    if held.is_empty()
-                        && self.own_in_flight == 0
-                        && self.node.raft.leader_id != INVALID_ID
-                        && self.last_proposed.elapsed() >= Duration::from_millis(STAMP_EVERY_MS)
-                    {
+                    if self.batcher.on_tick(self.now_us(), self.node.raft.leader_id != INVALID_ID) {
                         self.propose_entry(Vec::new());
                     }
                 }
@@ -409,32 +357,30 @@ impl Driver {
                         }
                     }
                 }
-                Some(p) = ch.proposals.recv(), if self.own_in_flight < MAX_OWN_ENTRIES_IN_FLIGHT => {
-                    held.push(p);
-                    while held.len() < MAX_BATCH_COMMANDS {
+                Some(p) = ch.proposals.recv(), if self.batcher.accepting() => {
+                    let room = self.batcher.room();
+                    let mut taken = vec![p];
+                    while taken.len() < room {
                         match ch.proposals.try_recv() {
-                            Ok(p) => held.push(p),
+                            Ok(p) => taken.push(p),
                             Err(_) => break,
                         }
                     }
-                    // fill_target <= MAX_BATCH_COMMANDS: a full batch always goes.
-                    if held.len() >= fill_target {
-                        linger_until = None;
-                        self.propose(std::mem::take(&mut held));
-                    } else if linger_until.is_none() {
-                        linger_until = Some(tokio::time::Instant::now() + Duration::from_micros(FILL_LINGER_US));
+                    if let Some(batch) = self.batcher.offer(self.now_us(), taken) {
+                        self.propose(batch);
                     }
                 }
                 _ = tokio::time::sleep_until(linger_until.unwrap_or_else(tokio::time::Instant::now)), if linger_until.is_some() => {
-                    linger_until = None;
-                    self.propose(std::mem::take(&mut held));
+                    let batch = self.batcher.on_linger();
+                    self.propose(batch);
                 }
                 Some(r) = ch.reads.recv() => {
                     let mut rs = vec![r];
                     while let Ok(r) = ch.reads.try_recv() {
                         rs.push(r);
                     }
-                    self.read_index(rs);
+                    let effects = self.reads.request(self.now_ms(), &self.raft_facts(), rs);
+                    self.run_reads(effects);
                 }
                 Some(ev) = ch.events.recv() => self.on_event(ev),
                 Some(done) = self.snap_done.1.recv() => {
@@ -444,19 +390,14 @@ impl Driver {
                     }
                 }
             }
-            let in_flight_commands = self.own_in_flight_commands;
             if let Err(e) = self.handle_ready().await {
                 // A storage failure: this node can no longer take part safely.
                 tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
                 break;
             }
-            if self.own_in_flight == 0 && in_flight_commands > 0 {
-                // Our entry was applied (or given up on): aim the next one at
-                // most of the clients that were waiting.
-                fill_target = fill_target_for(in_flight_commands + held.len() + ch.proposals.len());
-                self.own_in_flight_commands = 0;
-            }
-            debug_assert!(held.is_empty() || linger_until.is_some(), "held proposals always have a deadline");
+            // Once our entry was applied (or given up on), the next one aims
+            // at most of the clients that were waiting.
+            self.batcher.after_turn(ch.proposals.len());
             if self.node.raft.term != self.seen_term {
                 self.on_term_change();
             }
@@ -473,10 +414,8 @@ impl Driver {
     fn on_term_change(&mut self) {
         let term = self.node.raft.term;
         self.seen_term = term;
-        self.lease_until = None;
         // Entries proposed in an older term may never be applied.
-        self.own_in_flight = 0;
-        self.own_in_flight_since = None;
+        self.batcher.on_term_change();
         let mut expired = Vec::new();
         for ws in self.waiters.values_mut() {
             let (old, current): (Vec<_>, Vec<_>) = std::mem::take(ws).into_iter().partition(|(t, _)| *t < term);
@@ -491,16 +430,9 @@ impl Driver {
 retry with the same request id"
             ))));
         }
-        let stale: Vec<u64> = self.reads_issued.iter().filter(|(_, (_, t, _))| *t < term).map(|(&c, _)| c).collect();
-        for ctx in stale {
-            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
-                for w in ws {
-                    let _ =
-                        w.send(Err(unavailable("Raft leadership changed before the read index was confirmed; retry")));
-                    failed += 1;
-                }
-            }
-        }
+        // The lease ends too.
+        let refused = self.reads.on_term_change(term);
+        failed += self.run_reads(refused);
         if failed > 0 {
             tracing::debug!(term, failed, "failed requests in flight from an older term");
         }
@@ -566,8 +498,7 @@ retry with the same request id"
         }
         if self.settings.read_mode == ReadMode::Lease
             && matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
-            && self.started.elapsed()
-                < Duration::from_millis(self.settings.tick_ms * self.settings.election_ticks as u64)
+            && self.now_ms() < self.settings.tick_ms * self.settings.election_ticks as u64
         {
             // We may have acknowledged a leader's lease just before we
             // restarted; its lease must run out before anyone else leads.
@@ -604,20 +535,19 @@ retry with the same request id"
             return;
         }
         let mut commands = Vec::with_capacity(batch.len());
-        let mut bytes = 0usize;
+        let mut bytes = EntryBytes::default();
         for p in batch {
             if self.waiters.len() >= MAX_PENDING_PROPOSALS {
                 let _ =
                     p.reply.send(Err(unavailable("too many linearizable writes pending on this node; retry later")));
                 continue;
             }
-            bytes += p.cmd.encoded_len();
+            let closes = bytes.closes_after(p.cmd.encoded_len());
             let term = self.node.raft.term;
             self.waiters.entry((p.cmd.client_id, p.cmd.request_id)).or_default().push((term, p.reply));
             commands.push(p.cmd);
-            if bytes >= MAX_BATCH_BYTES {
+            if closes {
                 self.propose_entry(std::mem::take(&mut commands));
-                bytes = 0;
             }
         }
         if !commands.is_empty() {
@@ -630,12 +560,7 @@ retry with the same request id"
         add(&self.metrics.raft_commands_proposed, commands.len() as u64);
         let batch = rsm::Batch { stamp: self.clock.now(), proposer: self.id, commands };
         let proposed = self.node.propose(vec![], batch.encode_to_vec());
-        self.last_proposed = Instant::now();
-        if proposed.is_ok() {
-            self.own_in_flight += 1;
-            self.own_in_flight_commands += batch.commands.len();
-            self.own_in_flight_since.get_or_insert_with(Instant::now);
-        }
+        self.batcher.proposed(self.now_us(), batch.commands.len(), proposed.is_ok());
         if let Err(e) = proposed {
             let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
             for c in batch.commands {
@@ -648,112 +573,66 @@ retry with the same request id"
         }
     }
 
-    /// Whether this leader may serve reads at its commit index without a
-    /// read-index round: it holds an unexpired lease of its current term and
-    /// has committed an entry of that term (so its commit index covers every
-    /// write acknowledged by earlier leaders, Raft §8).
-    fn lease_holds(&self) -> bool {
+    /// Milliseconds since the driver started, on the monotonic clock: the
+    /// time the pure cores ([`ReadIndexQueue`]) are given. A pause of the
+    /// process only ages what they hold.
+    pub fn now_ms(&self) -> u64 {
+        self.now_us() / 1000
+    }
+
+    /// The same in microseconds, for the batcher's sub-millisecond linger.
+    pub fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// What the read-index queue needs to know of Raft and this node.
+    fn raft_facts(&self) -> RaftFacts {
         let r = &self.node.raft;
-        self.settings.read_mode == ReadMode::Lease
-            && r.state == StateRole::Leader
-            && self.lease_term == r.term
-            && self.lease_until.is_some_and(|until| Instant::now() < until)
-            && r.commit_to_current_term()
-    }
-
-    /// Lease mode, as leader: starts a read-index round without readers
-    /// when the lease has less than half its length left and none is out.
-    fn renew_lease(&mut self) {
-        if self.settings.read_mode != ReadMode::Lease || self.node.raft.state != StateRole::Leader {
-            return;
-        }
-        let half = Duration::from_millis(lease_ms(&self.settings) / 2);
-        let fresh =
-            self.lease_until.is_some_and(|u| self.lease_term == self.node.raft.term && u > Instant::now() + half);
-        let term = self.node.raft.term;
-        let round_out = self.reads_issued.values().any(|(at, t, _)| *t == term && at.elapsed() < half);
-        if !fresh && !round_out {
-            self.read_index(Vec::new());
+        let is_leader = r.state == StateRole::Leader;
+        RaftFacts {
+            is_leader,
+            leader_known: r.leader_id != INVALID_ID,
+            term: r.term,
+            commit_index: r.raft_log.committed,
+            // A log lookup: only the lease needs it.
+            committed_in_term: self.settings.read_mode == ReadMode::Lease && is_leader && r.commit_to_current_term(),
+            applied: self.applied,
         }
     }
 
-    fn read_index(&mut self, waiters: Vec<ReadWaiter>) {
-        if !waiters.is_empty() && self.lease_holds() {
-            let index = self.node.raft.raft_log.committed;
-            add(&self.metrics.lease_reads, waiters.len() as u64);
-            if index <= self.applied {
-                for w in waiters {
-                    let _ = w.send(Ok(index));
+    /// Carries out what the read-index queue decided; returns how many
+    /// readers were refused.
+    fn run_reads(&mut self, effects: Vec<ReadEffect<ReadWaiter>>) -> usize {
+        let mut refused = 0;
+        for e in effects {
+            match e {
+                ReadEffect::Issue { ctx } => self.node.read_index(ctx),
+                ReadEffect::Complete { index, waiter } => {
+                    let _ = waiter.send(Ok(index));
                 }
-            } else {
-                self.reads_ready.entry(index).or_default().extend(waiters);
+                ReadEffect::Refuse { why, waiter } => {
+                    let why = match why {
+                        Refusal::NoLeader => self.no_leader_reason(),
+                        Refusal::TooManyPending => {
+                            "too many linearizable reads pending on this node; retry later".into()
+                        }
+                        Refusal::LeadershipChanged => {
+                            "Raft leadership changed before the read index was confirmed; retry".into()
+                        }
+                    };
+                    let _ = waiter.send(Err(LevelError::Unavailable(why)));
+                    refused += 1;
+                }
+                ReadEffect::LeaseServed { reads } => add(&self.metrics.lease_reads, reads as u64),
             }
-            return;
         }
-        if self.node.raft.leader_id == INVALID_ID || self.reads_issued.len() >= MAX_PENDING_READ_CONTEXTS {
-            let why = if self.node.raft.leader_id == INVALID_ID {
-                self.no_leader_reason()
-            } else {
-                "too many linearizable reads pending on this node; retry later".to_string()
-            };
-            for w in waiters {
-                let _ = w.send(Err(unavailable(&why)));
-            }
-            return;
-        }
-        self.read_seq += 1;
-        let ctx = self.read_seq;
-        self.reads_issued.insert(ctx, (Instant::now(), self.node.raft.term, waiters));
-        self.node.read_index(ctx.to_be_bytes().to_vec());
+        refused
     }
 
-    /// Re-issues read-index requests that got no answer in time, under a
-    /// new context (the old one is forgotten; a late answer to it is ignored).
-    fn retry_reads(&mut self) {
-        let retry = Duration::from_millis(READ_INDEX_RETRY_MS);
-        let stale: Vec<u64> =
-            self.reads_issued.iter().filter(|(_, (at, _, _))| at.elapsed() >= retry).map(|(&c, _)| c).collect();
-        let mut waiters = Vec::new();
-        for ctx in stale {
-            if let Some((_, _, ws)) = self.reads_issued.remove(&ctx) {
-                waiters.extend(ws.into_iter().filter(|w| !w.is_closed()));
-            }
-        }
-        if !waiters.is_empty() {
-            self.read_index(waiters);
-        }
-    }
-
-    fn on_read_state(&mut self, index: u64, ctx: &[u8]) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
-        let Some((issued_at, term, waiters)) = self.reads_issued.remove(&u64::from_be_bytes(bytes)) else { return };
-        if self.settings.read_mode == ReadMode::Lease
-            && self.node.raft.state == StateRole::Leader
-            && term == self.node.raft.term
-        {
-            // A majority confirmed us as leader after `issued_at`.
-            let until = issued_at + Duration::from_millis(lease_ms(&self.settings));
-            if self.lease_term != term || self.lease_until.is_none_or(|u| u < until) {
-                self.lease_until = Some(until);
-                self.lease_term = term;
-            }
-        }
-        if index <= self.applied {
-            for w in waiters {
-                let _ = w.send(Ok(index));
-            }
-        } else {
-            self.reads_ready.entry(index).or_default().extend(waiters);
-        }
-    }
-
+    /// This node applied more: readers waiting for it complete.
     fn complete_reads(&mut self) {
-        let later = self.reads_ready.split_off(&(self.applied + 1));
-        for (index, ws) in std::mem::replace(&mut self.reads_ready, later) {
-            for w in ws {
-                let _ = w.send(Ok(index));
-            }
-        }
+        let done = self.reads.complete(self.applied);
+        self.run_reads(done);
     }
 
     fn housekeeping(&mut self) {
@@ -761,8 +640,7 @@ retry with the same request id"
             ws.retain(|(_, w)| !w.is_closed());
             !ws.is_empty()
         });
-        let ttl = Duration::from_millis(READ_CONTEXT_TTL_MS);
-        self.reads_issued.retain(|_, (at, _, _)| at.elapsed() < ttl);
+        self.reads.expire(self.now_ms());
     }
 
     fn maybe_generate_snapshot(&mut self) {
@@ -821,7 +699,8 @@ retry with the same request id"
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         for rs in rd.take_read_states() {
-            self.on_read_state(rs.index, &rs.request_ctx);
+            let effects = self.reads.on_read_state(rs.index, &rs.request_ctx, &self.raft_facts());
+            self.run_reads(effects);
         }
         // 6. Messages that must follow persistence (votes, appends' acks).
         if !rd.persisted_messages().is_empty() {
@@ -902,10 +781,7 @@ retry with the same request id"
             }
         }
         let own = applier.proposed_by(self.id);
-        if own > 0 {
-            self.own_in_flight = self.own_in_flight.saturating_sub(own);
-            self.own_in_flight_since = (self.own_in_flight > 0).then(Instant::now);
-        }
+        self.batcher.applied_own(self.now_us(), own);
         let (mut ops, answers, applied) = applier.finish();
         ops.extend(conf_ops);
         if ops.is_empty() {
@@ -1224,21 +1100,5 @@ mod tests {
         let last = DbRsm(follower.db()).get(&user_key(format!("key-{:06}", KEYS - 1).as_bytes())).unwrap().unwrap();
         assert_eq!(rsm::Value::decode(&last[..]).unwrap().value, format!("new-{}", KEYS - 1).into_bytes());
         assert!(!finish_interrupted_install(&follower, &raft_store).await.unwrap(), "nothing left to finish");
-    }
-
-    #[test]
-    fn the_fill_target_waits_for_most_waiting_clients_and_never_for_none() {
-        // Idle, or a single client: propose at once.
-        assert_eq!(fill_target_for(0), 1);
-        assert_eq!(fill_target_for(1), 1);
-        // Two clients: the one just answered is waited for (up to FILL_LINGER_US),
-        // so both share a round instead of alternating.
-        assert_eq!(fill_target_for(2), 2);
-        assert_eq!(fill_target_for(32), 24);
-        assert_eq!(fill_target_for(usize::MAX / 1000), MAX_BATCH_COMMANDS);
-        for waiting in 0..10_000 {
-            let t = fill_target_for(waiting);
-            assert!((1..=MAX_BATCH_COMMANDS).contains(&t) && t <= waiting.max(1), "{waiting} -> {t}");
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! Raft snapshots of the linearizable state machine.
+//! Raft snapshots of the replicated state machine (KV values, sessions and
+//! topic metadata alike: the whole `rsm` family).
 //!
 //! A snapshot is the `rsm` column family at one applied index, written to a
 //! file `snapshots/snap-INDEX-TERM.bin` from a RocksDB point-in-time view

@@ -1,0 +1,256 @@
+//! The node's replicated state machine (DESIGN §2, `rsm/`): one Raft group
+//! of all nodes (tikv raft-rs `RawNode`) and the state machine it feeds.
+//! The linearizable KV level (`levels::linear`) and topic metadata
+//! (`topic`) are its clients; each brings a command family.
+//!
+//! * [`state_machine`]: what applying an entry does (pure, deterministic),
+//!   with one file per command family ([`state_machine::kv`],
+//!   [`state_machine::topic_meta`]).
+//! * [`driver`]: the task that owns the `RawNode` and does its I/O.
+//! * [`batcher`]: which proposals go into the next own entry, and when (pure).
+//! * [`read_index`]: read-index requests in flight and the leader lease (pure).
+//! * [`storage`]: `raft::Storage` over the node's RocksDB.
+//! * [`transport`]: Raft messages and snapshots over the peer service.
+//! * [`snapshot`]: snapshot files, generation and installation.
+//! * [`logger`]: raft-rs's slog records into `tracing`.
+//!
+//! Any node accepts a command. It is proposed through the local Raft node
+//! (raft-rs forwards a follower's proposal to the leader) and answered when
+//! applied; reads wait for a read index ([`Rsm::barrier`]), then read this
+//! node's state machine. A command that was not answered in time is
+//! *indeterminate*; retrying it with the same (client id, request id) is
+//! safe because the state machine applies each at most once.
+
+pub mod batcher;
+pub mod driver;
+pub mod logger;
+pub mod read_index;
+pub mod snapshot;
+pub mod state_machine;
+pub mod storage;
+pub mod transport;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::Message;
+use raft::RawNode;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::levels::LevelError;
+use crate::metrics::Metrics;
+use crate::node::peers::Peers;
+use crate::proto::rsm::{self, command::Op, reply};
+use crate::store::{Store, StoreError};
+use driver::{Channels, Driver, Proposal, ReadWaiter};
+pub use driver::{DbRsm, RaftSettings, RaftView, ReadMode};
+use snapshot::Snapshots;
+pub use state_machine::RsmRead;
+use state_machine::{decode_applied, META_APPLIED};
+use storage::RaftStore;
+
+/// Queued proposals / reads / inbound messages before senders wait or drop.
+pub const PROPOSAL_QUEUE: usize = 16 * 1024;
+pub const READ_QUEUE: usize = 16 * 1024;
+pub const INBOUND_QUEUE: usize = 16 * 1024;
+
+/// Who is asking: the client's session identifiers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub client_id: u64,
+    pub request_id: u64,
+    pub ack_below: u64,
+}
+
+/// The handle the rest of the node holds: proposes commands, waits for
+/// read indexes, and feeds the driver what peers send.
+pub struct Rsm {
+    proposals: mpsc::Sender<Proposal>,
+    reads: mpsc::Sender<ReadWaiter>,
+    inbound: mpsc::Sender<transport::Inbound>,
+    view: watch::Receiver<RaftView>,
+    snapshots: Arc<Snapshots>,
+    /// Session id for requests that come without a client id.
+    own_client_id: u64,
+    own_seq: AtomicU64,
+}
+
+impl Rsm {
+    /// Opens the Raft state (finishing an interrupted snapshot install) and
+    /// starts the driver and transport.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        id: u32,
+        store: Arc<Store>,
+        peers: Arc<Peers>,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+        settings: RaftSettings,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Rsm>, StoreError> {
+        let snapshots = Arc::new(Snapshots::open(store.dir().join("snapshots"))?);
+        let voters: Vec<u64> = peers.members().keys().map(|&i| i as u64).collect();
+        let raft_store = RaftStore::open(store.db().clone(), &voters, snapshots.clone())?;
+        driver::finish_interrupted_install(&store, &raft_store).await?;
+        let applied = DbRsm(store.db()).get(META_APPLIED)?.and_then(|b| decode_applied(&b)).map_or(0, |(i, _)| i);
+        if let Some(op) = raft_store.commit_at_least(applied) {
+            store.write(vec![op], true).await?;
+        }
+        let cfg = driver::raft_config(id, applied, &settings);
+        cfg.validate().map_err(|e| StoreError::Corrupt(format!("raft config: {e}")))?;
+        let node = RawNode::new(&cfg, raft_store, &logger::raft_logger(id))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start raft: {e}")))?;
+
+        let (ptx, prx) = mpsc::channel(PROPOSAL_QUEUE);
+        let (rtx, rrx) = mpsc::channel(READ_QUEUE);
+        let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
+        let (etx, erx) = mpsc::channel(1024);
+        let (vtx, vrx) = watch::channel(RaftView::default());
+        let lost_log = Arc::new(transport::LostLog::default());
+        let transport =
+            transport::Transport::start(peers, snapshots.clone(), etx, lost_log.clone(), cancel.clone(), tracker);
+        let driver = Driver::new(
+            node,
+            id,
+            store.clone(),
+            transport,
+            settings,
+            clock,
+            metrics.clone(),
+            vtx,
+            cancel,
+            applied,
+            lost_log,
+        );
+        tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
+        tracing::info!(id, applied, "replicated state machine started");
+        Ok(Arc::new(Rsm {
+            proposals: ptx,
+            reads: rtx,
+            inbound: itx,
+            view: vrx,
+            snapshots,
+            own_client_id: rand::random::<u64>() | 1,
+            own_seq: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn view(&self) -> RaftView {
+        self.view.borrow().clone()
+    }
+
+    /// The Raft leader this node knows of (`0`: none known).
+    pub fn leader_id(&self) -> u64 {
+        self.view.borrow().leader_id
+    }
+
+    /// Hands messages from a peer to the driver; dropped when it is
+    /// overloaded (Raft retransmits).
+    pub fn step(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            if self.inbound.try_send(transport::Inbound::Message(m)).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// A peer says it lost its Raft log and holds entries up to `last_index`.
+    pub fn peer_lost_log(&self, from: u32, last_index: u64) {
+        let _ = self.inbound.try_send(transport::Inbound::LostLog { from: from as u64, last_index });
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
+    }
+
+    /// Waits until this node has applied everything committed before now.
+    async fn read_barrier(&self, deadline: Instant) -> Result<u64, LevelError> {
+        let (tx, rx) = oneshot::channel();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.reads.send(tx)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(LevelError::Unavailable("the linearizable level is overloaded or stopped".into())),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(LevelError::Unavailable("the Raft driver stopped".into())),
+            Err(_) => Err(LevelError::Unavailable(format!(
+                "no read index within {} ms: the Raft leader is not reachable from this node",
+                left.as_millis()
+            ))),
+        }
+    }
+
+    /// Proposes `op` for `caller` and waits for its reply (refusals and
+    /// busy sessions come back as errors).
+    pub async fn propose(&self, caller: Caller, op: Op, timeout: Duration) -> Result<rsm::Reply, LevelError> {
+        let deadline = Instant::now() + timeout;
+        let caller = if caller.client_id == 0 {
+            let seq = self.own_seq.fetch_add(1, Ordering::Relaxed);
+            Caller { client_id: self.own_client_id, request_id: seq, ack_below: 0 }
+        } else {
+            caller
+        };
+        let cmd = rsm::Command {
+            client_id: caller.client_id,
+            request_id: caller.request_id,
+            ack_below: caller.ack_below,
+            sessionless: caller.client_id == self.own_client_id,
+            op: Some(op),
+        };
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout(timeout, self.proposals.send(Proposal { cmd, reply: tx })).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(LevelError::Unavailable(
+                    "the linearizable level is overloaded or stopped; nothing was proposed".into(),
+                ))
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => {
+                return Err(LevelError::Indeterminate("the Raft driver stopped before the write was applied".into()))
+            }
+            Err(_) => {
+                return Err(LevelError::Indeterminate(format!(
+                "the write was not applied within {} ms; it may still be (retry with the same request id to find out)",
+                timeout.as_millis()
+            )))
+            }
+        };
+        match &reply.result {
+            Some(reply::Result::Refused(why)) => Err(LevelError::FailedPrecondition(why.clone())),
+            Some(reply::Result::Busy(why)) => Err(LevelError::Unavailable(why.clone())),
+            Some(_) => Ok(reply),
+            None => Err(LevelError::Indeterminate("empty reply from the state machine".into())),
+        }
+    }
+
+    /// Proposes a topic metadata command (`crate::topic::meta`); the reply
+    /// says whether it was applied.
+    pub async fn topic(
+        &self,
+        caller: Caller,
+        op: rsm::TopicOp,
+        timeout: Duration,
+    ) -> Result<rsm::TopicReply, LevelError> {
+        match self.propose(caller, Op::Topic(op), timeout).await?.result {
+            Some(reply::Result::Topic(r)) => Ok(r),
+            other => Err(LevelError::Indeterminate(format!("unexpected reply to a topic command: {other:?}"))),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before now
+    /// (ReadIndex), so reads of the `rsm` family that follow are linearizable.
+    pub async fn barrier(&self, timeout: Duration) -> Result<u64, LevelError> {
+        self.read_barrier(Instant::now() + timeout).await
+    }
+}
