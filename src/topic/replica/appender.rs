@@ -1,31 +1,28 @@
-//! The leader's appender task (group commit): it takes every queued
-//! produce request, up to [`MAX_APPEND_BATCH_BYTES`], and writes them as
-//! one batch with one fsync, assigning offsets against the log end under
-//! the partition's write lock and checking idempotence against the
-//! producer state, then feeds the new log end to the [`LeaderCore`](crate::topic::isr::LeaderCore).
+//! The leader's appender task (group commit): it takes the queued produce
+//! requests, up to [`MAX_APPEND_BATCH_BYTES`], and writes them as one
+//! batch with one fsync under the partition's write lock, so offsets are
+//! assigned against a stable log end; then it feeds the new log end to the
+//! [`LeaderCore`](crate::topic::isr::LeaderCore). What to write and answer
+//! is decided by the pure `append_plan.rs`; this file does the I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{evictions, Appended, Partition, Role, MAX_APPEND_BATCH_BYTES};
+use super::append_plan::{gather, payload_bytes, plan_append, AppendPlan, AppendRequest, LogEnd, Outcome};
+use super::{Appended, Partition, Role, MAX_APPEND_BATCH_BYTES};
 use crate::clock::wall_clock_ms;
-use crate::proto::peer::StoredRecord;
-use crate::proto::ProducerRecord;
 use crate::store::StoreError;
 use crate::topic::log;
-use crate::topic::producer_state::{Check, ProducerEntry};
 use crate::topic::TopicError;
 
-/// A queued produce request.
+type Reply = oneshot::Sender<Result<Appended, TopicError>>;
+
+/// A queued produce request and where its answer goes.
 pub(super) struct Append {
-    pub(super) epoch: u64,
-    pub(super) producer_id: u64,
-    pub(super) base_sequence: u64,
-    pub(super) records: Vec<ProducerRecord>,
-    pub(super) reply: oneshot::Sender<Result<Appended, TopicError>>,
+    pub(super) request: AppendRequest,
+    pub(super) reply: Reply,
 }
 
 impl Partition {
@@ -35,17 +32,8 @@ impl Partition {
                 _ = self.cancel.cancelled() => break,
                 a = rx.recv() => match a { Some(a) => a, None => break },
             };
-            let mut bytes: usize = first.records.iter().map(|r| r.key.len() + r.value.len()).sum();
-            let mut batch = vec![first];
-            while bytes < MAX_APPEND_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(a) => {
-                        bytes += a.records.iter().map(|r| r.key.len() + r.value.len()).sum::<usize>();
-                        batch.push(a);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let bytes = |a: &Append| payload_bytes(&a.request.records);
+            let batch = gather(first, MAX_APPEND_BATCH_BYTES, bytes, || rx.try_recv().ok());
             if let Err(e) = self.append_batch(batch).await {
                 tracing::error!(partition = %self.name(), error = %e, "append failed");
             }
@@ -56,95 +44,59 @@ impl Partition {
     async fn append_batch(&self, batch: Vec<Append>) -> Result<(), StoreError> {
         let _w = self.write_lock.lock().await;
         let now_wall = wall_clock_ms();
-        let mut ops = Vec::new();
-        let mut replies: Vec<(oneshot::Sender<Result<Appended, TopicError>>, Appended)> = Vec::new();
-        let mut touched: HashMap<u64, ProducerEntry> = HashMap::new();
-        let (epoch, next, position, ts) = {
+        let (requests, replies): (Vec<AppendRequest>, Vec<Reply>) =
+            batch.into_iter().map(|a| (a.request, a.reply)).unzip();
+        let asked: Vec<(u64, u64)> = requests.iter().map(|r| (r.producer_id, r.base_sequence)).collect();
+        let (epoch, plan, replies) = {
             let st = self.lock();
             let epoch = match &st.role {
                 Role::Leader(core) => core.leader_epoch(),
                 _ => {
-                    for a in batch {
-                        let _ = a.reply.send(Err(self.not_leader(&st)));
+                    for r in replies {
+                        let _ = r.send(Err(self.not_leader(&st)));
                     }
                     return Ok(());
                 }
             };
-            let mut next = st.leo;
-            let mut position = st.end_position;
-            let ts = st.last_timestamp_ms.max(now_wall);
-            for a in batch {
-                if a.epoch != epoch || a.records.is_empty() {
-                    let _ = a.reply.send(Err(self.not_leader(&st)));
-                    continue;
-                }
-                let count = a.records.len() as u64;
-                let mut entry = if a.producer_id != 0 {
-                    let e = touched
-                        .get(&a.producer_id)
-                        .or_else(|| st.producers.get(&a.producer_id))
-                        .cloned()
-                        .unwrap_or_default();
-                    match e.check(a.base_sequence, count) {
-                        Check::Append => Some(e),
-                        Check::Duplicate(at) => {
-                            // Answered after the write: the original may be in this batch.
-                            replies.push((a.reply, Appended { base_offset: at, count, duplicate: true }));
-                            continue;
-                        }
-                        Check::OutOfOrder { expected } => {
-                            let _ = a.reply.send(Err(TopicError::OutOfOrderSequence {
-                                message: format!(
-                                    "producer {:x} sent sequence {} to {} but {expected} is expected next; nothing was written",
-                                    a.producer_id,
-                                    a.base_sequence,
-                                    self.name()
-                                ),
-                                expected,
-                            }));
-                            continue;
-                        }
+            let end = LogEnd { offset: st.leo, position: st.end_position, timestamp_ms: st.last_timestamp_ms };
+            let plan = plan_append(epoch, end, now_wall, &st.producers, requests);
+            assert_eq!(plan.outcomes.len(), replies.len(), "one outcome per request");
+            // Refusals are answered now, the rest once the write is durable.
+            let mut later: Vec<(Reply, Appended)> = Vec::new();
+            for ((reply, outcome), (producer_id, base_sequence)) in replies.into_iter().zip(&plan.outcomes).zip(asked) {
+                match *outcome {
+                    Outcome::Ok(a) => later.push((reply, a)),
+                    Outcome::NotLeader => {
+                        let _ = reply.send(Err(self.not_leader(&st)));
                     }
-                } else {
-                    None
-                };
-                let base = next;
-                for (i, r) in a.records.into_iter().enumerate() {
-                    let sequence = if a.producer_id != 0 { a.base_sequence + i as u64 } else { 0 };
-                    let len = (r.key.len() + r.value.len()) as u64;
-                    let rec = StoredRecord {
-                        leader_epoch: epoch,
-                        timestamp_ms: ts,
-                        position,
-                        producer_id: a.producer_id,
-                        sequence,
-                        key: r.key,
-                        value: r.value,
-                    };
-                    ops.push(log::put_record(self.pid, next, rec.encode_to_vec()));
-                    if let Some(e) = &mut entry {
-                        e.record(sequence, next, ts);
+                    Outcome::OutOfOrder { expected } => {
+                        let _ = reply.send(Err(TopicError::OutOfOrderSequence {
+                            message: format!(
+                                "producer {producer_id:x} sent sequence {base_sequence} to {} but {expected} is expected next; nothing was written",
+                                self.name()
+                            ),
+                            expected,
+                        }));
                     }
-                    position += len;
-                    next += 1;
                 }
-                if let Some(e) = entry {
-                    touched.insert(a.producer_id, e);
-                }
-                replies.push((a.reply, Appended { base_offset: Some(base), count, duplicate: false }));
             }
-            for (id, e) in &touched {
-                ops.push(log::put_producer(self.pid, *id, e));
-            }
-            ops.extend(evictions(&st, &touched).into_iter().map(|id| log::delete_producer(self.pid, id)));
-            (epoch, next, position, ts)
+            (epoch, plan, later)
         };
-        if ops.is_empty() {
+        if plan.writes_nothing() {
             for (r, a) in replies {
                 let _ = r.send(Ok(a));
             }
             return Ok(());
         }
+        let AppendPlan { records, producers, evicted, end, .. } = plan;
+        let mut ops = Vec::with_capacity(records.len() + producers.len() + evicted.len());
+        for (offset, rec) in records {
+            ops.push(log::put_record(self.pid, offset, rec.encode_to_vec()));
+        }
+        for (id, e) in &producers {
+            ops.push(log::put_producer(self.pid, *id, e));
+        }
+        ops.extend(evicted.iter().map(|&id| log::delete_producer(self.pid, id)));
         if let Err(e) = self.ctx.store.write(ops, true).await {
             for (r, _) in replies {
                 let _ = r.send(Err(TopicError::Store(StoreError::Io(format!("append failed: {e}")))));
@@ -153,17 +105,18 @@ impl Partition {
         }
         let proposals = {
             let mut st = self.lock();
-            st.leo = next;
-            st.end_position = position;
-            st.last_timestamp_ms = ts;
-            let evicted = evictions(&st, &touched);
+            st.leo = end.offset;
+            st.end_position = end.position;
+            st.last_timestamp_ms = end.timestamp_ms;
+            // The write lock was held since planning: the producer state
+            // is the one the evictions were chosen from.
             for id in evicted {
                 st.producers.remove(&id);
             }
-            st.producers.extend(touched);
-            self.leo_tx.send_replace(next);
+            st.producers.extend(producers);
+            self.leo_tx.send_replace(end.offset);
             let fx = match &mut st.role {
-                Role::Leader(core) if core.leader_epoch() == epoch => core.appended(next),
+                Role::Leader(core) if core.leader_epoch() == epoch => core.appended(end.offset),
                 _ => Vec::new(),
             };
             self.on_effects(&mut st, fx)

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::append_plan::evictions;
 use super::{
-    evictions, Partition, Role, State, FETCH_BACKOFF_MAX_MS, FETCH_BACKOFF_MIN_MS, FETCH_RPC_SLACK_MS,
-    REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT_MS,
+    Partition, Role, State, FETCH_BACKOFF_MAX_MS, FETCH_BACKOFF_MIN_MS, FETCH_RPC_SLACK_MS, REPLICA_FETCH_MAX_BYTES,
+    REPLICA_FETCH_WAIT_MS,
 };
 use crate::proto::peer::{ReplicaFetchError, ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::store::StoreError;
@@ -168,7 +169,7 @@ impl Partition {
             for (id, e) in &touched {
                 ops.push(log::put_producer(self.pid, *id, e));
             }
-            ops.extend(evictions(&st, &touched).into_iter().map(|id| log::delete_producer(self.pid, id)));
+            ops.extend(evictions(&st.producers, &touched).into_iter().map(|id| log::delete_producer(self.pid, id)));
             let new_hw = st.high_watermark.max(r.high_watermark.min(new_leo));
             if !ops.is_empty() && new_hw != st.hw_checkpointed {
                 ops.push(log::put_high_watermark(self.pid, new_hw));
@@ -206,7 +207,7 @@ impl Partition {
         st.epochs = epochs;
         st.end_position = end_position;
         st.last_timestamp_ms = last_ts;
-        for id in evictions(&st, &touched) {
+        for id in evictions(&st.producers, &touched) {
             st.producers.remove(&id);
         }
         st.producers.extend(touched);

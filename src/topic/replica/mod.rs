@@ -28,7 +28,8 @@
 //! * `role.rs`: role selection from the applied metadata; taking over.
 //! * `isr_shell.rs`: the shell around the leader's ISR core.
 //! * `produce.rs`: the leader's produce path and acknowledgements.
-//! * `appender.rs`: the leader's group-commit appender task.
+//! * `appender.rs`: the leader's group-commit appender task (the I/O).
+//! * `append_plan.rs`: what a group commit writes and answers (pure).
 //! * `consumer_fetch.rs`: consumer fetches (leader, below the high watermark).
 //! * `fetch_server.rs`: the leader side of follower fetches.
 //! * `follower.rs`: the fetcher task and its appends.
@@ -36,6 +37,7 @@
 //! * `retention.rs`: the leader's retention.
 //! * `tick.rs`: periodic work (lag checks, checkpoints, retention when due).
 
+mod append_plan;
 mod appender;
 mod consumer_fetch;
 mod fetch_server;
@@ -60,7 +62,7 @@ use self::produce::fail_waiters;
 use super::epochs::EpochCache;
 use super::isr::LeaderCore;
 use super::log::{self, PartitionId};
-use super::producer_state::{ProducerEntry, MAX_PRODUCERS_PER_PARTITION};
+use super::producer_state::ProducerEntry;
 use super::{Ctx, TopicError};
 use crate::clock::NodeId;
 use crate::proto::peer::PartitionStatus;
@@ -239,24 +241,6 @@ impl Partition {
             log_start_offset: st.log_start,
         }
     }
-}
-
-/// Producers to forget so that at most [`MAX_PRODUCERS_PER_PARTITION`]
-/// remain after `touched` is added: the least recently active.
-fn evictions(st: &State, touched: &HashMap<u64, ProducerEntry>) -> Vec<u64> {
-    let new = touched.keys().filter(|id| !st.producers.contains_key(id)).count();
-    let total = st.producers.len() + new;
-    if total <= MAX_PRODUCERS_PER_PARTITION {
-        return Vec::new();
-    }
-    let mut idle: Vec<(i64, u64)> = st
-        .producers
-        .iter()
-        .filter(|(id, _)| !touched.contains_key(id))
-        .map(|(&id, e)| (e.last_timestamp_ms, id))
-        .collect();
-    idle.sort_unstable();
-    idle.into_iter().take(total - MAX_PRODUCERS_PER_PARTITION).map(|(_, id)| id).collect()
 }
 
 #[cfg(test)]

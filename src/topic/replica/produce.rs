@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::append_plan::AppendRequest;
 use super::appender::Append;
 use super::{Appended, Partition, Role, State};
 use crate::proto::{Acks, ProducerRecord};
@@ -46,7 +47,7 @@ impl Partition {
             }
         };
         let (tx, rx) = oneshot::channel();
-        let append = Append { epoch, producer_id, base_sequence, records, reply: tx };
+        let append = Append { request: AppendRequest { epoch, producer_id, base_sequence, records }, reply: tx };
         match tokio::time::timeout_at(deadline, self.appends.send(append)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
