@@ -1,6 +1,9 @@
 //! Replica shell tests: when a produce request may be acknowledged.
 
+use super::produce::{ack_state, AckState};
 use super::*;
+use crate::proto::Acks;
+use crate::topic::isr::IsrSettings;
 
 const S: IsrSettings = IsrSettings { lag_time_max_ms: 1_000, min_insync_replicas: 2 };
 
