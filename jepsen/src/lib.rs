@@ -29,6 +29,7 @@ pub mod nemesis;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod sim;
 pub mod stats;
 pub mod topic;
 pub mod validity;

@@ -50,7 +50,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message as _;
 use protobuf::Message as PbMessage;
@@ -326,10 +328,7 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = Instant::now();
         loop {
-            let linger_until = self
-                .batcher
-                .linger_until_us()
-                .map(|us| tokio::time::Instant::from_std(self.started + Duration::from_micros(us)));
+            let linger_until = self.batcher.linger_until_us().map(|us| self.started + Duration::from_micros(us));
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 _ = tick.tick() => {

@@ -32,7 +32,9 @@ pub mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use raft::eraftpb::Message;
 use raft::RawNode;

@@ -25,6 +25,8 @@ use crate::node::{NodeConfig, NodeEnv, NodeError};
 
 /// Port every simulated node listens on (names differ, so one port is enough).
 pub const SIM_PORT: u16 = 7000;
+/// How long a stopped node may take to release its data dir.
+pub const STOP_WAIT_MS: u64 = 15_000;
 
 /// Settings of a simulated cluster beyond its size.
 #[derive(Clone, Debug)]
@@ -100,8 +102,7 @@ impl SimCluster {
         }
         let start_ms = system_unix_ms();
         let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(start_ms)))).collect();
-        let mut c =
-            SimCluster { net: SimNet::new(), dir, settings, configs, running: BTreeMap::new(), walls };
+        let mut c = SimCluster { net: SimNet::new(), dir, settings, configs, running: BTreeMap::new(), walls };
         for id in ids {
             c.start_node(id);
         }
@@ -144,17 +145,30 @@ impl SimCluster {
     pub async fn stop_node(&mut self, id: NodeId) -> Result<(), NodeError> {
         let Some(r) = self.running.remove(&id) else { return Ok(()) };
         self.net.unlisten(&host(id));
-        // Fail open connections at once, as a crashed process's would.
-        for other in self.ids() {
-            if other != id {
-                self.net.reset(&host(id), &host(other));
-            }
-        }
         let _ = r.stop.send(());
-        match r.task.await {
+        // Fail open connections (peers' and clients'), as a stopped
+        // process's would: the server's graceful stop waits for them.
+        self.net.reset_host(&host(id));
+        let result = match r.task.await {
             Ok(result) => result,
             Err(e) => Err(NodeError::Serve(format!("node {id} task failed: {e}"))),
+        };
+        // Tasks that outlived the shutdown grace (blocking reads, late
+        // replies) may hold the store a little longer: a restart must wait
+        // for the data dir's lock, as a new process would wait for the old
+        // one to exit.
+        let dir = self.configs[&id].data_dir.clone();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(STOP_WAIT_MS);
+        while crate::store::lock::DirLock::acquire(&dir).is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(NodeError::Serve(format!(
+                    "node {id} still holds {} after {STOP_WAIT_MS} ms",
+                    dir.display()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        result
     }
 
     pub async fn restart_node(&mut self, id: NodeId) -> Result<(), NodeError> {

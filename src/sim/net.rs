@@ -63,6 +63,8 @@ struct State {
     delay_ms: HashMap<Link, u64>,
     /// Bumped by a reset: connections made before fail.
     resets: HashMap<Link, u64>,
+    /// Bumped by a host reset: every connection of the host fails.
+    host_resets: HashMap<String, u64>,
 }
 
 /// The network. Cheap to clone; every clone is the same network.
@@ -126,9 +128,18 @@ impl SimNet {
         *self.lock().resets.entry(Link::new(a, b)).or_default() += 1;
     }
 
+    /// Fails every connection `host` has open now (a crashed process's).
+    pub fn reset_host(&self, host: &str) {
+        *self.lock().host_resets.entry(host.to_string()).or_default() += 1;
+    }
+
+    /// (cut, delay, reset epoch): the epoch counts resets of the link and
+    /// of either host, so it changes whenever any of them happens.
     fn link_state(&self, link: &Link) -> (bool, u64, u64) {
         let st = self.lock();
-        (st.cut.contains(link), st.delay_ms.get(link).copied().unwrap_or(0), st.resets.get(link).copied().unwrap_or(0))
+        let host_resets = |h: &str| st.host_resets.get(h).copied().unwrap_or(0);
+        let epoch = st.resets.get(link).copied().unwrap_or(0) + host_resets(&link.0) + host_resets(&link.1);
+        (st.cut.contains(link), st.delay_ms.get(link).copied().unwrap_or(0), epoch)
     }
 
     /// Opens a connection from `from` to `to`; waits while the link is cut
@@ -183,7 +194,10 @@ impl SimConn {
             }
             let (cut, delay_ms, resets) = self.net.link_state(&self.link);
             if resets != self.epoch {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "link reset by the simulation")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "link reset by the simulation",
+                )));
             }
             let wait_ms = if cut {
                 STALL_POLL_MS

@@ -1,0 +1,240 @@
+//! The whole-node simulation ring: three real capkv nodes in this process
+//! (`capkv::sim`), a register workload through the real client library, and
+//! a fault schedule — partitions, delayed links, connection resets (the
+//! in-flight messages are lost), clean node restarts — all drawn from one
+//! seed; the history is checked with our linearizability checker.
+//!
+//! What a seed fixes: the fault schedule (which fault, on which node or
+//! link, after how long) and every operation the clients issue. What it
+//! does not fix: the interleaving of threads (RocksDB's writer thread,
+//! tokio's worker threads) and real time, so a failure found by seed S
+//! reproduces as "the same schedule and workload again", usually but not
+//! always the same bug on the first try. Rerun a seed with
+//! `CAPKV_SIM_SEED=S` (see `jepsen/tests/simulation.rs`, `scripts/sim.sh`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capkv::sim::cluster::{host, SimCluster, SimSettings};
+use capkv::Level;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::checker::{kv, Outcome, Verdict};
+use crate::client::execute;
+use crate::generator::OpSpec;
+use crate::history::{Event, EventType, OpKind, Value};
+
+/// Concurrent clients; each is one process of the history at a time.
+pub const SIM_CLIENTS: u64 = 4;
+/// Keys the clients share (few keys: many conflicts).
+pub const SIM_KEYS: u64 = 2;
+/// How long the checker may search one history.
+pub const CHECK_BUDGET_MS: u64 = 20_000;
+/// How long the cluster has to elect a leader and answer a first write.
+pub const READY_TIMEOUT_MS: u64 = 30_000;
+/// Operation deadline (client side).
+pub const OP_TIMEOUT_MS: u64 = 1_000;
+
+/// One seeded run.
+#[derive(Clone, Debug)]
+pub struct SimRun {
+    pub seed: u64,
+    pub level: Level,
+    /// Faults applied one after the other.
+    pub faults: usize,
+    /// Longest pause between two faults (the pause is drawn in
+    /// `[fault_gap_max_ms / 4, fault_gap_max_ms]`).
+    pub fault_gap_max_ms: u64,
+    pub settings: SimSettings,
+}
+
+impl SimRun {
+    pub fn new(seed: u64, level: Level) -> SimRun {
+        SimRun { seed, level, faults: 8, fault_gap_max_ms: 300, settings: SimSettings::default() }
+    }
+}
+
+/// A fault, as applied (for the failure report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Isolate(u32),
+    HealAll,
+    Delay { a: u32, b: u32, delay_ms: u64 },
+    Reset { a: u32, b: u32 },
+    Restart(u32),
+}
+
+/// What a run produced.
+pub struct SimReport {
+    pub run: SimRun,
+    pub faults: Vec<Fault>,
+    pub events: Vec<Event>,
+    pub verdict: Verdict,
+}
+
+impl SimReport {
+    pub fn outcome(&self) -> Outcome {
+        self.verdict.result
+    }
+
+    /// One paragraph for a failed test: seed, schedule, verdict.
+    pub fn describe(&self) -> String {
+        format!(
+            "seed {} level {} ({} events): {}; faults {:?}. Rerun with CAPKV_SIM_SEED={}",
+            self.run.seed,
+            self.run.level,
+            self.events.len(),
+            self.verdict.result,
+            self.faults,
+            self.run.seed
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cluster: {0}")]
+    Cluster(#[from] capkv::node::NodeError),
+    #[error("no write succeeded within {READY_TIMEOUT_MS} ms of start")]
+    NotReady,
+    #[error("history: {0}")]
+    History(#[from] crate::history::HistoryError),
+}
+
+/// Runs `run` with node data under `dir` and checks the history.
+pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(run.seed);
+    let mut cluster = SimCluster::start(dir.to_path_buf(), run.settings.clone())?;
+    wait_ready(&cluster, run.level).await?;
+
+    let started = Instant::now();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for c in 0..SIM_CLIENTS {
+        let client = cluster.client(&format!("client{c}"));
+        let worker_seed: u64 = rng.random();
+        let (events, stop, level) = (events.clone(), stop.clone(), run.level);
+        workers.push(tokio::spawn(async move {
+            worker(c, client, level, worker_seed, started, events, stop).await;
+        }));
+    }
+
+    let ids = cluster.ids();
+    let mut faults = Vec::new();
+    for _ in 0..run.faults {
+        let gap_ms = rng.random_range(run.fault_gap_max_ms / 4..=run.fault_gap_max_ms);
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        let node = ids[rng.random_range(0..ids.len())];
+        let other =
+            ids[(ids.iter().position(|&i| i == node).expect("member") + rng.random_range(1..ids.len())) % ids.len()];
+        let fault = match rng.random_range(0..5u8) {
+            0 => Fault::Isolate(node),
+            1 => Fault::HealAll,
+            2 => Fault::Delay { a: node, b: other, delay_ms: rng.random_range(10..150) },
+            3 => Fault::Reset { a: node, b: other },
+            _ => Fault::Restart(node),
+        };
+        match &fault {
+            Fault::Isolate(n) => cluster.isolate(*n),
+            Fault::HealAll => cluster.net.heal_all(),
+            Fault::Delay { a, b, delay_ms } => cluster.net.set_delay_ms(&host(*a), &host(*b), *delay_ms),
+            Fault::Reset { a, b } => cluster.net.reset(&host(*a), &host(*b)),
+            Fault::Restart(n) => cluster.restart_node(*n).await?,
+        }
+        faults.push(fault);
+    }
+    cluster.net.heal_all();
+    // Operations after the heal see a whole cluster again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    cluster.shutdown().await?;
+
+    let mut events = std::mem::take(&mut *events.lock().expect("events lock"));
+    events.sort_by_key(|e| e.time_ns);
+    let verdict = kv::check_events(&events, Duration::from_millis(CHECK_BUDGET_MS))?;
+    Ok(SimReport { run, faults, events, verdict })
+}
+
+/// Waits until a write at `level` succeeds (a leader exists for the
+/// linearizable level; a majority answers for quorum).
+async fn wait_ready(cluster: &SimCluster, level: Level) -> Result<(), SimError> {
+    let client = cluster.client("ready-probe");
+    let opts = capkv::client::CallOptions::new(level).timeout(Duration::from_millis(OP_TIMEOUT_MS));
+    let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        if client.set(b"sim-ready", b"1", opts).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(SimError::NotReady)
+}
+
+async fn worker(
+    c: u64,
+    client: capkv::client::Client,
+    level: Level,
+    seed: u64,
+    started: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+    stop: CancellationToken,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut process = c;
+    let mut next_value = (c as i64 + 1) * 1_000_000;
+    // The last value this client read per key: what its cas expects.
+    let mut seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let now_ns = || started.elapsed().as_nanos() as u64;
+    while !stop.is_cancelled() {
+        let key = format!("k{}", rng.random_range(0..SIM_KEYS));
+        let roll = rng.random_range(0..10u8);
+        let op = match (roll, level) {
+            (0..=4, _) => OpSpec { f: OpKind::Read, key, value: Value::Null },
+            (5..=7, _) | (_, Level::Quorum) | (_, Level::Eventual) => {
+                next_value += 1;
+                OpSpec { f: OpKind::Write, key, value: Value::Int(next_value) }
+            }
+            (_, Level::Linearizable) => {
+                next_value += 1;
+                let expected = seen.get(&key).copied().unwrap_or(next_value - 1);
+                OpSpec { f: OpKind::Cas, key, value: Value::Cas { expected, new: next_value } }
+            }
+        };
+        let invoke = Event {
+            process,
+            kind: EventType::Invoke,
+            f: op.f,
+            key: op.key.clone(),
+            value: op.value,
+            time_ns: now_ns(),
+            error: None,
+        };
+        events.lock().expect("events lock").push(invoke);
+        let done = execute(&client, level, &op, Duration::from_millis(OP_TIMEOUT_MS), 0).await;
+        if let (OpKind::Read, EventType::Ok, Value::Int(v)) = (op.f, done.kind, done.value) {
+            seen.insert(op.key.clone(), v);
+        }
+        let event = Event {
+            process,
+            kind: done.kind,
+            f: op.f,
+            key: op.key,
+            value: done.value,
+            time_ns: now_ns(),
+            error: done.error,
+        };
+        events.lock().expect("events lock").push(event);
+        if done.kind == EventType::Info {
+            // An operation with an unknown outcome never completes: its
+            // process is retired and the client continues as a new one.
+            process += SIM_CLIENTS;
+        }
+    }
+}
