@@ -60,8 +60,6 @@ struct Running {
 
 pub struct SimCluster {
     pub net: SimNet,
-    dir: PathBuf,
-    settings: SimSettings,
     configs: BTreeMap<NodeId, NodeConfig>,
     running: BTreeMap<NodeId, Running>,
     /// Each node's wall clock, kept across restarts (a restart does not
@@ -102,7 +100,7 @@ impl SimCluster {
         }
         let start_ms = system_unix_ms();
         let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(start_ms)))).collect();
-        let mut c = SimCluster { net: SimNet::new(), dir, settings, configs, running: BTreeMap::new(), walls };
+        let mut c = SimCluster { net: SimNet::new(), configs, running: BTreeMap::new(), walls };
         for id in ids {
             c.start_node(id);
         }
@@ -111,18 +109,6 @@ impl SimCluster {
 
     pub fn ids(&self) -> Vec<NodeId> {
         self.configs.keys().copied().collect()
-    }
-
-    pub fn settings(&self) -> &SimSettings {
-        &self.settings
-    }
-
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
-    pub fn is_running(&self, id: NodeId) -> bool {
-        self.running.contains_key(&id)
     }
 
     /// Starts node `id` (no-op if it runs).
