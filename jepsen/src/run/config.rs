@@ -176,6 +176,20 @@ impl RunConfig {
     }
 
     /// Checks the bounds of every setting.
+    /// [`RunConfig::validate`], and that the config asks for `workload`
+    /// (what each workload's run checks first).
+    pub fn validate_for(&self, workload: Workload) -> Result<(), RunError> {
+        self.validate()?;
+        if self.workload != workload {
+            return Err(RunError::Config(format!(
+                "the {} run was given a {} workload",
+                workload.name(),
+                self.workload.name()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), RunError> {
         let bad = |m: String| Err(RunError::Config(m));
         if !(1..=NODES_MAX).contains(&self.nodes) {

@@ -62,10 +62,7 @@ pub async fn run_register(
     progress: &(dyn Fn(String) + Sync),
     cancel: &CancellationToken,
 ) -> Result<RunOutcome, RunError> {
-    config.validate()?;
-    if config.workload != Workload::Register {
-        return Err(RunError::Config(format!("the register run was given a {} workload", config.workload.name())));
-    }
+    config.validate_for(Workload::Register)?;
     let began = Instant::now();
     let mut timing_s: BTreeMap<String, f64> = BTreeMap::new();
     let dir = prepare_dir(&config.out)?;

@@ -52,10 +52,7 @@ pub async fn run_topic(
     progress: &(dyn Fn(String) + Sync),
     cancel: &CancellationToken,
 ) -> Result<RunOutcome, RunError> {
-    config.validate()?;
-    if config.workload != Workload::Topic {
-        return Err(RunError::Config(format!("the topic run was given a {} workload", config.workload.name())));
-    }
+    config.validate_for(Workload::Topic)?;
     let began = Instant::now();
     let mut timing_s: BTreeMap<String, f64> = BTreeMap::new();
     let dir = prepare_dir(&config.out)?;
