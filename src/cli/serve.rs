@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// TEST ONLY: linearizable gets skip ReadIndex and read locally (stale reads).
     #[arg(long, hide = true)]
     pub unsafe_linearizable_local_reads: bool,
+    /// TEST ONLY: linearizable ops and quorum CAS skip the majority read and
+    /// write-back that join them with quorum operations (breaks linearizability
+    /// of mixed-level histories).
+    #[arg(long, hide = true)]
+    pub unsafe_skip_level_join: bool,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -113,6 +118,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         topic_retention_check_ms: args.topic_retention_check_ms,
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
+        unsafe_skip_level_join: args.unsafe_skip_level_join,
     };
     let cfg = match config::resolve(file, overrides) {
         Ok(c) => c,

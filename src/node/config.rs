@@ -45,11 +45,17 @@ pub struct UnsafeTestSwitches {
     /// Linearizable gets read the local state machine without ReadIndex.
     #[serde(default)]
     pub linearizable_local_reads: bool,
+    /// Linearizable and quorum-CAS operations skip the steps that join the
+    /// Raft order with the quorum (ABD) order: no majority read before a
+    /// proposal, no write-back of its result, linearizable gets read the
+    /// state machine only (quorum writes become invisible to them).
+    #[serde(default)]
+    pub skip_level_join: bool,
 }
 
 impl UnsafeTestSwitches {
     pub fn any(&self) -> bool {
-        self.skip_read_impose || self.linearizable_local_reads
+        self.skip_read_impose || self.linearizable_local_reads || self.skip_level_join
     }
 }
 
@@ -188,6 +194,7 @@ pub struct Overrides {
     pub topic_retention_check_ms: Option<u64>,
     pub unsafe_skip_read_impose: bool,
     pub unsafe_linearizable_local_reads: bool,
+    pub unsafe_skip_level_join: bool,
 }
 
 pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
@@ -305,6 +312,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     let unsafe_test = UnsafeTestSwitches {
         skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
+        skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
     };
     Ok(NodeConfig {
         id,

@@ -38,6 +38,7 @@ pub struct SimSettings {
     /// Test-only switches that break a guarantee (negative controls).
     pub unsafe_local_linear_reads: bool,
     pub unsafe_skip_read_impose: bool,
+    pub unsafe_skip_level_join: bool,
 }
 
 impl Default for SimSettings {
@@ -49,6 +50,7 @@ impl Default for SimSettings {
             request_timeout_ms: 1_000,
             unsafe_local_linear_reads: false,
             unsafe_skip_read_impose: false,
+            unsafe_skip_level_join: false,
         }
     }
 }
@@ -96,6 +98,7 @@ impl SimCluster {
             .map_err(|e| NodeError::Config(e.to_string()))?;
             cfg.unsafe_test.linearizable_local_reads = settings.unsafe_local_linear_reads;
             cfg.unsafe_test.skip_read_impose = settings.unsafe_skip_read_impose;
+            cfg.unsafe_test.skip_level_join = settings.unsafe_skip_level_join;
             configs.insert(id, cfg);
         }
         let start_ms = system_unix_ms();
