@@ -47,9 +47,14 @@ fn entry(commands: usize, cas: bool) -> Vec<u8> {
                     expect_absent: true,
                     expected: Bytes::new(),
                     new_value: Bytes::from(vec![b'v'; 128]),
+                    dep: None,
                 })
             } else {
-                Op::Put(rsm::Put { key: Bytes::from(format!("k{}", i % 1000)), value: Bytes::from(vec![b'v'; 128]) })
+                Op::Put(rsm::Put {
+                    key: Bytes::from(format!("k{}", i % 1000)),
+                    value: Bytes::from(vec![b'v'; 128]),
+                    dep: None,
+                })
             }),
         })
         .collect();

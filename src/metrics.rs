@@ -39,6 +39,10 @@ counters!(
     quorum_writes,
     read_imposes,
     quorum_unavailable,
+    // Raft command results written back to a majority of cells (level join).
+    write_backs,
+    // Compare-and-set at the quorum level (through consensus).
+    quorum_cas,
     linearizable_ops,
     linearizable_gets,
     lease_reads,

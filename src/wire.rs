@@ -17,13 +17,14 @@ pub fn cell_to_peer(key: &Bytes, cell: &Cell) -> proto::peer::Cell {
         hlc: cell.version.hlc,
         node_id: cell.version.node_id,
         origin: cell.origin as u32,
+        rmw: cell.version.rmw,
     }
 }
 
 /// Decodes a peer cell; `None` for an unknown origin level (a newer peer).
 pub fn cell_from_peer(c: proto::peer::Cell) -> Option<(Bytes, Cell)> {
     let origin = Level::from_u8(u8::try_from(c.origin).ok()?)?;
-    let version = Version::new(c.hlc, c.node_id);
+    let version = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
     let cell = if c.tombstone { Cell::tombstone(version, origin) } else { Cell::value(c.value, version, origin) };
     Some((c.key, cell))
 }

@@ -33,6 +33,7 @@ fn cell(key: &str, hlc: u64, node_id: u32) -> Cell {
         hlc,
         node_id,
         origin: Level::Eventual as u32,
+        rmw: 0,
     }
 }
 

@@ -110,18 +110,29 @@ async fn a_get_whose_majority_holds_a_stale_replica_imposes_the_newest_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cas_at_quorum_is_refused_and_points_to_linearizable() {
+async fn the_issue_commands_show_one_keyspace_from_the_cli() {
+    // `kv -c quorum set color blue; kv get color; kv cas color --expect blue red`
+    // and an eventual write read back at the default level, from any node.
     let c = TestCluster::start(3, &[]).await;
-    match c.client(1).cas(b"k", None, b"v", opts(Q)).await {
-        Err(ClientError::FailedPrecondition(m)) => {
-            assert!(m.contains("cannot implement an atomic compare-and-set"), "{m}");
-            assert!(m.contains("--consistency linearizable"), "{m}");
-        }
-        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
-    }
-    let (code, _, err) = kv(&["--endpoints", &c.endpoints(), "-c", "quorum", "cas", "k", "--expect-absent", "v"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("use --consistency linearizable"), "{err}");
+    let ep = c.endpoints();
+    let (code, _, err) = kv(&["--endpoints", &ep, "-c", "quorum", "set", "color", "blue"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kv(&["--endpoints", &ep, "get", "color"]);
+    assert_eq!((code, out.trim()), (0, "blue"), "{err}");
+    let (code, out, err) = kv(&["--endpoints", &ep, "cas", "color", "--expect", "blue", "red"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = kv(&["--endpoints", &ep, "-c", "quorum", "cas", "color", "--expect", "red", "green"]);
+    assert_eq!(code, 0, "quorum cas works: {out}{err}");
+    let (code, out, _) = kv(&["--endpoints", &ep, "-c", "quorum", "get", "color"]);
+    assert_eq!((code, out.trim()), (0, "green"));
+    let (code, _, err) = kv(&["--endpoints", &ep, "-c", "eventual", "set", "size", "42"]);
+    assert_eq!(code, 0, "{err}");
+    let got = eventually(Duration::from_secs(10), "the eventual write reached a majority", || async {
+        let (code, out, _) = kv(&["--endpoints", &ep, "get", "size"]);
+        (code == 0).then_some(out)
+    })
+    .await;
+    assert_eq!(got.trim(), "42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -549,7 +549,7 @@ pub(crate) fn timed<T>(msg: T, t: Duration) -> tonic::Request<T> {
 }
 
 fn version(v: Option<proto::Version>) -> Version {
-    v.map(|v| Version::new(v.hlc, v.node_id)).unwrap_or_default()
+    v.map(|v| Version { hlc: v.hlc, node_id: v.node_id, rmw: v.rmw }).unwrap_or_default()
 }
 
 fn found_value(found: bool, value: Bytes, v: Option<proto::Version>) -> Option<Value> {

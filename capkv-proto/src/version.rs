@@ -23,28 +23,53 @@ pub fn hlc_from_physical_ms(unix_ms: i64) -> u64 {
     since_epoch << HLC_LOGICAL_BITS
 }
 
-/// The version of a cell: totally ordered by (hlc, node_id).
+/// The version of a cell: totally ordered by (hlc, node_id, rmw).
+///
+/// `rmw` counts the read-modify-writes (compare-and-set through Raft)
+/// applied on top of the write `(hlc, node_id)`: a CAS that read the cell of
+/// version `b` produces `b.after_rmw()`, which sorts right after `b` and
+/// before every write with a larger `(hlc, node_id)` (Gryff's *carstamps*,
+/// Burke et al., NSDI 2020). A write concurrent with the CAS that a
+/// majority had not seen yet therefore stays ordered after it, which is
+/// what keeps quorum writes and CAS linearizable together (see
+/// docs/consistency.md). Plain writes have `rmw = 0`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
     pub hlc: u64,
     pub node_id: NodeId,
+    pub rmw: u32,
 }
 
 impl Version {
-    pub const ZERO: Version = Version { hlc: 0, node_id: 0 };
+    pub const ZERO: Version = Version { hlc: 0, node_id: 0, rmw: 0 };
 
+    /// The version of a plain write (`rmw = 0`).
     pub fn new(hlc: u64, node_id: NodeId) -> Self {
-        Version { hlc, node_id }
+        Version { hlc, node_id, rmw: 0 }
+    }
+
+    /// The version of a read-modify-write applied on top of `self`.
+    ///
+    /// # Panics
+    /// After `u32::MAX` read-modify-writes on one write (a key would need
+    /// four billion CAS with no plain write between them).
+    pub fn after_rmw(self) -> Version {
+        let rmw = self.rmw.checked_add(1).expect("read-modify-write counter overflow");
+        Version { rmw, ..self }
     }
 }
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}@{}", hlc_physical_ms(self.hlc), self.hlc & ((1 << HLC_LOGICAL_BITS) - 1), self.node_id)
+        write!(f, "{}.{}@{}", hlc_physical_ms(self.hlc), self.hlc & ((1 << HLC_LOGICAL_BITS) - 1), self.node_id)?;
+        if self.rmw > 0 {
+            write!(f, "+{}", self.rmw)?;
+        }
+        Ok(())
     }
 }
 
 /// The protobuf form of a version.
 pub fn version_to_proto(v: Version) -> crate::proto::Version {
-    crate::proto::Version { hlc: v.hlc, node_id: v.node_id }
+    crate::proto::Version { hlc: v.hlc, node_id: v.node_id, rmw: v.rmw }
 }

@@ -1,6 +1,10 @@
 //! The three consistency levels, each behind one narrow interface
 //! ([`KvLevel`]); the node routes a request to the module for its level in
-//! one place (`node::router`). Nothing in one level knows about another.
+//! one place (`node::router`). All three read and write the same cells (one
+//! keyspace). The only link between levels is the *join* of the quorum and
+//! linearizable orders: `linear` uses the quorum shell for a majority read
+//! before each proposal and a write-back after it, and [`join`] gives the
+//! quorum level its CAS through `linear` (docs/consistency.md).
 //!
 //! Adding a level: a module here implementing [`KvLevel`], a variant of
 //! [`crate::Level`] (in `capkv-proto`, with its wire number in
@@ -9,6 +13,7 @@
 //! bits assert at compile time that the level still fits).
 
 pub mod eventual;
+pub mod join;
 pub mod linear;
 pub mod quorum;
 

@@ -34,7 +34,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, SystemWallTime, WallTime};
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
-use crate::levels::linear::Linear;
+use crate::levels::join::QuorumLevel;
+use crate::levels::linear::{Linear, TestSwitches as LinearSwitches};
 use crate::levels::quorum::{Quorum, QuorumConfig};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
@@ -82,7 +83,8 @@ pub struct NodeState {
     pub store: Arc<Store>,
     pub peers: Arc<peers::Peers>,
     pub eventual: Eventual,
-    pub quorum: Quorum,
+    /// ABD get/set/del, and CAS through `linear` (`levels::join`).
+    pub quorum: QuorumLevel,
     pub linear: Arc<Linear>,
     /// The replicated state machine under `linear` and topic metadata.
     pub rsm: Arc<Rsm>,
@@ -170,7 +172,7 @@ where
         &tracker,
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
-    let quorum = Quorum::new(
+    let abd = Arc::new(Quorum::new(
         store.clone(),
         peers.clone(),
         QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
@@ -178,19 +180,24 @@ where
         metrics.clone(),
         cancel.clone(),
         &tracker,
-    );
+    ));
     let linear = Linear::start(
         cfg.id,
         store.clone(),
         peers.clone(),
+        abd.clone(),
         clock.clone(),
         metrics.clone(),
         cfg.raft.clone(),
-        cfg.unsafe_test.linearizable_local_reads,
+        LinearSwitches {
+            local_reads: cfg.unsafe_test.linearizable_local_reads,
+            skip_level_join: cfg.unsafe_test.skip_level_join,
+        },
         cancel.clone(),
         &tracker,
     )
     .await?;
+    let quorum = QuorumLevel::new(abd, linear.clone(), metrics.clone());
     let rsm = linear.rsm().clone();
     let topics = Topics::start(
         cfg.id,

@@ -100,7 +100,15 @@ mod tests {
     }
 
     fn cell(key: &[u8], hlc: u64) -> Cell {
-        Cell { key: Bytes::copy_from_slice(key), value: Bytes::new(), tombstone: false, hlc, node_id: 2, origin: 1 }
+        Cell {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::new(),
+            tombstone: false,
+            hlc,
+            node_id: 2,
+            origin: 1,
+            rmw: 0,
+        }
     }
 
     fn code(r: Result<(), Status>) -> Option<Code> {

@@ -198,7 +198,7 @@ impl Peer for PeerService {
                 .map_err(internal)?;
         let entries = entries
             .into_iter()
-            .map(|(key, v, tombstone)| KeyVersion { key, hlc: v.hlc, node_id: v.node_id, tombstone })
+            .map(|(key, v, tombstone)| KeyVersion { key, hlc: v.hlc, node_id: v.node_id, tombstone, rmw: v.rmw })
             .collect();
         Ok(Response::new(ListBucketsResponse { entries, more }))
     }

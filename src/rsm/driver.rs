@@ -969,6 +969,7 @@ mod tests {
                 tombstone: false,
                 hlc: 1_000 + applied.0,
                 node_id: 1,
+                rmw: 0,
             };
             ops.push(WriteOp::Put {
                 cf: Cf::Rsm,

@@ -7,7 +7,11 @@
 //! often cells arrive. The property tests below check exactly that.
 //!
 //! Encoding (value of the `cells` column family, big-endian):
-//! `[format u8 = 1][flags u8][hlc u64][node_id u32][value bytes]`,
+//! `[format u8 = 1][flags u8][hlc u64][node_id u32][value bytes]` for a
+//! plain write's version (`rmw = 0`), and
+//! `[format u8 = 2][flags u8][hlc u64][node_id u32][rmw u32][value bytes]`
+//! for a read-modify-write's (so cells written before format 2 existed read
+//! as they are, and plain cells cost no more);
 //! flags bit 0 = tombstone, bits 1..=2 = origin level, bits 3..=7 zero
 //! (a cell with other bits set is refused, not misread).
 
@@ -16,8 +20,12 @@ use bytes::Bytes;
 use crate::clock::Version;
 use crate::level::Level;
 
-const FORMAT: u8 = 1;
-const HEADER_BYTES: usize = 1 + 1 + 8 + 4;
+/// Format of a cell whose version has `rmw = 0`.
+const FORMAT_PLAIN: u8 = 1;
+/// Format of a cell whose version has `rmw > 0` (four more header bytes).
+const FORMAT_RMW: u8 = 2;
+const PLAIN_HEADER_BYTES: usize = 1 + 1 + 8 + 4;
+const RMW_HEADER_BYTES: usize = PLAIN_HEADER_BYTES + 4;
 const FLAG_TOMBSTONE: u8 = 1;
 /// Where the origin level sits in the flags byte.
 const ORIGIN_SHIFT: u32 = 1;
@@ -90,7 +98,15 @@ impl Cell {
     }
 
     pub fn encoded_len(&self) -> usize {
-        HEADER_BYTES + self.value.as_ref().map_or(0, |v| v.len())
+        Self::header_bytes(self.version) + self.value.as_ref().map_or(0, |v| v.len())
+    }
+
+    fn header_bytes(version: Version) -> usize {
+        if version.rmw == 0 {
+            PLAIN_HEADER_BYTES
+        } else {
+            RMW_HEADER_BYTES
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -106,10 +122,13 @@ impl Cell {
         }
         assert_eq!(flags & !FLAGS_KNOWN, 0, "cell flags {flags:#010b} out of the format");
         let start = out.len();
-        out.push(FORMAT);
+        out.push(if self.version.rmw == 0 { FORMAT_PLAIN } else { FORMAT_RMW });
         out.push(flags);
         out.extend_from_slice(&self.version.hlc.to_be_bytes());
         out.extend_from_slice(&self.version.node_id.to_be_bytes());
+        if self.version.rmw > 0 {
+            out.extend_from_slice(&self.version.rmw.to_be_bytes());
+        }
         if let Some(v) = &self.value {
             out.extend_from_slice(v);
         }
@@ -119,8 +138,8 @@ impl Cell {
     pub fn decode(bytes: &[u8]) -> Result<Cell, DecodeError> {
         let (version, flags) = Self::decode_header(bytes)?;
         let origin = Level::from_u8((flags >> ORIGIN_SHIFT) & ORIGIN_MASK).ok_or(DecodeError::Origin(flags))?;
-        let value =
-            if flags & FLAG_TOMBSTONE != 0 { None } else { Some(Bytes::copy_from_slice(&bytes[HEADER_BYTES..])) };
+        let header = Self::header_bytes(version);
+        let value = if flags & FLAG_TOMBSTONE != 0 { None } else { Some(Bytes::copy_from_slice(&bytes[header..])) };
         Ok(Cell { value, version, origin })
     }
 
@@ -132,18 +151,31 @@ impl Cell {
     }
 
     fn decode_header(bytes: &[u8]) -> Result<(Version, u8), DecodeError> {
-        if bytes.len() < HEADER_BYTES {
+        let header = match bytes.first() {
+            Some(&FORMAT_PLAIN) => PLAIN_HEADER_BYTES,
+            Some(&FORMAT_RMW) => RMW_HEADER_BYTES,
+            Some(&other) => return Err(DecodeError::Format(other)),
+            None => return Err(DecodeError::Truncated(0)),
+        };
+        if bytes.len() < header {
             return Err(DecodeError::Truncated(bytes.len()));
-        }
-        if bytes[0] != FORMAT {
-            return Err(DecodeError::Format(bytes[0]));
         }
         if bytes[1] & !FLAGS_KNOWN != 0 {
             return Err(DecodeError::Flags(bytes[1]));
         }
         let hlc = u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes"));
         let node_id = u32::from_be_bytes(bytes[10..14].try_into().expect("4 bytes"));
-        Ok((Version { hlc, node_id }, bytes[1]))
+        let rmw = if header == RMW_HEADER_BYTES {
+            let rmw = u32::from_be_bytes(bytes[14..18].try_into().expect("4 bytes"));
+            // Format 2 exists only for rmw > 0: one encoding per cell.
+            if rmw == 0 {
+                return Err(DecodeError::Format(FORMAT_RMW));
+            }
+            rmw
+        } else {
+            0
+        };
+        Ok((Version { hlc, node_id, rmw }, bytes[1]))
     }
 }
 
@@ -158,13 +190,12 @@ mod tests {
 
     // Small domains so equal versions (the tie-break path) are common.
     fn arb_cell() -> impl Strategy<Value = Cell> {
-        (0u64..4, 0u32..3, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)), arb_level()).prop_map(
-            |(hlc, node_id, value, origin)| Cell {
+        (0u64..4, 0u32..3, 0u32..3, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)), arb_level())
+            .prop_map(|(hlc, node_id, rmw, value, origin)| Cell {
                 value: value.map(Bytes::from),
-                version: Version { hlc, node_id },
+                version: Version { hlc, node_id, rmw },
                 origin,
-            },
-        )
+            })
     }
 
     proptest! {
@@ -194,8 +225,8 @@ mod tests {
         }
 
         #[test]
-        fn encoding_round_trips(c in arb_cell(), hlc in any::<u64>(), node in any::<u32>()) {
-            let c = Cell { version: Version { hlc, node_id: node }, ..c };
+        fn encoding_round_trips(c in arb_cell(), hlc in any::<u64>(), node in any::<u32>(), rmw in any::<u32>()) {
+            let c = Cell { version: Version { hlc, node_id: node, rmw }, ..c };
             let bytes = c.encode();
             prop_assert_eq!(bytes.len(), c.encoded_len());
             prop_assert_eq!(Cell::decode(&bytes).unwrap(), c.clone());
@@ -231,6 +262,26 @@ mod tests {
                 assert_eq!(Cell::decode(&cell.encode()).unwrap(), cell);
             }
         }
+    }
+
+    #[test]
+    fn rmw_versions_use_format_2_and_plain_ones_stay_format_1() {
+        let plain = Cell::value(Bytes::from_static(b"v"), Version::new(9, 1), Level::Quorum);
+        let rmw = Cell { version: Version::new(9, 1).after_rmw(), ..plain.clone() };
+        assert_eq!(plain.encode()[0], FORMAT_PLAIN);
+        assert_eq!(rmw.encode()[0], FORMAT_RMW);
+        assert_eq!(rmw.encode().len(), plain.encode().len() + 4);
+        assert_eq!(Cell::decode(&rmw.encode()).unwrap(), rmw);
+        // A format-2 cell claiming rmw = 0 is not a valid encoding.
+        let mut bytes = rmw.encode();
+        bytes[14..18].copy_from_slice(&0u32.to_be_bytes());
+        assert_eq!(Cell::decode(&bytes), Err(DecodeError::Format(FORMAT_RMW)));
+        // Truncated inside the longer header.
+        assert_eq!(Cell::decode(&rmw.encode()[..16]), Err(DecodeError::Truncated(16)));
+        // The rmw result sorts right after its base, before the next write.
+        assert!(rmw.supersedes(&plain));
+        let next = Cell { version: Version::new(9, 2), ..plain.clone() };
+        assert!(next.supersedes(&rmw));
     }
 
     #[test]

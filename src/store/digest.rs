@@ -26,7 +26,9 @@ pub fn bucket_of(key: &[u8]) -> u32 {
 
 /// The contribution of one cell to its bucket's digest.
 pub fn entry_hash(key: &[u8], version: Version, tombstone: bool) -> u64 {
-    let mut seed = version.hlc ^ ((version.node_id as u64) << 32).rotate_left(17);
+    // rmw = 0 (every plain write) leaves the seed as it was before rmw existed.
+    let mut seed =
+        version.hlc ^ ((version.node_id as u64) << 32).rotate_left(17) ^ (version.rmw as u64).rotate_left(47);
     if tombstone {
         seed = !seed;
     }

@@ -192,8 +192,11 @@ pub async fn run_round(
         let page = call(AE_RPC_TIMEOUT_MS, client.list_buckets(request(list, AE_RPC_TIMEOUT_MS)))
             .await
             .map_err(|s| s.message().to_string())?;
-        let r: Vec<Entry> =
-            page.entries.into_iter().map(|e| (e.key, Version::new(e.hlc, e.node_id), e.tombstone)).collect();
+        let r: Vec<Entry> = page
+            .entries
+            .into_iter()
+            .map(|e| (e.key, Version { hlc: e.hlc, node_id: e.node_id, rmw: e.rmw }, e.tombstone))
+            .collect();
         let end = window_end(&l, l_more, &r, page.more).cloned();
         let within = |e: &&Entry| end.as_ref().is_none_or(|end| e.0 <= *end);
         let lw: Vec<Entry> = l.iter().filter(within).cloned().collect();

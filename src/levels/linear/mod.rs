@@ -1,7 +1,20 @@
 //! The linearizable level (DESIGN §4, third column): the KV adapter over the
-//! replicated state machine (`crate::rsm`). Gets wait for a read index and
-//! read the state machine's value of the key; set/del/cas become KV
-//! commands (`rsm::state_machine::kv`) answered when applied.
+//! replicated state machine (`crate::rsm`), joined with the quorum level's
+//! order so that both are one keyspace, linearizable together
+//! (docs/consistency.md, "One keyspace"):
+//!
+//! * **set/del/cas**: read the key from a majority (a quorum get), propose
+//!   the KV command with that cell as its dependency, wait until applied,
+//!   then write the resulting cell back to a majority (a quorum impose) and
+//!   answer. The dependency makes the command see every quorum write that
+//!   finished before it began; the write-back makes every later quorum read
+//!   see the command.
+//! * **get**: a read index (the Raft order) and a quorum read in parallel;
+//!   the answer is the newer of the state machine's cell and the majority's,
+//!   written back to a majority first if only the state machine had it.
+//!
+//! `--unsafe-skip-level-join` (TEST ONLY) leaves out the quorum steps: the
+//! negative control that shows the mixed-level checker can fail.
 //!
 //! The Raft driver, storage, snapshots and the state machine used to live
 //! here; they moved to `crate::rsm` (issue 20). The re-exports below keep
@@ -11,9 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::quorum::Quorum;
 use super::{CasReply, LevelError};
 use crate::clock::{Clock, Version};
 use crate::level::Level;
@@ -31,9 +46,26 @@ pub use crate::rsm::{Caller, RaftSettings, RaftView, ReadMode};
 pub struct Linear {
     rsm: Arc<Rsm>,
     store: Arc<Store>,
-    /// TEST ONLY (negative control): serve reads without a read index.
-    unsafe_local_reads: bool,
+    /// The quorum level's shell, for the join steps (majority read before
+    /// a proposal, write-back after it).
+    quorum: Arc<Quorum>,
+    switches: TestSwitches,
     metrics: Arc<Metrics>,
+}
+
+/// TEST ONLY switches of this level (negative controls).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TestSwitches {
+    /// Serve reads from the local state machine alone, without a read
+    /// index (and without the quorum read of the join).
+    pub local_reads: bool,
+    /// Leave out the join with the quorum order.
+    pub skip_level_join: bool,
+}
+
+/// Time left until `deadline` (zero once past).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
 }
 
 impl Linear {
@@ -43,15 +75,44 @@ impl Linear {
         id: u32,
         store: Arc<Store>,
         peers: Arc<Peers>,
+        quorum: Arc<Quorum>,
         clock: Arc<Clock>,
         metrics: Arc<Metrics>,
         settings: RaftSettings,
-        unsafe_local_reads: bool,
+        switches: TestSwitches,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Linear>, StoreError> {
         let rsm = Rsm::start(id, store.clone(), peers, clock, metrics.clone(), settings, cancel, tracker).await?;
-        Ok(Arc::new(Linear { rsm, store, unsafe_local_reads, metrics }))
+        Ok(Arc::new(Linear { rsm, store, quorum, switches, metrics }))
+    }
+
+    fn joined(&self) -> bool {
+        !self.switches.skip_level_join
+    }
+
+    /// The join's first step: the newest cell of `key` on a majority.
+    async fn majority_cell(&self, key: &Bytes, timeout: Duration) -> Result<Option<Cell>, LevelError> {
+        if !self.joined() {
+            return Ok(None);
+        }
+        self.quorum.get(key.clone(), timeout).await
+    }
+
+    /// The join's last step for a command's result: on a majority before
+    /// the answer. The command is applied already, so failing here makes
+    /// the outcome indeterminate to the client (a retry with the same
+    /// request id gets the same reply and writes it back again).
+    async fn write_back(&self, key: Bytes, cell: Cell, deadline: Instant) -> Result<(), LevelError> {
+        if !self.joined() {
+            return Ok(());
+        }
+        let version = cell.version;
+        self.quorum.impose(key, cell, left(deadline)).await.map_err(|e| {
+            LevelError::Indeterminate(format!(
+                "applied through Raft at version {version}, but not yet written back to a majority of replicas: {e}"
+            ))
+        })
     }
 
     /// The replicated state machine under this level (topics share it).
@@ -69,12 +130,31 @@ impl Linear {
     }
 
     /// Linearizable read of `key` (tombstones come back as such).
-    pub async fn get(&self, key: &[u8], timeout: Duration) -> Result<Option<Cell>, LevelError> {
+    pub async fn get(&self, key: &Bytes, timeout: Duration) -> Result<Option<Cell>, LevelError> {
         crate::metrics::inc(&self.metrics.linearizable_gets);
-        if !self.unsafe_local_reads {
-            self.rsm.barrier(timeout).await?;
+        let deadline = Instant::now() + timeout;
+        if self.switches.local_reads {
+            return Ok(kv::read_cell(&DbRsm(self.store.db()), key)?);
         }
-        Ok(kv::read_cell(&DbRsm(self.store.db()), key)?)
+        let (barrier, majority) = tokio::join!(self.rsm.barrier(timeout), self.majority_cell(key, timeout));
+        barrier?;
+        let majority = majority?;
+        // Read after the barrier: the state machine has applied at least
+        // everything committed before this get began.
+        let own = kv::read_cell(&DbRsm(self.store.db()), key)?;
+        match own {
+            Some(own) if majority.as_ref().is_none_or(|m| own.version > m.version) => {
+                // Applied, but maybe not yet on a majority's cells (its
+                // proposer may still be writing it back): make it so before
+                // answering, or a later quorum read could miss what this
+                // read returned.
+                self.write_back(key.clone(), own.clone(), deadline)
+                    .await
+                    .map_err(|e| LevelError::Unavailable(format!("linearizable get: {e}")))?;
+                Ok(Some(own))
+            }
+            _ => Ok(majority),
+        }
     }
 
     pub async fn write(
@@ -84,14 +164,18 @@ impl Linear {
         value: Option<Bytes>,
         timeout: Duration,
     ) -> Result<Version, LevelError> {
-        let op = match value {
-            Some(value) => Op::Put(rsm::Put { key, value }),
-            None => Op::Del(rsm::Del { key }),
+        let deadline = Instant::now() + timeout;
+        let dep = kv::dep_of(self.majority_cell(&key, timeout).await?.as_ref());
+        let op = match value.clone() {
+            Some(value) => Op::Put(rsm::Put { key: key.clone(), value, dep }),
+            None => Op::Del(rsm::Del { key: key.clone(), dep }),
         };
-        match self.rsm.propose(caller, op, timeout).await?.result {
-            Some(reply::Result::Written(w)) => Ok(Version::new(w.hlc, w.node_id)),
-            other => Err(LevelError::Indeterminate(format!("unexpected reply to a write: {other:?}"))),
-        }
+        let version = match self.rsm.propose(caller, op, left(deadline)).await?.result {
+            Some(reply::Result::Written(w)) => Version::new(w.hlc, w.node_id),
+            other => return Err(LevelError::Indeterminate(format!("unexpected reply to a write: {other:?}"))),
+        };
+        self.write_back(key, Cell { value, version, origin: Level::Linearizable }, deadline).await?;
+        Ok(version)
     }
 
     pub async fn cas(
@@ -102,19 +186,34 @@ impl Linear {
         new_value: Bytes,
         timeout: Duration,
     ) -> Result<CasReply, LevelError> {
+        let deadline = Instant::now() + timeout;
+        let read = self.majority_cell(&key, timeout).await?;
+        let read_version = read.as_ref().map_or(Version::ZERO, |c| c.version);
         let op = Op::Cas(rsm::Cas {
-            key,
+            key: key.clone(),
             expect_absent: expected.is_none(),
             expected: expected.unwrap_or_default(),
             new_value,
+            dep: kv::dep_of(read.as_ref()),
         });
-        match self.rsm.propose(caller, op, timeout).await?.result {
-            Some(reply::Result::Cas(c)) => Ok(CasReply {
-                swapped: c.swapped,
-                current: c.found.then(|| Cell::value(c.current, Version::new(c.hlc, c.node_id), Level::Linearizable)),
-            }),
-            other => Err(LevelError::Indeterminate(format!("unexpected reply to a cas: {other:?}"))),
+        let c = match self.rsm.propose(caller, op, left(deadline)).await?.result {
+            Some(reply::Result::Cas(c)) => c,
+            other => return Err(LevelError::Indeterminate(format!("unexpected reply to a cas: {other:?}"))),
+        };
+        let version = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
+        let cell = if c.found {
+            Some(Cell::value(c.current, version, Level::Linearizable))
+        } else if version != Version::ZERO {
+            Some(Cell::tombstone(version, Level::Linearizable))
+        } else {
+            None
+        };
+        // The new cell, or the one the comparison failed on when that is
+        // newer than what the majority had (the state machine's own).
+        if let Some(cell) = cell.clone().filter(|c| c.version > read_version) {
+            self.write_back(key, cell, deadline).await?;
         }
+        Ok(CasReply { swapped: c.swapped, current: cell.filter(|c| !c.is_tombstone()) })
     }
 }
 

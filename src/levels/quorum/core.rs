@@ -77,6 +77,14 @@ pub enum Op {
         key: Bytes,
         value: Option<Bytes>,
     },
+    /// Write back a cell that already exists elsewhere (the result of a
+    /// Raft command, which the linearizable level makes visible to quorum
+    /// reads before answering): the write phase alone, with `cell` as is.
+    /// Answers like a get that imposed `cell`.
+    Impose {
+        key: Bytes,
+        cell: Cell,
+    },
 }
 
 impl Op {
@@ -94,7 +102,7 @@ impl Op {
 
     pub fn key(&self) -> &Bytes {
         match self {
-            Op::Get { key } | Op::Set { key, .. } => key,
+            Op::Get { key } | Op::Set { key, .. } | Op::Impose { key, .. } => key,
         }
     }
 }
@@ -419,6 +427,9 @@ impl Coordinator {
         if !matches!(self.state, State::NotStarted) {
             return Vec::new();
         }
+        if let Op::Impose { key, cell } = self.op.clone() {
+            return self.start_write(WriteKind::Impose, key, cell);
+        }
         self.state = State::Reading(Tally::new(self.replicas.len()));
         let key = self.op.key().clone();
         self.replicas.iter().map(|&to| Effect::Send { to, msg: Message::Read { key: key.clone() } }).collect()
@@ -463,6 +474,7 @@ impl Coordinator {
                 let cell = highest.expect("not unanimous, so some reply holds a cell");
                 self.start_write(WriteKind::Impose, key, cell)
             }
+            Op::Impose { .. } => unreachable!("an impose has no read phase"),
             Op::Set { .. } => {
                 let above = self.max_read.unwrap_or(Version::ZERO);
                 self.state = State::AwaitingVersion { above };
@@ -680,6 +692,29 @@ mod tests {
         let outcome = done(&c.step(Input::WriteAck { from: 2 })).unwrap().unwrap();
         assert_eq!(outcome, Outcome::Get { cell: Some(tomb), imposed: true });
         assert_eq!(outcome.value(), None, "a tombstone reads as not found");
+    }
+
+    #[test]
+    fn impose_skips_the_read_phase_and_answers_after_a_majority_stored_the_cell() {
+        // The write phase alone, for a cell made elsewhere (a Raft command's
+        // result): sent as is, answered once a majority acknowledged it,
+        // and a minority of acks is not enough.
+        let made = Cell { version: Version::new(7, 1).after_rmw(), ..cell("cas", 7, 1) };
+        let mut c = coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made.clone() }, &[1, 2, 3]);
+        let effects = c.step(Input::Start);
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: made.clone() };
+        assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
+        assert_eq!(c.phase(), Some(Phase::Write));
+        assert!(c.step(Input::WriteAck { from: 2 }).is_empty());
+        assert!(c.step(failed(3, Phase::Write)).is_empty());
+        let outcome = done(&c.step(Input::WriteAck { from: 1 })).unwrap().unwrap();
+        assert_eq!(outcome, Outcome::Get { cell: Some(made.clone()), imposed: true });
+        // Two failures of three: unavailable, never "done" without a majority.
+        let mut c = coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made }, &[1, 2, 3]);
+        c.step(Input::Start);
+        c.step(failed(1, Phase::Write));
+        let err = done(&c.step(failed(2, Phase::Write))).unwrap().unwrap_err();
+        assert!(matches!(err, QuorumError::Unavailable { phase: Phase::Write, answered: 0, .. }), "{err:?}");
     }
 
     #[test]

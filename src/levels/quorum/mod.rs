@@ -61,4 +61,4 @@ pub use self::core::{
     MAX_REPLICAS,
 };
 pub use self::replica::Replica;
-pub use self::shell::{Quorum, CAS_REFUSAL};
+pub use self::shell::Quorum;

@@ -39,9 +39,6 @@ pub struct Quorum {
     metrics: Arc<Metrics>,
 }
 
-pub const CAS_REFUSAL: &str = "compare-and-set is not available at the quorum level: an ABD read/write register gives \
-linearizable get/set/del per key but cannot implement an atomic compare-and-set; use --consistency linearizable for cas";
-
 impl Quorum {
     pub fn new(
         store: Arc<Store>,
@@ -82,6 +79,17 @@ impl Quorum {
         match self.run(op, timeout).await? {
             Outcome::Set { version } => Ok(version),
             Outcome::Get { .. } => unreachable!("a set answers with a version"),
+        }
+    }
+
+    /// Writes `cell` (made elsewhere: a Raft command's result) back to a
+    /// majority of replicas, so that every later quorum read sees it.
+    /// Failing is `Unavailable` (the cell stays where it already is).
+    pub async fn impose(&self, key: Bytes, cell: Cell, timeout: Duration) -> Result<(), LevelError> {
+        inc(&self.metrics.write_backs);
+        match self.run(Op::Impose { key, cell }, timeout).await? {
+            Outcome::Get { .. } => Ok(()),
+            Outcome::Set { .. } => unreachable!("an impose answers like a get"),
         }
     }
 
@@ -158,28 +166,5 @@ async fn local(store: &Store, msg: Message) -> Result<Input, String> {
             store.write(vec![WriteOp::Merge { key, cell }], true).await.map_err(|e| e.to_string())?;
             Ok(Input::WriteAck { from: me })
         }
-    }
-}
-
-impl crate::levels::KvLevel for Quorum {
-    const LEVEL: crate::level::Level = crate::level::Level::Quorum;
-
-    async fn get(&self, key: Bytes, call: crate::levels::Call) -> Result<Option<Cell>, LevelError> {
-        Quorum::get(self, key, call.timeout).await
-    }
-
-    async fn write(&self, key: Bytes, value: Option<Bytes>, call: crate::levels::Call) -> Result<Version, LevelError> {
-        Quorum::write(self, key, value, call.timeout).await
-    }
-
-    /// Refused: a register cannot compare-and-set (see [`CAS_REFUSAL`]).
-    async fn cas(
-        &self,
-        _key: Bytes,
-        _expected: Option<Bytes>,
-        _new_value: Bytes,
-        _call: crate::levels::Call,
-    ) -> Result<crate::levels::CasReply, LevelError> {
-        Err(LevelError::FailedPrecondition(CAS_REFUSAL.to_string()))
     }
 }

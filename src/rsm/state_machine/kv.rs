@@ -1,16 +1,26 @@
 //! The KV command family: put, delete and compare-and-set on user keys
 //! (the linearizable level's commands, `levels::linear`).
 //!
+//! * **One keyspace with the quorum level.** A command may carry a
+//!   dependency (`Dep`): the newest cell of the key its proposer read from
+//!   a majority of replicas before proposing. The key's *base* is the larger
+//!   (by version) of that and the state machine's own cell, and the larger
+//!   one is kept as the state machine's cell. So a command sees every quorum
+//!   write that finished before its proposer started it (ABD quorums
+//!   intersect), and the choice stays deterministic: the dependency is part
+//!   of the entry.
 //! * **Deterministic versions.** An entry carries its proposer's HLC stamp.
-//!   A write to key k gets `hlc = max(stamp, current(k).hlc + 1)` and
+//!   A put or delete of key k gets `hlc = max(stamp, base(k).hlc + 1)` and
 //!   `node_id = proposer | LINEAR_VERSION_BIT`, so versions of a key strictly
 //!   increase and never collide with eventual/quorum versions of the same
 //!   node (the bit keeps the namespaces apart).
-//! * **CAS** compares the state machine's value (absent or tombstone = no
-//!   value) and swaps atomically; the reply says swapped or not and gives
-//!   the current value.
+//! * **CAS** compares the base's value (absent or tombstone = no value) and
+//!   swaps atomically; the new cell's version is `base.after_rmw()` (a
+//!   carstamp: right after the base, before any later plain write; see
+//!   `Version`). The reply says swapped or not and gives the current cell.
 //! * Each write is also LWW-merged into the key's cell, so eventual and
-//!   quorum reads see linearizable writes.
+//!   quorum reads see linearizable writes (the proposer also writes the
+//!   result back to a majority before answering: `levels::linear`).
 //!
 //! Values live in the `rsm` family under [`KEY_PREFIX`] + user key.
 
@@ -39,12 +49,28 @@ pub fn user_key(key: &[u8]) -> Vec<u8> {
 pub fn read_cell(read: &impl RsmRead, key: &[u8]) -> Result<Option<Cell>, StoreError> {
     let Some(bytes) = read.get(&user_key(key))? else { return Ok(None) };
     let v = rsm::Value::decode(&bytes[..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let version = Version::new(v.hlc, v.node_id);
+    let version = version_of(&v);
     Ok(Some(if v.tombstone {
         Cell::tombstone(version, Level::Linearizable)
     } else {
         Cell::value(v.value, version, Level::Linearizable)
     }))
+}
+
+/// The version a stored value carries.
+pub fn version_of(v: &rsm::Value) -> Version {
+    Version { hlc: v.hlc, node_id: v.node_id, rmw: v.rmw }
+}
+
+/// The dependency a proposer attaches for the cell it read (`None`: none).
+pub fn dep_of(cell: Option<&Cell>) -> Option<rsm::Dep> {
+    cell.map(|c| rsm::Dep {
+        value: c.value.clone().unwrap_or_default(),
+        tombstone: c.is_tombstone(),
+        hlc: c.version.hlc,
+        node_id: c.version.node_id,
+        rmw: c.version.rmw,
+    })
 }
 
 impl<R: RsmRead> Applier<'_, R> {
@@ -55,24 +81,32 @@ impl<R: RsmRead> Applier<'_, R> {
         }
     }
 
-    /// Writes `value` (None = tombstone) to `key` with the next version.
-    fn write(
-        &mut self,
-        batch: &rsm::Batch,
-        key: &Bytes,
-        current: Option<&rsm::Value>,
-        value: Option<Bytes>,
-    ) -> Version {
-        let floor = current.map_or(0, |c| c.hlc + 1);
-        let version = Version::new(batch.stamp.max(floor), batch.proposer | LINEAR_VERSION_BIT);
-        if let Some(c) = current {
-            assert!(version > Version::new(c.hlc, c.node_id), "state machine version regression on {key:?}");
+    /// The key's base for a command with dependency `dep`: the larger of
+    /// the state machine's cell and `dep`, kept as the state machine's cell.
+    fn base(&mut self, key: &[u8], dep: Option<&rsm::Dep>) -> Result<Option<rsm::Value>, ApplyError> {
+        let current = self.current(key)?;
+        let Some(d) = dep else { return Ok(current) };
+        let d =
+            rsm::Value { value: d.value.clone(), tombstone: d.tombstone, hlc: d.hlc, node_id: d.node_id, rmw: d.rmw };
+        if current.as_ref().is_some_and(|c| version_of(c) >= version_of(&d)) {
+            return Ok(current);
+        }
+        self.put(user_key(key), d.encode_to_vec());
+        Ok(Some(d))
+    }
+
+    /// Stores `value` (None = tombstone) as `key`'s cell at `version`, in
+    /// the state machine and merged into the key's cell.
+    fn store(&mut self, key: &Bytes, base: Option<&rsm::Value>, version: Version, value: Option<Bytes>) {
+        if let Some(b) = base {
+            assert!(version > version_of(b), "state machine version regression on {key:?}");
         }
         let stored = rsm::Value {
             value: value.clone().unwrap_or_default(),
             tombstone: value.is_none(),
             hlc: version.hlc,
             node_id: version.node_id,
+            rmw: version.rmw,
         };
         self.put(user_key(key), stored.encode_to_vec());
         let cell = match value {
@@ -80,42 +114,59 @@ impl<R: RsmRead> Applier<'_, R> {
             None => Cell::tombstone(version, Level::Linearizable),
         };
         self.ops.push(WriteOp::Merge { key: key.clone(), cell });
+    }
+
+    /// A put or delete: a plain write with a fresh version above the base.
+    fn write(&mut self, batch: &rsm::Batch, key: &Bytes, base: Option<&rsm::Value>, value: Option<Bytes>) -> Version {
+        let floor = base.map_or(0, |c| c.hlc + 1);
+        let version = Version::new(batch.stamp.max(floor), batch.proposer | LINEAR_VERSION_BIT);
+        self.store(key, base, version, value);
         version
     }
 
     pub(super) fn kv_put(&mut self, batch: &rsm::Batch, p: &rsm::Put) -> Result<reply::Result, ApplyError> {
-        let cur = self.current(&p.key)?;
-        let v = self.write(batch, &p.key, cur.as_ref(), Some(p.value.clone()));
+        let base = self.base(&p.key, p.dep.as_ref())?;
+        let v = self.write(batch, &p.key, base.as_ref(), Some(p.value.clone()));
         Ok(reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id }))
     }
 
     pub(super) fn kv_del(&mut self, batch: &rsm::Batch, d: &rsm::Del) -> Result<reply::Result, ApplyError> {
-        let cur = self.current(&d.key)?;
-        let v = self.write(batch, &d.key, cur.as_ref(), None);
+        let base = self.base(&d.key, d.dep.as_ref())?;
+        let v = self.write(batch, &d.key, base.as_ref(), None);
         Ok(reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id }))
     }
 
-    pub(super) fn kv_cas(&mut self, batch: &rsm::Batch, c: &rsm::Cas) -> Result<reply::Result, ApplyError> {
-        let cur = self.current(&c.key)?;
-        let live = cur.as_ref().filter(|v| !v.tombstone);
+    pub(super) fn kv_cas(&mut self, _batch: &rsm::Batch, c: &rsm::Cas) -> Result<reply::Result, ApplyError> {
+        let base = self.base(&c.key, c.dep.as_ref())?;
+        let live = base.as_ref().filter(|v| !v.tombstone);
         let matches = match live {
             None => c.expect_absent,
             Some(v) => !c.expect_absent && v.value == c.expected,
         };
         if matches {
-            let v = self.write(batch, &c.key, cur.as_ref(), Some(c.new_value.clone()));
+            // A read-modify-write of the base: ordered right after it.
+            let v = base.as_ref().map_or(Version::ZERO, version_of).after_rmw();
+            self.store(&c.key, base.as_ref(), v, Some(c.new_value.clone()));
             return Ok(reply::Result::Cas(rsm::CasResult {
                 swapped: true,
                 found: true,
                 current: c.new_value.clone(),
                 hlc: v.hlc,
                 node_id: v.node_id,
+                rmw: v.rmw,
             }));
         }
-        Ok(reply::Result::Cas(match live {
-            Some(v) => {
-                rsm::CasResult { swapped: false, found: true, current: v.value.clone(), hlc: v.hlc, node_id: v.node_id }
-            }
+        // Not swapped: the base is the answer (a tombstone's version too,
+        // so the proposer can write it back like any cell it read).
+        Ok(reply::Result::Cas(match base {
+            Some(v) => rsm::CasResult {
+                swapped: false,
+                found: !v.tombstone,
+                current: if v.tombstone { Bytes::new() } else { v.value.clone() },
+                hlc: v.hlc,
+                node_id: v.node_id,
+                rmw: v.rmw,
+            },
             None => rsm::CasResult::default(),
         }))
     }

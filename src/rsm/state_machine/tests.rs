@@ -78,7 +78,7 @@ fn put(client: u64, rid: u64, k: &str, v: &str) -> Command {
         request_id: rid,
         ack_below: 0,
         sessionless: false,
-        op: Some(Op::Put(rsm::Put { key: b(k), value: b(v) })),
+        op: Some(Op::Put(rsm::Put { key: b(k), value: b(v), dep: None })),
     }
 }
 
@@ -93,6 +93,7 @@ fn cas(client: u64, rid: u64, k: &str, expected: Option<&str>, new: &str) -> Com
             expect_absent: expected.is_none(),
             expected: expected.map(b).unwrap_or_default(),
             new_value: b(new),
+            dep: None,
         })),
     }
 }
@@ -125,7 +126,7 @@ fn replicas_applying_the_same_entries_agree_byte_for_byte() {
             2,
             vec![
                 cas(9, 1, "a", Some("x"), "w"),
-                Command { op: Some(Op::Del(rsm::Del { key: b("b") })), ..put(9, 2, "", "") },
+                Command { op: Some(Op::Del(rsm::Del { key: b("b"), dep: None })), ..put(9, 2, "", "") },
             ],
         ),
     ];
@@ -166,7 +167,7 @@ fn cas_swaps_only_on_match_and_reports_the_current_value() {
     assert_eq!(res[1].current, b("a"));
     assert_eq!(res[2].current, b("c"));
     // After a delete the key is absent again.
-    let del = Command { op: Some(Op::Del(rsm::Del { key: b("k") })), ..put(1, 4, "", "") };
+    let del = Command { op: Some(Op::Del(rsm::Del { key: b("k"), dep: None })), ..put(1, 4, "", "") };
     r.step(2, &batch(11, 1, vec![del]));
     let (a, _) = r.step(3, &batch(12, 1, vec![cas(1, 5, "k", Some("c"), "d"), cas(1, 6, "k", None, "e")]));
     let res: Vec<rsm::CasResult> = a.iter().map(cas_result).collect();
@@ -313,4 +314,89 @@ fn sessions_still_expire_when_the_majority_moves_on() {
     r.step_with_voters(SESSION_SWEEP_EVERY_ENTRIES, &batch(at(later + 5), 1, vec![put(2, 1, "b", "1")]), &voters);
     assert!(!r.0.contains_key(&session_key(1)), "client 1 idle past the TTL");
     assert!(r.0.contains_key(&session_key(2)));
+}
+
+/// A command's dependency: the cell its proposer read from a majority.
+fn dep(value: Option<&str>, version: Version) -> Option<rsm::Dep> {
+    let cell = match value {
+        Some(v) => Cell::value(b(v), version, Level::Quorum),
+        None => Cell::tombstone(version, Level::Quorum),
+    };
+    kv::dep_of(Some(&cell))
+}
+
+fn with_dep(mut c: Command, d: Option<rsm::Dep>) -> Command {
+    match c.op.as_mut() {
+        Some(Op::Put(p)) => p.dep = d,
+        Some(Op::Del(x)) => x.dep = d,
+        Some(Op::Cas(x)) => x.dep = d,
+        _ => panic!("not a kv command"),
+    }
+    c
+}
+
+#[test]
+fn a_dependency_newer_than_the_state_machine_is_the_base_of_cas() {
+    // One keyspace: a quorum write the state machine never saw (it came as
+    // the proposer's majority read) decides the comparison.
+    let mut r = MemRsm::default();
+    r.step(1, &batch(10, 1, vec![put(1, 1, "k", "old")]));
+    let quorum_write = Version::new(50, 2);
+    let (a, cells) =
+        r.step(2, &batch(11, 1, vec![with_dep(cas(1, 2, "k", Some("blue"), "red"), dep(Some("blue"), quorum_write))]));
+    let c = cas_result(&a[0]);
+    assert!(c.swapped, "compared against the dependency, not the state machine's stale value: {c:?}");
+    // The result is a carstamp on the quorum write: right after it, before
+    // any plain write with a larger (hlc, node).
+    let v = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
+    assert_eq!(v, quorum_write.after_rmw());
+    assert!(v < Version::new(50, 3) && v < Version::new(51, 0));
+    assert_eq!(cells, vec![(b("k"), Cell::value(b("red"), v, Level::Linearizable))]);
+    // The state machine keeps it: the next CAS chains on it.
+    let (a, _) = r.step(3, &batch(12, 1, vec![cas(1, 3, "k", Some("red"), "green")]));
+    let c = cas_result(&a[0]);
+    assert!(c.swapped);
+    assert_eq!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw }, quorum_write.after_rmw().after_rmw());
+    // A dependency older than the state machine's cell changes nothing.
+    let (a, _) =
+        r.step(4, &batch(13, 1, vec![with_dep(cas(1, 4, "k", Some("blue"), "x"), dep(Some("blue"), quorum_write))]));
+    let c = cas_result(&a[0]);
+    assert!(!c.swapped && c.found && c.current == b("green"), "{c:?}");
+}
+
+#[test]
+fn a_put_after_a_dependency_gets_a_version_above_it() {
+    // A linearizable put must supersede a quorum write that finished before
+    // it began, even when the proposer's clock is far behind that write.
+    let mut r = MemRsm::default();
+    let quorum_write = Version::new(9_000, 2);
+    let (a, cells) = r.step(1, &batch(100, 1, vec![with_dep(put(1, 1, "k", "lin"), dep(Some("q"), quorum_write))]));
+    let v = written(&a[0]);
+    assert!(v > quorum_write, "{v:?} must be above {quorum_write:?}");
+    assert_eq!(cells[0].1.version, v);
+    // A delete too, and a tombstone dependency is a base like any other.
+    let tomb = Version::new(20_000, 3);
+    let del = Command { op: Some(Op::Del(rsm::Del { key: b("k"), dep: dep(None, tomb) })), ..put(1, 2, "", "") };
+    let (a, _) = r.step(2, &batch(100, 1, vec![del]));
+    assert!(written(&a[0]) > tomb);
+}
+
+#[test]
+fn a_failed_cas_reports_a_tombstone_base_with_its_version() {
+    // The proposer writes back what the comparison failed on when it is
+    // newer than what it read: a tombstone needs its version for that.
+    let mut r = MemRsm::default();
+    let tomb = Version::new(70, 2);
+    let (a, _) = r.step(1, &batch(10, 1, vec![with_dep(cas(1, 1, "k", Some("v"), "w"), dep(None, tomb))]));
+    let c = cas_result(&a[0]);
+    assert!(!c.swapped && !c.found);
+    assert_eq!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw }, tomb);
+    // Absent everywhere: the zero version (nothing to write back).
+    let (a, _) = r.step(2, &batch(11, 1, vec![cas(1, 2, "other", Some("v"), "w")]));
+    assert_eq!(cas_result(&a[0]), rsm::CasResult::default());
+    // A CAS from absent is ordered right after "nothing": any write beats it.
+    let (a, _) = r.step(3, &batch(12, 1, vec![cas(1, 3, "other", None, "first")]));
+    let c = cas_result(&a[0]);
+    assert!(c.swapped);
+    assert_eq!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw }, Version::ZERO.after_rmw());
 }
