@@ -40,7 +40,21 @@ async fn linearizable_writes_are_seen_by_quorum_reads_at_once_and_eventual_reads
 async fn quorum_writes_are_seen_by_linearizable_reads_and_cas_on_every_node() {
     let c = TestCluster::start(3, &[]).await;
     // The first try as a new user: quorum set, then a default get.
-    c.client(1).set(b"color", b"blue", opts(Q)).await.unwrap();
+    let v = c.client(1).set(b"color", b"blue", opts(Q)).await.unwrap();
+    // At the ack a majority's cells hold it, so a majority's eventual reads
+    // see it at once; every node's, once replicated.
+    let mut holding = 0;
+    for id in 1..=3 {
+        holding += usize::from(c.client(id).get(b"color", opts(E)).await.unwrap().is_some_and(|g| g.version == v));
+    }
+    assert!(holding >= 2, "only {holding} of 3 replicas hold the acknowledged quorum write");
+    for id in 1..=3 {
+        let client = c.client(id);
+        eventually(Duration::from_secs(10), "replicated to every node", || async {
+            client.get(b"color", opts(E)).await.ok().flatten().filter(|g| g.version == v)
+        })
+        .await;
+    }
     for id in 1..=3 {
         let got = c.client(id).get(b"color", opts(L)).await.unwrap().expect("linearizable get sees the quorum write");
         assert_eq!(&got.value[..], b"blue", "node {id}");
