@@ -92,6 +92,16 @@ impl<R: RsmRead> Applier<'_, R> {
             return Ok(current);
         }
         self.put(user_key(key), d.encode_to_vec());
+        // Merged into this node's cells too, like every cell the state
+        // machine keeps (so an eventual read here sees what a linearizable
+        // read here would).
+        let version = version_of(&d);
+        let cell = if d.tombstone {
+            Cell::tombstone(version, Level::Linearizable)
+        } else {
+            Cell::value(d.value.clone(), version, Level::Linearizable)
+        };
+        self.ops.push(WriteOp::Merge { key: Bytes::copy_from_slice(key), cell });
         Ok(Some(d))
     }
 
