@@ -238,7 +238,7 @@ impl Cluster for ClusterService {
             raft: Some({
                 let v = n.linear.view();
                 RaftStatus {
-                    role: v.role,
+                    role: v.role.as_str().to_string(),
                     term: v.term,
                     leader_id: v.leader_id,
                     commit_index: v.commit_index,

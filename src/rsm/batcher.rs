@@ -12,20 +12,20 @@
 //!   commands that were in flight or queued then: the clients just
 //!   answered come back within a round trip, and one entry for all of them
 //!   costs one round instead of two.
-//! * **Bounds.** Held proposals never exceed [`MAX_BATCH_COMMANDS`]; the
+//! * **Bounds.** Held proposals never exceed [`MAX_ENTRY_COMMANDS`]; the
 //!   driver closes an entry at the first command that brings it to
-//!   [`MAX_BATCH_BYTES`] ([`EntryBytes`]), order preserved.
+//!   [`MAX_ENTRY_BYTES`] ([`EntryBytes`]), order preserved.
 //! * **Timers.** An own entry not applied within [`OWN_ENTRY_LOST_MS`] is
 //!   presumed lost and stops holding back new ones; a node that proposed
 //!   nothing for [`STAMP_EVERY_MS`] proposes an empty entry (its stamp
 //!   keeps log time moving, see `state_machine`'s docs).
 
 /// Commands folded into one Raft entry at most.
-pub const MAX_BATCH_COMMANDS: usize = 4096;
+pub const MAX_ENTRY_COMMANDS: usize = 4096;
 /// Payload bytes at which an entry is closed: the command that reaches it
 /// is the entry's last (so an entry exceeds it by less than one command,
 /// and a single larger command goes alone).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 /// Entries this node proposed that are not applied yet, at most.
 pub const MAX_OWN_ENTRIES_IN_FLIGHT: usize = 1;
 /// How long the next own entry waits at most for its fill target.
@@ -41,12 +41,12 @@ pub const OWN_ENTRY_LOST_MS: u64 = 500;
 
 /// The commands the next own entry waits for, when `waiting` commands were
 /// in flight or queued as the previous one was applied: at least one (an
-/// idle node proposes at once), at most [`MAX_BATCH_COMMANDS`].
+/// idle node proposes at once), at most [`MAX_ENTRY_COMMANDS`].
 pub fn fill_target_for(waiting: usize) -> usize {
-    (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_BATCH_COMMANDS)
+    (waiting * FILL_TARGET_PERCENT).div_ceil(100).clamp(1, MAX_ENTRY_COMMANDS)
 }
 
-/// Counts the payload of the entry being built; see [`MAX_BATCH_BYTES`].
+/// Counts the payload of the entry being built; see [`MAX_ENTRY_BYTES`].
 #[derive(Debug, Default)]
 pub struct EntryBytes {
     bytes: usize,
@@ -57,7 +57,7 @@ impl EntryBytes {
     /// (the count starts again for the next).
     pub fn closes_after(&mut self, bytes: usize) -> bool {
         self.bytes += bytes;
-        if self.bytes >= MAX_BATCH_BYTES {
+        if self.bytes >= MAX_ENTRY_BYTES {
             self.bytes = 0;
             return true;
         }
@@ -104,7 +104,7 @@ impl<P> ProposalBatcher<P> {
 
     /// How many more proposals may be held.
     pub fn room(&self) -> usize {
-        MAX_BATCH_COMMANDS - self.held.len()
+        MAX_ENTRY_COMMANDS - self.held.len()
     }
 
     pub fn held(&self) -> usize {
@@ -121,8 +121,8 @@ impl<P> ProposalBatcher<P> {
     /// are held until it is or the linger deadline passes.
     pub fn offer(&mut self, now_us: u64, proposals: impl IntoIterator<Item = P>) -> Option<Vec<P>> {
         self.held.extend(proposals);
-        assert!(self.held.len() <= MAX_BATCH_COMMANDS, "held proposals over their bound");
-        // fill_target <= MAX_BATCH_COMMANDS: a full batch always goes.
+        assert!(self.held.len() <= MAX_ENTRY_COMMANDS, "held proposals over their bound");
+        // fill_target <= MAX_ENTRY_COMMANDS: a full batch always goes.
         if self.held.len() >= self.fill_target {
             self.linger_until_us = None;
             return Some(std::mem::take(&mut self.held));

@@ -138,9 +138,42 @@ pub struct Proposal {
 /// Completes with the read index once this node has applied up to it.
 pub type ReadWaiter = oneshot::Sender<Result<u64, LevelError>>;
 
+/// This node's role in the Raft group (raft-rs `StateRole`, named as
+/// `kv cluster status` prints it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RaftRole {
+    Leader,
+    #[default]
+    Follower,
+    Candidate,
+    PreCandidate,
+}
+
+impl RaftRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::PreCandidate => "pre-candidate",
+        }
+    }
+}
+
+impl From<StateRole> for RaftRole {
+    fn from(s: StateRole) -> Self {
+        match s {
+            StateRole::Leader => RaftRole::Leader,
+            StateRole::Follower => RaftRole::Follower,
+            StateRole::Candidate => RaftRole::Candidate,
+            StateRole::PreCandidate => RaftRole::PreCandidate,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RaftView {
-    pub role: String,
+    pub role: RaftRole,
     pub term: u64,
     pub leader_id: u64,
     pub commit_index: u64,
@@ -862,15 +895,9 @@ retry with the same request id"
 
     fn publish_view(&mut self) {
         let r = &self.node.raft;
-        let role = match r.state {
-            StateRole::Leader => "leader",
-            StateRole::Follower => "follower",
-            StateRole::Candidate => "candidate",
-            StateRole::PreCandidate => "pre-candidate",
-        };
         let now = Instant::now();
         let view = RaftView {
-            role: role.to_string(),
+            role: r.state.into(),
             term: r.term,
             leader_id: r.leader_id,
             commit_index: r.raft_log.committed,

@@ -33,8 +33,10 @@ use crate::proto::peer::{RaftBatch, SnapshotChunk};
 
 /// Messages waiting per peer; beyond this they are dropped (Raft resends).
 pub const PEER_QUEUE_MESSAGES: usize = 4096;
-pub const MAX_BATCH_MESSAGES: usize = 256;
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Raft messages sent to one peer in one `RaftBatch` at most.
+pub const MAX_SEND_BATCH_MESSAGES: usize = 256;
+/// Approximate bytes of one `RaftBatch` before it is cut.
+pub const MAX_SEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Batches waiting to go into a peer's stream; beyond this they are
 /// dropped (the peer is not reading: Raft resends).
 pub const STREAM_QUEUE_BATCHES: usize = 16;
@@ -175,7 +177,7 @@ fn batch_from(first: Message, rx: &mut mpsc::Receiver<Message>, peers: &Peers, l
     let encode = |m: Message| Bytes::from(m.write_to_bytes().expect("encode raft message"));
     let mut messages = vec![encode(first)];
     let mut bytes = messages[0].len();
-    while messages.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+    while messages.len() < MAX_SEND_BATCH_MESSAGES && bytes < MAX_SEND_BATCH_BYTES {
         match rx.try_recv() {
             Ok(m) => {
                 let b = encode(m);

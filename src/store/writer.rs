@@ -2,7 +2,7 @@
 //!
 //! Requests ([`WriteJob`]s) arrive on a bounded channel. The writer thread
 //! takes one, drains whatever else is already queued (up to
-//! [`MAX_JOBS_PER_BATCH`] / [`MAX_BATCH_BYTES`]), turns all of them into one
+//! [`MAX_JOBS_PER_BATCH`] / [`MAX_WRITE_BATCH_BYTES`]), turns all of them into one
 //! RocksDB `WriteBatch`, writes it with one WAL fsync, and only then answers
 //! each job. Concurrent clients therefore share an fsync, and an answered
 //! write is durable.
@@ -31,7 +31,7 @@ use crate::level::Level;
 /// Jobs folded into one WriteBatch at most.
 pub const MAX_JOBS_PER_BATCH: usize = 512;
 /// Approximate payload bytes in one WriteBatch before it is cut.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_WRITE_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Jobs waiting for the writer; senders wait (backpressure) beyond this.
 pub const WRITE_QUEUE_DEPTH: usize = 4096;
 /// How far ahead of issued stamps the persisted reservation reaches.
@@ -149,7 +149,7 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             let mut bytes: usize = jobs[0].ops.iter().map(WriteOp::payload_bytes).sum();
-            while jobs.len() < MAX_JOBS_PER_BATCH && bytes < MAX_BATCH_BYTES {
+            while jobs.len() < MAX_JOBS_PER_BATCH && bytes < MAX_WRITE_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(job) => {
                         bytes += job.ops.iter().map(WriteOp::payload_bytes).sum::<usize>();

@@ -101,7 +101,7 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
             _ = tick.tick() => {}
         }
         let view = ctx.linear.view();
-        if view.role != "leader" {
+        if view.role != crate::rsm::driver::RaftRole::Leader {
             leading = None;
             continue;
         }

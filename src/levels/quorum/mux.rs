@@ -37,7 +37,7 @@ use crate::wire::{cell_from_peer, cell_to_peer};
 /// coordinator counts it as that replica failing).
 pub const PEER_QUEUE_MESSAGES: usize = 8192;
 /// Messages per turn (one read and one write request) at most.
-pub const MAX_BATCH_MESSAGES: usize = 512;
+pub const MAX_PEER_BATCH_MESSAGES: usize = 512;
 /// Bytes of cells in one write request at most (a larger cell goes alone),
 /// so that a request fits in one peer message whatever the values' sizes.
 pub const MAX_QUORUM_WRITE_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -63,7 +63,7 @@ impl Mux {
     /// how many keys one read request may name.
     pub fn start(peers: Arc<Peers>, max_value_bytes: usize, cancel: CancellationToken, tracker: &TaskTracker) -> Mux {
         let mut queues = BTreeMap::new();
-        let read_keys = read_keys_per_request(max_value_bytes, MAX_QUORUM_READ_REPLY_BYTES, MAX_BATCH_MESSAGES);
+        let read_keys = read_keys_per_request(max_value_bytes, MAX_QUORUM_READ_REPLY_BYTES, MAX_PEER_BATCH_MESSAGES);
         for id in peers.ids() {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
             tracker.spawn(run(id, peers.clone(), rx, read_keys, cancel.clone()));
@@ -204,7 +204,7 @@ async fn run(
     }
 }
 
-/// `first` and whatever else is queued (up to [`MAX_BATCH_MESSAGES`],
+/// `first` and whatever else is queued (up to [`MAX_PEER_BATCH_MESSAGES`],
 /// skipping messages past their deadline), as at most one read request of
 /// at most `read_keys` keys and one write request of at most
 /// [`MAX_QUORUM_WRITE_BATCH_BYTES`]; plus the message that did not fit, if
@@ -220,7 +220,7 @@ fn requests(
     let mut readers = Vec::new();
     let mut cells = Vec::new();
     let mut writers = Vec::new();
-    let mut write_budget = ByteBudget::new(MAX_BATCH_MESSAGES, MAX_QUORUM_WRITE_BATCH_BYTES);
+    let mut write_budget = ByteBudget::new(MAX_PEER_BATCH_MESSAGES, MAX_QUORUM_WRITE_BATCH_BYTES);
     // Adds `o`, or hands it back when its request is full.
     let mut add = |o: Outgoing| -> Option<Outgoing> {
         if o.deadline <= now {
@@ -248,7 +248,7 @@ fn requests(
     };
     let mut rest = add(first);
     assert!(rest.is_none(), "the first message of a turn always fits");
-    for _ in 1..MAX_BATCH_MESSAGES {
+    for _ in 1..MAX_PEER_BATCH_MESSAGES {
         match rx.try_recv() {
             Ok(o) => {
                 rest = add(o);

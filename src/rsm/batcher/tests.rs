@@ -15,10 +15,10 @@ fn the_fill_target_waits_for_most_waiting_clients_and_never_for_none() {
     // so both share a round instead of alternating.
     assert_eq!(fill_target_for(2), 2);
     assert_eq!(fill_target_for(32), 24);
-    assert_eq!(fill_target_for(usize::MAX / 1000), MAX_BATCH_COMMANDS);
+    assert_eq!(fill_target_for(usize::MAX / 1000), MAX_ENTRY_COMMANDS);
     for waiting in 0..10_000 {
         let t = fill_target_for(waiting);
-        assert!((1..=MAX_BATCH_COMMANDS).contains(&t) && t <= waiting.max(1), "{waiting} -> {t}");
+        assert!((1..=MAX_ENTRY_COMMANDS).contains(&t) && t <= waiting.max(1), "{waiting} -> {t}");
     }
 }
 
@@ -75,12 +75,12 @@ fn the_fill_target_counts_held_and_queued_proposals_too() {
 #[test]
 fn held_proposals_never_exceed_the_command_bound_and_a_full_batch_always_goes() {
     let mut b = ProposalBatcher::new(0);
-    b.offer(0, (0..10_000).take(MAX_BATCH_COMMANDS).collect::<Vec<u32>>()).unwrap();
-    b.proposed(0, MAX_BATCH_COMMANDS, true);
+    b.offer(0, (0..10_000).take(MAX_ENTRY_COMMANDS).collect::<Vec<u32>>()).unwrap();
+    b.proposed(0, MAX_ENTRY_COMMANDS, true);
     b.applied_own(1, 1);
     b.after_turn(1_000_000);
-    assert_eq!(b.room(), MAX_BATCH_COMMANDS);
-    let full: Vec<u32> = (0..MAX_BATCH_COMMANDS as u32).collect();
+    assert_eq!(b.room(), MAX_ENTRY_COMMANDS);
+    let full: Vec<u32> = (0..MAX_ENTRY_COMMANDS as u32).collect();
     assert_eq!(b.offer(2, full.clone()), Some(full), "a full batch never lingers");
 }
 
@@ -93,7 +93,7 @@ fn offering_more_than_the_room_is_a_bug() {
     b.applied_own(1, 1);
     b.after_turn(10); // target 9
     b.offer(2, vec![1]);
-    b.offer(3, vec![0u32; MAX_BATCH_COMMANDS]);
+    b.offer(3, vec![0u32; MAX_ENTRY_COMMANDS]);
 }
 
 #[test]
@@ -109,19 +109,19 @@ fn an_entry_closes_at_the_command_that_reaches_the_byte_bound() {
         }
     }
     // 4096 commands of 1 KiB reach 4 MiB: that one is the last of its entry.
-    assert_eq!(entries[0].len(), MAX_BATCH_BYTES / kib);
-    assert_eq!(entries[1].len(), 5000 - MAX_BATCH_BYTES / kib);
+    assert_eq!(entries[0].len(), MAX_ENTRY_BYTES / kib);
+    assert_eq!(entries[1].len(), 5000 - MAX_ENTRY_BYTES / kib);
     let flat: Vec<usize> = entries.concat();
     assert_eq!(flat, (0..5000).collect::<Vec<_>>(), "order preserved");
 
     // A command larger than the bound goes alone (after what came before it).
     let mut e = EntryBytes::default();
     assert!(!e.closes_after(10));
-    assert!(e.closes_after(MAX_BATCH_BYTES + 1));
+    assert!(e.closes_after(MAX_ENTRY_BYTES + 1));
     assert!(!e.closes_after(10), "the count starts again");
     // Under the bound nothing closes; at it, the entry holds < bound + one command.
     let mut e = EntryBytes::default();
-    assert!(!e.closes_after(MAX_BATCH_BYTES - 1));
+    assert!(!e.closes_after(MAX_ENTRY_BYTES - 1));
     assert!(e.closes_after(1));
 }
 
