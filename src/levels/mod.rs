@@ -66,9 +66,17 @@ pub trait KvLevel: Send + Sync {
 /// statuses with the same sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum LevelError {
-    /// Definitely not applied; retrying elsewhere is safe (no quorum, no leader).
+    /// Definitely not applied; retrying elsewhere is safe.
     #[error("{0}")]
     Unavailable(String),
+    /// A quorum phase without a majority: who answered, how many were
+    /// needed, and whether a write may have taken effect.
+    #[error(transparent)]
+    Quorum(#[from] quorum::QuorumError),
+    /// The Raft group could not take or answer the request (no leader,
+    /// overloaded, a write whose outcome is unknown, ...).
+    #[error(transparent)]
+    Raft(#[from] crate::rsm::RaftError),
     /// A write whose fate is unknown (it may or may not have taken effect).
     #[error("{0}")]
     Indeterminate(String),

@@ -19,6 +19,7 @@ use super::config::MAX_KEY_BYTES;
 use super::router;
 use super::NodeState;
 use crate::level::Level;
+use crate::levels::quorum::QuorumError;
 use crate::levels::{Call, Caller, CasReply, LevelError};
 use crate::proto::admin_server::Admin;
 use crate::proto::cluster_server::Cluster;
@@ -125,6 +126,10 @@ impl KvService {
 pub fn level_status(e: LevelError) -> Status {
     match e {
         LevelError::Unavailable(m) => retry_safe(Status::unavailable(m)),
+        LevelError::Quorum(e @ QuorumError::Unavailable { .. }) => retry_safe(Status::unavailable(e.to_string())),
+        LevelError::Quorum(e @ QuorumError::Indeterminate { .. }) => Status::deadline_exceeded(e.to_string()),
+        LevelError::Raft(e) if e.is_indeterminate() => Status::deadline_exceeded(e.to_string()),
+        LevelError::Raft(e) => retry_safe(Status::unavailable(e.to_string())),
         LevelError::Indeterminate(m) => Status::deadline_exceeded(m),
         LevelError::FailedPrecondition(m) => Status::failed_precondition(m),
         LevelError::Unimplemented(m) => Status::unimplemented(m),

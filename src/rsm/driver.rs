@@ -64,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 #[cfg(doc)]
 use super::batcher::FILL_LINGER_US;
 use super::batcher::{EntryBytes, ProposalBatcher};
+use super::error::RaftError;
 use super::read_index::{RaftFacts, ReadEffect, ReadIndexQueue, Refusal};
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
 use super::state_machine::{Answer, Applier, RsmRead};
@@ -311,10 +312,6 @@ pub fn raft_config(id: u32, applied: u64, s: &RaftSettings) -> raft::Config {
     }
 }
 
-fn unavailable(why: &str) -> LevelError {
-    LevelError::Unavailable(why.to_string())
-}
-
 impl Driver {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -457,10 +454,7 @@ impl Driver {
         self.waiters.retain(|_, ws| !ws.is_empty());
         let mut failed = expired.len();
         for (_, w) in expired {
-            let _ = w.send(Err(LevelError::Indeterminate(format!(
-                "Raft leadership changed (term {term}) while the write was in flight; it may or may not be applied: \
-retry with the same request id"
-            ))));
+            let _ = w.send(Err(RaftError::WriteLeadershipChanged { term }.into()));
         }
         // The lease ends too.
         let refused = self.reads.on_term_change(term);
@@ -551,18 +545,15 @@ retry with the same request id"
         }
     }
 
-    fn no_leader_reason(&self) -> String {
-        format!(
-            "no Raft leader known to node {} (term {}): an election is in progress or a majority of the nodes is unreachable",
-            self.id, self.node.raft.term,
-        )
+    fn no_leader(&self) -> RaftError {
+        RaftError::NoLeader { node: self.id, term: self.node.raft.term }
     }
 
     fn propose(&mut self, batch: Vec<Proposal>) {
         if self.node.raft.leader_id == INVALID_ID {
-            let why = self.no_leader_reason();
+            let why = self.no_leader();
             for p in batch {
-                let _ = p.reply.send(Err(unavailable(&why)));
+                let _ = p.reply.send(Err(why.clone().into()));
             }
             return;
         }
@@ -570,8 +561,8 @@ retry with the same request id"
         let mut bytes = EntryBytes::default();
         for p in batch {
             if self.waiters.len() >= MAX_PENDING_PROPOSALS {
-                let _ =
-                    p.reply.send(Err(unavailable("too many linearizable writes pending on this node; retry later")));
+                let why = RaftError::TooManyPending { what: "writes", max: MAX_PENDING_PROPOSALS };
+                let _ = p.reply.send(Err(why.into()));
                 continue;
             }
             let closes = bytes.closes_after(p.cmd.encoded_len());
@@ -594,11 +585,11 @@ retry with the same request id"
         let proposed = self.node.propose(vec![], batch.encode_to_vec());
         self.batcher.proposed(self.now_us(), batch.commands.len(), proposed.is_ok());
         if let Err(e) = proposed {
-            let why = format!("proposal dropped by Raft ({e}); {}", self.no_leader_reason());
+            let why = RaftError::Dropped { reason: e.to_string(), node: self.id, term: self.node.raft.term };
             for c in batch.commands {
                 if let Some(ws) = self.waiters.remove(&(c.client_id, c.request_id)) {
                     for (_, w) in ws {
-                        let _ = w.send(Err(unavailable(&why)));
+                        let _ = w.send(Err(why.clone().into()));
                     }
                 }
             }
@@ -644,15 +635,14 @@ retry with the same request id"
                 }
                 ReadEffect::Refuse { why, waiter } => {
                     let why = match why {
-                        Refusal::NoLeader => self.no_leader_reason(),
-                        Refusal::TooManyPending => {
-                            "too many linearizable reads pending on this node; retry later".into()
-                        }
-                        Refusal::LeadershipChanged => {
-                            "Raft leadership changed before the read index was confirmed; retry".into()
-                        }
+                        Refusal::NoLeader => self.no_leader(),
+                        Refusal::TooManyPending => RaftError::TooManyPending {
+                            what: "reads",
+                            max: super::read_index::MAX_PENDING_READ_CONTEXTS,
+                        },
+                        Refusal::LeadershipChanged => RaftError::ReadLeadershipChanged,
                     };
-                    let _ = waiter.send(Err(LevelError::Unavailable(why)));
+                    let _ = waiter.send(Err(why.into()));
                     refused += 1;
                 }
                 ReadEffect::LeaseServed { reads } => add(&self.metrics.lease_reads, reads as u64),

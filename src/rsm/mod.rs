@@ -23,6 +23,7 @@
 
 pub mod batcher;
 pub mod driver;
+pub mod error;
 pub mod logger;
 pub mod read_index;
 pub mod snapshot;
@@ -49,7 +50,8 @@ use crate::node::peers::Peers;
 use crate::proto::rsm::{self, command::Op, reply};
 use crate::store::{Store, StoreError};
 use driver::{Channels, Driver, Proposal, ReadWaiter};
-pub use driver::{DbRsm, RaftSettings, RaftView, ReadMode};
+pub use driver::{DbRsm, RaftRole, RaftSettings, RaftView, ReadMode};
+pub use error::RaftError;
 use snapshot::Snapshots;
 pub use state_machine::RsmRead;
 use state_machine::{decode_applied, META_APPLIED};
@@ -176,16 +178,13 @@ impl Rsm {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.reads.send(tx)).await {
             Ok(Ok(())) => {}
-            _ => return Err(LevelError::Unavailable("the linearizable level is overloaded or stopped".into())),
+            _ => return Err(RaftError::Overloaded.into()),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(LevelError::Unavailable("the Raft driver stopped".into())),
-            Err(_) => Err(LevelError::Unavailable(format!(
-                "no read index within {} ms: the Raft leader is not reachable from this node",
-                left.as_millis()
-            ))),
+            Ok(Err(_)) => Err(RaftError::Stopped.into()),
+            Err(_) => Err(RaftError::NoReadIndex { waited_ms: left.as_millis() as u64 }.into()),
         }
     }
 
@@ -209,28 +208,17 @@ impl Rsm {
         let (tx, rx) = oneshot::channel();
         match tokio::time::timeout(timeout, self.proposals.send(Proposal { cmd, reply: tx })).await {
             Ok(Ok(())) => {}
-            _ => {
-                return Err(LevelError::Unavailable(
-                    "the linearizable level is overloaded or stopped; nothing was proposed".into(),
-                ))
-            }
+            _ => return Err(RaftError::Overloaded.into()),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let reply = match tokio::time::timeout(left, rx).await {
             Ok(Ok(r)) => r?,
-            Ok(Err(_)) => {
-                return Err(LevelError::Indeterminate("the Raft driver stopped before the write was applied".into()))
-            }
-            Err(_) => {
-                return Err(LevelError::Indeterminate(format!(
-                "the write was not applied within {} ms; it may still be (retry with the same request id to find out)",
-                timeout.as_millis()
-            )))
-            }
+            Ok(Err(_)) => return Err(RaftError::StoppedBeforeApplied.into()),
+            Err(_) => return Err(RaftError::NotAppliedWithin { waited_ms: timeout.as_millis() as u64 }.into()),
         };
         match &reply.result {
             Some(reply::Result::Refused(why)) => Err(LevelError::FailedPrecondition(why.clone())),
-            Some(reply::Result::Busy(why)) => Err(LevelError::Unavailable(why.clone())),
+            Some(reply::Result::Busy(why)) => Err(RaftError::SessionBusy(why.clone()).into()),
             Some(_) => Ok(reply),
             None => Err(LevelError::Indeterminate("empty reply from the state machine".into())),
         }

@@ -132,9 +132,9 @@ impl Quorum {
         match e {
             QuorumError::Unavailable { .. } => {
                 inc(&self.metrics.quorum_unavailable);
-                LevelError::Unavailable(e.to_string())
+                LevelError::Quorum(e)
             }
-            QuorumError::Indeterminate { .. } => LevelError::Indeterminate(e.to_string()),
+            QuorumError::Indeterminate { .. } => LevelError::Quorum(e),
         }
     }
 
