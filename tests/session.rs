@@ -134,7 +134,7 @@ async fn a_request_that_timed_out_on_a_paused_node_leaves_the_session_usable() {
 async fn more_requests_at_once_than_one_session_carries_all_complete() {
     let c = TestCluster::start(3, &[]).await;
     let client = Arc::new(c.client(1));
-    let n = 3 * capkv::node::session::MAX_SESSION_IN_FLIGHT;
+    let n = 3 * capkv::node::request_stream::MAX_SESSION_IN_FLIGHT;
     let o: CallOptions = opts(E).timeout(Duration::from_secs(30));
     let tasks: Vec<_> = (0..n)
         .map(|i| {

@@ -48,7 +48,7 @@ use crate::proto::session_reply::Result as R;
 use crate::proto::session_request::Op;
 use crate::proto::{NodeStatus, RequestHeader};
 
-mod session;
+mod request_stream;
 pub mod topics;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,7 +135,7 @@ struct Endpoint {
     addr: String,
     transport: Transport,
     kv: KvClient<Channel>,
-    session: session::SessionSlot,
+    session: request_stream::SessionSlot,
     cluster: ClusterClient<Channel>,
 }
 
@@ -143,7 +143,7 @@ impl Endpoint {
     async fn get(&self, req: proto::GetRequest, t: Duration) -> Result<tonic::Response<proto::GetResponse>, Status> {
         match self.transport_for(req.key.len()) {
             Transport::Unary => self.kv.clone().get(timed(req, t)).await,
-            Transport::Session => session::unpack(self.session.call(Op::Get(req)).await, |r| match r {
+            Transport::Session => request_stream::unpack(self.session.call(Op::Get(req)).await, |r| match r {
                 R::Get(r) => Some(r),
                 _ => None,
             }),
@@ -152,7 +152,7 @@ impl Endpoint {
 
     /// The transport for a request of `bytes` key and value bytes.
     fn transport_for(&self, bytes: usize) -> Transport {
-        if bytes > session::MAX_SESSION_REQUEST_BYTES {
+        if bytes > request_stream::MAX_SESSION_REQUEST_BYTES {
             Transport::Unary
         } else {
             self.transport
@@ -162,7 +162,7 @@ impl Endpoint {
     async fn set(&self, req: proto::SetRequest, t: Duration) -> Result<tonic::Response<proto::SetResponse>, Status> {
         match self.transport_for(req.key.len() + req.value.len()) {
             Transport::Unary => self.kv.clone().set(timed(req, t)).await,
-            Transport::Session => session::unpack(self.session.call(Op::Set(req)).await, |r| match r {
+            Transport::Session => request_stream::unpack(self.session.call(Op::Set(req)).await, |r| match r {
                 R::Set(r) => Some(r),
                 _ => None,
             }),
@@ -176,7 +176,7 @@ impl Endpoint {
     ) -> Result<tonic::Response<proto::DeleteResponse>, Status> {
         match self.transport_for(req.key.len()) {
             Transport::Unary => self.kv.clone().delete(timed(req, t)).await,
-            Transport::Session => session::unpack(self.session.call(Op::Delete(req)).await, |r| match r {
+            Transport::Session => request_stream::unpack(self.session.call(Op::Delete(req)).await, |r| match r {
                 R::Delete(r) => Some(r),
                 _ => None,
             }),
@@ -186,7 +186,7 @@ impl Endpoint {
     async fn cas(&self, req: proto::CasRequest, t: Duration) -> Result<tonic::Response<proto::CasResponse>, Status> {
         match self.transport_for(req.key.len() + req.expected.len() + req.new_value.len()) {
             Transport::Unary => self.kv.clone().cas(timed(req, t)).await,
-            Transport::Session => session::unpack(self.session.call(Op::Cas(req)).await, |r| match r {
+            Transport::Session => request_stream::unpack(self.session.call(Op::Cas(req)).await, |r| match r {
                 R::Cas(r) => Some(r),
                 _ => None,
             }),
@@ -197,7 +197,7 @@ impl Endpoint {
         let req = proto::PingRequest { payload };
         match self.transport_for(req.payload.len()) {
             Transport::Unary => self.cluster.clone().ping(timed(req, t)).await,
-            Transport::Session => session::unpack(self.session.call(Op::Ping(req)).await, |r| match r {
+            Transport::Session => request_stream::unpack(self.session.call(Op::Ping(req)).await, |r| match r {
                 R::Ping(r) => Some(r),
                 _ => None,
             }),
@@ -268,7 +268,7 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             out.push(Endpoint {
-                session: session::SessionSlot::new(addr.clone(), kv.clone()),
+                session: request_stream::SessionSlot::new(addr.clone(), kv.clone()),
                 addr,
                 transport: Transport::default(),
                 kv,

@@ -14,9 +14,9 @@ pub mod peer_batch;
 pub mod peer_input;
 pub mod peer_service;
 pub mod peers;
+pub mod request_stream;
 pub mod router;
 pub mod service;
-pub mod session;
 pub mod topic_peer_service;
 pub mod topic_service;
 

@@ -196,13 +196,13 @@ impl Kv for KvService {
         Ok(self.with_leader(level, cas_reply(reply)))
     }
 
-    type SessionStream = super::session::Replies;
+    type SessionStream = super::request_stream::Replies;
 
     async fn session(
         &self,
         req: Request<tonic::Streaming<SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Ok(Response::new(super::session::serve(self.clone(), req.into_inner())))
+        Ok(Response::new(super::request_stream::serve(self.clone(), req.into_inner())))
     }
 }
 
