@@ -100,7 +100,7 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
             _ = ctx.cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let view = ctx.linear.view();
+        let view = ctx.rsm.view();
         if view.role != crate::rsm::driver::RaftRole::Leader {
             leading = None;
             continue;
@@ -150,7 +150,7 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
                 ctx.tracker.spawn(async move {
                     let op = TopicOp { op: Some(topic_op::Op::Alter(alter)) };
                     let r =
-                        ctx2.linear.topic(Caller::default(), op, Duration::from_millis(META_PROPOSAL_TIMEOUT_MS)).await;
+                        ctx2.rsm.topic(Caller::default(), op, Duration::from_millis(META_PROPOSAL_TIMEOUT_MS)).await;
                     match r {
                         Ok(r) if r.code == TopicErrorCode::TopicOk as i32 => {}
                         Ok(r) => tracing::info!(partition = %pid, why = %r.message, "controller: election refused"),

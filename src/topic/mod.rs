@@ -129,7 +129,7 @@ pub struct Ctx {
     pub store: Arc<Store>,
     /// The node's replicated state machine (`crate::rsm`), where topic
     /// metadata lives.
-    pub linear: Arc<Rsm>,
+    pub rsm: Arc<Rsm>,
     pub peers: peer::PeerConns,
     pub settings: TopicSettings,
     pub members: BTreeMap<NodeId, String>,
@@ -209,7 +209,7 @@ impl Topics {
     pub fn start(
         node_id: NodeId,
         store: Arc<Store>,
-        linear: Arc<Rsm>,
+        rsm: Arc<Rsm>,
         members: BTreeMap<NodeId, String>,
         dialer: &dyn crate::node::peers::Dialer,
         settings: TopicSettings,
@@ -220,7 +220,7 @@ impl Topics {
         let ctx = Arc::new(Ctx {
             node_id,
             store,
-            linear,
+            rsm,
             peers,
             settings,
             members,
@@ -266,7 +266,7 @@ impl Topics {
             // Short attempts: raft-rs drops a follower's ReadIndex that
             // reaches a leader with nothing committed in its term yet (just
             // after an election), and such a barrier waits out its deadline.
-            match self.ctx.linear.barrier(Duration::from_millis(STARTUP_BARRIER_ATTEMPT_MS)).await {
+            match self.ctx.rsm.barrier(Duration::from_millis(STARTUP_BARRIER_ATTEMPT_MS)).await {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "topics: waiting for the metadata to catch up");
@@ -382,7 +382,7 @@ impl Topics {
         if let Some(t) = self.cache().topics.get(name) {
             return Ok(t.clone());
         }
-        self.ctx.linear.barrier(timeout).await?;
+        self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         match view.get(&meta::topic_key(name))? {
             Some(b) => TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string()))),
@@ -425,7 +425,7 @@ impl Topics {
 
     /// Proposes a metadata command on behalf of a client.
     pub async fn propose(&self, caller: Caller, op: topic_op::Op, timeout: Duration) -> Result<TopicReply, TopicError> {
-        let r = self.ctx.linear.topic(caller, TopicOp { op: Some(op) }, timeout).await?;
+        let r = self.ctx.rsm.topic(caller, TopicOp { op: Some(op) }, timeout).await?;
         check_reply(r)
     }
 
@@ -439,7 +439,7 @@ impl Topics {
         timeout: Duration,
     ) -> Result<Vec<TopicMeta>, TopicError> {
         if linearizable {
-            self.ctx.linear.barrier(timeout).await?;
+            self.ctx.rsm.barrier(timeout).await?;
         }
         let mut all = load_meta(&self.ctx.store)?;
         if names.is_empty() {
@@ -448,7 +448,7 @@ impl Topics {
         if !linearizable && names.iter().any(|n| !all.topics.contains_key(n)) {
             // Like `topic`: a name missing here may have just been created
             // through another node; only after a read barrier is it unknown.
-            self.ctx.linear.barrier(timeout).await?;
+            self.ctx.rsm.barrier(timeout).await?;
             all = load_meta(&self.ctx.store)?;
         }
         names
@@ -526,7 +526,7 @@ impl Topics {
 
     /// The committed offsets of `group` for `topic` (after a read barrier).
     pub async fn committed(&self, group: &str, topic: &str, timeout: Duration) -> Result<Vec<(u32, u64)>, TopicError> {
-        self.ctx.linear.barrier(timeout).await?;
+        self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         let Some(b) = view.get(&meta::topic_key(topic))? else {
             return Err(TopicError::UnknownTopic(format!("topic {topic:?} does not exist")));

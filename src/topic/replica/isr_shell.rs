@@ -91,7 +91,7 @@ impl Partition {
                 tracing::info!(partition = %me.name(), isr = ?a.isr, epoch = a.expected_partition_epoch, "proposing an ISR change");
                 let op = TopicOp { op: Some(topic_op::Op::Alter(a)) };
                 let timeout = Duration::from_millis(META_PROPOSAL_TIMEOUT_MS);
-                match me.ctx.linear.topic(Caller::default(), op, timeout).await {
+                match me.ctx.rsm.topic(Caller::default(), op, timeout).await {
                     Ok(r) if r.code == TopicErrorCode::TopicOk as i32 => {
                         // Fast path; the reconcile loop would get there too.
                         let t = r.topic.unwrap_or_default();
