@@ -19,7 +19,7 @@ use anyhow::Context;
 use capkv::client::topics::Acks;
 use capkv::Level;
 use capkv_jepsen::nemesis::NemesisKind;
-use capkv_jepsen::run::{self, CheckerKind, RunConfig, RunError, RunOutcome, Workload};
+use capkv_jepsen::run::{self, CheckerKind, RegisterLevel, RunConfig, RunError, RunOutcome, Workload};
 use capkv_jepsen::topic::TopicOptions;
 use capkv_jepsen::validity::Validity;
 
@@ -39,10 +39,13 @@ pub struct JepsenArgs {
     #[arg(long, default_value = "register", value_parser = Workload::parse)]
     workload: Workload,
 
-    /// Consistency level of every operation: eventual, quorum or
-    /// linearizable (register workload; required there).
-    #[arg(long, value_parser = parse_level)]
-    level: Option<Level>,
+    /// Consistency level of the operations (register workload; required
+    /// there): eventual, quorum or linearizable for every operation; mixed
+    /// (each read, write and cas at quorum or linearizable, drawn per
+    /// operation, on the same keys) or mixed-eventual (eventual, quorum or
+    /// linearizable).
+    #[arg(long, value_parser = RegisterLevel::parse)]
+    level: Option<RegisterLevel>,
 
     /// Faults: a comma-separated list of kill, pause, partition, clock,
     /// kill-isr (topic workload), or none.
@@ -84,7 +87,8 @@ pub struct JepsenArgs {
     kv: Option<PathBuf>,
 
     /// Checkers, comma-separated: linearizable, convergence [default:
-    /// convergence for eventual, linearizable for quorum and linearizable].
+    /// convergence for eventual and mixed-eventual, linearizable for
+    /// quorum, linearizable and mixed].
     #[arg(long, value_parser = CheckerKind::parse_list)]
     checker: Option<std::vec::Vec<CheckerKind>>,
 
@@ -192,10 +196,6 @@ impl JepsenArgs {
     }
 }
 
-fn parse_level(text: &str) -> Result<Level, String> {
-    text.parse::<Level>().map_err(|e| e.to_string())
-}
-
 /// Runs the harness; see the module docs.
 pub fn run(args: JepsenArgs) -> ExitCode {
     match run_jepsen_inner(args) {
@@ -219,7 +219,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
     let level = match (args.workload, args.level) {
         (Workload::Register, Some(level)) => level,
         (Workload::Register, None) => anyhow::bail!("--level is required for the register workload"),
-        (Workload::Topic, None) => Level::Linearizable,
+        (Workload::Topic, None) => RegisterLevel::One(Level::Linearizable),
         (Workload::Topic, Some(_)) => anyhow::bail!("--level only applies to --workload register"),
     };
     let op_timeout = args.op_timeout.unwrap_or(match args.workload {

@@ -1,5 +1,6 @@
-//! Client processes: run generated operations against the cluster at one
-//! consistency level and record each as invoke + ok/fail/info.
+//! Client processes: run generated operations against the cluster, each at
+//! the consistency level the generator gave it, and record each as invoke
+//! (with its level) + ok/fail/info.
 //!
 //! As in Jepsen, a *process* is a logical client with at most one operation
 //! outstanding. `--concurrency C` workers each run one process at a time;
@@ -27,7 +28,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use capkv::client::{CallOptions, Client, ClientError};
-use capkv::Level;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
@@ -47,8 +47,6 @@ pub const CONCURRENCY_MAX: usize = 1_000;
 /// What the workers do.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
-    /// The level of every operation.
-    pub level: Level,
     /// Number of workers (1..=[`CONCURRENCY_MAX`]).
     pub concurrency: usize,
     /// Deadline of one operation.
@@ -143,12 +141,12 @@ async fn worker(
             return (process, None);
         }
         let op = generator.lock().expect("generator lock").next_op();
-        match recorder.invoke(process, op.f, &op.key, op.value, Phase::Workload) {
+        match recorder.invoke(process, op.f, &op.key, op.value, op.level, Phase::Workload) {
             Ok(_) => {}
             Err(RecordError::Full) => return (process, Some(RecordError::Full.to_string())),
             Err(e) => return (process, Some(format!("cannot record: {e}"))),
         }
-        let completion = execute(&client, config.level, &op, config.op_timeout, config.value_bytes).await;
+        let completion = execute(&client, &op, config.op_timeout, config.value_bytes).await;
         let retire = completion.kind == EventType::Info;
         if let Err(e) = recorder.complete(process, completion) {
             return (process, Some(format!("cannot record: {e}")));
@@ -163,9 +161,10 @@ async fn worker(
     }
 }
 
-/// Runs one operation and says how it ended (see the module docs).
-pub async fn execute(client: &Client, level: Level, op: &OpSpec, timeout: Duration, value_bytes: usize) -> Completion {
-    let opts = CallOptions::new(level).timeout(timeout);
+/// Runs one operation at its level and says how it ended (see the module
+/// docs).
+pub async fn execute(client: &Client, op: &OpSpec, timeout: Duration, value_bytes: usize) -> Completion {
+    let opts = CallOptions::new(op.level).timeout(timeout);
     let outer = timeout + Duration::from_millis(OUTER_TIMEOUT_MARGIN_MS);
     let key = op.key.as_bytes();
     let timed_out = || ClientError::Indeterminate(format!("no answer within {} ms", outer.as_millis()));

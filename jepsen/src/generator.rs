@@ -12,11 +12,15 @@
 //!   `ops_per_key` operations is retired and replaced by a fresh one, as
 //!   Jepsen's independent-key generators do. That bounds the operations the
 //!   linearizability search sees per key, which is what keeps it tractable;
+//! - **a level per operation**: drawn from the config's levels (for the
+//!   mixed levels, see `run::RegisterLevel`), with no draw at all when there
+//!   is one level, so single-level sequences do not depend on it;
 //! - the sequence of operations is a pure function of the seed and the
 //!   config (which client runs which operation depends on timing).
 
 use std::collections::VecDeque;
 
+use capkv::Level;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,6 +63,9 @@ pub struct GeneratorConfig {
     pub ops_per_key: u64,
     /// The mix.
     pub mix: OpMix,
+    /// The levels an operation's level is drawn from, uniformly (not
+    /// empty).
+    pub levels: &'static [Level],
     /// The seed.
     pub seed: u64,
 }
@@ -72,6 +79,8 @@ pub struct OpSpec {
     pub key: String,
     /// `null` (read), the integer (write) or `[expected, new]` (cas).
     pub value: Value,
+    /// The consistency level it runs at.
+    pub level: Level,
 }
 
 #[derive(Debug)]
@@ -98,6 +107,7 @@ impl Generator {
         assert!(config.ops_per_key >= 1, "a key has at least one operation");
         let mix = config.mix;
         assert_eq!(mix.read_percent + mix.write_percent + mix.cas_percent, 100, "the mix sums to 100 %");
+        assert!(!config.levels.is_empty(), "at least one level");
         let mut generator =
             Generator { config, rng: ChaCha8Rng::seed_from_u64(config.seed), active: Vec::new(), keys_created: 0 };
         for _ in 0..config.keys {
@@ -127,8 +137,12 @@ impl Generator {
                 Value::Cas { expected, new: self.take_value(slot) }
             }
         };
+        let level = match self.config.levels {
+            [one] => *one,
+            levels => levels[self.rng.random_range(0..levels.len())],
+        };
         let key = &mut self.active[slot];
-        let op = OpSpec { f, key: key.name.clone(), value };
+        let op = OpSpec { f, key: key.name.clone(), value, level };
         key.ops += 1;
         if key.ops >= self.config.ops_per_key {
             self.active[slot] = self.fresh_key();
@@ -182,7 +196,7 @@ mod tests {
     use super::*;
 
     fn config(seed: u64) -> GeneratorConfig {
-        GeneratorConfig { keys: 5, ops_per_key: 100, mix: OpMix::WITH_CAS, seed }
+        GeneratorConfig { keys: 5, ops_per_key: 100, mix: OpMix::WITH_CAS, levels: &[Level::Linearizable], seed }
     }
 
     fn draw(config: GeneratorConfig, n: usize) -> (Vec<OpSpec>, Vec<String>) {
@@ -258,6 +272,27 @@ mod tests {
         assert!(latest_hits as f64 / cas as f64 > 0.6, "{latest_hits}/{cas}");
         let (rw, _) = draw(GeneratorConfig { mix: OpMix::READ_WRITE, ..config(3) }, 2_000);
         assert!(rw.iter().all(|op| op.f != OpKind::Cas));
+    }
+
+    // Proves: with several levels every operation kind is drawn at each of
+    // them, in roughly equal shares, on the same keys; with one level every
+    // operation has it, and the sequence is the one level-free draws give.
+    #[test]
+    fn levels_are_drawn_per_operation() {
+        let mixed = GeneratorConfig { levels: &[Level::Quorum, Level::Linearizable], ..config(4) };
+        let (ops, _) = draw(mixed, 6_000);
+        for level in [Level::Quorum, Level::Linearizable] {
+            let share = ops.iter().filter(|op| op.level == level).count() as f64 / ops.len() as f64;
+            assert!((share - 0.5).abs() < 0.03, "{level}: {share}");
+            for f in [OpKind::Read, OpKind::Write, OpKind::Cas] {
+                assert!(ops.iter().any(|op| op.level == level && op.f == f), "no {f} at {level}");
+            }
+        }
+        let (one, _) = draw(GeneratorConfig { levels: &[Level::Quorum], ..config(4) }, 500);
+        let (other, _) = draw(config(4), 500);
+        assert!(one.iter().all(|op| op.level == Level::Quorum));
+        let strip = |ops: Vec<OpSpec>| ops.into_iter().map(|op| (op.f, op.key, op.value)).collect::<Vec<_>>();
+        assert_eq!(strip(one), strip(other));
     }
 
     // Proves: the operation sequence is a function of the seed.

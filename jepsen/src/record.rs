@@ -8,8 +8,9 @@
 //!   invoke;
 //! - the file is written through the history module's
 //!   [`HistoryWriter`](crate::history::HistoryWriter), so it is exactly the
-//!   documented format; ok writes, cas and reads also carry the capkv
-//!   `version` they returned (an extra field the checker ignores);
+//!   documented format; every invoke also carries the operation's
+//!   consistency `level`, and ok writes, cas and reads the capkv `version`
+//!   they returned (extra fields the checker ignores);
 //! - the number of operations is bounded ([`OPS_MAX`]): past it the
 //!   recorder refuses new invokes and the workload stops.
 
@@ -19,6 +20,7 @@ use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Mutex;
 
+use capkv::Level;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -125,6 +127,8 @@ pub struct OpRecord {
     pub complete_ns: u64,
     /// Workload or final read.
     pub phase: Phase,
+    /// The consistency level it ran at.
+    pub level: Level,
 }
 
 impl OpRecord {
@@ -188,6 +192,13 @@ pub enum RecordError {
     },
 }
 
+/// The invoke's extra field.
+#[derive(Serialize)]
+struct InvokeExtra {
+    level: &'static str,
+}
+
+/// A completion's extra fields.
 #[derive(Serialize)]
 struct Extra<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,6 +213,7 @@ struct Pending {
     value: Value,
     invoke_ns: u64,
     phase: Phase,
+    level: Level,
 }
 
 struct Inner {
@@ -238,8 +250,17 @@ impl Recorder {
         self.clock
     }
 
-    /// Records that `process` invokes `f` on `key`; returns the invoke time.
-    pub fn invoke(&self, process: u64, f: OpKind, key: &str, value: Value, phase: Phase) -> Result<u64, RecordError> {
+    /// Records that `process` invokes `f` on `key` at `level`; returns the
+    /// invoke time.
+    pub fn invoke(
+        &self,
+        process: u64,
+        f: OpKind,
+        key: &str,
+        value: Value,
+        level: Level,
+        phase: Phase,
+    ) -> Result<u64, RecordError> {
         let mut inner = self.inner.lock().expect("recorder lock");
         if inner.ops.len() + inner.outstanding.len() >= OPS_MAX {
             return Err(RecordError::Full);
@@ -247,8 +268,8 @@ impl Recorder {
         assert!(!inner.outstanding.contains_key(&process), "process {process} invoked twice");
         let time_ns = self.clock.now_ns();
         let event = Event { process, kind: EventType::Invoke, f, key: key.to_string(), value, time_ns, error: None };
-        inner.writer.append(&event)?;
-        inner.outstanding.insert(process, Pending { f, key: key.to_string(), value, invoke_ns: time_ns, phase });
+        inner.writer.append_with(&event, &InvokeExtra { level: level.name() })?;
+        inner.outstanding.insert(process, Pending { f, key: key.to_string(), value, invoke_ns: time_ns, phase, level });
         inner.counts.ops += 1;
         Ok(time_ns)
     }
@@ -289,6 +310,7 @@ impl Recorder {
             invoke_ns: pending.invoke_ns,
             complete_ns: time_ns,
             phase: pending.phase,
+            level: pending.level,
         });
         Ok(())
     }
@@ -320,6 +342,7 @@ impl Recorder {
                 invoke_ns: p.invoke_ns,
                 complete_ns: end_ns,
                 phase: p.phase,
+                level: p.level,
             });
         }
         Ok(inner.ops)
@@ -340,15 +363,17 @@ mod tests {
         let path = dir.path().join("history.jsonl");
         let recorder = Recorder::create(&path, RunClock::start_now()).unwrap();
         let v = RecordedVersion { hlc: 99, node: 2 };
-        recorder.invoke(0, OpKind::Write, "k", Value::Int(1), Phase::Workload).unwrap();
-        recorder.invoke(1, OpKind::Read, "k", Value::Null, Phase::Workload).unwrap();
+        recorder.invoke(0, OpKind::Write, "k", Value::Int(1), Level::Quorum, Phase::Workload).unwrap();
+        recorder.invoke(1, OpKind::Read, "k", Value::Null, Level::Linearizable, Phase::Workload).unwrap();
         recorder
             .complete(
                 0,
                 Completion { kind: EventType::Ok, value: Value::Int(1), error: None, version: Some(v), note: None },
             )
             .unwrap();
-        recorder.invoke(2, OpKind::Cas, "k", Value::Cas { expected: 1, new: 2 }, Phase::Workload).unwrap();
+        recorder
+            .invoke(2, OpKind::Cas, "k", Value::Cas { expected: 1, new: 2 }, Level::Quorum, Phase::Workload)
+            .unwrap();
         recorder
             .complete(
                 1,
@@ -359,10 +384,13 @@ mod tests {
         let ops = recorder.finish().unwrap();
         assert_eq!(ops.len(), 3);
         assert_eq!((ops[1].read, ops[1].version), (Some(1), Some(v)));
-        assert_eq!((ops[2].f, ops[2].outcome), (OpKind::Cas, EventType::Info));
+        assert_eq!((ops[2].f, ops[2].outcome, ops[2].level), (OpKind::Cas, EventType::Info, Level::Quorum));
+        assert_eq!(ops[1].level, Level::Linearizable);
         assert!(ops.iter().all(|op| op.invoke_ns <= op.complete_ns));
 
         let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(r#","level":"quorum"}"#), "{text}");
+        assert!(text.lines().nth(1).unwrap().ends_with(r#","level":"linearizable"}"#), "{text}");
         assert!(text.lines().nth(2).unwrap().ends_with(r#""version":{"hlc":99,"node":2}}"#), "{text}");
         let events = read_history(text.as_bytes()).unwrap();
         assert!(events.windows(2).all(|w| w[0].time_ns <= w[1].time_ns), "lines in time order");

@@ -4,6 +4,12 @@
 //! in-flight messages are lost), clean node restarts — all drawn from one
 //! seed; the history is checked with our linearizability checker.
 //!
+//! Levels: quorum, linearizable, or `mixed` (each read, write and cas at
+//! quorum or linearizable, drawn per operation, on the same keys: the two
+//! levels must be linearizable together). The eventual choices
+//! (`eventual`, `mixed-eventual`) promise no linearizability and have no
+//! place here.
+//!
 //! What a seed fixes: the fault schedule (which fault, on which node or
 //! link, after how long) and every operation the clients issue. What it
 //! does not fix: the interleaving of threads (RocksDB's writer thread,
@@ -26,6 +32,7 @@ use crate::checker::{kv, Outcome, Verdict};
 use crate::client::execute;
 use crate::generator::OpSpec;
 use crate::history::{Event, EventType, OpKind, Value};
+use crate::run::RegisterLevel;
 
 /// Concurrent clients; each is one process of the history at a time.
 pub const SIM_CLIENTS: u64 = 4;
@@ -37,23 +44,37 @@ pub const CHECK_BUDGET_MS: u64 = 20_000;
 pub const READY_TIMEOUT_MS: u64 = 30_000;
 /// Operation deadline (client side).
 pub const OP_TIMEOUT_MS: u64 = 1_000;
+/// How long the workload goes on after the last fault is healed, unless a
+/// run says otherwise.
+pub const SETTLE_MS_DEFAULT: u64 = 500;
 
 /// One seeded run.
 #[derive(Clone, Debug)]
 pub struct SimRun {
     pub seed: u64,
-    pub level: Level,
+    /// One level, or [`RegisterLevel::Mixed`].
+    pub level: RegisterLevel,
     /// Faults applied one after the other.
     pub faults: usize,
     /// Longest pause between two faults (the pause is drawn in
     /// `[fault_gap_max_ms / 4, fault_gap_max_ms]`).
     pub fault_gap_max_ms: u64,
+    /// How long the workload goes on after every fault is healed (the
+    /// whole workload when `faults` is 0).
+    pub settle_ms: u64,
     pub settings: SimSettings,
 }
 
 impl SimRun {
-    pub fn new(seed: u64, level: Level) -> SimRun {
-        SimRun { seed, level, faults: 8, fault_gap_max_ms: 300, settings: SimSettings::default() }
+    pub fn new(seed: u64, level: impl Into<RegisterLevel>) -> SimRun {
+        SimRun {
+            seed,
+            level: level.into(),
+            faults: 8,
+            fault_gap_max_ms: 300,
+            settle_ms: SETTLE_MS_DEFAULT,
+            settings: SimSettings::default(),
+        }
     }
 }
 
@@ -108,7 +129,9 @@ pub enum SimError {
 pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
     let mut rng = ChaCha8Rng::seed_from_u64(run.seed);
     let mut cluster = SimCluster::start(dir.to_path_buf(), run.settings.clone())?;
-    wait_ready(&cluster, run.level).await?;
+    for &level in run.level.levels() {
+        wait_ready(&cluster, level).await?;
+    }
 
     let started = Instant::now();
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -149,7 +172,7 @@ pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
     }
     cluster.net.heal_all();
     // Operations after the heal see a whole cluster again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(run.settle_ms)).await;
     stop.cancel();
     for w in workers {
         let _ = w.await;
@@ -180,7 +203,7 @@ async fn wait_ready(cluster: &SimCluster, level: Level) -> Result<(), SimError> 
 async fn worker(
     c: u64,
     client: capkv::client::Client,
-    level: Level,
+    level: RegisterLevel,
     seed: u64,
     started: Instant,
     events: Arc<Mutex<Vec<Event>>>,
@@ -192,19 +215,26 @@ async fn worker(
     // The last value this client read per key: what its cas expects.
     let mut seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let now_ns = || started.elapsed().as_nanos() as u64;
+    // Quorum alone refuses cas; linearizable and mixed runs draw it.
+    let with_cas = level.op_mix().cas_percent > 0;
     while !stop.is_cancelled() {
+        // A single level draws nothing here, so its sequences stay the same.
+        let op_level = match level.levels() {
+            [one] => *one,
+            levels => levels[rng.random_range(0..levels.len())],
+        };
         let key = format!("k{}", rng.random_range(0..SIM_KEYS));
         let roll = rng.random_range(0..10u8);
-        let op = match (roll, level) {
-            (0..=4, _) => OpSpec { f: OpKind::Read, key, value: Value::Null },
-            (5..=7, _) | (_, Level::Quorum) | (_, Level::Eventual) => {
-                next_value += 1;
-                OpSpec { f: OpKind::Write, key, value: Value::Int(next_value) }
-            }
-            (_, Level::Linearizable) => {
+        let op = match roll {
+            0..=4 => OpSpec { f: OpKind::Read, key, value: Value::Null, level: op_level },
+            8..=9 if with_cas => {
                 next_value += 1;
                 let expected = seen.get(&key).copied().unwrap_or(next_value - 1);
-                OpSpec { f: OpKind::Cas, key, value: Value::Cas { expected, new: next_value } }
+                OpSpec { f: OpKind::Cas, key, value: Value::Cas { expected, new: next_value }, level: op_level }
+            }
+            _ => {
+                next_value += 1;
+                OpSpec { f: OpKind::Write, key, value: Value::Int(next_value), level: op_level }
             }
         };
         let invoke = Event {
@@ -217,7 +247,7 @@ async fn worker(
             error: None,
         };
         events.lock().expect("events lock").push(invoke);
-        let done = execute(&client, level, &op, Duration::from_millis(OP_TIMEOUT_MS), 0).await;
+        let done = execute(&client, &op, Duration::from_millis(OP_TIMEOUT_MS), 0).await;
         if let (OpKind::Read, EventType::Ok, Value::Int(v)) = (op.f, done.kind, done.value) {
             seen.insert(op.key.clone(), v);
         }

@@ -1,6 +1,7 @@
 //! Short runs of the real harness (`kv-jepsen jepsen`) against real `kv
-//! serve` processes: the eventual level converges under each nemesis, a
-//! deliberately wrong checker choice is caught (negative control), and
+//! serve` processes: the eventual level converges under each nemesis, the
+//! quorum, linearizable and mixed levels stay linearizable, deliberately
+//! wrong choices (a checker, a node switch) are caught (negative controls), and
 //! every run — also an interrupted one — leaves no node process and no
 //! nftables table behind.
 //!
@@ -191,7 +192,7 @@ fn eventual_converges_under_pause() {
 }
 
 /// One operation of a history: (process, f, key, written or read value,
-/// outcome, invoke s, complete s).
+/// outcome, invoke s, complete s, level).
 struct HistOp {
     process: u64,
     f: String,
@@ -200,6 +201,8 @@ struct HistOp {
     ok: bool,
     invoke_s: f64,
     complete_s: f64,
+    /// The invoke's `level` field.
+    level: Option<String>,
 }
 
 fn history_ops(run: &Run) -> Vec<HistOp> {
@@ -228,6 +231,7 @@ fn history_ops(run: &Run) -> Vec<HistOp> {
             ok: e["type"] == "ok",
             invoke_s: invoke["time_ns"].as_f64().unwrap() / 1e9,
             complete_s: e["time_ns"].as_f64().unwrap() / 1e9,
+            level: invoke["level"].as_str().map(String::from),
         });
     }
     ops
@@ -456,4 +460,64 @@ fn linearizable_is_linearizable_with_frequent_snapshots_under_kill_and_clock() {
 fn eventual_converges_with_large_values_under_kill() {
     let run = run_harness(&short_args("kill", 26, &[("--value-bytes", "524288"), ("--rate", "60")]));
     assert_converged_under(&run, "kill");
+}
+
+// Proves (issue 21): reads, writes and cas drawn at quorum or linearizable
+// per operation, on the same keys, are linearizable together while nodes
+// are paused: one keyspace whichever level an operation names. Both levels
+// really ran every kind of operation (the history records each invoke's
+// level), and a quorum cas did swap (it goes through consensus).
+#[test]
+fn mixed_levels_are_linearizable_under_pause() {
+    let run = run_harness(&short_args("pause", 27, &[("--level", "mixed"), ("--op-timeout", "2s")]));
+    assert_linearizable(&run);
+    assert_eq!(run.results["level"], "mixed");
+    let ops = history_ops(&run);
+    for level in ["quorum", "linearizable"] {
+        for f in ["read", "write", "cas"] {
+            let ok = ops.iter().filter(|o| o.ok && o.f == f && o.level.as_deref() == Some(level)).count();
+            assert!(ok > 0, "no {f} at {level} succeeded");
+        }
+        assert!(run.results["by_level"][level]["ok"].as_u64().unwrap() > 20, "{:#}", run.results["by_level"]);
+    }
+    assert!(ops.iter().all(|o| o.level.is_some()), "every invoke records its level");
+}
+
+// Proves (negative control of the test above): with the nodes' level join
+// turned off (`--unsafe-skip-level-join`), a linearizable read misses a
+// quorum write that finished before it; the harness reports the mixed
+// history not linearizable, with no fault needed.
+#[test]
+fn mixed_levels_without_the_join_are_not_linearizable() {
+    let args = short_args(
+        "none",
+        28,
+        &[
+            ("--level", "mixed"),
+            ("--serve-arg", "--unsafe-skip-level-join"),
+            ("--time", "6s"),
+            ("--keys", "2"),
+            ("--rate", "300"),
+        ],
+    );
+    let run = run_harness(&args);
+    let r = &run.results;
+    assert_eq!(r["valid"], Value::Bool(false), "results:\n{r:#}\nstderr:\n{}", run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(r["checker"]["linearizable"]["result"], "not-linearizable");
+    assert!(run.out().join("linearizability.html").is_file());
+}
+
+// Proves: with eventual writes joining quorum and linearizable ones on the
+// same keys (`mixed-eventual`), every replica still ends with the
+// last-writer-wins cell of every key under kill -9 and restart, whichever
+// level wrote it; the convergence checker is the default.
+#[test]
+fn mixed_eventual_converges_under_kill() {
+    let run = run_harness(&short_args("kill", 29, &[("--level", "mixed-eventual"), ("--op-timeout", "2s")]));
+    assert_converged_under(&run, "kill");
+    assert_eq!(run.results["checkers"], serde_json::json!(["convergence"]));
+    for level in ["eventual", "quorum", "linearizable"] {
+        assert!(run.results["by_level"][level]["ok"].as_u64().unwrap() > 10, "{:#}", run.results["by_level"]);
+    }
 }

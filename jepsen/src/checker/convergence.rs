@@ -322,6 +322,7 @@ mod tests {
             invoke_ns: 0,
             complete_ns: 1,
             phase: Phase::Workload,
+            level: capkv::Level::Eventual,
         }
     }
 

@@ -218,6 +218,7 @@ mod tests {
             invoke_ns: times_ms.0 * 1_000_000,
             complete_ns: times_ms.1 * 1_000_000,
             phase: Phase::Workload,
+            level: capkv::Level::Quorum,
         }
     }
 

@@ -47,7 +47,8 @@ pub struct Results {
     pub valid: Validity,
     /// `register` or `topic`.
     pub workload: String,
-    /// The consistency level of every operation (register workload only).
+    /// The consistency level of the operations (register workload only):
+    /// one level, `mixed` or `mixed-eventual`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
     /// The nemeses used (empty: none).
@@ -64,6 +65,10 @@ pub struct Results {
     pub info: u64,
     /// Workload operations by kind (`read`, `write`, `cas`; topic: `send`).
     pub by_f: BTreeMap<String, Counts>,
+    /// Workload operations by consistency level (register workload; one
+    /// entry unless the level is `mixed` or `mixed-eventual`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_level: BTreeMap<String, Counts>,
     /// The reads after the heal (topic: the polls of the final consume).
     pub final_reads: Counts,
     /// Latency of workload operations that ended `ok`, by kind, in ms.

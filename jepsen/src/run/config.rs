@@ -2,8 +2,8 @@
 //! the types both workloads share (register, [`super::register`]; topic,
 //! `crate::topic::run`):
 //!
-//! - [`RunConfig`] and its parts ([`Workload`], [`CheckerKind`],
-//!   [`TopicOptions`]), with the bounds of every setting
+//! - [`RunConfig`] and its parts ([`Workload`], [`RegisterLevel`],
+//!   [`CheckerKind`], [`TopicOptions`]), with the bounds of every setting
 //!   ([`RunConfig::validate`]), so a run never starts on settings it cannot
 //!   honour;
 //! - [`RunError`]: why a run produced no verdict at all;
@@ -19,7 +19,7 @@ use capkv::Level;
 
 use crate::client::CONCURRENCY_MAX;
 use crate::cluster::{ClusterError, NODES_MAX};
-use crate::generator::KEYS_MAX;
+use crate::generator::{OpMix, KEYS_MAX};
 use crate::nemesis::nft::FirewallError;
 use crate::nemesis::NemesisKind;
 use crate::record::RecordError;
@@ -73,6 +73,101 @@ impl Workload {
     }
 }
 
+/// The level of the register workload's operations: one level for all, or
+/// a level drawn per operation (by the seeded generator) from several, on
+/// the same keys.
+///
+/// Why the mixed levels exist: a key written at one level and read at
+/// another must still behave as one register. `mixed` draws quorum or
+/// linearizable for every read, write and cas: the two levels that promise
+/// linearizability, so the history as a whole must be linearizable (quorum
+/// and Raft operations on a key ordered together). `mixed-eventual` also
+/// draws eventual: linearizability cannot be promised once eventual writes
+/// join, so it is judged by convergence (every replica ends with the
+/// last-writer-wins cell of every key, whichever level wrote it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegisterLevel {
+    /// Every operation at this level.
+    One(Level),
+    /// Each operation at quorum or linearizable.
+    Mixed,
+    /// Each operation at eventual, quorum or linearizable.
+    MixedEventual,
+}
+
+impl RegisterLevel {
+    /// Name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegisterLevel::One(level) => level.name(),
+            RegisterLevel::Mixed => "mixed",
+            RegisterLevel::MixedEventual => "mixed-eventual",
+        }
+    }
+
+    /// Parses a level (`eventual`, `quorum`, `linearizable` and their
+    /// aliases), `mixed` or `mixed-eventual`.
+    pub fn parse(text: &str) -> Result<RegisterLevel, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "mixed" => Ok(RegisterLevel::Mixed),
+            "mixed-eventual" => Ok(RegisterLevel::MixedEventual),
+            other => other.parse::<Level>().map(RegisterLevel::One).map_err(|_| {
+                format!("unknown consistency level {text:?}: expected eventual, quorum, linearizable, mixed or mixed-eventual")
+            }),
+        }
+    }
+
+    /// The levels operations are drawn from (one: every operation's).
+    pub fn levels(self) -> &'static [Level] {
+        match self {
+            RegisterLevel::One(Level::Eventual) => &[Level::Eventual],
+            RegisterLevel::One(Level::Quorum) => &[Level::Quorum],
+            RegisterLevel::One(Level::Linearizable) => &[Level::Linearizable],
+            RegisterLevel::Mixed => &[Level::Quorum, Level::Linearizable],
+            RegisterLevel::MixedEventual => &[Level::Eventual, Level::Quorum, Level::Linearizable],
+        }
+    }
+
+    /// Whether operations are drawn from more than one level.
+    pub fn is_mixed(self) -> bool {
+        self.levels().len() > 1
+    }
+
+    /// The level of the final reads after the heal: the run's level; for
+    /// `mixed` linearizable (it must see every acknowledged write at either
+    /// level), for `mixed-eventual` quorum (a majority's newest cell, which
+    /// is every replica's once they converged).
+    pub fn final_read_level(self) -> Level {
+        match self {
+            RegisterLevel::One(level) => level,
+            RegisterLevel::Mixed => Level::Linearizable,
+            RegisterLevel::MixedEventual => Level::Quorum,
+        }
+    }
+
+    /// The operations the workload draws: the quorum level alone refuses
+    /// cas by design (DESIGN §4); every other choice takes it (in the mixed
+    /// levels a quorum cas goes through consensus).
+    pub fn op_mix(self) -> OpMix {
+        match self {
+            RegisterLevel::One(Level::Quorum) => OpMix::READ_WRITE,
+            _ => OpMix::WITH_CAS,
+        }
+    }
+}
+
+impl From<Level> for RegisterLevel {
+    fn from(level: Level) -> Self {
+        RegisterLevel::One(level)
+    }
+}
+
+impl std::fmt::Display for RegisterLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Which checker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CheckerKind {
@@ -91,11 +186,14 @@ impl CheckerKind {
         }
     }
 
-    /// The checkers a level is judged by unless told otherwise.
-    pub fn defaults(level: Level) -> Vec<CheckerKind> {
-        match level {
-            Level::Eventual => vec![CheckerKind::Convergence],
-            Level::Quorum | Level::Linearizable => vec![CheckerKind::Linearizable],
+    /// The checkers a level is judged by unless told otherwise: any choice
+    /// with eventual operations by convergence, the others by
+    /// linearizability.
+    pub fn defaults(level: RegisterLevel) -> Vec<CheckerKind> {
+        if level.levels().contains(&Level::Eventual) {
+            vec![CheckerKind::Convergence]
+        } else {
+            vec![CheckerKind::Linearizable]
         }
     }
 
@@ -125,8 +223,8 @@ pub struct RunConfig {
     /// The topic workload's topic and producers (ignored by the register
     /// workload).
     pub topic: TopicOptions,
-    /// The level of every operation (register workload).
-    pub level: Level,
+    /// The level of the operations (register workload).
+    pub level: RegisterLevel,
     /// Fault kinds (empty: none).
     pub nemeses: Vec<NemesisKind>,
     /// Length of the workload.
@@ -384,7 +482,7 @@ pub(crate) mod tests {
         RunConfig {
             workload,
             topic: TopicOptions::defaults(3),
-            level: Level::Eventual,
+            level: RegisterLevel::One(Level::Eventual),
             nemeses: vec![],
             time: Duration::from_secs(1),
             nodes: 3,
@@ -417,9 +515,59 @@ pub(crate) mod tests {
             vec![CheckerKind::Linearizable, CheckerKind::Convergence]
         );
         assert!(CheckerKind::parse_list("serializable").is_err());
-        assert_eq!(CheckerKind::defaults(Level::Eventual), vec![CheckerKind::Convergence]);
-        assert_eq!(CheckerKind::defaults(Level::Quorum), vec![CheckerKind::Linearizable]);
-        assert_eq!(CheckerKind::defaults(Level::Linearizable), vec![CheckerKind::Linearizable]);
+        let defaults = |level: Level| CheckerKind::defaults(level.into());
+        assert_eq!(defaults(Level::Eventual), vec![CheckerKind::Convergence]);
+        assert_eq!(defaults(Level::Quorum), vec![CheckerKind::Linearizable]);
+        assert_eq!(defaults(Level::Linearizable), vec![CheckerKind::Linearizable]);
+        assert_eq!(CheckerKind::defaults(RegisterLevel::Mixed), vec![CheckerKind::Linearizable]);
+        assert_eq!(CheckerKind::defaults(RegisterLevel::MixedEventual), vec![CheckerKind::Convergence]);
+    }
+
+    // Proves: the mixed levels parse by name beside the single levels (and
+    // their aliases), draw from the documented levels, read finally at a
+    // level that sees every acknowledged write, and take cas; only quorum
+    // alone refuses cas.
+    #[test]
+    fn register_levels() {
+        for (text, level) in [
+            ("mixed", RegisterLevel::Mixed),
+            ("mixed-eventual", RegisterLevel::MixedEventual),
+            ("quorum", RegisterLevel::One(Level::Quorum)),
+            ("strong", RegisterLevel::One(Level::Linearizable)),
+        ] {
+            assert_eq!(RegisterLevel::parse(text), Ok(level), "{text}");
+        }
+        for level in [RegisterLevel::Mixed, RegisterLevel::MixedEventual, RegisterLevel::One(Level::Eventual)] {
+            assert_eq!(RegisterLevel::parse(&level.to_string()), Ok(level));
+        }
+        assert!(RegisterLevel::parse("mixed-strong").unwrap_err().contains("mixed-eventual"));
+        assert_eq!(RegisterLevel::Mixed.levels(), [Level::Quorum, Level::Linearizable]);
+        assert_eq!(RegisterLevel::MixedEventual.levels(), Level::ALL);
+        assert!(RegisterLevel::Mixed.is_mixed() && !RegisterLevel::One(Level::Quorum).is_mixed());
+        assert_eq!(RegisterLevel::Mixed.final_read_level(), Level::Linearizable);
+        assert_eq!(RegisterLevel::MixedEventual.final_read_level(), Level::Quorum);
+        assert_eq!(RegisterLevel::One(Level::Quorum).op_mix(), OpMix::READ_WRITE);
+        for level in [RegisterLevel::Mixed, RegisterLevel::MixedEventual, RegisterLevel::One(Level::Linearizable)] {
+            assert!(level.op_mix().cas_percent > 0, "{level}");
+        }
+    }
+
+    // Proves: every nemesis of the register workload, alone or all together,
+    // is accepted at every level, mixed ones included (no level restricts
+    // the faults); kill-isr still needs the topic workload.
+    #[test]
+    fn every_register_nemesis_at_every_level() {
+        let all = vec![NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition, NemesisKind::Clock];
+        let levels =
+            Level::ALL.map(RegisterLevel::One).into_iter().chain([RegisterLevel::Mixed, RegisterLevel::MixedEventual]);
+        for level in levels {
+            for nemeses in all.iter().map(|k| vec![*k]).chain([all.clone()]) {
+                let config = RunConfig { level, nemeses: nemeses.clone(), ..sample(Workload::Register) };
+                assert!(config.validate_for(Workload::Register).is_ok(), "{level} {nemeses:?}");
+            }
+            let config = RunConfig { level, nemeses: vec![NemesisKind::KillIsr], ..sample(Workload::Register) };
+            assert!(config.validate().is_err(), "{level} kill-isr");
+        }
     }
 
     // Proves: the harness sets the anti-entropy period unless the user's

@@ -26,7 +26,8 @@ pub mod phases;
 pub mod register;
 
 pub use config::{
-    CheckerKind, RunConfig, RunError, RunOutcome, TopicOptions, Workload, RATE_MAX_HZ, TIME_MAX, VALUE_BYTES_MAX,
+    CheckerKind, RegisterLevel, RunConfig, RunError, RunOutcome, TopicOptions, Workload, RATE_MAX_HZ, TIME_MAX,
+    VALUE_BYTES_MAX,
 };
 pub use phases::{PROBE_TIMEOUT_MS, PROGRESS_INTERVAL_MS};
 pub use register::{

@@ -2,13 +2,14 @@
 //!
 //! 1. start a fresh cluster of `kv serve` processes in the run directory
 //!    (and this run's nftables table, if partitions are asked for);
-//! 2. probe that the nodes serve the level (an UNIMPLEMENTED level is an
-//!    error, not a vacuously valid run);
+//! 2. probe that the nodes serve the level, or each level of a mixed run
+//!    (an UNIMPLEMENTED level is an error, not a vacuously valid run);
 //! 3. run the workload for `--time` while the nemesis follows its schedule
 //!    (quiet, fault, heal, fault, …);
 //! 4. heal everything; for the convergence checker, poll every node's copy
 //!    of every key until they agree (or the patience runs out);
-//! 5. final reads: one read per key at the run's level, recorded;
+//! 5. final reads: one read per key at the run's level (a mixed run's:
+//!    [`super::RegisterLevel::final_read_level`]), recorded;
 //! 6. stop the cluster, check the history, write `results.json` and
 //!    `index.html`.
 //!
@@ -34,7 +35,7 @@ use crate::checker::convergence::{self, KeyObservation, NodeCell, NodeRead};
 use crate::checker::{self, stale_reads, Format, Outcome};
 use crate::client::{self, WorkloadConfig};
 use crate::cluster::Cluster;
-use crate::generator::{Generator, GeneratorConfig, OpMix, OpSpec};
+use crate::generator::{Generator, GeneratorConfig, OpSpec};
 use crate::history::{EventType, OpKind, Value};
 use crate::nemesis::driver::Driver;
 use crate::record::{Counts, OpRecord, Phase, Recorder, RunClock};
@@ -69,7 +70,9 @@ pub async fn run_register(
     let checkers = config.checkers();
 
     let (firewall, mut cluster) = start_cluster(config, &dir, progress).await?;
-    probe_level(&cluster, config.level, cancel).await?;
+    for &level in config.level.levels() {
+        probe_level(&cluster, level, cancel).await?;
+    }
     timing_s.insert("setup".into(), began.elapsed().as_secs_f64());
 
     // The workload, under the nemesis.
@@ -79,11 +82,11 @@ pub async fn run_register(
     let generator = Mutex::new(Generator::new(GeneratorConfig {
         keys: config.keys,
         ops_per_key: config.ops_per_key,
-        mix: mix(config.level),
+        mix: config.level.op_mix(),
+        levels: config.level.levels(),
         seed: config.seed,
     }));
     let workload = WorkloadConfig {
-        level: config.level,
         concurrency: config.concurrency,
         op_timeout: config.op_timeout,
         rate_hz: config.rate_hz,
@@ -134,7 +137,7 @@ pub async fn run_register(
     // Final reads, recorded.
     let final_started = Instant::now();
     if !cancel.is_cancelled() {
-        progress(format!("final reads of {} keys at level {}", keys.len(), config.level));
+        progress(format!("final reads of {} keys at level {}", keys.len(), config.level.final_read_level()));
         final_reads(&cluster, config, &recorder, summary.processes, &keys).await?;
     }
     timing_s.insert("final_reads".into(), final_started.elapsed().as_secs_f64());
@@ -203,6 +206,7 @@ pub async fn run_register(
         fail: count(&ops, EventType::Fail),
         info: count(&ops, EventType::Info),
         by_f: counts_by_f(&workload_ops),
+        by_level: counts_by_level(&workload_ops),
         final_reads: counts_of(ops.iter().filter(|op| op.phase == Phase::FinalRead)),
         latency_ms: latency_by_f(&workload_ops),
         checker: checker_results,
@@ -219,15 +223,6 @@ pub async fn run_register(
     };
     write_report(&dir, &results, &Charts::register(&ops))?;
     Ok(RunOutcome { valid, results, dir })
-}
-
-/// The operations the workload draws: the quorum level refuses cas by
-/// design (DESIGN §4), the others take it.
-fn mix(level: Level) -> OpMix {
-    match level {
-        Level::Quorum => OpMix::READ_WRITE,
-        Level::Eventual | Level::Linearizable => OpMix::WITH_CAS,
-    }
 }
 
 /// Writes once at `level` until a node accepts it: UNIMPLEMENTED and other
@@ -319,15 +314,16 @@ async fn final_reads(
     keys: &[String],
 ) -> Result<(), RunError> {
     let timeout = config.op_timeout.max(Duration::from_millis(FINAL_READ_TIMEOUT_MIN_MS));
+    let level = config.level.final_read_level();
     let endpoints = cluster.endpoints();
     let mut process = first_process;
     for key in keys {
         for _ in 0..FINAL_READ_ATTEMPTS {
             let client = client::client_for(process, &endpoints)
-                .map_err(|e| RunError::LevelNotServed { level: config.level, message: e.to_string() })?;
-            let op = OpSpec { f: OpKind::Read, key: key.clone(), value: Value::Null };
-            recorder.invoke(process, OpKind::Read, key, Value::Null, Phase::FinalRead)?;
-            let completion = client::execute(&client, config.level, &op, timeout, config.value_bytes).await;
+                .map_err(|e| RunError::LevelNotServed { level, message: e.to_string() })?;
+            let op = OpSpec { f: OpKind::Read, key: key.clone(), value: Value::Null, level };
+            recorder.invoke(process, OpKind::Read, key, Value::Null, level, Phase::FinalRead)?;
+            let completion = client::execute(&client, &op, timeout, config.value_bytes).await;
             let done = completion.kind == EventType::Ok;
             recorder.complete(process, completion)?;
             process += 1;
@@ -411,6 +407,17 @@ fn counts_by_f(ops: &[&OpRecord]) -> BTreeMap<String, Counts> {
     out
 }
 
+/// Workload operations by level (one entry unless the run mixes levels).
+fn counts_by_level(ops: &[&OpRecord]) -> BTreeMap<String, Counts> {
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for op in ops {
+        let c = out.entry(op.level.to_string()).or_default();
+        c.ops += 1;
+        c.add(op.outcome);
+    }
+    out
+}
+
 fn latency_by_f(ops: &[&OpRecord]) -> BTreeMap<String, Percentiles> {
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for op in ops.iter().filter(|op| op.outcome == EventType::Ok) {
@@ -423,15 +430,6 @@ fn latency_by_f(ops: &[&OpRecord]) -> BTreeMap<String, Percentiles> {
 mod tests {
     use super::*;
     use crate::run::config::tests::sample;
-
-    // Proves: the quorum level's workload draws no cas (the level refuses it
-    // by design), the other levels' workloads do.
-    #[test]
-    fn quorum_workload_has_no_cas() {
-        assert_eq!(mix(Level::Quorum).cas_percent, 0);
-        assert!(mix(Level::Eventual).cas_percent > 0);
-        assert!(mix(Level::Linearizable).cas_percent > 0);
-    }
 
     // Proves: the register run refuses a config that does not validate or
     // names the topic workload, before it creates the run directory or

@@ -193,6 +193,7 @@ pub async fn run_topic(
         fail: all.fail,
         info: all.info,
         by_f: BTreeMap::from([("send".to_string(), counts(sends.iter().map(|s| s.outcome)))]),
+        by_level: BTreeMap::new(),
         final_reads: counts(polls.iter().map(|p| p.outcome)),
         latency_ms: BTreeMap::from([(
             "send".to_string(),
