@@ -38,9 +38,10 @@
 //! whose effect is unknown is recorded as such and the checker may place it
 //! anywhere after its invocation, or nowhere.
 //!
-//! [`JoinSimConfig::join`] off is the negative control (as
-//! `--unsafe-skip-level-join`): no majority read (dependency `None`), no
-//! write-back, linear gets read the state machine only.
+//! [`Join::Off`] is the negative control (as `--unsafe-skip-level-join`):
+//! no majority read (dependency `None`), no write-back, linear gets read the
+//! state machine only. The other [`Join`] variants each leave out one part of
+//! the join, to show which parts the schedules need.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,12 +63,48 @@ use crate::store::{Cell, Cf, StoreError, WriteOp};
 #[cfg(test)]
 mod tests;
 
+/// How much of the join the simulated nodes do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// What `levels::linear` does.
+    Full,
+    /// Nothing of it (`--unsafe-skip-level-join`).
+    Off,
+    /// Commands are proposed without the majority's cell as dependency
+    /// (the majority read and every write-back still happen).
+    NoDependency,
+    /// Command results are not written back to a majority before the
+    /// answer (linear gets still write back what they return).
+    NoCommandWriteBack,
+    /// Linear gets answer the state machine's newer cell without writing
+    /// it back to a majority first.
+    NoGetWriteBack,
+}
+
+impl Join {
+    fn reads_majority(self) -> bool {
+        self != Join::Off
+    }
+
+    fn sends_dependency(self) -> bool {
+        !matches!(self, Join::Off | Join::NoDependency)
+    }
+
+    fn writes_back_commands(self) -> bool {
+        !matches!(self, Join::Off | Join::NoCommandWriteBack)
+    }
+
+    fn writes_back_gets(self) -> bool {
+        !matches!(self, Join::Off | Join::NoGetWriteBack)
+    }
+}
+
 /// The knobs of one run, all drawn from the seed (see [`run`]).
 #[derive(Clone, Debug)]
 pub struct JoinSimConfig {
     pub seed: u64,
-    /// The join of the two orders; `false` is the negative control.
-    pub join: bool,
+    /// How much of the join of the two orders the nodes do.
+    pub join: Join,
     pub replica_count: usize,
     pub client_count: usize,
     pub key_count: usize,
@@ -98,7 +135,7 @@ pub struct JoinSimConfig {
 }
 
 impl JoinSimConfig {
-    fn draw(seed: u64, join: bool, rng: &mut StdRng) -> JoinSimConfig {
+    fn draw(seed: u64, join: Join, rng: &mut StdRng) -> JoinSimConfig {
         JoinSimConfig {
             seed,
             join,
@@ -462,8 +499,10 @@ struct Client {
 /// Upper bound on processed events; a run needs a few hundred to a few thousand.
 const MAX_EVENTS: u64 = 500_000;
 
-/// Runs the schedule of `seed`, with the join (`join`) or without it.
-pub fn run(seed: u64, join: bool) -> JoinSimReport {
+/// Runs the schedule of `seed` with nodes doing `join`. The schedule (the
+/// config, and every draw up to the first place the variants differ) is the
+/// seed's; the join only changes what the nodes do in it.
+pub fn run(seed: u64, join: Join) -> JoinSimReport {
     let mut rng = StdRng::seed_from_u64(seed);
     let config = JoinSimConfig::draw(seed, join, &mut rng);
     Sim::new(config, rng).run()
@@ -746,14 +785,14 @@ impl Sim {
                 let at = self.now_ms + self.raft_delay_ms();
                 self.schedule_at(at, Event::ReadIndex { client, hist });
                 let step = Step::LinearGet { majority: None, read_index: None, barrier_done: false };
-                if join {
+                if join.reads_majority() {
                     self.start_coord(client, step, Op::get(key_bytes));
                 } else {
                     self.running(client).step = step;
                 }
             }
             OpKind::LinearWrite(_) | OpKind::Cas { .. } => {
-                if join {
+                if join.reads_majority() {
                     self.start_coord(client, Step::JoinRead, Op::get(key_bytes));
                 } else {
                     self.propose(client, None);
@@ -923,7 +962,7 @@ impl Sim {
         let join = self.config.join;
         let r = self.running(client);
         let Step::LinearGet { majority, read_index: Some(read_index), barrier_done: true } = &r.step else { return };
-        if join && majority.is_none() {
+        if join.reads_majority() && majority.is_none() {
             return;
         }
         let majority = majority.clone().flatten();
@@ -933,11 +972,15 @@ impl Sim {
         // index, maybe more.
         let index = self.rng.random_range(read_index..=self.oracle.len());
         let own = self.oracle.cell_at(&key, index);
-        if !join {
+        if !join.reads_majority() {
             self.finish(client, HistResult::Read(value_of(own.as_ref())));
             return;
         }
         match own {
+            Some(own) if majority.as_ref().is_none_or(|m| own.version > m.version) && !join.writes_back_gets() => {
+                self.stats.gets_from_state_machine += 1;
+                self.finish(client, HistResult::Read(value_of(Some(&own))));
+            }
             Some(own) if majority.as_ref().is_none_or(|m| own.version > m.version) => {
                 self.stats.gets_from_state_machine += 1;
                 self.stats.write_backs += 1;
@@ -953,7 +996,7 @@ impl Sim {
     fn propose(&mut self, client: usize, read: Option<Cell>) {
         let hist = self.running(client).hist;
         let key = self.running(client).key.clone();
-        let dep = kv::dep_of(read.as_ref());
+        let dep = if self.config.join.sends_dependency() { kv::dep_of(read.as_ref()) } else { None };
         let op = match self.history[hist].kind {
             OpKind::LinearWrite(Some(v)) => RsmOp::Put(rsm::Put { key: key.clone(), value: encode_value(v), dep }),
             OpKind::LinearWrite(None) => RsmOp::Del(rsm::Del { key: key.clone(), dep }),
@@ -1031,7 +1074,7 @@ impl Sim {
             (kind, result) => panic!("unexpected reply {result:?} to {kind:?}"),
         };
         match cell {
-            Some(cell) if join && write_back => {
+            Some(cell) if join.writes_back_commands() && write_back => {
                 self.stats.write_backs += 1;
                 self.start_coord(client, Step::WriteBack { answer }, Op::Impose { key, cell });
             }

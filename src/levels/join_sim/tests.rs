@@ -9,10 +9,10 @@
 //!
 //! `CAPKV_JOIN_SIM_SEED=7 cargo test --release -p capkv --lib levels::join_sim -- --nocapture`
 
-use super::{run, JoinSimStats};
+use super::{run, Join, JoinSimStats};
 
-/// Seeds per test in CI (a few seconds in release).
-const DEFAULT_SEEDS: u64 = 300;
+/// Seeds per test in CI (about 0.2 s in release).
+const DEFAULT_SEEDS: u64 = 1000;
 /// The first seed; the CI seeds are `BASE_SEED..BASE_SEED + DEFAULT_SEEDS`.
 const BASE_SEED: u64 = 0x1_0000;
 
@@ -30,10 +30,10 @@ fn seeds() -> Vec<u64> {
 
 /// Runs `seed` and checks its history; the error names the seed and the
 /// config and shows the offending key's timeline.
-fn check_seed(seed: u64, join: bool) -> Result<JoinSimStats, String> {
+fn check_seed(seed: u64, join: Join) -> Result<JoinSimStats, String> {
     let report = run(seed, join);
     report.check().map(|()| report.stats).map_err(|e| {
-        format!("seed {seed} (rerun with CAPKV_JOIN_SIM_SEED={seed}), join={join}, {:?}: {e}", report.config)
+        format!("seed {seed} (rerun with CAPKV_JOIN_SIM_SEED={seed}), join={join:?}, {:?}: {e}", report.config)
     })
 }
 
@@ -46,7 +46,7 @@ fn joined_schedules_are_linearizable() {
     let mut totals = JoinSimStats::default();
     let seeds = seeds();
     for &seed in &seeds {
-        let stats = check_seed(seed, true).unwrap_or_else(|e| panic!("{e}"));
+        let stats = check_seed(seed, Join::Full).unwrap_or_else(|e| panic!("{e}"));
         totals.add(&stats);
     }
     eprintln!("join sim: {} seeds linearizable; totals {totals:?}", seeds.len());
@@ -78,7 +78,8 @@ fn without_the_join_some_schedule_is_caught() {
     // history on some seed, and each such seed passes with the join —
     // proof that the schedules and the checker can see what the join is for.
     let seeds = seeds();
-    let caught: Vec<(u64, String)> = seeds.iter().filter_map(|&s| check_seed(s, false).err().map(|e| (s, e))).collect();
+    let caught: Vec<(u64, String)> =
+        seeds.iter().filter_map(|&s| check_seed(s, Join::Off).err().map(|e| (s, e))).collect();
     if seeds.len() == 1 {
         eprintln!("join sim without the join: {}", caught.first().map_or("not caught", |(_, e)| e.as_str()));
         return;
@@ -86,16 +87,36 @@ fn without_the_join_some_schedule_is_caught() {
     let (_, why) = caught.first().unwrap_or_else(|| panic!("no seed among {} caught the missing join", seeds.len()));
     eprintln!("join sim without the join: {} of {} seeds caught; the first:\n{why}", caught.len(), seeds.len());
     for (seed, _) in &caught {
-        check_seed(*seed, true).unwrap_or_else(|e| panic!("caught without the join, but also fails with it: {e}"));
+        check_seed(*seed, Join::Full)
+            .unwrap_or_else(|e| panic!("caught without the join, but also fails with it: {e}"));
     }
 }
 
 #[test]
 fn a_seed_reproduces_its_schedule() {
     for seed in [0, 1, 42, u64::MAX] {
-        let a = run(seed, true);
-        let b = run(seed, true);
+        let a = run(seed, Join::Full);
+        let b = run(seed, Join::Full);
         assert_eq!(format!("{:?}", a.history), format!("{:?}", b.history), "seed {seed}");
         assert_eq!(a.stats.events, b.stats.events);
+    }
+}
+
+/// Seeds of `seeds()` on which the nodes doing `join` are caught.
+fn caught_with(join: Join) -> Vec<u64> {
+    seeds().into_iter().filter(|&s| check_seed(s, join).is_err()).collect()
+}
+
+#[test]
+fn each_part_of_the_join_is_needed() {
+    // Leaving out any one part of the join — the dependency, the commands'
+    // write-back, the gets' write-back — must be caught on some seed too:
+    // none of them is decoration, and the schedules reach each one's case.
+    for join in [Join::NoDependency, Join::NoCommandWriteBack, Join::NoGetWriteBack] {
+        let caught = caught_with(join);
+        eprintln!("join sim with {join:?}: caught on {} seeds, first {:?}", caught.len(), caught.first());
+        if seeds().len() > 1 {
+            assert!(!caught.is_empty(), "no seed caught {join:?}");
+        }
     }
 }
