@@ -102,9 +102,9 @@ fn a_seed_reproduces_its_schedule() {
     }
 }
 
-/// Seeds of `seeds()` on which the nodes doing `join` are caught.
-fn caught_with(join: Join) -> Vec<u64> {
-    seeds().into_iter().filter(|&s| check_seed(s, join).is_err()).collect()
+/// The seeds of `seeds()` on which nodes doing `join` are caught, with why.
+fn caught_with(join: Join) -> Vec<(u64, String)> {
+    seeds().into_iter().filter_map(|s| check_seed(s, join).err().map(|e| (s, e))).collect()
 }
 
 #[test]
@@ -114,7 +114,10 @@ fn each_part_of_the_join_is_needed() {
     // none of them is decoration, and the schedules reach each one's case.
     for join in [Join::NoDependency, Join::NoCommandWriteBack, Join::NoGetWriteBack] {
         let caught = caught_with(join);
-        eprintln!("join sim with {join:?}: caught on {} seeds, first {:?}", caught.len(), caught.first());
+        match caught.first() {
+            Some((_, why)) => eprintln!("join sim with {join:?}: caught on {} seeds; the first:\n{why}", caught.len()),
+            None => eprintln!("join sim with {join:?}: not caught"),
+        }
         if seeds().len() > 1 {
             assert!(!caught.is_empty(), "no seed caught {join:?}");
         }
