@@ -14,6 +14,8 @@
 
 pub mod eventual;
 pub mod join;
+#[cfg(test)]
+mod join_sim;
 pub mod linear;
 pub mod quorum;
 

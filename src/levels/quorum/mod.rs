@@ -14,7 +14,8 @@
 //!   it supersedes the current one).
 //!
 //! Test-only: `sim` (a deterministic simulated network driven by one seeded
-//! RNG), `linearizability` (a brute-force per-key linearizability checker)
+//! RNG), `linearizability` (a brute-force per-key linearizability checker,
+//! read/write/CAS; `levels::join_sim` uses it too)
 //! and `tests` (scenarios and random schedules checked by it).
 //!
 //! How a shell drives it (one coordinator per client operation):
@@ -50,7 +51,7 @@ pub mod replica;
 pub mod shell;
 
 #[cfg(test)]
-mod linearizability;
+pub(crate) mod linearizability;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
