@@ -57,8 +57,8 @@ use super::quorum::replica::Replica;
 use crate::clock::{NodeId, Version};
 use crate::level::Level;
 use crate::proto::rsm::{self, command::Op as RsmOp, reply};
-use crate::rsm::state_machine::{kv, Applier, RsmRead};
-use crate::store::{Cell, Cf, StoreError, WriteOp};
+use crate::rsm::state_machine::{kv, Applier, MemRsm};
+use crate::store::{Cell, Cf, WriteOp};
 
 #[cfg(test)]
 mod tests;
@@ -339,26 +339,6 @@ pub fn decode_value(bytes: &Bytes) -> u64 {
 
 fn value_of(cell: Option<&Cell>) -> Value {
     cell.and_then(|c| c.value.as_ref()).map(decode_value)
-}
-
-/// The `rsm` column family in memory (the state machine's own keys).
-#[derive(Default)]
-struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl RsmRead for MemRsm {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.get(key).cloned())
-    }
-
-    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        Ok(self
-            .0
-            .range(after.to_vec()..)
-            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
 }
 
 /// The consensus oracle: one log, applied by the real state machine code.
@@ -1053,14 +1033,7 @@ impl Sim {
                 (Some(cell), HistResult::Written, true)
             }
             (OpKind::Cas { .. }, Some(reply::Result::Cas(c))) => {
-                let version = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
-                let cell = if c.found {
-                    Some(Cell::value(c.current, version, Level::Linearizable))
-                } else if version != Version::ZERO {
-                    Some(Cell::tombstone(version, Level::Linearizable))
-                } else {
-                    None
-                };
+                let cell = kv::cas_reply_cell(&c);
                 if c.swapped {
                     self.stats.cas_swapped += 1;
                 } else {

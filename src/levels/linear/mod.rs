@@ -200,14 +200,7 @@ impl Linear {
             Some(reply::Result::Cas(c)) => c,
             other => return Err(LevelError::Indeterminate(format!("unexpected reply to a cas: {other:?}"))),
         };
-        let version = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
-        let cell = if c.found {
-            Some(Cell::value(c.current, version, Level::Linearizable))
-        } else if version != Version::ZERO {
-            Some(Cell::tombstone(version, Level::Linearizable))
-        } else {
-            None
-        };
+        let cell = kv::cas_reply_cell(&c);
         // The new cell, or the one the comparison failed on when that is
         // newer than what the majority had (the state machine's own).
         if let Some(cell) = cell.clone().filter(|c| c.version > read_version) {

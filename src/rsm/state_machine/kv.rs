@@ -62,6 +62,20 @@ pub fn version_of(v: &rsm::Value) -> Version {
     Version { hlc: v.hlc, node_id: v.node_id, rmw: v.rmw }
 }
 
+/// The cell a CAS reply names: the new one when swapped, otherwise the one
+/// the comparison failed on (a tombstone has a version but no value);
+/// `None` when the key was absent.
+pub fn cas_reply_cell(c: &rsm::CasResult) -> Option<Cell> {
+    let version = Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw };
+    if c.found {
+        Some(Cell::value(c.current.clone(), version, Level::Linearizable))
+    } else if version != Version::ZERO {
+        Some(Cell::tombstone(version, Level::Linearizable))
+    } else {
+        None
+    }
+}
+
 /// The dependency a proposer attaches for the cell it read (`None`: none).
 pub fn dep_of(cell: Option<&Cell>) -> Option<rsm::Dep> {
     cell.map(|c| rsm::Dep {

@@ -85,6 +85,28 @@ pub trait RsmRead {
     fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 }
 
+/// The `rsm` column family in memory, for tests that drive the real
+/// applier (state machine, topic metadata and joined-level simulations).
+#[cfg(test)]
+#[derive(Default, Clone, Debug, PartialEq)]
+pub(crate) struct MemRsm(pub(crate) std::collections::BTreeMap<Vec<u8>, Vec<u8>>);
+
+#[cfg(test)]
+impl RsmRead for MemRsm {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .0
+            .range(after.to_vec()..)
+            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
 pub fn session_key(client_id: u64) -> Vec<u8> {
     let mut k = vec![SESSION_PREFIX];
     k.extend_from_slice(&client_id.to_be_bytes());

@@ -1,8 +1,6 @@
 //! State machine tests: determinism, version monotonicity under clock
 //! regressions, CAS, and exactly-once sessions (DESIGN §4-5).
 
-use std::collections::BTreeMap;
-
 use super::*;
 use bytes::Bytes;
 
@@ -10,24 +8,6 @@ use crate::clock::Version;
 use crate::level::Level;
 use crate::proto::rsm::{Batch, Command};
 use crate::store::Cell;
-
-#[derive(Default, Clone)]
-struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl RsmRead for MemRsm {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.get(key).cloned())
-    }
-    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        Ok(self
-            .0
-            .range(after.to_vec()..)
-            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
 
 impl MemRsm {
     fn persist(&mut self, ops: &[WriteOp]) {

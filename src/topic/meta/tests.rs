@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::clock::hlc_from_physical_ms;
 use crate::proto::rsm::{OffsetEntry, TopicConfig};
+use crate::rsm::state_machine::MemRsm;
 
 #[derive(Default)]
 struct MemKv(BTreeMap<Vec<u8>, Vec<u8>>);
@@ -207,25 +208,6 @@ fn group_members_share_partitions_and_commits_are_fenced_by_generation() {
     assert_eq!(code(&apply(&mut kv, at(6_200), &commit_op("g", "", 0, "t", 2, 9)).unwrap()), TopicErrorCode::TopicOk);
     // Unknown topics are refused.
     assert_eq!(code(&apply(&mut kv, at(6_300), &hb("g", "a", &["nope"], 0)).unwrap()), TopicErrorCode::UnknownTopic);
-}
-
-/// The `rsm` family in memory, for driving the real Raft applier.
-#[derive(Default, Clone, PartialEq)]
-struct MemRsm(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl crate::rsm::state_machine::RsmRead for MemRsm {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.get(key).cloned())
-    }
-    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        Ok(self
-            .0
-            .range(after.to_vec()..)
-            .filter(|(k, _)| k.as_slice() != after && k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
 }
 
 impl MemRsm {
