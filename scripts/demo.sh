@@ -50,10 +50,13 @@ say "Eventual: local write, acknowledged at once, replicated in the background"
 run -c eventual set greeting hello
 run -c eventual get greeting
 
-say "Quorum (ABD register): read and write a majority, no leader"
+say "Quorum (ABD register): read and write a majority, no leader; CAS goes through consensus"
 run -c quorum set colour blue
 run -c quorum get colour
 run -c quorum cas colour --expect blue green
+
+say "One keyspace: a key written at any level is the same key at every level"
+run -c linearizable get colour
 
 say "Linearizable (Raft): compare-and-set is atomic cluster-wide"
 run -c linearizable set counter 1
