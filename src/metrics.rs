@@ -1,6 +1,12 @@
-//! Node counters, shown by `kv cluster status`.
+//! Node counters, shown by `kv cluster status` and exported to Prometheus
+//! (`node::metrics_export`), plus the request and Raft-apply latency
+//! histograms that only Prometheus shows.
 //!
 //! Plain relaxed atomics: they are observations, never used for decisions.
+
+pub mod histogram;
+pub mod process;
+pub mod requests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +16,11 @@ macro_rules! counters {
         #[derive(Default)]
         pub struct Metrics {
             $(pub $name: AtomicU64,)*
+            /// Client KV requests by op × level × outcome (`node::router`).
+            pub requests: requests::RequestMetrics,
+            /// Time to apply one batch of committed Raft entries, the write
+            /// that persists them included (`rsm::driver`).
+            pub raft_apply: histogram::Histogram,
         }
 
         impl Metrics {
@@ -17,6 +28,11 @@ macro_rules! counters {
                 let mut m = BTreeMap::new();
                 $(m.insert(stringify!($name).to_string(), self.$name.load(Ordering::Relaxed));)*
                 m
+            }
+
+            /// Every counter's name and value, in declaration order.
+            pub fn counters(&self) -> [(&'static str, u64); [$(stringify!($name)),*].len()] {
+                [$((stringify!($name), self.$name.load(Ordering::Relaxed))),*]
             }
         }
     };
@@ -50,6 +66,14 @@ counters!(
     raft_commands_proposed,
     raft_readies,
     raft_synced_writes,
+    // Times this node saw the Raft leader change to a known leader.
+    raft_leader_changes,
+    topic_produce_requests,
+    topic_produce_records,
+    topic_produce_errors,
+    topic_fetch_requests,
+    topic_fetch_records,
+    topic_fetch_errors,
 );
 
 pub fn inc(c: &AtomicU64) {

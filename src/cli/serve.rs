@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// Topics: how often partition leaders apply retention (ms, default 5000).
     #[arg(long)]
     pub topic_retention_check_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (default: off).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -119,6 +122,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
         unsafe_skip_level_join: args.unsafe_skip_level_join,
+        metrics_listen: args.metrics_listen.clone(),
     };
     let cfg = match config::resolve(file, overrides) {
         Ok(c) => c,

@@ -81,6 +81,8 @@ pub struct NodeConfig {
     /// Topic layer settings (liveness timeout, default ISR lag, retention checks).
     pub topics: TopicSettings,
     pub unsafe_test: UnsafeTestSwitches,
+    /// Where `/metrics` (Prometheus text) is served; `None` = not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -120,6 +122,8 @@ pub struct FileConfig {
     pub topic_retention_check_ms: Option<u64>,
     #[serde(default)]
     pub unsafe_test: UnsafeTestSwitches,
+    /// HOST:PORT of the Prometheus `/metrics` endpoint (off when absent).
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +199,7 @@ pub struct Overrides {
     pub unsafe_skip_read_impose: bool,
     pub unsafe_linearizable_local_reads: bool,
     pub unsafe_skip_level_join: bool,
+    pub metrics_listen: Option<String>,
 }
 
 pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
@@ -314,6 +319,10 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
     };
+    let metrics_listen = match o.metrics_listen.or(file.metrics_listen) {
+        Some(text) => Some(parse_metrics_listen(&text)?),
+        None => None,
+    };
     Ok(NodeConfig {
         id,
         data_dir,
@@ -332,7 +341,22 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         raft,
         topics,
         unsafe_test,
+        metrics_listen,
     })
+}
+
+/// `--metrics-listen HOST:PORT` as an address to bind. An IP address may
+/// take port 0 (the system picks one; the node logs which), as tests do.
+fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    validate_host_port(text).map_err(|m| ConfigError(format!("invalid --metrics-listen: {m}")))?;
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(a) => Ok(a),
+        None => err(format!("invalid --metrics-listen {text:?}: cannot resolve it to an address")),
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +410,19 @@ mod tests {
         assert_eq!(c.max_value_bytes, 200);
         let bad = toml::from_str::<FileConfig>("idd = 1").unwrap_err().message().to_string();
         assert!(bad.contains("unknown field"), "{bad}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        assert_eq!(resolve(None, base()).unwrap().metrics_listen, None);
+        let c = resolve(None, Overrides { metrics_listen: Some("127.0.0.1:9101".into()), ..base() }).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
+        let c = resolve(None, Overrides { metrics_listen: Some("127.0.0.1:0".into()), ..base() }).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        let f: FileConfig = toml::from_str("metrics_listen = \"127.0.0.1:9102\"").unwrap();
+        assert_eq!(resolve(Some(f), base()).unwrap().metrics_listen, Some("127.0.0.1:9102".parse().unwrap()));
+        let e = resolve(None, Overrides { metrics_listen: Some("127.0.0.1".into()), ..base() }).unwrap_err();
+        assert!(e.to_string().contains("--metrics-listen"), "{e}");
     }
 
     #[test]

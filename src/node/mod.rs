@@ -10,6 +10,8 @@
 //! shutdown begins (the server's graceful stop waits for open requests).
 
 pub mod config;
+pub mod metrics_export;
+pub mod metrics_http;
 pub mod peer_batch;
 pub mod peer_input;
 pub mod peer_service;
@@ -143,6 +145,11 @@ where
     if cfg.unsafe_test.any() {
         tracing::warn!(switches = ?cfg.unsafe_test, "UNSAFE TEST SWITCHES ARE ON: this node deliberately violates its guarantees");
     }
+    // Bound first, so a taken metrics port fails start-up before anything runs.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(metrics_http::bind(addr).await.map_err(NodeError::Serve)?),
+        None => None,
+    };
     let clock = Arc::new(Clock::with_wall(cfg.id, cfg.max_clock_drift_ms, env.wall.clone()));
     let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
     let store = Store::open(&cfg.data_dir, clock.clone(), hint_peers)?;
@@ -224,6 +231,11 @@ where
         started: Instant::now(),
         stopping: CancellationToken::new(),
     });
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+        tracing::info!(id = cfg.id, "serving Prometheus metrics at http://{addr}/metrics");
+        metrics_http::spawn(listener, state.clone(), cancel.clone(), &tracker);
+    }
     let stopping = state.stopping.clone();
     let shutdown = async move {
         shutdown.await;

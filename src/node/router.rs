@@ -3,6 +3,12 @@
 //! call these functions, and each is one exhaustive `match` over
 //! [`Level`]: a new level does not compile until every operation says what
 //! it does at that level.
+//!
+//! Being the one place, it is also where every KV request is counted for
+//! Prometheus (`metrics::requests`): op, level, outcome and duration, after
+//! validation and before the reply is encoded.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -10,15 +16,37 @@ use super::NodeState;
 use crate::clock::Version;
 use crate::level::Level;
 use crate::levels::{Call, CasReply, KvLevel, LevelError};
+use crate::metrics::requests::{Op, Outcome};
 use crate::store::Cell;
+
+fn record<T>(
+    node: &NodeState,
+    op: Op,
+    level: Level,
+    started: Instant,
+    r: &Result<T, LevelError>,
+    ok: impl Fn(&T) -> Outcome,
+) {
+    let outcome = match r {
+        Ok(v) => ok(v),
+        Err(e) => Outcome::of_error(e),
+    };
+    node.metrics.requests.record(op, level, outcome, started.elapsed());
+}
 
 /// The cell of `key` read at `level` (tombstones included).
 pub async fn get(node: &NodeState, level: Level, key: Bytes, call: Call) -> Result<Option<Cell>, LevelError> {
-    match level {
+    let started = Instant::now();
+    let r = match level {
         Level::Eventual => KvLevel::get(&node.eventual, key, call).await,
         Level::Quorum => KvLevel::get(&node.quorum, key, call).await,
         Level::Linearizable => KvLevel::get(&*node.linear, key, call).await,
-    }
+    };
+    record(node, Op::Get, level, started, &r, |c| match c {
+        Some(c) if !c.is_tombstone() => Outcome::Ok,
+        _ => Outcome::NotFound,
+    });
+    r
 }
 
 /// Writes `value` to `key` at `level` (`None` deletes); the version written.
@@ -29,11 +57,15 @@ pub async fn write(
     value: Option<Bytes>,
     call: Call,
 ) -> Result<Version, LevelError> {
-    match level {
+    let started = Instant::now();
+    let op = if value.is_some() { Op::Set } else { Op::Del };
+    let r = match level {
         Level::Eventual => KvLevel::write(&node.eventual, key, value, call).await,
         Level::Quorum => KvLevel::write(&node.quorum, key, value, call).await,
         Level::Linearizable => KvLevel::write(&*node.linear, key, value, call).await,
-    }
+    };
+    record(node, op, level, started, &r, |_| Outcome::Ok);
+    r
 }
 
 /// Compare-and-set of `key` at `level` (`expected: None` = must be absent).
@@ -45,9 +77,12 @@ pub async fn cas(
     new_value: Bytes,
     call: Call,
 ) -> Result<CasReply, LevelError> {
-    match level {
+    let started = Instant::now();
+    let r = match level {
         Level::Eventual => KvLevel::cas(&node.eventual, key, expected, new_value, call).await,
         Level::Quorum => KvLevel::cas(&node.quorum, key, expected, new_value, call).await,
         Level::Linearizable => KvLevel::cas(&*node.linear, key, expected, new_value, call).await,
-    }
+    };
+    record(node, Op::Cas, level, started, &r, |c| if c.swapped { Outcome::Ok } else { Outcome::CompareFailed });
+    r
 }

@@ -260,9 +260,22 @@ impl TopicsApi for TopicService {
                 "a produce request carries {bytes} bytes; at most {MAX_PRODUCE_BYTES}"
             )));
         }
-        let p = self.node.topics.leader_partition(&req.topic, req.partition, timeout).await.map_err(topic_status)?;
-        let a =
-            p.produce(acks, req.producer_id, req.base_sequence, req.records, timeout).await.map_err(topic_status)?;
+        let m = &self.node.metrics;
+        crate::metrics::inc(&m.topic_produce_requests);
+        let records = req.records.len() as u64;
+        let p = self
+            .node
+            .topics
+            .leader_partition(&req.topic, req.partition, timeout)
+            .await
+            .inspect_err(|_| crate::metrics::inc(&m.topic_produce_errors))
+            .map_err(topic_status)?;
+        let a = p
+            .produce(acks, req.producer_id, req.base_sequence, req.records, timeout)
+            .await
+            .inspect_err(|_| crate::metrics::inc(&m.topic_produce_errors))
+            .map_err(topic_status)?;
+        crate::metrics::add(&m.topic_produce_records, records);
         Ok(Response::new(ProduceResponse {
             partition: req.partition,
             base_offset: a.base_offset.unwrap_or(0),
@@ -274,7 +287,15 @@ impl TopicsApi for TopicService {
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
         let req = req.into_inner();
         let timeout = self.timeout(0);
-        let p = self.node.topics.leader_partition(&req.topic, req.partition, timeout).await.map_err(topic_status)?;
+        let m = &self.node.metrics;
+        crate::metrics::inc(&m.topic_fetch_requests);
+        let p = self
+            .node
+            .topics
+            .leader_partition(&req.topic, req.partition, timeout)
+            .await
+            .inspect_err(|_| crate::metrics::inc(&m.topic_fetch_errors))
+            .map_err(topic_status)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_FETCH_MAX_BYTES,
             b => (b as usize).min(MAX_FETCH_MAX_BYTES),
@@ -282,7 +303,9 @@ impl TopicsApi for TopicService {
         let f = p
             .consumer_fetch(req.offset, max_bytes, Duration::from_millis(req.max_wait_ms as u64))
             .await
+            .inspect_err(|_| crate::metrics::inc(&m.topic_fetch_errors))
             .map_err(topic_status)?;
+        crate::metrics::add(&m.topic_fetch_records, f.records.len() as u64);
         Ok(Response::new(FetchResponse {
             records: f.records,
             high_watermark: f.high_watermark,

@@ -699,6 +699,7 @@ impl Driver {
         // 3. Apply what is committed (and already durable here). Its writes
         // join the batch of steps 4-5: one trip to the writer per Ready.
         let committed = rd.take_committed_entries();
+        let apply_started = (!committed.is_empty()).then(std::time::Instant::now);
         let prepared = self.prepare_apply(&committed)?;
         // 4-5. Entries and hard state: one synced batch.
         let entries = rd.take_entries();
@@ -720,6 +721,9 @@ impl Driver {
         }
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
+        if let Some(t) = apply_started {
+            self.metrics.raft_apply.observe(t.elapsed());
+        }
         for rs in rd.take_read_states() {
             let effects = self.reads.on_read_state(rs.index, &rs.request_ctx, &self.raft_facts());
             self.run_reads(effects);
@@ -747,6 +751,7 @@ impl Driver {
     /// Applies `entries` on its own (one unsynced write), together with the
     /// hard state `hs_op` when the commit index moved.
     async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>, hs_op: Option<WriteOp>) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let Some(Prepared { mut ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else {
             if let Some(op) = hs_op {
                 self.store.write(vec![op], false).await?;
@@ -757,6 +762,7 @@ impl Driver {
         self.store.write(ops, false).await?;
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
+        self.metrics.raft_apply.observe(started.elapsed());
         Ok(())
     }
 
@@ -898,6 +904,10 @@ impl Driver {
                 .map(|(&id, at)| (id as u32, now.duration_since(*at).as_millis() as u64))
                 .collect(),
         };
+        let prev_leader = self.view.borrow().leader_id;
+        if view.leader_id != prev_leader && view.leader_id != INVALID_ID {
+            crate::metrics::inc(&self.metrics.raft_leader_changes);
+        }
         self.view.send_if_modified(|v| {
             // Contact ages change every turn; publish them at most as often
             // as something else changes or once per tick.

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod cell;
 pub mod digest;
+pub mod engine_stats;
 pub mod keys;
 pub mod lock;
 pub mod writer;

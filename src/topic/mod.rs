@@ -253,6 +253,11 @@ impl Topics {
         self.partitions.read().expect("partitions lock").get(&pid).cloned()
     }
 
+    /// Every replica this node hosts (for metrics).
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        self.all_partitions()
+    }
+
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().expect("partitions lock").values().cloned().collect()
     }

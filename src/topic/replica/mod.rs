@@ -129,6 +129,19 @@ struct State {
     acks_waiters: BTreeMap<u64, Vec<AckWaiter>>,
 }
 
+/// One replica's offsets and replication state, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionGauges {
+    pub is_leader: bool,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    /// Members of the in-sync replica set in the metadata this replica applied.
+    pub isr_size: u64,
+    /// Assigned replicas (the replication factor).
+    pub replicas: u64,
+}
+
 pub struct Partition {
     pub pid: PartitionId,
     pub topic: String,
@@ -222,6 +235,20 @@ impl Partition {
             _ => format!("node {} does not lead {}; node {} does", self.ctx.node_id, self.name(), st.meta.leader),
         };
         TopicError::NotLeader { message: why, leader: st.meta.leader }
+    }
+
+    /// What Prometheus shows of this replica (`node::metrics_export`),
+    /// read under the state lock once per scrape.
+    pub fn gauges(&self) -> PartitionGauges {
+        let st = self.lock();
+        PartitionGauges {
+            is_leader: matches!(st.role, Role::Leader(_)),
+            log_start_offset: st.log_start,
+            log_end_offset: st.leo,
+            high_watermark: st.high_watermark,
+            isr_size: st.meta.isr.len() as u64,
+            replicas: st.meta.replicas.len() as u64,
+        }
     }
 
     pub fn status(&self) -> PartitionStatus {
