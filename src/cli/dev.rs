@@ -35,6 +35,9 @@ pub struct DevArgs {
     /// Host the nodes bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Serve Prometheus metrics: node N at http://HOST:(metrics-base-port + N - 1)/metrics (default: off).
+    #[arg(long)]
+    pub metrics_base_port: Option<u16>,
     /// Extra arguments for every `kv serve`, after `--`.
     #[arg(last = true)]
     pub serve_args: Vec<String>,
@@ -99,6 +102,21 @@ pub fn run(args: DevArgs) -> ExitCode {
             return fail(format!("cannot use {a} for kv dev: {e}; choose another --base-port"));
         }
     }
+    let metrics_addrs: Vec<String> = match args.metrics_base_port {
+        None => Vec::new(),
+        Some(p) if p == 0 || p as usize + args.nodes > 65536 => {
+            return fail(format!("--metrics-base-port {p} leaves no room for {} nodes", args.nodes))
+        }
+        Some(p) => (0..args.nodes).map(|i| format!("{}:{}", args.host, p as usize + i)).collect(),
+    };
+    for a in &metrics_addrs {
+        if addrs.contains(a) {
+            return fail(format!("metrics address {a} is also a node address; choose another --metrics-base-port"));
+        }
+        if let Err(e) = std::net::TcpListener::bind(a) {
+            return fail(format!("cannot use {a} for metrics: {e}; choose another --metrics-base-port"));
+        }
+    }
     let (dir, temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => {
@@ -133,6 +151,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             .arg(dir.join(format!("node-{i}")))
             .arg("--cluster")
             .arg(&cluster_spec)
+            .args(metrics_addrs.get(i as usize - 1).map(|a| ["--metrics-listen", a.as_str()]).into_iter().flatten())
             .args(&args.serve_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -170,6 +189,10 @@ pub fn run(args: DevArgs) -> ExitCode {
         dir.display(),
         if cluster.temp.is_some() { " (temporary)" } else { "" }
     );
+    if !metrics_addrs.is_empty() {
+        let urls: Vec<String> = metrics_addrs.iter().map(|a| format!("http://{a}/metrics")).collect();
+        eprintln!("Prometheus metrics: {}", urls.join(" "));
+    }
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let signal = super::serve::shutdown_signal();
