@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (default: off).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Log a WARN line for each KV request taking at least this many ms (default 1000; 0 = every request).
+    #[arg(long)]
+    pub slow_request_ms: Option<u64>,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -123,6 +126,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
         unsafe_skip_level_join: args.unsafe_skip_level_join,
         metrics_listen: args.metrics_listen.clone(),
+        slow_request_ms: args.slow_request_ms,
     };
     let cfg = match config::resolve(file, overrides) {
         Ok(c) => c,

@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub unsafe_test: UnsafeTestSwitches,
     /// Where `/metrics` (Prometheus text) is served; `None` = not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// KV requests taking this long or longer log a WARN line (0 = every request).
+    pub slow_request_ms: u64,
 }
 
 impl NodeConfig {
@@ -124,6 +126,7 @@ pub struct FileConfig {
     pub unsafe_test: UnsafeTestSwitches,
     /// HOST:PORT of the Prometheus `/metrics` endpoint (off when absent).
     pub metrics_listen: Option<String>,
+    pub slow_request_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +203,7 @@ pub struct Overrides {
     pub unsafe_linearizable_local_reads: bool,
     pub unsafe_skip_level_join: bool,
     pub metrics_listen: Option<String>,
+    pub slow_request_ms: Option<u64>,
 }
 
 pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
@@ -342,8 +346,13 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         topics,
         unsafe_test,
         metrics_listen,
+        slow_request_ms: o.slow_request_ms.or(file.slow_request_ms).unwrap_or(DEFAULT_SLOW_REQUEST_MS),
     })
 }
+
+/// Default of `--slow-request-ms`: a KV request this slow is worth a WARN
+/// line (about 1000 times a loopback quorum write).
+pub const DEFAULT_SLOW_REQUEST_MS: u64 = 1000;
 
 /// `--metrics-listen HOST:PORT` as an address to bind. An IP address may
 /// take port 0 (the system picks one; the node logs which), as tests do.
@@ -423,6 +432,16 @@ mod tests {
         assert_eq!(resolve(Some(f), base()).unwrap().metrics_listen, Some("127.0.0.1:9102".parse().unwrap()));
         let e = resolve(None, Overrides { metrics_listen: Some("127.0.0.1".into()), ..base() }).unwrap_err();
         assert!(e.to_string().contains("--metrics-listen"), "{e}");
+    }
+
+    #[test]
+    fn slow_request_ms_defaults_and_overrides() {
+        assert_eq!(resolve(None, base()).unwrap().slow_request_ms, DEFAULT_SLOW_REQUEST_MS);
+        let f: FileConfig = toml::from_str("slow_request_ms = 250").unwrap();
+        assert_eq!(resolve(Some(f), base()).unwrap().slow_request_ms, 250);
+        let f: FileConfig = toml::from_str("slow_request_ms = 250").unwrap();
+        let c = resolve(Some(f), Overrides { slow_request_ms: Some(0), ..base() }).unwrap();
+        assert_eq!(c.slow_request_ms, 0);
     }
 
     #[test]

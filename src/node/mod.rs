@@ -92,6 +92,8 @@ pub struct NodeState {
     pub rsm: Arc<Rsm>,
     pub topics: Arc<Topics>,
     pub metrics: Arc<Metrics>,
+    /// Request ids and the slow-request log threshold (`router`).
+    pub request_log: router::RequestLog,
     pub started: Instant,
     /// Cancelled when shutdown begins, before the server waits for open
     /// requests to finish: long-lived streams (peers' Raft and quorum
@@ -228,6 +230,7 @@ where
         rsm,
         topics,
         metrics,
+        request_log: router::RequestLog::new(Duration::from_millis(cfg.slow_request_ms)),
         started: Instant::now(),
         stopping: CancellationToken::new(),
     });

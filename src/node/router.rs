@@ -6,11 +6,15 @@
 //!
 //! Being the one place, it is also where every KV request is counted for
 //! Prometheus (`metrics::requests`): op, level, outcome and duration, after
-//! validation and before the reply is encoded.
+//! validation and before the reply is encoded; and where each request gets
+//! a `request_id` (a per-node counter) and a request slower than
+//! `--slow-request-ms` logs one WARN line (the slow-request log).
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::NodeState;
 use crate::clock::Version;
@@ -19,30 +23,95 @@ use crate::levels::{Call, CasReply, KvLevel, LevelError};
 use crate::metrics::requests::{Op, Outcome};
 use crate::store::Cell;
 
-fn record<T>(
-    node: &NodeState,
-    op: Op,
-    level: Level,
+/// Keys longer than this are cut in the slow-request log.
+pub const MAX_LOGGED_KEY_BYTES: usize = 64;
+
+/// Request ids and the slow-request threshold of one node.
+#[derive(Debug)]
+pub struct RequestLog {
+    next_id: AtomicU64,
+    slow: Duration,
+}
+
+impl RequestLog {
+    /// Requests taking `slow` or longer are logged (`Duration::ZERO`: every one).
+    pub fn new(slow: Duration) -> Self {
+        RequestLog { next_id: AtomicU64::new(1), slow }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// `key` for a log line: printable ASCII as is, other bytes (and `\`, quotes)
+/// escaped, at most [`MAX_LOGGED_KEY_BYTES`] bytes of it, then how long it was.
+pub fn key_for_log(key: &[u8]) -> String {
+    let shown = &key[..key.len().min(MAX_LOGGED_KEY_BYTES)];
+    let mut out: String = shown.iter().flat_map(|&b| std::ascii::escape_default(b)).map(char::from).collect();
+    if shown.len() < key.len() {
+        out.push_str(&format!("...({} bytes)", key.len()));
+    }
+    out
+}
+
+/// One request in flight: its id and when it was routed.
+struct Begun {
+    id: u64,
     started: Instant,
-    r: &Result<T, LevelError>,
-    ok: impl Fn(&T) -> Outcome,
-) {
-    let outcome = match r {
-        Ok(v) => ok(v),
-        Err(e) => Outcome::of_error(e),
-    };
-    node.metrics.requests.record(op, level, outcome, started.elapsed());
+}
+
+fn begin(node: &NodeState) -> (Begun, tracing::Span) {
+    let id = node.request_log.next_id();
+    (Begun { id, started: Instant::now() }, tracing::debug_span!("request", request_id = id))
+}
+
+impl Begun {
+    /// Counts the request for Prometheus and logs it if it was slow.
+    fn finish<T>(
+        self,
+        node: &NodeState,
+        op: Op,
+        level: Level,
+        key: &[u8],
+        r: &Result<T, LevelError>,
+        ok: impl Fn(&T) -> Outcome,
+    ) {
+        let took = self.started.elapsed();
+        let outcome = match r {
+            Ok(v) => ok(v),
+            Err(e) => Outcome::of_error(e),
+        };
+        node.metrics.requests.record(op, level, outcome, took);
+        if took >= node.request_log.slow {
+            tracing::warn!(
+                request_id = self.id,
+                op = op.name(),
+                level = level.name(),
+                key = %key_for_log(key),
+                // Whole microseconds, so the line shows e.g. 1234.567.
+                duration_ms = took.as_micros() as f64 / 1e3,
+                outcome = outcome.name(),
+                "slow request"
+            );
+        }
+    }
 }
 
 /// The cell of `key` read at `level` (tombstones included).
 pub async fn get(node: &NodeState, level: Level, key: Bytes, call: Call) -> Result<Option<Cell>, LevelError> {
-    let started = Instant::now();
-    let r = match level {
-        Level::Eventual => KvLevel::get(&node.eventual, key, call).await,
-        Level::Quorum => KvLevel::get(&node.quorum, key, call).await,
-        Level::Linearizable => KvLevel::get(&*node.linear, key, call).await,
-    };
-    record(node, Op::Get, level, started, &r, |c| match c {
+    let (begun, span) = begin(node);
+    let k = key.clone();
+    let r = async {
+        match level {
+            Level::Eventual => KvLevel::get(&node.eventual, key, call).await,
+            Level::Quorum => KvLevel::get(&node.quorum, key, call).await,
+            Level::Linearizable => KvLevel::get(&*node.linear, key, call).await,
+        }
+    }
+    .instrument(span)
+    .await;
+    begun.finish(node, Op::Get, level, &k, &r, |c| match c {
         Some(c) if !c.is_tombstone() => Outcome::Ok,
         _ => Outcome::NotFound,
     });
@@ -57,14 +126,19 @@ pub async fn write(
     value: Option<Bytes>,
     call: Call,
 ) -> Result<Version, LevelError> {
-    let started = Instant::now();
+    let (begun, span) = begin(node);
     let op = if value.is_some() { Op::Set } else { Op::Del };
-    let r = match level {
-        Level::Eventual => KvLevel::write(&node.eventual, key, value, call).await,
-        Level::Quorum => KvLevel::write(&node.quorum, key, value, call).await,
-        Level::Linearizable => KvLevel::write(&*node.linear, key, value, call).await,
-    };
-    record(node, op, level, started, &r, |_| Outcome::Ok);
+    let k = key.clone();
+    let r = async {
+        match level {
+            Level::Eventual => KvLevel::write(&node.eventual, key, value, call).await,
+            Level::Quorum => KvLevel::write(&node.quorum, key, value, call).await,
+            Level::Linearizable => KvLevel::write(&*node.linear, key, value, call).await,
+        }
+    }
+    .instrument(span)
+    .await;
+    begun.finish(node, op, level, &k, &r, |_| Outcome::Ok);
     r
 }
 
@@ -77,12 +151,34 @@ pub async fn cas(
     new_value: Bytes,
     call: Call,
 ) -> Result<CasReply, LevelError> {
-    let started = Instant::now();
-    let r = match level {
-        Level::Eventual => KvLevel::cas(&node.eventual, key, expected, new_value, call).await,
-        Level::Quorum => KvLevel::cas(&node.quorum, key, expected, new_value, call).await,
-        Level::Linearizable => KvLevel::cas(&*node.linear, key, expected, new_value, call).await,
-    };
-    record(node, Op::Cas, level, started, &r, |c| if c.swapped { Outcome::Ok } else { Outcome::CompareFailed });
+    let (begun, span) = begin(node);
+    let k = key.clone();
+    let r = async {
+        match level {
+            Level::Eventual => KvLevel::cas(&node.eventual, key, expected, new_value, call).await,
+            Level::Quorum => KvLevel::cas(&node.quorum, key, expected, new_value, call).await,
+            Level::Linearizable => KvLevel::cas(&*node.linear, key, expected, new_value, call).await,
+        }
+    }
+    .instrument(span)
+    .await;
+    begun.finish(node, Op::Cas, level, &k, &r, |c| if c.swapped { Outcome::Ok } else { Outcome::CompareFailed });
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Printable keys show as they are; other bytes are escaped; long keys
+    /// are cut and say their length, so a log line stays bounded.
+    #[test]
+    fn keys_are_escaped_and_bounded() {
+        assert_eq!(key_for_log(b"user:42"), "user:42");
+        assert_eq!(key_for_log(b"a\nb\x00\xff\"q"), "a\\nb\\x00\\xff\\\"q");
+        let long = vec![b'k'; 1000];
+        let shown = key_for_log(&long);
+        assert_eq!(shown, format!("{}...(1000 bytes)", "k".repeat(MAX_LOGGED_KEY_BYTES)));
+        assert!(key_for_log(&[0xffu8; 1000]).len() <= 4 * MAX_LOGGED_KEY_BYTES + 20);
+    }
 }
