@@ -36,7 +36,7 @@
 #   --produce-value-size B   record size of the produce runs (default 1024)
 #   --no-nats          no NATS JetStream produce runs
 #   --nats-port P      first NATS client port (default 17301; clients P..P+2, routes P+10..P+12)
-#   --capkv-port P     first capkv port (default 17101; uses P..P+2)
+#   --capkv-port P     first capkv port (default 17101; clients P..P+2, peers P+1000..P+1002)
 #   --etcd-port P      first etcd client port (default 17201; clients P..P+2, peers P+10..P+12)
 set -euo pipefail
 

@@ -19,7 +19,7 @@
 #   --duration D       (default 10s)
 #   --value-size B     (default 128)
 #   --keys K           (default 1000)
-#   --port P           first capkv port (default 17101; uses P..P+2)
+#   --port P           first capkv port (default 17101; clients P..P+2, peers P+1000..P+1002)
 #   --no-build         use the kv binary already in $CARGO_TARGET_DIR/release
 set -euo pipefail
 

@@ -6,7 +6,8 @@
 #   ./scripts/demo.sh            # the tour, then stop
 #   ./scripts/demo.sh --keep     # the tour, then keep the cluster running (Ctrl-C stops it)
 #
-# CAPKV_DEMO_PORT sets the first node's port (default 7001).
+# CAPKV_DEMO_PORT sets the first node's client port (default 7001; peers use
+# the ports 1000 above the client ports).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 capkv_need_packages

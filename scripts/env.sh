@@ -36,7 +36,8 @@ capkv_build() {
   (cd "$capkv_root" && cargo build --release --workspace --bins)
 }
 
-# Starts a 3-node `kv dev` on ports PORT..PORT+2 with its data in DIR, its
+# Starts a 3-node `kv dev` on client ports PORT..PORT+2 (peer ports
+# PORT+1000..PORT+1002) with its data in DIR, its
 # output in LOG.out / LOG.err, and waits until it prints its endpoints.
 # Sets CAPKV_DEV_PID (also on failure, for the caller's cleanup) and
 # CAPKV_ENDPOINTS; returns 1 with the reason on stderr if it died or did not

@@ -102,6 +102,9 @@ async fn serve_refuses_bad_configuration_and_a_data_dir_in_use() {
         ("1=127.0.0.1:7001,2", "expected ID=HOST:PORT"),
         ("2=127.0.0.1:7001", "does not list this node's id 1"),
         ("x=127.0.0.1:7001", "positive integer"),
+        ("1=127.0.0.1:7001/127.0.0.1", "peer address \"127.0.0.1\" has no port"),
+        ("1=127.0.0.1:7001/127.0.0.1:7001", "they must differ"),
+        ("1=127.0.0.1:65000", "exceeds 65535"),
     ] {
         let (code, _, err) = kv(&["serve", "--id", "1", "--data-dir", d, "--cluster", cluster]);
         assert_eq!(code, 2, "{cluster}");
@@ -113,18 +116,23 @@ async fn serve_refuses_bad_configuration_and_a_data_dir_in_use() {
 
     let c = TestCluster::start(1, &[]).await;
     let used = c.data_dir(1).to_str().unwrap().to_string();
-    let spec = format!("1=127.0.0.1:{}", free_port());
+    let (a, p) = two_free_addrs_on(std::net::Ipv4Addr::LOCALHOST);
+    let spec = format!("1={a}/{p}");
     let (code, _, err) = kv(&["serve", "--id", "1", "--data-dir", &used, "--cluster", &spec]);
     assert_eq!(code, 2);
     assert_one_clear_line(&err, "is in use by another capkv process (pid");
 
-    // The same node from a TOML file, with a flag overriding it.
-    let port = free_port();
+    // The same node from a TOML file, its peer address from `peer_listen`.
+    let (addr, peer_addr) = two_free_addrs_on(std::net::Ipv4Addr::LOCALHOST);
     let toml = dir.path().join("node.toml");
-    std::fs::write(&toml, format!("id = 1\ndata_dir = \"{d}\"\n[cluster]\n1 = \"127.0.0.1:{port}\"\n")).unwrap();
+    std::fs::write(
+        &toml,
+        format!("id = 1\ndata_dir = \"{d}\"\npeer_listen = \"{peer_addr}\"\n[cluster]\n1 = \"{addr}\"\n"),
+    )
+    .unwrap();
     let mut child =
         Command::new(KV).args(["serve", "--config", toml.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
-    let client = capkv::client::Client::new(&[format!("127.0.0.1:{port}")]).unwrap();
+    let client = capkv::client::Client::new(std::slice::from_ref(&addr)).unwrap();
     eventually(Duration::from_secs(30), "node from TOML config answers", || async {
         client.node_status(0, Duration::from_millis(300)).await.ok()
     })
@@ -157,10 +165,11 @@ async fn cluster_status_lists_every_node_and_who_is_unreachable() {
 
 #[test]
 fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
-    // Find 3 consecutive free ports.
+    // Find 3 consecutive free ports, and the 3 peer ports 1000 above them.
     let base = loop {
         let p = free_port();
-        if p < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+        if p < 64000 && (1..3).all(|i| free(p + i)) && (0..3).all(|i| free(p + 1000 + i)) {
             break p;
         }
     };
@@ -187,12 +196,12 @@ fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success());
-    // All nodes are gone: their ports are free again.
-    for i in 0..3 {
-        let addr = ("127.0.0.1", base + i);
+    // All nodes are gone: their ports (client and peer) are free again.
+    for port in (0..3).flat_map(|i| [base + i, base + 1000 + i]) {
+        let addr = ("127.0.0.1", port);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpListener::bind(addr).is_err() {
-            assert!(Instant::now() < deadline, "port {} still in use", base + i);
+            assert!(Instant::now() < deadline, "port {port} still in use");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

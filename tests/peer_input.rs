@@ -1,7 +1,7 @@
 //! Peer and admin services on real processes refuse hostile input (issue
-//! 19, item 8). They are served on the client port and nothing
-//! authenticates the caller, so every handler has to check what it is
-//! sent: a request that is malformed, names an unknown node, carries a
+//! 19, item 8), and are not served on the client port (issue 23). They are
+//! served on the peer port and nothing authenticates the caller, so every
+//! handler has to check what it is sent: a request that is malformed, names an unknown node, carries a
 //! stamp out of the clock's reach, names a snapshot file outside the
 //! snapshot dir or moves the clock too far fails with INVALID_ARGUMENT,
 //! and the node goes on serving writes at every level.
@@ -67,7 +67,7 @@ async fn hostile_peer_and_admin_requests_fail_alone_and_the_node_keeps_writing()
         n1.set(b"warm-up", b"x", opts(Level::Linearizable)).await.ok()
     })
     .await;
-    let addr = c.node(1).addr.clone();
+    let addr = c.node(1).peer_addr.clone();
     let mut peer = PeerClient::new(channel(&addr));
     let mut admin = AdminClient::new(channel(&addr));
     let mut refused: Vec<(&str, Option<Code>)> = Vec::new();
@@ -130,4 +130,39 @@ async fn hostile_peer_and_admin_requests_fail_alone_and_the_node_keeps_writing()
     for offset_ms in [3_600_000, -3_600_000, 0] {
         admin.set_clock_offset(SetClockOffsetRequest { offset_ms }).await.expect("offset within the bound");
     }
+}
+
+// Proves (issue 23): the client port serves no peer or admin service — a
+// Peer, TopicPeer or Admin call there is UNIMPLEMENTED and changes
+// nothing — while the peer port serves no client service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_and_admin_calls_on_the_client_port_are_unimplemented() {
+    use capkv::proto::cluster_client::ClusterClient;
+    use capkv::proto::peer::topic_peer_client::TopicPeerClient;
+    use capkv::proto::peer::PartitionStatusRequest;
+    use capkv::proto::StatusRequest;
+
+    let c = TestCluster::start(1, &[]).await;
+    let client_port = channel(&c.node(1).addr);
+    let r = PeerClient::new(client_port.clone()).ping(PingRequest { from_node: 2, hlc: 1 }).await;
+    assert_eq!(code(r), Some(Code::Unimplemented), "Peer.Ping on the client port");
+    let r = PeerClient::new(client_port.clone())
+        .replicate(CellsRequest { from_node: 2, cells: vec![cell("peer-on-client-port", 1, 2)] })
+        .await;
+    assert_eq!(code(r), Some(Code::Unimplemented), "Peer.Replicate on the client port");
+    let r = TopicPeerClient::new(client_port.clone())
+        .partition_status(PartitionStatusRequest { from_node: 2, topic_id: 1, partitions: vec![0] })
+        .await;
+    assert_eq!(code(r), Some(Code::Unimplemented), "TopicPeer.PartitionStatus on the client port");
+    let r = AdminClient::new(client_port).set_clock_offset(SetClockOffsetRequest { offset_ms: 1_000 }).await;
+    assert_eq!(code(r), Some(Code::Unimplemented), "Admin.SetClockOffset on the client port");
+    // Nothing was applied: the key the refused Replicate carried is absent,
+    // and the clock offset is still 0.
+    let n1 = c.client(1);
+    assert!(n1.get(b"peer-on-client-port", opts(Level::Eventual)).await.unwrap().is_none());
+    let st = n1.node_status(0, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(st.clock_offset_ms, 0);
+    // And the other way round: the peer port does not serve clients.
+    let r = ClusterClient::new(channel(&c.node(1).peer_addr)).status(StatusRequest::default()).await;
+    assert_eq!(code(r), Some(Code::Unimplemented), "Cluster.Status on the peer port");
 }

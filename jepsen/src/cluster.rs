@@ -1,7 +1,9 @@
 //! A cluster of real `kv serve` processes on loopback, for the harness.
 //!
-//! Node `N` listens on `127.0.0.(10+N)` at a free port, for both clients and
-//! peers. A node's outgoing peer connections bind its own address (capkv's
+//! Node `N` listens on `127.0.0.(10+N)` at two free ports, one for clients
+//! (`--listen`) and one for peers and the Admin test hooks (`--peer-listen`;
+//! the `--cluster` entries name both, `N=CLIENT/PEER`). A node's outgoing
+//! peer connections bind its own address (capkv's
 //! `node::peers`), so every link between two nodes is a distinct
 //! (address, address) pair that the partition nemesis can cut with nftables
 //! while the harness's clients (source 127.0.0.1) still reach every node.
@@ -156,6 +158,7 @@ pub enum ClusterError {
 struct Node {
     id: NodeId,
     addr: SocketAddr,
+    peer_addr: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
     paused: bool,
@@ -178,7 +181,7 @@ impl Node {
 pub struct Cluster {
     spec: ClusterSpec,
     nodes: Vec<Node>,
-    /// `--cluster` for every node: `1=127.0.0.11:P1,2=…`.
+    /// `--cluster` for every node: `1=127.0.0.11:P1/127.0.0.11:Q1,2=…`.
     members: String,
 }
 
@@ -201,19 +204,21 @@ impl Cluster {
         let mut nodes = Vec::with_capacity(spec.nodes);
         for id in 1..=spec.nodes as NodeId {
             let ip = node_ip(id);
-            let port = free_port(ip)?;
+            let (port, peer_port) = free_ports(ip)?;
             let dir = spec.dir.join("nodes").join(format!("n{id}"));
             fs::create_dir_all(&dir).map_err(|source| ClusterError::Prepare { path: dir.clone(), source })?;
             nodes.push(Node {
                 id,
                 addr: SocketAddr::new(IpAddr::V4(ip), port),
+                peer_addr: SocketAddr::new(IpAddr::V4(ip), peer_port),
                 dir,
                 child: None,
                 paused: false,
                 starts: 0,
             });
         }
-        let members = nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let members =
+            nodes.iter().map(|n| format!("{}={}/{}", n.id, n.addr, n.peer_addr)).collect::<Vec<_>>().join(",");
         let mut cluster = Cluster { spec, nodes, members };
         for id in cluster.ids() {
             cluster.spawn(id)?;
@@ -229,9 +234,14 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    /// The address node `id` serves on.
+    /// The address node `id` serves clients on.
     pub fn addr(&self, id: NodeId) -> SocketAddr {
         self.node(id).addr
+    }
+
+    /// The address node `id` serves peers and the Admin test hooks on.
+    pub fn peer_addr(&self, id: NodeId) -> SocketAddr {
+        self.node(id).peer_addr
     }
 
     /// Every node's `host:port`, in id order.
@@ -414,6 +424,8 @@ impl Cluster {
             self.members.clone(),
             "--listen".into(),
             self.addr(id).to_string(),
+            "--peer-listen".into(),
+            self.peer_addr(id).to_string(),
             "--data-dir".into(),
             self.node(id).data_dir().display().to_string(),
         ];
@@ -480,10 +492,13 @@ impl Drop for Cluster {
     }
 }
 
-/// A port that is free on `ip` right now (the OS picks it).
-fn free_port(ip: Ipv4Addr) -> Result<u16, ClusterError> {
-    let listener = TcpListener::bind((ip, 0)).map_err(|source| ClusterError::Port { ip, source })?;
-    Ok(listener.local_addr().map_err(|source| ClusterError::Port { ip, source })?.port())
+/// Two different ports that are free on `ip` right now (the OS picks them;
+/// both are held until both are known).
+fn free_ports(ip: Ipv4Addr) -> Result<(u16, u16), ClusterError> {
+    let port = |l: &TcpListener| Ok(l.local_addr().map_err(|source| ClusterError::Port { ip, source })?.port());
+    let a = TcpListener::bind((ip, 0)).map_err(|source| ClusterError::Port { ip, source })?;
+    let b = TcpListener::bind((ip, 0)).map_err(|source| ClusterError::Port { ip, source })?;
+    Ok((port(&a)?, port(&b)?))
 }
 
 /// The last [`LOG_TAIL_LINES`] lines of `path` ("" if unreadable).

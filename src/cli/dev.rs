@@ -1,6 +1,7 @@
 //! `kv dev`: a local cluster of real `kv serve` processes in one command.
 //!
-//! Ports are checked before anything starts; each node logs to
+//! Ports (each node's client port and its peer port, 1000 above) are
+//! checked before anything starts; each node logs to
 //! `DATA_DIR/node-N.log` and its pid is in `DATA_DIR/node-N.pid`; `KV_ENDPOINTS=...` is printed on stdout once every
 //! node answers, so scripts can wait for that line. SIGTERM or Ctrl-C stops
 //! all nodes (SIGTERM, then SIGKILL after a grace period); children also get
@@ -29,7 +30,8 @@ pub struct DevArgs {
     /// Where the nodes keep their data (default: a temporary directory, removed on exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Port of node 1; node N listens on base-port + N - 1.
+    /// Client port of node 1; node N listens on base-port + N - 1 for
+    /// clients and 1000 above that for peers.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
     /// Host the nodes bind.
@@ -92,12 +94,18 @@ pub fn run(args: DevArgs) -> ExitCode {
     if args.nodes == 0 || args.nodes > MAX_DEV_NODES {
         return fail(format!("--nodes {} is out of range: 1 to {MAX_DEV_NODES}", args.nodes));
     }
-    if args.base_port as usize + args.nodes > 65536 || args.base_port == 0 {
-        return fail(format!("--base-port {} leaves no room for {} nodes", args.base_port, args.nodes));
+    let peer_offset = crate::node::config::PEER_PORT_OFFSET as usize;
+    if args.base_port as usize + args.nodes + peer_offset > 65536 || args.base_port == 0 {
+        return fail(format!(
+            "--base-port {} leaves no room for {} nodes and their peer ports ({peer_offset} above)",
+            args.base_port, args.nodes
+        ));
     }
     let addrs: Vec<String> =
         (0..args.nodes).map(|i| format!("{}:{}", args.host, args.base_port as usize + i)).collect();
-    for a in &addrs {
+    let peer_addrs: Vec<String> =
+        (0..args.nodes).map(|i| format!("{}:{}", args.host, args.base_port as usize + i + peer_offset)).collect();
+    for a in addrs.iter().chain(&peer_addrs) {
         if let Err(e) = std::net::TcpListener::bind(a) {
             return fail(format!("cannot use {a} for kv dev: {e}; choose another --base-port"));
         }
@@ -131,7 +139,13 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find the kv binary: {e}")),
     };
-    let cluster_spec = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+    let cluster_spec = addrs
+        .iter()
+        .zip(&peer_addrs)
+        .enumerate()
+        .map(|(i, (a, p))| format!("{}={a}/{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut cluster = Cluster { children: Vec::new(), temp };
     for i in 1..=args.nodes as u32 {
         let log_path = dir.join(format!("node-{i}.log"));
@@ -184,8 +198,10 @@ pub fn run(args: DevArgs) -> ExitCode {
     println!("KV_ENDPOINTS={}", addrs.join(","));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "capkv dev cluster: {} nodes, data in {}{}, logs node-N.log there. Ctrl-C stops it.",
+        "capkv dev cluster: {} nodes (clients on {}; peers on {}), data in {}{}, logs node-N.log there. Ctrl-C stops it.",
         args.nodes,
+        addrs.join(","),
+        peer_addrs.join(","),
         dir.display(),
         if cluster.temp.is_some() { " (temporary)" } else { "" }
     );

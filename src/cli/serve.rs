@@ -16,10 +16,16 @@ pub struct ServeArgs {
     /// Directory of this node's RocksDB (created if missing).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Address to bind, HOST:PORT (default: this node's --cluster entry).
+    /// Address of the client services (Kv, Topics, Cluster), HOST:PORT
+    /// (default: this node's --cluster entry).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Every node: ID=HOST:PORT,ID=HOST:PORT,...
+    /// Address of the peer services (Peer, TopicPeer, Admin), HOST:PORT
+    /// (default: this node's peer address in --cluster, i.e. its client port + 1000).
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Every node: ID=HOST:PORT,... (client address; the peer address is
+    /// the client port + 1000) or ID=HOST:PORT/HOST:PEER_PORT,...
     #[arg(long)]
     pub cluster: Option<String>,
     /// TOML file with the same settings (flags win).
@@ -106,6 +112,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         id: args.id,
         data_dir: args.data_dir.clone(),
         listen: args.listen.clone(),
+        peer_listen: args.peer_listen.clone(),
         cluster: args.cluster.clone(),
         max_value_bytes: args.max_value_bytes,
         request_timeout_ms: args.request_timeout_ms,
@@ -154,7 +161,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on {}: {e}", cfg.listen)),
         };
-        match crate::node::run(cfg, listener, shutdown_signal()).await {
+        let peer_listener = match tokio::net::TcpListener::bind(cfg.peer_listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on {} (--peer-listen): {e}", cfg.peer_listen)),
+        };
+        // On stderr like the logs, for people and scripts starting nodes by hand.
+        eprintln!("kv serve: node {}: clients on {}, peers on {}", cfg.id, cfg.listen, cfg.peer_listen);
+        match crate::node::run(cfg, listener, peer_listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         }

@@ -24,6 +24,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_READ_REPAIR_CHANCE: f64 = 1.0;
 /// Largest cluster a node accepts (bounds fan-out and quorum bookkeeping).
 pub const MAX_NODES: usize = 15;
+/// A node's peer port is its client port plus this, unless its `--cluster`
+/// entry names the peer address (`ID=CLIENT/PEER`).
+pub const PEER_PORT_OFFSET: u16 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -63,10 +66,16 @@ impl UnsafeTestSwitches {
 pub struct NodeConfig {
     pub id: NodeId,
     pub data_dir: PathBuf,
-    /// Address to bind (client and peer services share it).
+    /// Address the client services (Kv, Topics, Cluster) bind.
     pub listen: SocketAddr,
-    /// Every member, including this node: id → host:port peers dial.
+    /// Address the peer services (Peer, TopicPeer, Admin) bind.
+    pub peer_listen: SocketAddr,
+    /// Every member, including this node: id → the host:port clients are
+    /// told to use (client port).
     pub cluster: BTreeMap<NodeId, String>,
+    /// Every member, including this node: id → the host:port peers dial
+    /// (peer port).
+    pub peer_cluster: BTreeMap<NodeId, String>,
     pub max_value_bytes: usize,
     pub request_timeout_ms: u64,
     /// Period of anti-entropy rounds (eventual level), one peer per round.
@@ -104,7 +113,9 @@ pub struct FileConfig {
     pub id: Option<NodeId>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
-    /// Either "1=host:port,2=host:port" or a table `[cluster] 1 = "host:port"`.
+    pub peer_listen: Option<String>,
+    /// Either "1=host:port,2=host:port" or a table `[cluster] 1 = "host:port"`;
+    /// an entry may name the peer address too: "host:port/host:peerport".
     pub cluster: Option<ClusterSpec>,
     pub max_value_bytes: Option<usize>,
     pub request_timeout_ms: Option<u64>,
@@ -145,16 +156,29 @@ impl FileConfig {
     }
 }
 
-/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
-pub fn parse_cluster(spec: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
-    let mut out = BTreeMap::new();
+/// The members named by `--cluster`: each node's client and peer address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    /// id → client address (Kv, Topics, Cluster).
+    pub client: BTreeMap<NodeId, String>,
+    /// id → peer address (Peer, TopicPeer, Admin).
+    pub peer: BTreeMap<NodeId, String>,
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002,...`; an entry may give the
+/// peer address after a slash (`1=127.0.0.1:7001/127.0.0.1:9001`),
+/// otherwise it is the client address with the port plus [`PEER_PORT_OFFSET`].
+pub fn parse_cluster(spec: &str) -> Result<Members, ConfigError> {
+    let mut out = Members::default();
     for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((id, addr)) = entry.split_once('=') else {
-            return err(format!("malformed --cluster entry {entry:?}: expected ID=HOST:PORT, e.g. 1=127.0.0.1:7001"));
+            return err(format!(
+                "malformed --cluster entry {entry:?}: expected ID=HOST:PORT or ID=HOST:PORT/HOST:PEER_PORT, e.g. 1=127.0.0.1:7001"
+            ));
         };
         insert_member(&mut out, id, addr)?;
     }
-    if out.is_empty() {
+    if out.client.is_empty() {
         return err(
             "--cluster is empty: expected ID=HOST:PORT,... e.g. 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
         );
@@ -162,17 +186,44 @@ pub fn parse_cluster(spec: &str) -> Result<BTreeMap<NodeId, String>, ConfigError
     Ok(out)
 }
 
-fn insert_member(out: &mut BTreeMap<NodeId, String>, id: &str, addr: &str) -> Result<(), ConfigError> {
+fn insert_member(out: &mut Members, id: &str, addr: &str) -> Result<(), ConfigError> {
     let id: NodeId = match id.trim().parse() {
         Ok(n) if n > 0 => n,
         _ => return err(format!("malformed --cluster entry: node id {id:?} must be a positive integer")),
     };
-    let addr = addr.trim();
-    validate_host_port(addr).map_err(|m| ConfigError(format!("malformed --cluster entry for node {id}: {m}")))?;
-    if out.insert(id, addr.to_string()).is_some() {
+    let bad = |m: String| ConfigError(format!("malformed --cluster entry for node {id}: {m}"));
+    let (client, peer) = match addr.split_once('/') {
+        Some((c, p)) => (c.trim(), Some(p.trim())),
+        None => (addr.trim(), None),
+    };
+    validate_host_port(client).map_err(bad)?;
+    let peer = match peer {
+        Some(p) => {
+            validate_host_port(p).map_err(|m| bad(format!("peer {m}")))?;
+            p.to_string()
+        }
+        None => default_peer_addr(client).map_err(bad)?,
+    };
+    if client == peer {
+        return Err(bad(format!("client and peer address are both {client:?}; they must differ")));
+    }
+    if out.client.insert(id, client.to_string()).is_some() {
         return err(format!("malformed --cluster: node id {id} appears twice"));
     }
+    out.peer.insert(id, peer);
     Ok(())
+}
+
+/// `host:port` → `host:(port + PEER_PORT_OFFSET)`; `addr` is valid HOST:PORT.
+fn default_peer_addr(addr: &str) -> Result<String, String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("address {addr:?} has no port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("address {addr:?} has an invalid port"))?;
+    match port.checked_add(PEER_PORT_OFFSET) {
+        Some(p) => Ok(format!("{host}:{p}")),
+        None => Err(format!(
+            "port {port} + {PEER_PORT_OFFSET} (the default peer port) exceeds 65535: give the peer address as {addr}/HOST:PEER_PORT"
+        )),
+    }
 }
 
 pub use capkv_proto::channel::validate_host_port;
@@ -183,6 +234,7 @@ pub struct Overrides {
     pub id: Option<NodeId>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub peer_listen: Option<String>,
     pub cluster: Option<String>,
     pub max_value_bytes: Option<usize>,
     pub request_timeout_ms: Option<u64>,
@@ -215,6 +267,19 @@ pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
     }
 }
 
+/// `text` (HOST:PORT) as an address to bind; `flag` names it in errors.
+fn socket_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    validate_host_port(text).map_err(|m| ConfigError(format!("invalid {flag}: {m}")))?;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(a) => Ok(a),
+        None => err(format!("invalid {flag} {text:?}: cannot resolve it to an address")),
+    }
+}
+
 /// Builds the node configuration from an optional file and flag overrides.
 pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, ConfigError> {
     let file = file.unwrap_or_default();
@@ -231,7 +296,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         (Some(spec), _) => parse_cluster(&spec)?,
         (None, Some(ClusterSpec::Text(spec))) => parse_cluster(&spec)?,
         (None, Some(ClusterSpec::Table(t))) => {
-            let mut out = BTreeMap::new();
+            let mut out = Members::default();
             for (id, addr) in t {
                 insert_member(&mut out, &id, &addr)?;
             }
@@ -241,6 +306,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             return err("missing --cluster: expected ID=HOST:PORT,... listing every node, this one included")
         }
     };
+    let Members { client: cluster, peer: peer_cluster } = cluster;
     if cluster.len() > MAX_NODES {
         return err(format!("--cluster lists {} nodes; at most {MAX_NODES} are supported", cluster.len()));
     }
@@ -248,17 +314,14 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         return err(format!("--cluster does not list this node's id {id}: include {id}=HOST:PORT"));
     };
     let listen_text = o.listen.or(file.listen).unwrap_or_else(|| own.clone());
-    validate_host_port(&listen_text).map_err(|m| ConfigError(format!("invalid --listen: {m}")))?;
-    let listen: SocketAddr = match listen_text.parse() {
-        Ok(a) => a,
-        Err(_) => {
-            use std::net::ToSocketAddrs;
-            match listen_text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-                Some(a) => a,
-                None => return err(format!("invalid --listen {listen_text:?}: cannot resolve it to an address")),
-            }
-        }
-    };
+    let listen = socket_addr("--listen", &listen_text)?;
+    // Like --listen, --peer-listen defaults to this node's own entry: its
+    // peer address (the client port + PEER_PORT_OFFSET unless the entry names it).
+    let peer_listen_text = o.peer_listen.or(file.peer_listen).unwrap_or_else(|| peer_cluster[&id].clone());
+    let peer_listen = socket_addr("--peer-listen", &peer_listen_text)?;
+    if peer_listen == listen {
+        return err(format!("--peer-listen {peer_listen} is the client address (--listen); they must differ"));
+    }
     let max_value_bytes = o.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
     if max_value_bytes == 0 || max_value_bytes > MAX_CONFIGURABLE_VALUE_BYTES {
         return err(format!(
@@ -331,7 +394,9 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         id,
         data_dir,
         listen,
+        peer_listen,
         cluster,
+        peer_cluster,
         max_value_bytes,
         request_timeout_ms,
         anti_entropy_interval_ms: o
@@ -419,6 +484,36 @@ mod tests {
         assert_eq!(c.max_value_bytes, 200);
         let bad = toml::from_str::<FileConfig>("idd = 1").unwrap_err().message().to_string();
         assert!(bad.contains("unknown field"), "{bad}");
+    }
+
+    // Proves: a node's peer address is its client port + 1000 unless its
+    // entry names it; --peer-listen defaults to this node's peer address,
+    // and flags or the file override it.
+    #[test]
+    fn peer_addresses_default_to_client_port_plus_1000() {
+        let c = resolve(None, base()).unwrap();
+        assert_eq!(c.peer_listen.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.peer_cluster[&2], "127.0.0.1:8002");
+        assert_eq!(c.cluster[&2], "127.0.0.1:7002");
+        let spec = "1=127.0.0.1:7001/127.0.0.1:9001,2=127.0.0.1:7002".to_string();
+        let c = resolve(None, Overrides { cluster: Some(spec), ..base() }).unwrap();
+        assert_eq!(c.peer_listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.peer_cluster[&1], "127.0.0.1:9001");
+        assert_eq!(c.peer_cluster[&2], "127.0.0.1:8002");
+        let c = resolve(None, Overrides { peer_listen: Some("127.0.0.1:9999".into()), ..base() }).unwrap();
+        assert_eq!(c.peer_listen.to_string(), "127.0.0.1:9999");
+        let f: FileConfig = toml::from_str("peer_listen = \"127.0.0.1:9998\"").unwrap();
+        assert_eq!(resolve(Some(f), base()).unwrap().peer_listen.to_string(), "127.0.0.1:9998");
+        let e = resolve(None, Overrides { peer_listen: Some("127.0.0.1:7001".into()), ..base() }).unwrap_err();
+        assert!(e.to_string().contains("they must differ"), "{e}");
+        for (spec, needle) in [
+            ("1=127.0.0.1:7001/127.0.0.1", "peer address \"127.0.0.1\" has no port"),
+            ("1=127.0.0.1:7001/127.0.0.1:7001", "they must differ"),
+            ("1=127.0.0.1:65000", "exceeds 65535"),
+        ] {
+            let e = parse_cluster(spec).unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec:?}: {e}");
+        }
     }
 
     #[test]

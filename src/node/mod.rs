@@ -1,5 +1,11 @@
 //! Process wiring of one node: open the store, start the levels' background
-//! tasks, serve the gRPC services on one port, and shut down cleanly.
+//! tasks, serve the gRPC services on two ports, and shut down cleanly.
+//!
+//! Clients' services (Kv, Topics, Cluster) are served on the client port
+//! only, the peers' (Peer, TopicPeer) and the operators' test hooks (Admin)
+//! on the peer port only: a peer RPC sent to the client port is
+//! UNIMPLEMENTED, so the two can be firewalled (and later authenticated)
+//! apart.
 //!
 //! The listener and the shutdown signal are passed in (as in mini-redis'
 //! `server::run`), so tests and `kv dev` can run nodes on ports they chose.
@@ -79,6 +85,14 @@ fn nodelay(incoming: TcpListenerStream) -> impl tokio_stream::Stream<Item = std:
     })
 }
 
+/// A gRPC server with the transport settings both ports use.
+fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
 /// What the services share.
 pub struct NodeState {
     pub cfg: NodeConfig,
@@ -122,24 +136,43 @@ impl NodeEnv {
     }
 }
 
-/// Runs a node on `listener` until `shutdown` completes.
-pub async fn run(cfg: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+/// Runs a node until `shutdown` completes: client services on `listener`,
+/// peer services on `peer_listener`.
+pub async fn run(
+    cfg: NodeConfig,
+    listener: TcpListener,
+    peer_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let addr = listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
-    tracing::info!(id = cfg.id, %addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
-    let env = NodeEnv::real(cfg.listen.ip());
-    run_with(cfg, env, nodelay(TcpListenerStream::new(listener)), shutdown).await
+    let peer_addr = peer_listener.local_addr().map_err(|e| NodeError::Serve(e.to_string()))?;
+    tracing::info!(id = cfg.id, %addr, %peer_addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
+    // Peer connections leave from the peer address, so that partitions
+    // between per-node loopback addresses cut exactly the links they name.
+    let env = NodeEnv::real(cfg.peer_listen.ip());
+    run_with(
+        cfg,
+        env,
+        nodelay(TcpListenerStream::new(listener)),
+        nodelay(TcpListenerStream::new(peer_listener)),
+        shutdown,
+    )
+    .await
 }
 
-/// Runs a node in `env`, serving the connections `incoming` yields, until
-/// `shutdown` completes. [`run`] is this with TCP and the system clock.
-pub async fn run_with<I, IO, IE>(
+/// Runs a node in `env`, serving clients the connections `incoming` yields
+/// and peers those `peer_incoming` yields, until `shutdown` completes.
+/// [`run`] is this with TCP and the system clock.
+pub async fn run_with<I, P, IO, IE>(
     cfg: NodeConfig,
     env: NodeEnv,
     incoming: I,
+    peer_incoming: P,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    P: tokio_stream::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -155,7 +188,7 @@ where
     let clock = Arc::new(Clock::with_wall(cfg.id, cfg.max_clock_drift_ms, env.wall.clone()));
     let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
     let store = Store::open(&cfg.data_dir, clock.clone(), hint_peers)?;
-    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.cluster, &*env.dialer).map_err(NodeError::Config)?);
+    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.peer_cluster, &*env.dialer).map_err(NodeError::Config)?);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -213,6 +246,7 @@ where
         store.clone(),
         rsm.clone(),
         cfg.cluster.clone(),
+        &cfg.peer_cluster,
         &*env.dialer,
         cfg.topics.clone(),
         cancel.clone(),
@@ -239,36 +273,52 @@ where
         tracing::info!(id = cfg.id, "serving Prometheus metrics at http://{addr}/metrics");
         metrics_http::spawn(listener, state.clone(), cancel.clone(), &tracker);
     }
+    // Either server failing stops the other: a node serves both or neither.
     let stopping = state.stopping.clone();
-    let shutdown = async move {
-        shutdown.await;
+    let signal = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stopping.cancelled() => {}
+        }
         stopping.cancel();
     };
     let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes))
-        .add_service(
-            PeerServer::new(peer_service::PeerService::new(state.clone()))
-                .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
-                .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
-        )
-        .add_service(
-            TopicsServer::new(topic_service::TopicService::new(state.clone()))
-                .max_decoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES)
-                .max_encoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES),
-        )
-        .add_service(
-            TopicPeerServer::new(topic_peer_service::TopicPeerService::new(state.clone()))
-                .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
-                .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
-        )
-        .add_service(ClusterServer::new(service::ClusterService::new(state.clone())))
-        .add_service(AdminServer::new(service::AdminService::new(state.clone())))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    let client_served = async {
+        let r = server()
+            .add_service(
+                KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes),
+            )
+            .add_service(
+                TopicsServer::new(topic_service::TopicService::new(state.clone()))
+                    .max_decoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES)
+                    .max_encoding_message_size(topic_service::MAX_TOPIC_REQUEST_BYTES),
+            )
+            .add_service(ClusterServer::new(service::ClusterService::new(state.clone())))
+            .serve_with_incoming_shutdown(incoming, stopping.cancelled())
+            .await;
+        stopping.cancel();
+        r
+    };
+    let peer_served = async {
+        let r = server()
+            .add_service(
+                PeerServer::new(peer_service::PeerService::new(state.clone()))
+                    .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
+            )
+            .add_service(
+                TopicPeerServer::new(topic_peer_service::TopicPeerService::new(state.clone()))
+                    .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(peers::MAX_PEER_MESSAGE_BYTES),
+            )
+            .add_service(AdminServer::new(service::AdminService::new(state.clone())))
+            .serve_with_incoming_shutdown(peer_incoming, stopping.cancelled())
+            .await;
+        stopping.cancel();
+        r
+    };
+    let ((), client_served, peer_served) = tokio::join!(signal, client_served, peer_served);
+    let served = client_served.and(peer_served);
 
     tracing::info!(id = cfg.id, "shutting down");
     cancel.cancel();

@@ -40,15 +40,15 @@ pub const DEADLINE_MARGIN_MS: u64 = 100;
 #[derive(Clone)]
 pub struct KvService {
     pub(super) node: Arc<NodeState>,
-    /// Each member's address as a [`RAFT_LEADER_HEADER`] value.
+    /// Each member's client address as a [`RAFT_LEADER_HEADER`] value.
     leader_headers: Arc<HashMap<u64, MetadataValue<Ascii>>>,
 }
 
 impl KvService {
     pub fn new(node: Arc<NodeState>) -> Self {
         let leader_headers = node
-            .peers
-            .members()
+            .cfg
+            .cluster
             .iter()
             .filter_map(|(&id, addr)| Some((id as u64, MetadataValue::try_from(addr.as_str()).ok()?)))
             .collect();

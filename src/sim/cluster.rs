@@ -3,8 +3,10 @@
 //! Each node is the production node ([`crate::node::run_with`]) with its own
 //! RocksDB directory, its own clock (a [`TokioWallTime`] that starts at the
 //! real time and can be skewed per node) and the simulated network as its
-//! only way out. Nodes are named `n<id>:7000` on the network; clients dial
-//! them through [`SimCluster::client`].
+//! only way out. Nodes serve clients at `n<id>:7000` and peers at
+//! `n<id>:8000` (the default peer port, client port + 1000); clients dial
+//! them through [`SimCluster::client`]. Faults act between hosts (`n<id>`),
+//! whatever the port.
 //!
 //! A restart is a clean shutdown (the node's tasks stop, RocksDB closes)
 //! followed by a start on the same directory; while a node is down nothing
@@ -23,8 +25,10 @@ use crate::clock::{system_unix_ms, NodeId, TokioWallTime};
 use crate::node::config::{resolve, Overrides};
 use crate::node::{NodeConfig, NodeEnv, NodeError};
 
-/// Port every simulated node listens on (names differ, so one port is enough).
+/// Client port of every simulated node (names differ, so one port is enough).
 pub const SIM_PORT: u16 = 7000;
+/// Peer port of every simulated node: the default, client port + 1000.
+pub const SIM_PEER_PORT: u16 = SIM_PORT + crate::node::config::PEER_PORT_OFFSET;
 /// How long a stopped node may take to release its data dir.
 pub const STOP_WAIT_MS: u64 = 15_000;
 
@@ -69,9 +73,14 @@ pub struct SimCluster {
     walls: BTreeMap<NodeId, Arc<TokioWallTime>>,
 }
 
-/// The network name of node `id`.
+/// The network name of node `id`'s client port.
 pub fn host(id: NodeId) -> String {
     format!("n{id}:{SIM_PORT}")
+}
+
+/// The network name of node `id`'s peer port.
+pub fn peer_host(id: NodeId) -> String {
+    format!("n{id}:{SIM_PEER_PORT}")
 }
 
 impl SimCluster {
@@ -88,6 +97,7 @@ impl SimCluster {
                     data_dir: Some(dir.join(format!("n{id}"))),
                     // Not bound: the node serves the simulated network.
                     listen: Some("127.0.0.1:1".into()),
+                    peer_listen: Some("127.0.0.1:2".into()),
                     cluster: Some(cluster_spec.clone()),
                     request_timeout_ms: Some(settings.request_timeout_ms),
                     raft_tick_ms: Some(settings.raft_tick_ms),
@@ -123,8 +133,9 @@ impl SimCluster {
         let name = host(id);
         let env = NodeEnv { wall: self.walls[&id].clone(), dialer: Arc::new(self.net.dialer(&name)) };
         let incoming = self.net.listen(&name);
+        let peer_incoming = self.net.listen(&peer_host(id));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(crate::node::run_with(cfg, env, incoming, async move {
+        let task = tokio::spawn(crate::node::run_with(cfg, env, incoming, peer_incoming, async move {
             let _ = stopped.await;
         }));
         self.running.insert(id, Running { stop, task });
@@ -134,6 +145,7 @@ impl SimCluster {
     pub async fn stop_node(&mut self, id: NodeId) -> Result<(), NodeError> {
         let Some(r) = self.running.remove(&id) else { return Ok(()) };
         self.net.unlisten(&host(id));
+        self.net.unlisten(&peer_host(id));
         let _ = r.stop.send(());
         // Fail open connections (peers' and clients'), as a stopped
         // process's would: the server's graceful stop waits for them.

@@ -1,10 +1,12 @@
 //! An in-memory network for running several whole nodes (and their
 //! clients) in one process, with faults a test can inject per link.
 //!
-//! Every host has a name (a node's `host:port` address, or any name for a
-//! client). A connection is a pair of in-memory byte pipes; the gRPC stack
-//! above it is the real one (tonic/hyper, HTTP/2 keep-alives, reconnects).
-//! Faults act on the link between two hosts, both directions:
+//! Every listener has a name (a node's `host:port` address, or any name for
+//! a client); a host is that name without its `:port`, so a node listening
+//! on two ports (client and peer) is one host. A connection is a pair of
+//! in-memory byte pipes; the gRPC stack above it is the real one
+//! (tonic/hyper, HTTP/2 keep-alives, reconnects). Faults act on the link
+//! between two hosts, both directions, whatever the ports:
 //!
 //! * **cut** — bytes stop moving and new connections hang, as with a
 //!   firewall that drops packets: established connections resume with
@@ -46,8 +48,18 @@ pub const ACCEPT_QUEUE: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Link(String, String);
 
+/// `name` without its `:port` suffix, if it has one.
+pub fn host_of(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => name,
+    }
+}
+
 impl Link {
+    /// The link between the hosts of names `a` and `b` (ports dropped).
     pub fn new(a: &str, b: &str) -> Link {
+        let (a, b) = (host_of(a), host_of(b));
         if a <= b {
             Link(a.to_string(), b.to_string())
         } else {
@@ -130,7 +142,7 @@ impl SimNet {
 
     /// Fails every connection `host` has open now (a crashed process's).
     pub fn reset_host(&self, host: &str) {
-        *self.lock().host_resets.entry(host.to_string()).or_default() += 1;
+        *self.lock().host_resets.entry(host_of(host).to_string()).or_default() += 1;
     }
 
     /// (cut, delay, reset epoch): the epoch counts resets of the link and
@@ -334,5 +346,24 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(300));
         let e = net.connect("a", "nobody").await.err().expect("nobody listens");
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    // Proves: a cut between two hosts stops connections to every port of
+    // the far host (a node's client and peer ports are one machine), and
+    // leaves a third host alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_acts_on_hosts_whatever_the_port() {
+        let net = SimNet::new();
+        let _client_port = net.listen("n2:7000");
+        let _peer_port = net.listen("n2:8000");
+        let _other = net.listen("n3:8000");
+        net.cut("n1:7000", "n2:7000");
+        for to in ["n2:7000", "n2:8000"] {
+            let r = tokio::time::timeout(Duration::from_millis(200), net.connect("n1:7000", to)).await;
+            assert!(r.is_err(), "connected to {to} across a cut");
+        }
+        assert!(net.connect("n1:7000", "n3:8000").await.is_ok());
+        assert_eq!(host_of("n2:8000"), "n2");
+        assert_eq!(host_of("client-1"), "client-1");
     }
 }

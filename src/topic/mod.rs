@@ -132,6 +132,8 @@ pub struct Ctx {
     pub rsm: Arc<Rsm>,
     pub peers: peer::PeerConns,
     pub settings: TopicSettings,
+    /// Each member's client address (what clients routing to partition
+    /// leaders are told); peers are dialed at their peer addresses.
     pub members: BTreeMap<NodeId, String>,
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
@@ -211,12 +213,13 @@ impl Topics {
         store: Arc<Store>,
         rsm: Arc<Rsm>,
         members: BTreeMap<NodeId, String>,
+        peer_addrs: &BTreeMap<NodeId, String>,
         dialer: &dyn crate::node::peers::Dialer,
         settings: TopicSettings,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Topics>, String> {
-        let peers = peer::PeerConns::new(node_id, &members, dialer)?;
+        let peers = peer::PeerConns::new(node_id, peer_addrs, dialer)?;
         let ctx = Arc::new(Ctx {
             node_id,
             store,

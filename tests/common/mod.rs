@@ -39,6 +39,14 @@ pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
     std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
+/// Two different free `ip:port` addresses on `ip` (a node's client and
+/// peer address): both listeners are held until both ports are known.
+pub fn two_free_addrs_on(ip: std::net::Ipv4Addr) -> (String, String) {
+    let a = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let b = std::net::TcpListener::bind((ip, 0)).unwrap();
+    (a.local_addr().unwrap().to_string(), b.local_addr().unwrap().to_string())
+}
+
 /// Loopback addresses no other cluster of any test process uses: the
 /// second and third octets come from this process's id, a counter and the
 /// time, the second kept in 64..=254 (clear of 127.0.0.0/24, where `kv dev`
@@ -58,7 +66,10 @@ fn cluster_ips(n: usize) -> Vec<std::net::Ipv4Addr> {
 
 pub struct Node {
     pub id: u32,
+    /// Client address (Kv, Topics, Cluster).
     pub addr: String,
+    /// Peer address (Peer, TopicPeer, Admin).
+    pub peer_addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -80,12 +91,20 @@ impl TestCluster {
     /// Like `start`, with per-node extra flags.
     pub async fn start_with(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<String> = cluster_ips(n).into_iter().map(|ip| format!("{ip}:{}", free_port_on(ip))).collect();
-        let spec = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect::<Vec<_>>().join(",");
+        // Two ports per node (client and peer), both chosen by the OS.
+        let (addrs, peer_addrs): (Vec<String>, Vec<String>) = cluster_ips(n).into_iter().map(two_free_addrs_on).unzip();
+        let spec = addrs
+            .iter()
+            .zip(&peer_addrs)
+            .enumerate()
+            .map(|(i, (a, p))| format!("{}={a}/{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
         let nodes = (1..=n as u32)
             .map(|id| Node {
                 id,
                 addr: addrs[id as usize - 1].clone(),
+                peer_addr: peer_addrs[id as usize - 1].clone(),
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,

@@ -59,7 +59,7 @@ pub fn plan(nodes: &[NodeId], rng: &mut impl Rng) -> BTreeMap<NodeId, i64> {
 /// Sets each node's offset.
 pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Result<(), NemesisError> {
     for (&id, &offset_ms) in offsets_ms {
-        set_offset(id, cluster.addr(id), offset_ms).await?;
+        set_offset(id, cluster.peer_addr(id), offset_ms).await?;
     }
     Ok(())
 }
@@ -68,13 +68,14 @@ pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Res
 pub async fn heal(cluster: &Cluster, nodes: impl IntoIterator<Item = NodeId>) -> Result<(), NemesisError> {
     for id in nodes {
         if cluster.is_running(id) {
-            set_offset(id, cluster.addr(id), 0).await?;
+            set_offset(id, cluster.peer_addr(id), 0).await?;
         }
     }
     Ok(())
 }
 
-/// Calls `Admin.SetClockOffset` on one node; returns the previous offset.
+/// Calls `Admin.SetClockOffset` on one node at its peer address (`addr`);
+/// returns the previous offset.
 pub async fn set_offset(id: NodeId, addr: SocketAddr, offset_ms: i64) -> Result<i64, NemesisError> {
     let error = |message: String| NemesisError::Clock { id, message };
     let channel = capkv::node::peers::channel(&addr.to_string(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(error)?;

@@ -158,8 +158,9 @@ impl<'a> Driver<'a> {
             Fault::Pause { nodes } => pause::start(self.cluster, nodes),
             Fault::Partition(partition) => {
                 let firewall = self.firewall.ok_or(NemesisError::NoFirewall)?;
+                // Nodes talk to each other on their peer ports only.
                 let links: Vec<(SocketAddr, SocketAddr)> =
-                    partition.cut.iter().map(|l| (self.cluster.addr(l.a), self.cluster.addr(l.b))).collect();
+                    partition.cut.iter().map(|l| (self.cluster.peer_addr(l.a), self.cluster.peer_addr(l.b))).collect();
                 Ok(firewall.cut(&links).await?)
             }
             Fault::Clock { offsets_ms } => {

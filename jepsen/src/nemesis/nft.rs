@@ -4,7 +4,8 @@
 //! chain on the `output` hook (on loopback every packet passes `output`
 //! once). A cut link `a–b` becomes rules that drop the traffic of both TCP
 //! connections between the two nodes: the one to `b`'s port and the one to
-//! `a`'s port, in both directions. Matching the ports as well as the
+//! `a`'s port (their peer ports, where nodes talk to each other), in both
+//! directions. Matching the ports as well as the
 //! addresses keeps concurrent runs apart: two runs may both use
 //! 127.0.0.11–13, but never the same ports at once. Clients connect from
 //! 127.0.0.1 and are never cut.
