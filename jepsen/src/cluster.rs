@@ -217,8 +217,7 @@ impl Cluster {
                 starts: 0,
             });
         }
-        let members =
-            nodes.iter().map(|n| format!("{}={}/{}", n.id, n.addr, n.peer_addr)).collect::<Vec<_>>().join(",");
+        let members = capkv::node::config::cluster_spec(nodes.iter().map(|n| (n.id, n.addr, n.peer_addr)));
         let mut cluster = Cluster { spec, nodes, members };
         for id in cluster.ids() {
             cluster.spawn(id)?;

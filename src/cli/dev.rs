@@ -139,13 +139,8 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find the kv binary: {e}")),
     };
-    let cluster_spec = addrs
-        .iter()
-        .zip(&peer_addrs)
-        .enumerate()
-        .map(|(i, (a, p))| format!("{}={a}/{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let cluster_spec =
+        crate::node::config::cluster_spec((1..).zip(addrs.iter().zip(&peer_addrs)).map(|(id, (a, p))| (id, a, p)));
     let mut cluster = Cluster { children: Vec::new(), temp };
     for i in 1..=args.nodes as u32 {
         let log_path = dir.join(format!("node-{i}.log"));

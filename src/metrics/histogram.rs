@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in microseconds: 50 µs to 10 s. A
+/// Upper bounds of the buckets, in microseconds: 50 µs to 30 s. A
 /// duration above the last bound counts only in `+Inf`.
 pub const BUCKET_BOUNDS_US: [u64; 18] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,

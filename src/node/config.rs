@@ -186,6 +186,15 @@ pub fn parse_cluster(spec: &str) -> Result<Members, ConfigError> {
     Ok(out)
 }
 
+/// The `--cluster` text naming both addresses of each node, in the order
+/// given: `(id, client address, peer address)` → `1=C/P,2=C/P,...`, the
+/// inverse of [`parse_cluster`].
+pub fn cluster_spec<C: std::fmt::Display, P: std::fmt::Display>(
+    members: impl IntoIterator<Item = (NodeId, C, P)>,
+) -> String {
+    members.into_iter().map(|(id, client, peer)| format!("{id}={client}/{peer}")).collect::<Vec<_>>().join(",")
+}
+
 fn insert_member(out: &mut Members, id: &str, addr: &str) -> Result<(), ConfigError> {
     let id: NodeId = match id.trim().parse() {
         Ok(n) if n > 0 => n,
@@ -514,6 +523,15 @@ mod tests {
             let e = parse_cluster(spec).unwrap_err().to_string();
             assert!(e.contains(needle), "{spec:?}: {e}");
         }
+    }
+
+    #[test]
+    fn cluster_spec_parses_back_to_its_members() {
+        let spec = cluster_spec([(1, "127.0.0.1:7001", "127.0.0.1:9001"), (2, "127.0.0.2:7002", "127.0.0.2:9002")]);
+        assert_eq!(spec, "1=127.0.0.1:7001/127.0.0.1:9001,2=127.0.0.2:7002/127.0.0.2:9002");
+        let m = parse_cluster(&spec).unwrap();
+        assert_eq!(m.client[&2], "127.0.0.2:7002");
+        assert_eq!(m.peer[&1], "127.0.0.1:9001");
     }
 
     #[test]

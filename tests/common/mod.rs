@@ -93,13 +93,8 @@ impl TestCluster {
         let dir = tempfile::tempdir().unwrap();
         // Two ports per node (client and peer), both chosen by the OS.
         let (addrs, peer_addrs): (Vec<String>, Vec<String>) = cluster_ips(n).into_iter().map(two_free_addrs_on).unzip();
-        let spec = addrs
-            .iter()
-            .zip(&peer_addrs)
-            .enumerate()
-            .map(|(i, (a, p))| format!("{}={a}/{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let spec =
+            capkv::node::config::cluster_spec((1..).zip(addrs.iter().zip(&peer_addrs)).map(|(id, (a, p))| (id, a, p)));
         let nodes = (1..=n as u32)
             .map(|id| Node {
                 id,
