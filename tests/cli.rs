@@ -127,23 +127,88 @@ async fn serve_refuses_bad_configuration_and_a_data_dir_in_use() {
     let toml = dir.path().join("node.toml");
     std::fs::write(
         &toml,
-        format!("id = 1\ndata_dir = \"{d}\"\npeer_listen = \"{peer_addr}\"\n[cluster]\n1 = \"{addr}\"\n"),
+        format!(
+            "id = 1\ndata_dir = \"{d}\"\npeer_listen = \"{peer_addr}\"\nlog_format = \"json\"\n[cluster]\n1 = \"{addr}\"\n"
+        ),
     )
     .unwrap();
-    let mut child =
-        Command::new(KV).args(["serve", "--config", toml.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let child =
+        Command::new(KV).args(["serve", "--config", toml.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
     let client = capkv::client::Client::new(std::slice::from_ref(&addr)).unwrap();
     eventually(Duration::from_secs(30), "node from TOML config answers", || async {
         client.node_status(0, Duration::from_millis(300)).await.ok()
     })
     .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // `log_format = "json"`: every log line is one JSON object.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.lines().count() >= 2, "{logs}");
+    for line in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "id = 1\nbogus_setting = 3\n").unwrap();
     let (code, _, err) = kv(&["serve", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert_one_clear_line(&err, "unknown field");
+}
+
+/// Config files as an operator meets them: a typo or a bad value names the
+/// key and its line; `--print-config` shows the effective settings as a
+/// file that resolves to the same settings; nothing starts on an error.
+#[test]
+fn serve_config_errors_name_the_line_and_print_config_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n1");
+    let d = d.to_str().unwrap();
+    let head = format!("id = 1\ndata_dir = \"{d}\"\n");
+    let cluster = "[cluster]\n1 = \"127.0.0.1:7001\"\n";
+    for (body, needles) in [
+        (format!("{head}max_value_byts = 10\n{cluster}"), vec!["line 3", "unknown field `max_value_byts`"]),
+        (format!("{head}request_timeout_ms = \"soon\"\n{cluster}"), vec!["line 3", "invalid type"]),
+        (
+            format!("{head}\nread_repair_chance = 3.0\n{cluster}"),
+            vec!["--read-repair-chance 3 is out of range", "`read_repair_chance` in", "line 4"],
+        ),
+        (format!("{head}read_mode = \"fastest\"\n{cluster}"), vec!["unknown read mode", "line 3"]),
+        (format!("{head}[cluster]\n1 = \"127.0.0.1\"\n"), vec!["no port", "`cluster.1`", "line 4"]),
+        (format!("{head}log_format = \"xml\"\n{cluster}"), vec!["expected text or json", "log_format"]),
+    ] {
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, &body).unwrap();
+        let (code, _, err) = kv(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{body}");
+        for needle in needles {
+            assert_one_clear_line(&err, needle);
+        }
+        assert!(err.contains("node.toml"), "{err}");
+        assert!(!std::path::Path::new(d).exists(), "a refused config must not create the data dir");
+    }
+
+    // Effective config: file + flag + defaults, printed, and a fixed point.
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, format!("{head}raft_tick_ms = 20\n{cluster}")).unwrap();
+    let (code, printed, err) =
+        kv(&["serve", "--config", path.to_str().unwrap(), "--max-value-bytes", "2048", "--print-config"]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "max_value_bytes = 2048",
+        "raft_tick_ms = 20",
+        "request_timeout_ms = 5000",
+        "log_format = \"text\"",
+        "[cluster]",
+    ] {
+        assert!(printed.contains(needle), "{needle} missing from:\n{printed}");
+    }
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let (code, printed_again, err) = kv(&["serve", "--config", again.to_str().unwrap(), "--print-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(printed_again, printed);
+    assert!(!std::path::Path::new(d).exists(), "--print-config must not start the node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::NodeId;
 use crate::rsm::{RaftSettings, ReadMode};
@@ -39,7 +39,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 /// Test-only switches that deliberately break a guarantee, so the test
 /// harness can show that its checkers catch the bug (negative controls).
 /// Never set them in production; the node logs a loud warning when one is on.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UnsafeTestSwitches {
     /// Quorum gets skip the ABD write-back (read-impose).
@@ -62,7 +62,7 @@ impl UnsafeTestSwitches {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
     pub id: NodeId,
     pub data_dir: PathBuf,
@@ -107,52 +107,186 @@ impl NodeConfig {
 }
 
 /// The TOML file: same names as the flags, with `_` instead of `-`.
-#[derive(Debug, Default, Deserialize)]
+/// `kv serve --print-config` prints the effective configuration in this
+/// format (every setting, defaults included), so its output is a valid file.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<NodeId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_listen: Option<String>,
-    /// Either "1=host:port,2=host:port" or a table `[cluster] 1 = "host:port"`;
-    /// an entry may name the peer address too: "host:port/host:peerport".
-    pub cluster: Option<ClusterSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_value_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hinted_handoff: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_repair_chance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_drift_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_tick_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_election_ticks: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_heartbeat_ticks: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_snapshot_entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_catch_up_entries: Option<u64>,
     /// "read-index" (default) or "lease".
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_node_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_lag_time_max_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_retention_check_ms: Option<u64>,
-    #[serde(default)]
+    /// Log filter (RUST_LOG syntax); the `--log` flag and `RUST_LOG` win.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// "text" (default) or "json".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// Either "1=host:port,2=host:port" or a table `[cluster] 1 = "host:port"`.
+    /// (Tables come last in the printed file, as TOML requires.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
+    #[serde(default, skip_serializing_if = "UnsafeTestSwitches::is_off")]
     pub unsafe_test: UnsafeTestSwitches,
     /// HOST:PORT of the Prometheus `/metrics` endpoint (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_request_ms: Option<u64>,
+    /// Where the settings came from, to name the file and line in errors.
+    #[serde(skip)]
+    pub source: Option<FileSource>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum ClusterSpec {
     Text(String),
     Table(BTreeMap<String, String>),
 }
 
+/// The file a [`FileConfig`] was read from and the line of each key in it
+/// (`table.key` for keys inside a table).
+#[derive(Debug, Default)]
+pub struct FileSource {
+    pub path: PathBuf,
+    pub lines: BTreeMap<String, usize>,
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError(format!("invalid config file {}: {}", path.display(), e.message())))
+        FileConfig::parse(&text, path)
+    }
+
+    /// Parses the file's `text`; errors name `path` and the line.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        let mut file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            let at = line.map_or(String::new(), |l| format!(", line {l}"));
+            ConfigError(format!("invalid config file {}{at}: {}", path.display(), e.message().trim_end()))
+        })?;
+        file.source = Some(FileSource { path: path.to_path_buf(), lines: key_lines(text) });
+        Ok(file)
+    }
+
+    /// ` (set by KEY in FILE line N)` when `key` came from this file and no
+    /// flag overrode it (`overridden`); empty otherwise.
+    fn origin(&self, key: &str, overridden: bool) -> String {
+        match &self.source {
+            Some(src) if !overridden => match src.lines.get(key) {
+                Some(line) => format!(" (set by `{key}` in {} line {line})", src.path.display()),
+                None => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The line of each `key = ...` in a TOML text, by (dotted) name. A plain
+/// scan, not a parser: it runs only after the text parsed, to locate keys
+/// for messages about their values.
+fn key_lines(text: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut table = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.trim().to_string();
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else { continue };
+        let key = key.trim().trim_matches('"');
+        if key.is_empty() || key.starts_with('#') {
+            continue;
+        }
+        let name = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+        out.entry(name).or_insert(i + 1);
+    }
+    out
+}
+
+impl UnsafeTestSwitches {
+    fn is_off(&self) -> bool {
+        !self.any()
+    }
+}
+
+impl NodeConfig {
+    /// The configuration as a TOML file that resolves to exactly this
+    /// configuration (`kv serve --print-config`).
+    pub fn to_file(&self) -> FileConfig {
+        FileConfig {
+            id: Some(self.id),
+            data_dir: Some(self.data_dir.clone()),
+            listen: Some(self.listen.to_string()),
+            peer_listen: Some(self.peer_listen.to_string()),
+            max_value_bytes: Some(self.max_value_bytes),
+            request_timeout_ms: Some(self.request_timeout_ms),
+            anti_entropy_interval_ms: Some(self.anti_entropy_interval_ms),
+            hinted_handoff: Some(self.hinted_handoff),
+            read_repair_chance: Some(self.read_repair_chance),
+            max_clock_drift_ms: Some(self.max_clock_drift_ms),
+            raft_tick_ms: Some(self.raft.tick_ms),
+            raft_election_ticks: Some(self.raft.election_ticks),
+            raft_heartbeat_ticks: Some(self.raft.heartbeat_ticks),
+            raft_snapshot_entries: Some(self.raft.snapshot_entries),
+            raft_catch_up_entries: Some(self.raft.catch_up_entries),
+            read_mode: Some(read_mode_name(self.raft.read_mode).to_string()),
+            topic_node_timeout_ms: Some(self.topics.node_timeout_ms),
+            replica_lag_time_max_ms: Some(self.topics.replica_lag_time_max_ms),
+            topic_retention_check_ms: Some(self.topics.retention_check_interval_ms),
+            log: None,
+            log_format: None,
+            cluster: Some(ClusterSpec::Table(
+                self.cluster.iter().map(|(id, a)| (id.to_string(), format!("{a}/{}", self.peer_cluster[id]))).collect(),
+            )),
+            unsafe_test: self.unsafe_test.clone(),
+            metrics_listen: self.metrics_listen.map(|a| a.to_string()),
+            slow_request_ms: Some(self.slow_request_ms),
+            source: None,
+        }
     }
 }
 
@@ -267,6 +401,32 @@ pub struct Overrides {
     pub slow_request_ms: Option<u64>,
 }
 
+/// The name `parse_read_mode` reads back.
+pub fn read_mode_name(mode: ReadMode) -> &'static str {
+    match mode {
+        ReadMode::ReadIndex => "read-index",
+        ReadMode::Lease => "lease",
+        ReadMode::UnsafeUnboundedLease => "unsafe-unbounded-lease",
+    }
+}
+
+/// How `kv serve` writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+pub fn parse_log_format(s: &str) -> Result<LogFormat, ConfigError> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => err(format!("unknown log format {s:?}: expected text or json")),
+    }
+}
+
 pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
     match s {
         "read-index" | "readindex" => Ok(ReadMode::ReadIndex),
@@ -277,15 +437,15 @@ pub fn parse_read_mode(s: &str) -> Result<ReadMode, ConfigError> {
 }
 
 /// `text` (HOST:PORT) as an address to bind; `flag` names it in errors.
-fn socket_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    validate_host_port(text).map_err(|m| ConfigError(format!("invalid {flag}: {m}")))?;
+fn socket_addr(flag: &str, text: &str, origin: &str) -> Result<SocketAddr, ConfigError> {
+    validate_host_port(text).map_err(|m| ConfigError(format!("invalid {flag}: {m}{origin}")))?;
     if let Ok(a) = text.parse() {
         return Ok(a);
     }
     use std::net::ToSocketAddrs;
     match text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
         Some(a) => Ok(a),
-        None => err(format!("invalid {flag} {text:?}: cannot resolve it to an address")),
+        None => err(format!("invalid {flag} {text:?}: cannot resolve it to an address{origin}")),
     }
 }
 
@@ -296,18 +456,21 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         return err("missing node id: pass --id N (or `id = N` in the config file)");
     };
     if id == 0 {
-        return err("node id must be a positive integer");
+        return err(format!("node id must be a positive integer{}", file.origin("id", o.id.is_some())));
     }
-    let Some(data_dir) = o.data_dir.or(file.data_dir) else {
+    let Some(data_dir) = o.data_dir.or_else(|| file.data_dir.clone()) else {
         return err("missing data directory: pass --data-dir DIR (or `data_dir = \"DIR\"` in the config file)");
     };
-    let cluster = match (o.cluster, file.cluster) {
+    let cluster = match (o.cluster, &file.cluster) {
         (Some(spec), _) => parse_cluster(&spec)?,
-        (None, Some(ClusterSpec::Text(spec))) => parse_cluster(&spec)?,
+        (None, Some(ClusterSpec::Text(spec))) => {
+            parse_cluster(spec).map_err(|e| ConfigError(format!("{e}{}", file.origin("cluster", false))))?
+        }
         (None, Some(ClusterSpec::Table(t))) => {
             let mut out = Members::default();
             for (id, addr) in t {
-                insert_member(&mut out, &id, &addr)?;
+                insert_member(&mut out, id, addr)
+                    .map_err(|e| ConfigError(format!("{e}{}", file.origin(&format!("cluster.{id}"), false))))?;
             }
             out
         }
@@ -322,24 +485,32 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     let Some(own) = cluster.get(&id) else {
         return err(format!("--cluster does not list this node's id {id}: include {id}=HOST:PORT"));
     };
-    let listen_text = o.listen.or(file.listen).unwrap_or_else(|| own.clone());
-    let listen = socket_addr("--listen", &listen_text)?;
+    let listen_text = o.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| own.clone());
+    let listen = socket_addr("--listen", &listen_text, &file.origin("listen", o.listen.is_some()))?;
     // Like --listen, --peer-listen defaults to this node's own entry: its
     // peer address (the client port + PEER_PORT_OFFSET unless the entry names it).
-    let peer_listen_text = o.peer_listen.or(file.peer_listen).unwrap_or_else(|| peer_cluster[&id].clone());
-    let peer_listen = socket_addr("--peer-listen", &peer_listen_text)?;
+    let peer_origin = file.origin("peer_listen", o.peer_listen.is_some());
+    let peer_listen_text =
+        o.peer_listen.or_else(|| file.peer_listen.clone()).unwrap_or_else(|| peer_cluster[&id].clone());
+    let peer_listen = socket_addr("--peer-listen", &peer_listen_text, &peer_origin)?;
     if peer_listen == listen {
-        return err(format!("--peer-listen {peer_listen} is the client address (--listen); they must differ"));
+        return err(format!(
+            "--peer-listen {peer_listen} is the client address (--listen); they must differ{peer_origin}"
+        ));
     }
     let max_value_bytes = o.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
     if max_value_bytes == 0 || max_value_bytes > MAX_CONFIGURABLE_VALUE_BYTES {
         return err(format!(
-            "--max-value-bytes {max_value_bytes} is out of range: expected 1 to {MAX_CONFIGURABLE_VALUE_BYTES}"
+            "--max-value-bytes {max_value_bytes} is out of range: expected 1 to {MAX_CONFIGURABLE_VALUE_BYTES}{}",
+            file.origin("max_value_bytes", o.max_value_bytes.is_some())
         ));
     }
     let request_timeout_ms = o.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
     if request_timeout_ms == 0 {
-        return err("--request-timeout-ms must be positive");
+        return err(format!(
+            "--request-timeout-ms must be positive{}",
+            file.origin("request_timeout_ms", o.request_timeout_ms.is_some())
+        ));
     }
     let d = RaftSettings::default();
     let raft = RaftSettings {
@@ -348,22 +519,35 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         heartbeat_ticks: o.raft_heartbeat_ticks.or(file.raft_heartbeat_ticks).unwrap_or(d.heartbeat_ticks),
         snapshot_entries: o.raft_snapshot_entries.or(file.raft_snapshot_entries).unwrap_or(d.snapshot_entries),
         catch_up_entries: o.raft_catch_up_entries.or(file.raft_catch_up_entries).unwrap_or(d.catch_up_entries),
-        read_mode: match o.read_mode.or(file.read_mode) {
-            Some(m) => parse_read_mode(&m)?,
-            None => d.read_mode,
+        read_mode: match (&o.read_mode, &file.read_mode) {
+            (Some(m), _) => parse_read_mode(m)?,
+            (None, Some(m)) => {
+                parse_read_mode(m).map_err(|e| ConfigError(format!("{e}{}", file.origin("read_mode", false))))?
+            }
+            (None, None) => d.read_mode,
         },
     };
     if raft.tick_ms == 0 || raft.tick_ms > 10_000 {
-        return err(format!("--raft-tick-ms {} is out of range: 1 to 10000", raft.tick_ms));
+        return err(format!(
+            "--raft-tick-ms {} is out of range: 1 to 10000{}",
+            raft.tick_ms,
+            file.origin("raft_tick_ms", o.raft_tick_ms.is_some())
+        ));
     }
     if raft.heartbeat_ticks == 0 || raft.election_ticks <= raft.heartbeat_ticks {
         return err(format!(
-            "--raft-election-ticks ({}) must exceed --raft-heartbeat-ticks ({}), which must be positive",
-            raft.election_ticks, raft.heartbeat_ticks
+            "--raft-election-ticks ({}) must exceed --raft-heartbeat-ticks ({}), which must be positive{}{}",
+            raft.election_ticks,
+            raft.heartbeat_ticks,
+            file.origin("raft_election_ticks", o.raft_election_ticks.is_some()),
+            file.origin("raft_heartbeat_ticks", o.raft_heartbeat_ticks.is_some())
         ));
     }
     if raft.snapshot_entries == 0 {
-        return err("--raft-snapshot-entries must be positive");
+        return err(format!(
+            "--raft-snapshot-entries must be positive{}",
+            file.origin("raft_snapshot_entries", o.raft_snapshot_entries.is_some())
+        ));
     }
     let td = TopicSettings::default();
     let topics = TopicSettings {
@@ -377,26 +561,40 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             .or(file.topic_retention_check_ms)
             .unwrap_or(td.retention_check_interval_ms),
     };
-    for (flag, v) in [
-        ("--topic-node-timeout-ms", topics.node_timeout_ms),
-        ("--replica-lag-time-max-ms", topics.replica_lag_time_max_ms),
-        ("--topic-retention-check-ms", topics.retention_check_interval_ms),
+    for (flag, key, v, overridden) in [
+        ("--topic-node-timeout-ms", "topic_node_timeout_ms", topics.node_timeout_ms, o.topic_node_timeout_ms.is_some()),
+        (
+            "--replica-lag-time-max-ms",
+            "replica_lag_time_max_ms",
+            topics.replica_lag_time_max_ms,
+            o.replica_lag_time_max_ms.is_some(),
+        ),
+        (
+            "--topic-retention-check-ms",
+            "topic_retention_check_ms",
+            topics.retention_check_interval_ms,
+            o.topic_retention_check_ms.is_some(),
+        ),
     ] {
         if !(100..=3_600_000).contains(&v) {
-            return err(format!("{flag} {v} is out of range: 100 to 3600000"));
+            return err(format!("{flag} {v} is out of range: 100 to 3600000{}", file.origin(key, overridden)));
         }
     }
     let read_repair_chance = o.read_repair_chance.or(file.read_repair_chance).unwrap_or(DEFAULT_READ_REPAIR_CHANCE);
     if !(0.0..=1.0).contains(&read_repair_chance) {
-        return err(format!("--read-repair-chance {read_repair_chance} is out of range: 0 to 1"));
+        return err(format!(
+            "--read-repair-chance {read_repair_chance} is out of range: 0 to 1{}",
+            file.origin("read_repair_chance", o.read_repair_chance.is_some())
+        ));
     }
     let unsafe_test = UnsafeTestSwitches {
         skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
     };
-    let metrics_listen = match o.metrics_listen.or(file.metrics_listen) {
-        Some(text) => Some(parse_metrics_listen(&text)?),
+    let metrics_origin = file.origin("metrics_listen", o.metrics_listen.is_some());
+    let metrics_listen = match o.metrics_listen.or_else(|| file.metrics_listen.clone()) {
+        Some(text) => Some(parse_metrics_listen(&text, &metrics_origin)?),
         None => None,
     };
     Ok(NodeConfig {
@@ -430,16 +628,11 @@ pub const DEFAULT_SLOW_REQUEST_MS: u64 = 1000;
 
 /// `--metrics-listen HOST:PORT` as an address to bind. An IP address may
 /// take port 0 (the system picks one; the node logs which), as tests do.
-fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_metrics_listen(text: &str, origin: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = text.parse() {
         return Ok(a);
     }
-    validate_host_port(text).map_err(|m| ConfigError(format!("invalid --metrics-listen: {m}")))?;
-    use std::net::ToSocketAddrs;
-    match text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-        Some(a) => Ok(a),
-        None => err(format!("invalid --metrics-listen {text:?}: cannot resolve it to an address")),
-    }
+    socket_addr("--metrics-listen", text, origin)
 }
 
 #[cfg(test)]
@@ -555,6 +748,61 @@ mod tests {
         let f: FileConfig = toml::from_str("slow_request_ms = 250").unwrap();
         let c = resolve(Some(f), Overrides { slow_request_ms: Some(0), ..base() }).unwrap();
         assert_eq!(c.slow_request_ms, 0);
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_line() {
+        let path = Path::new("node.toml");
+        let e = FileConfig::parse("id = 1\ndata_dir = \"/d\"\nidd = 1\n", path).unwrap_err().to_string();
+        assert!(e.contains("node.toml, line 3") && e.contains("unknown field `idd`"), "{e}");
+        let e = FileConfig::parse("id = 1\nmax_value_bytes = \"big\"\n", path).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("invalid type"), "{e}");
+        let e = FileConfig::parse("id = [\n", path).unwrap_err().to_string();
+        assert!(e.contains("node.toml, line"), "{e}");
+        // Values that parse but are out of range name the key and its line,
+        // unless a flag set them.
+        let text = "id = 1\ndata_dir = \"/d\"\n# comment\nread_repair_chance = 1.5\n\
+                    [cluster]\n1 = \"127.0.0.1:7001\"\n";
+        let e = resolve(Some(FileConfig::parse(text, path).unwrap()), Overrides::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("--read-repair-chance 1.5") && e.contains("`read_repair_chance` in node.toml line 4"),
+            "{e}"
+        );
+        let flag = Overrides { read_repair_chance: Some(2.0), ..Default::default() };
+        let e = resolve(Some(FileConfig::parse(text, path).unwrap()), flag).unwrap_err().to_string();
+        assert!(e.contains("--read-repair-chance 2") && !e.contains("node.toml"), "{e}");
+        let text = "id = 1\ndata_dir = \"/d\"\nread_mode = \"fast\"\n[cluster]\n1 = \"127.0.0.1\"\n";
+        let e = resolve(Some(FileConfig::parse(text, path).unwrap()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("no port") && e.contains("`cluster.1` in node.toml line 5"), "{e}");
+        let ok_cluster = text.replace("127.0.0.1\"", "127.0.0.1:7001\"");
+        let e =
+            resolve(Some(FileConfig::parse(&ok_cluster, path).unwrap()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("unknown read mode \"fast\"") && e.contains("node.toml line 3"), "{e}");
+    }
+
+    #[test]
+    fn printed_config_resolves_to_the_same_config() {
+        let o = Overrides {
+            read_repair_chance: Some(0.25),
+            raft_tick_ms: Some(20),
+            read_mode: Some("lease".into()),
+            hinted_handoff: Some(false),
+            ..base()
+        };
+        let cfg = resolve(None, o).unwrap();
+        let text = toml::to_string(&cfg.to_file()).unwrap();
+        let again = resolve(Some(FileConfig::parse(&text, Path::new("printed.toml")).unwrap()), Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again, cfg, "{text}");
+        assert!(text.contains("read_mode = \"lease\"") && text.contains("[cluster]"), "{text}");
+        assert!(!text.contains("unsafe_test"), "switches that are off are not printed: {text}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(parse_log_format("json").unwrap(), LogFormat::Json);
+        assert_eq!(parse_log_format("text").unwrap(), LogFormat::Text);
+        assert!(parse_log_format("xml").unwrap_err().to_string().contains("expected text or json"));
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn lease_ms(s: &RaftSettings) -> u64 {
     (s.election_ticks.saturating_sub(1) as u64 * s.tick_ms) * (100 - LEASE_CLOCK_RATE_MARGIN_PERCENT) / 100
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftSettings {
     pub tick_ms: u64,
     pub election_ticks: usize,
