@@ -15,6 +15,7 @@
 //! incoming streams end earlier, on [`NodeState::stopping`], as soon as
 //! shutdown begins (the server's graceful stop waits for open requests).
 
+pub mod auth;
 pub mod config;
 pub mod peer_batch;
 pub mod peer_input;
