@@ -228,8 +228,9 @@ async fn cluster_status_lists_every_node_and_who_is_unreachable() {
     assert_eq!(reach, vec![true, false, true]);
 }
 
-#[test]
-fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
+/// `kv dev` with `flags` on free ports: the child, its base port, and the
+/// `NAME=VALUE` lines it printed (`names`, in order) once ready.
+fn start_dev(flags: &[&str], names: &[&str]) -> (std::process::Child, u16, Vec<String>) {
     // Find 3 consecutive free ports, and the 3 peer ports 1000 above them.
     let base = loop {
         let p = free_port();
@@ -240,17 +241,28 @@ fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
     };
     let mut dev = Command::new(KV)
         .args(["dev", "--base-port", &base.to_string()])
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(dev.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let endpoints =
-        line.trim().strip_prefix("KV_ENDPOINTS=").unwrap_or_else(|| panic!("first line {line:?}")).to_string();
-    assert_eq!(endpoints.split(',').count(), 3);
-    let (code, _, err) = kv(&["--endpoints", &endpoints, "-c", "eventual", "set", "a", "1"]);
-    assert_eq!(code, 0, "{err}");
+    let mut out = std::io::BufReader::new(dev.stdout.take().unwrap());
+    let values = names
+        .iter()
+        .map(|name| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let prefix = format!("{name}=");
+            let v = line.trim_end().strip_prefix(&prefix).unwrap_or_else(|| panic!("expected {name}=, got {line:?}"));
+            assert!(!v.is_empty() && !v.contains(' '), "{line:?}");
+            v.to_string()
+        })
+        .collect();
+    (dev, base, values)
+}
+
+/// Ctrl-C stops `kv dev` and every node: their ports are free again.
+fn stop_dev(mut dev: std::process::Child, base: u16) {
     unsafe { libc::kill(dev.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -261,7 +273,6 @@ fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success());
-    // All nodes are gone: their ports (client and peer) are free again.
     for port in (0..3).flat_map(|i| [base + i, base + 1000 + i]) {
         let addr = ("127.0.0.1", port);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -270,4 +281,30 @@ fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
+    let (dev, base, vars) = start_dev(&[], &["KV_ENDPOINTS"]);
+    let endpoints = &vars[0];
+    assert_eq!(endpoints.split(',').count(), 3);
+    let (code, _, err) = kv(&["--endpoints", endpoints, "-c", "eventual", "set", "a", "1"]);
+    assert_eq!(code, 0, "{err}");
+    stop_dev(dev, base);
+}
+
+/// `kv dev --auth`: the printed token works from the environment; without
+/// it the CLI exits 2 with "unauthenticated".
+#[test]
+fn kv_dev_auth_prints_a_token_the_cli_reads_from_the_environment() {
+    let (dev, base, vars) = start_dev(&["--auth"], &["KV_ENDPOINTS", "KV_TOKEN"]);
+    let env = [("KV_ENDPOINTS", vars[0].as_str()), ("KV_TOKEN", vars[1].as_str())];
+    let (code, _, err) = kv_env(&["set", "a", "1"], &env);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kv_env(&["-c", "quorum", "get", "a"], &env);
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
+    let (code, _, err) = kv_env(&["get", "a"], &env[..1]);
+    assert_eq!(code, 2, "{err}");
+    assert_one_clear_line(&err, "unauthenticated");
+    stop_dev(dev, base);
 }

@@ -60,7 +60,7 @@ fn code<T>(r: Result<T, tonic::Status>) -> Option<Code> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peer_and_admin_requests_fail_alone_and_the_node_keeps_writing() {
-    let c = TestCluster::start(3, &[]).await;
+    let c = TestCluster::start(3, &["--enable-test-hooks"]).await;
     let n1 = c.client(1);
     // Raft has a leader before the hostile messages arrive.
     eventually(Duration::from_secs(30), "a first linearizable write", || async {
@@ -165,4 +165,8 @@ async fn peer_and_admin_calls_on_the_client_port_are_unimplemented() {
     // And the other way round: the peer port does not serve clients.
     let r = ClusterClient::new(channel(&c.node(1).peer_addr)).status(StatusRequest::default()).await;
     assert_eq!(code(r), Some(Code::Unimplemented), "Cluster.Status on the peer port");
+    // The CLI pointed at a peer port says what is wrong.
+    let (status, _, err) = common::kv(&["--endpoints", &c.node(1).peer_addr, "get", "k"]);
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("is it a node's peer port?"), "{err}");
 }

@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use capkv_proto::channel::{Dialer, TcpDialer};
@@ -48,6 +47,7 @@ use crate::proto::session_reply::Result as R;
 use crate::proto::session_request::Op;
 use crate::proto::{NodeStatus, RequestHeader};
 
+pub mod auth;
 mod request_stream;
 pub mod topics;
 
@@ -76,6 +76,12 @@ pub enum ClientError {
     FailedPrecondition(String),
     #[error("unimplemented: {0}")]
     Unimplemented(String),
+    /// No token, or one the node does not know: nothing was applied.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token's role does not allow the request: nothing was applied.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("server error ({code}): {message}")]
     Server { code: String, message: String },
 }
@@ -134,9 +140,9 @@ impl Transport {
 struct Endpoint {
     addr: String,
     transport: Transport,
-    kv: KvClient<Channel>,
+    kv: KvClient<auth::Conn>,
     session: request_stream::SessionSlot,
-    cluster: ClusterClient<Channel>,
+    cluster: ClusterClient<auth::Conn>,
 }
 
 impl Endpoint {
@@ -250,6 +256,17 @@ impl Client {
     /// A client that opens its connections with `dialer` (a simulation's
     /// in-memory network, for instance).
     pub fn with_dialer<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer) -> Result<Client, ClientError> {
+        Client::build(endpoints, dialer, None)
+    }
+
+    /// A client for `endpoints` that sends `token` (when given) as a
+    /// bearer token with every call, for nodes that check tokens.
+    pub fn new_with_token<S: AsRef<str>>(endpoints: &[S], token: Option<&str>) -> Result<Client, ClientError> {
+        Client::build(endpoints, &TcpDialer::any(), token)
+    }
+
+    fn build<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer, token: Option<&str>) -> Result<Client, ClientError> {
+        let bearer = auth::Bearer::new(token).map_err(ClientError::Config)?;
         if endpoints.is_empty() {
             return Err(ClientError::Config(
                 "no endpoints given: pass --endpoints HOST:PORT,... or set KV_ENDPOINTS".into(),
@@ -264,7 +281,7 @@ impl Client {
             capkv_proto::channel::validate_host_port(&addr)
                 .map_err(|m| ClientError::Config(format!("invalid endpoint: {m}")))?;
             let ch = dialer.channel(&addr).map_err(ClientError::Config)?;
-            let kv = KvClient::new(ch.clone())
+            let kv = KvClient::with_interceptor(ch.clone(), bearer.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             out.push(Endpoint {
@@ -272,7 +289,7 @@ impl Client {
                 addr,
                 transport: Transport::default(),
                 kv,
-                cluster: ClusterClient::new(ch),
+                cluster: ClusterClient::with_interceptor(ch, bearer.clone()),
             });
         }
         Ok(Client {
@@ -400,7 +417,11 @@ impl Client {
         let mut c = e.cluster.clone();
         capkv_proto::channel::call(timeout.as_millis() as u64, c.status(timed(proto::StatusRequest {}, timeout)))
             .await
-            .map_err(|s| ClientError::Unavailable(format!("{}: {}", e.addr, describe(&s))))
+            .map_err(|s| match s.code() {
+                // The node answered, and refused us: say why.
+                Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => fatal(s),
+                _ => ClientError::Unavailable(format!("{}: {}", e.addr, describe(&s))),
+            })
     }
 
     /// The status of the first endpoint that answers.
@@ -621,7 +642,21 @@ fn fatal(s: Status) -> ClientError {
     match s.code() {
         Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(m),
         Code::FailedPrecondition => ClientError::FailedPrecondition(m),
+        // tonic's answer for a service the server does not have: most often
+        // a client pointed at a node's peer port.
+        Code::Unimplemented if m.is_empty() => ClientError::Unimplemented(
+            "this address does not serve the client API; is it a node's peer port? \
+             Clients use the node's client port (--listen; the peer port is 1000 above it by default)"
+                .to_string(),
+        ),
         Code::Unimplemented => ClientError::Unimplemented(m),
+        // The node's sentence starts with the same words as our Display.
+        Code::Unauthenticated => {
+            ClientError::Unauthenticated(m.strip_prefix("unauthenticated: ").unwrap_or(&m).to_string())
+        }
+        Code::PermissionDenied => {
+            ClientError::PermissionDenied(m.strip_prefix("permission denied: ").unwrap_or(&m).to_string())
+        }
         c => ClientError::Server { code: format!("{c:?}"), message: m },
     }
 }

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
 use crate::proto::kv_client::KvClient;
@@ -47,7 +46,7 @@ type Waiter = oneshot::Sender<Result<SessionReply, Status>>;
 /// breaks.
 pub(crate) struct SessionSlot {
     addr: String,
-    kv: KvClient<Channel>,
+    kv: KvClient<crate::auth::Conn>,
     current: Mutex<Option<Arc<Session>>>,
     /// Held while a stream is being opened, so concurrent requests wait for
     /// that one instead of opening their own.
@@ -76,7 +75,7 @@ enum Failed {
 }
 
 impl SessionSlot {
-    pub(crate) fn new(addr: String, kv: KvClient<Channel>) -> Self {
+    pub(crate) fn new(addr: String, kv: KvClient<crate::auth::Conn>) -> Self {
         SessionSlot { addr, kv, current: Mutex::new(None), opening: tokio::sync::Mutex::new(()) }
     }
 
@@ -125,7 +124,7 @@ impl SessionSlot {
 }
 
 impl Session {
-    async fn open(mut kv: KvClient<Channel>, addr: &str) -> Result<Arc<Session>, Status> {
+    async fn open(mut kv: KvClient<crate::auth::Conn>, addr: &str) -> Result<Arc<Session>, Status> {
         let (tx, rx) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
         let mut replies = kv.session(ReceiverStream::new(rx)).await?.into_inner();
         let pending = Arc::new(Mutex::new(Pending { open: true, waiting: HashMap::new() }));

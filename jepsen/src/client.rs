@@ -214,6 +214,8 @@ pub fn completion_for_error(value: Value, error: &ClientError) -> Completion {
         | ClientError::FailedPrecondition(_)
         | ClientError::Unimplemented(_)
         | ClientError::InvalidArgument(_)
+        | ClientError::Unauthenticated(_)
+        | ClientError::PermissionDenied(_)
         | ClientError::Config(_) => fail(value, error.to_string()),
         ClientError::Indeterminate(_) | ClientError::Server { .. } => {
             Completion { kind: EventType::Info, value, error: None, version: None, note: Some(error.to_string()) }

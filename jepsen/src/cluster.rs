@@ -427,6 +427,8 @@ impl Cluster {
             self.peer_addr(id).to_string(),
             "--data-dir".into(),
             self.node(id).data_dir().display().to_string(),
+            // The clock nemesis moves node clocks through Admin.
+            "--enable-test-hooks".into(),
         ];
         args.extend(self.spec.serve_args.iter().cloned());
         let node = self.node_mut(id);

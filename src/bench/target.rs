@@ -30,13 +30,13 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tonic::transport::Channel;
 
 use super::config::{BenchConfig, Operation, Target};
 use super::fsync::FsyncFile;
 use super::stats::{ErrorKind, OpError};
 use super::workload::{Outcome, Request};
 use super::BenchError;
+use crate::client::auth::{Bearer, Conn};
 use crate::client::topics::{Producer, ProducerOptions, TopicClient, TopicClientError, TopicSpec};
 use crate::client::{CallOptions, Client, ClientError, Transport};
 use crate::proto::cluster_client::ClusterClient;
@@ -55,12 +55,12 @@ pub enum Connection {
     },
     /// See [`BenchConfig::plain_client`].
     Plain {
-        kv: KvClient<Channel>,
+        kv: KvClient<Conn>,
         level: crate::Level,
         timeout: Duration,
     },
     Ping {
-        cluster: ClusterClient<Channel>,
+        cluster: ClusterClient<Conn>,
         timeout: Duration,
     },
     SessionPing {
@@ -106,7 +106,8 @@ pub async fn prepare(cfg: &BenchConfig) -> Result<(), BenchError> {
     let setup = |message: String| BenchError::Connect { endpoint: first.clone(), message };
     match cfg.target {
         Target::Capkv => {
-            let client = TopicClient::new(&cfg.endpoints).map_err(|e| BenchError::Config(e.to_string()))?;
+            let client = TopicClient::new_with_token(&cfg.endpoints, cfg.token.as_deref())
+                .map_err(|e| BenchError::Config(e.to_string()))?;
             let spec = TopicSpec::new(cfg.partitions, cfg.replication_factor);
             match client.create_topic(&cfg.topic, spec).await {
                 Ok(_) | Err(TopicClientError::TopicExists(_)) => Ok(()),
@@ -145,7 +146,7 @@ pub fn rotated(endpoints: &[String], by: usize) -> Vec<String> {
 }
 
 /// A plain gRPC channel to `endpoint` (no capkv client library on top).
-fn bare_channel(endpoint: &str) -> Result<Channel, BenchError> {
+fn bare_channel(endpoint: &str) -> Result<tonic::transport::Channel, BenchError> {
     crate::node::config::validate_host_port(endpoint)
         .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
     crate::node::peers::channel(endpoint, std::net::IpAddr::from([0, 0, 0, 0]))
@@ -168,7 +169,8 @@ impl Connection {
         let first = strip_scheme(&endpoints[0]).to_string();
         match (cfg.target, cfg.operation) {
             (Target::Capkv, Operation::Produce) => {
-                let client = TopicClient::new(&endpoints).map_err(|e| BenchError::Config(e.to_string()))?;
+                let client = TopicClient::new_with_token(&endpoints, cfg.token.as_deref())
+                    .map_err(|e| BenchError::Config(e.to_string()))?;
                 let opts = ProducerOptions {
                     acks: cfg.acks,
                     delivery_timeout: cfg.timeout,
@@ -191,22 +193,24 @@ impl Connection {
                 })
             }
             (Target::Capkv, Operation::Ping) if cfg.transport == Transport::Session => {
-                let client = Client::new(std::slice::from_ref(&first))
+                let client = Client::new_with_token(std::slice::from_ref(&first), cfg.token.as_deref())
                     .map_err(|e| BenchError::Config(e.to_string()))?
                     .with_transport(Transport::Session);
                 Ok(Connection::SessionPing { client, timeout: cfg.timeout })
             }
             (Target::Capkv, Operation::Ping) => {
                 let ch = bare_channel(&first)?;
-                Ok(Connection::Ping { cluster: ClusterClient::new(ch), timeout: cfg.timeout })
+                let bearer = Bearer::new(cfg.token.as_deref()).map_err(BenchError::Config)?;
+                Ok(Connection::Ping { cluster: ClusterClient::with_interceptor(ch, bearer), timeout: cfg.timeout })
             }
             (Target::Capkv, _) if cfg.plain_client => {
                 let ch = bare_channel(&first)?;
                 let level = cfg.effective_level().expect("data operations have a level");
-                Ok(Connection::Plain { kv: KvClient::new(ch), level, timeout: cfg.timeout })
+                let bearer = Bearer::new(cfg.token.as_deref()).map_err(BenchError::Config)?;
+                Ok(Connection::Plain { kv: KvClient::with_interceptor(ch, bearer), level, timeout: cfg.timeout })
             }
             (Target::Capkv, _) => {
-                let client = Client::new(&endpoints)
+                let client = Client::new_with_token(&endpoints, cfg.token.as_deref())
                     .map_err(|e| BenchError::Config(e.to_string()))?
                     .with_transport(cfg.transport);
                 let level = cfg.effective_level().expect("data operations have a level");
@@ -334,7 +338,7 @@ async fn capkv(client: &Client, opts: CallOptions, request: &Request) -> Result<
 
 /// One request as a bare gRPC call with `client_id = 0`.
 async fn plain(
-    kv: &mut KvClient<Channel>,
+    kv: &mut KvClient<Conn>,
     level: crate::Level,
     timeout: Duration,
     request: &Request,
@@ -386,7 +390,9 @@ pub fn from_client_error(e: ClientError) -> OpError {
         ClientError::Indeterminate(m) => OpError::new(ErrorKind::Indeterminate, m),
         ClientError::InvalidArgument(m) | ClientError::Config(m) => OpError::new(ErrorKind::InvalidArgument, m),
         ClientError::FailedPrecondition(m) => OpError::new(ErrorKind::FailedPrecondition, m),
-        e @ ClientError::Server { .. } => OpError::new(ErrorKind::Other, e.to_string()),
+        e @ (ClientError::Server { .. } | ClientError::Unauthenticated(_) | ClientError::PermissionDenied(_)) => {
+            OpError::new(ErrorKind::Other, e.to_string())
+        }
     }
 }
 

@@ -142,6 +142,7 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     };
     let mut cfg = BenchConfig::new(operation, target, cli.endpoints.clone());
     cfg.level = cli.consistency;
+    cfg.token = cli.token.clone();
     cfg.clients = args.clients;
     cfg.transport = match args.transport {
         TransportArg::Session => crate::client::Transport::Session,

@@ -24,7 +24,7 @@ fn level_names(s: &NodeStatus) -> String {
 
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
     let ClusterCommand::Status = cmd;
-    let entry = match Client::new(&cli.endpoints) {
+    let entry = match Client::new_with_token(&cli.endpoints, cli.token.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -34,7 +34,7 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
     };
     let mut rows = Vec::new();
     for m in &first.members {
-        let status = match Client::new(std::slice::from_ref(&m.address)) {
+        let status = match Client::new_with_token(std::slice::from_ref(&m.address), cli.token.as_deref()) {
             Ok(c) => c.node_status(0, STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

@@ -22,7 +22,7 @@ fn client_error(e: ClientError) -> ExitCode {
 }
 
 pub async fn run(cli: &Cli) -> ExitCode {
-    let client = match Client::new(&cli.endpoints) {
+    let client = match Client::new_with_token(&cli.endpoints, cli.token.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

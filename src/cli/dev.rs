@@ -40,6 +40,11 @@ pub struct DevArgs {
     /// Serve Prometheus metrics: node N at http://HOST:(metrics-base-port + N - 1)/metrics (default: off).
     #[arg(long)]
     pub metrics_base_port: Option<u16>,
+    /// Require tokens: writes a token file with a fresh random `admin` token
+    /// (and a `read` one) into the data directory, starts the nodes with
+    /// `--token-file`, and prints `KV_TOKEN=...` (the admin token).
+    #[arg(long)]
+    pub auth: bool,
     /// Extra arguments for every `kv serve`, after `--`.
     #[arg(last = true)]
     pub serve_args: Vec<String>,
@@ -139,6 +144,14 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find the kv binary: {e}")),
     };
+    let token = if args.auth {
+        match write_token_file(&dir) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
     let cluster_spec =
         crate::node::config::cluster_spec((1..).zip(addrs.iter().zip(&peer_addrs)).map(|(id, (a, p))| (id, a, p)));
     let mut cluster = Cluster { children: Vec::new(), temp };
@@ -161,6 +174,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             .arg("--cluster")
             .arg(&cluster_spec)
             .args(metrics_addrs.get(i as usize - 1).map(|a| ["--metrics-listen", a.as_str()]).into_iter().flatten())
+            .args(token.as_ref().map(|_| ["--token-file".into(), dir.join(TOKEN_FILE)]).into_iter().flatten())
             .args(&args.serve_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -186,11 +200,16 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let ready = rt.block_on(wait_ready(&addrs, &mut cluster, &dir));
+    let ready = rt.block_on(wait_ready(&addrs, token.as_deref(), &mut cluster, &dir));
     if let Err(e) = ready {
         return fail(e);
     }
+    // One `NAME=VALUE` per line, no spaces: `kv` reads these from the
+    // environment, so `export` of each line configures a shell.
     println!("KV_ENDPOINTS={}", addrs.join(","));
+    if let Some(t) = &token {
+        println!("KV_TOKEN={t}");
+    }
     let _ = std::io::stdout().flush();
     eprintln!(
         "capkv dev cluster: {} nodes (clients on {}; peers on {}), data in {}{}, logs node-N.log there. Ctrl-C stops it.",
@@ -229,10 +248,35 @@ pub fn run(args: DevArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_ready(addrs: &[String], cluster: &mut Cluster, dir: &Path) -> Result<(), String> {
+/// The token file `kv dev --auth` writes into the data directory.
+const TOKEN_FILE: &str = "tokens";
+
+/// Writes `DIR/tokens` (mode 0600) with a fresh `admin` token and a `read`
+/// token; returns the admin token.
+fn write_token_file(dir: &Path) -> Result<String, String> {
+    use rand::distr::{Alphanumeric, SampleString};
+    use std::os::unix::fs::OpenOptionsExt;
+    let admin = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let read = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let path = dir.join(TOKEN_FILE);
+    let text = format!(
+        "# kv dev --auth: TOKEN ROLE (read, readwrite or admin); kv --token T or KV_TOKEN=T\n{admin} admin\n{read} read\n"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(admin)
+}
+
+async fn wait_ready(addrs: &[String], token: Option<&str>, cluster: &mut Cluster, dir: &Path) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     for (i, a) in addrs.iter().enumerate() {
-        let client = Client::new(&[a]).map_err(|e| e.to_string())?;
+        let client = Client::new_with_token(&[a], token).map_err(|e| e.to_string())?;
         loop {
             if client.node_status(0, Duration::from_millis(500)).await.is_ok() {
                 break;
@@ -253,7 +297,7 @@ async fn wait_ready(addrs: &[String], cluster: &mut Cluster, dir: &Path) -> Resu
         }
     }
     // Ready means every level serves: wait until all nodes know the Raft leader.
-    let client = Client::new(addrs).map_err(|e| e.to_string())?;
+    let client = Client::new_with_token(addrs, token).map_err(|e| e.to_string())?;
     loop {
         let mut agreed = true;
         for i in 0..addrs.len() {

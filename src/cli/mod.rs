@@ -38,6 +38,9 @@ pub struct Cli {
     /// Deadline of each request, e.g. 5s, 500ms.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Token sent with every request, for nodes started with --token-file.
+    #[arg(long, global = true, env = "KV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -84,6 +84,14 @@ pub struct ServeArgs {
     /// Log a WARN line for each KV request taking at least this many ms (default 1000; 0 = every request).
     #[arg(long)]
     pub slow_request_ms: Option<u64>,
+    /// Require a token on every client request: a file of `TOKEN ROLE` lines
+    /// (role read, readwrite or admin). Default: no tokens checked.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Serve the Admin test hooks (clock offset) on the peer port, as the
+    /// Jepsen harness needs. Off by default.
+    #[arg(long)]
+    pub enable_test_hooks: bool,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug (default info).
     #[arg(long, env = "RUST_LOG")]
     pub log: Option<String>,
@@ -141,6 +149,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         unsafe_skip_level_join: args.unsafe_skip_level_join,
         metrics_listen: args.metrics_listen.clone(),
         slow_request_ms: args.slow_request_ms,
+        token_file: args.token_file.clone(),
+        enable_test_hooks: args.enable_test_hooks,
     };
     // Logging settings are the CLI's, not the node's: read them before the
     // file is consumed.

@@ -93,7 +93,9 @@ pub enum TopicCommand {
 }
 
 fn client(cli: &Cli) -> Result<Arc<TopicClient>, ExitCode> {
-    TopicClient::new(&cli.endpoints).map(|c| Arc::new(c.with_metadata_timeout(cli.timeout))).map_err(fail)
+    TopicClient::new_with_token(&cli.endpoints, cli.token.as_deref())
+        .map(|c| Arc::new(c.with_metadata_timeout(cli.timeout)))
+        .map_err(fail)
 }
 
 fn topic_json(t: &TopicInfo) -> serde_json::Value {

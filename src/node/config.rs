@@ -94,6 +94,10 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// KV requests taking this long or longer log a WARN line (0 = every request).
     pub slow_request_ms: u64,
+    /// Client tokens and their roles (`node::auth`); `None` = no token checks.
+    pub token_file: Option<PathBuf>,
+    /// Serve the Admin test hooks (clock offset) on the peer port.
+    pub enable_test_hooks: bool,
 }
 
 impl NodeConfig {
@@ -168,6 +172,11 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_request_ms: Option<u64>,
+    /// Token file (`TOKEN ROLE` lines); client requests need a token when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_test_hooks: Option<bool>,
     /// Where the settings came from, to name the file and line in errors.
     #[serde(skip)]
     pub source: Option<FileSource>,
@@ -285,6 +294,8 @@ impl NodeConfig {
             unsafe_test: self.unsafe_test.clone(),
             metrics_listen: self.metrics_listen.map(|a| a.to_string()),
             slow_request_ms: Some(self.slow_request_ms),
+            token_file: self.token_file.clone(),
+            enable_test_hooks: Some(self.enable_test_hooks),
             source: None,
         }
     }
@@ -399,6 +410,8 @@ pub struct Overrides {
     pub unsafe_skip_level_join: bool,
     pub metrics_listen: Option<String>,
     pub slow_request_ms: Option<u64>,
+    pub token_file: Option<PathBuf>,
+    pub enable_test_hooks: bool,
 }
 
 /// The name `parse_read_mode` reads back.
@@ -619,6 +632,8 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         unsafe_test,
         metrics_listen,
         slow_request_ms: o.slow_request_ms.or(file.slow_request_ms).unwrap_or(DEFAULT_SLOW_REQUEST_MS),
+        token_file: o.token_file.or_else(|| file.token_file.clone()),
+        enable_test_hooks: o.enable_test_hooks || file.enable_test_hooks.unwrap_or(false),
     })
 }
 

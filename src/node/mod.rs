@@ -15,6 +15,7 @@
 //! incoming streams end earlier, on [`NodeState::stopping`], as soon as
 //! shutdown begins (the server's graceful stop waits for open requests).
 
+pub mod auth;
 pub mod config;
 pub mod metrics_export;
 pub mod metrics_http;
@@ -180,6 +181,16 @@ where
     if cfg.unsafe_test.any() {
         tracing::warn!(switches = ?cfg.unsafe_test, "UNSAFE TEST SWITCHES ARE ON: this node deliberately violates its guarantees");
     }
+    // Read before anything runs, so a bad token file fails start-up.
+    let tokens = match &cfg.token_file {
+        Some(path) => {
+            let t = auth::Tokens::load(path).map_err(|e| NodeError::Config(e.to_string()))?;
+            tracing::info!(tokens = t.len(), file = %path.display(), "client requests need a token");
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
+    let auth = auth::AuthLayer::new(tokens);
     // Bound first, so a taken metrics port fails start-up before anything runs.
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(metrics_http::bind(addr).await.map_err(NodeError::Serve)?),
@@ -285,6 +296,7 @@ where
     let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
     let client_served = async {
         let r = server()
+            .layer(auth.clone())
             .add_service(
                 KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes),
             )
@@ -301,6 +313,7 @@ where
     };
     let peer_served = async {
         let r = server()
+            .layer(auth.clone())
             .add_service(
                 PeerServer::new(peer_service::PeerService::new(state.clone()))
                     .max_decoding_message_size(peers::MAX_PEER_MESSAGE_BYTES)

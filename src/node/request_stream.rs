@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::Role;
 use super::service::{KvService, RAFT_LEADER_HEADER, RETRY_SAFE_HEADER};
 use crate::proto::kv_server::Kv;
 use crate::proto::{session_reply, session_request, PingResponse, SessionError, SessionReply, SessionRequest};
@@ -35,7 +36,10 @@ pub use capkv_proto::limits::MAX_SESSION_IN_FLIGHT;
 pub type Replies = ReceiverStream<Result<SessionReply, Status>>;
 
 /// Starts serving the session whose requests arrive on `inbound`.
-pub fn serve(svc: KvService, mut inbound: tonic::Streaming<SessionRequest>) -> Replies {
+/// `role` is the caller's token role (`None` when the node checks no
+/// tokens): writes need `readwrite`, checked per request as the unary
+/// calls are checked per call.
+pub fn serve(svc: KvService, role: Option<Role>, mut inbound: tonic::Streaming<SessionRequest>) -> Replies {
     // Every reply holds a permit until it is queued, so the queue never
     // holds more than MAX_SESSION_IN_FLIGHT replies.
     let (tx, rx) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
@@ -56,7 +60,7 @@ pub fn serve(svc: KvService, mut inbound: tonic::Streaming<SessionRequest>) -> R
             if answered_at_once(&req) {
                 // Nothing to wait for: a task of its own would cost more
                 // than the answer (a RocksDB read at most).
-                if tx.send(Ok(serve_one(&svc, req).await)).await.is_err() {
+                if tx.send(Ok(serve_one(&svc, role, req).await)).await.is_err() {
                     break;
                 }
                 continue;
@@ -64,7 +68,7 @@ pub fn serve(svc: KvService, mut inbound: tonic::Streaming<SessionRequest>) -> R
             let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
             let (svc, tx) = (svc.clone(), tx.clone());
             tokio::spawn(async move {
-                let reply = serve_one(&svc, req).await;
+                let reply = serve_one(&svc, role, req).await;
                 let _ = tx.send(Ok(reply)).await;
                 drop(permit);
             });
@@ -86,7 +90,7 @@ fn answered_at_once(req: &SessionRequest) -> bool {
 }
 
 /// Serves one request with the unary handler of the same operation.
-async fn serve_one(svc: &KvService, req: SessionRequest) -> SessionReply {
+async fn serve_one(svc: &KvService, role: Option<Role>, req: SessionRequest) -> SessionReply {
     use session_reply::Result as R;
     use session_request::Op;
     let id = req.id;
@@ -100,6 +104,17 @@ async fn serve_one(svc: &KvService, req: SessionRequest) -> SessionReply {
         Op::Cas(r) => r.header.as_ref(),
         Op::Ping(_) => None,
     };
+    let write = match &op {
+        Op::Set(_) => Some("Kv/Set"),
+        Op::Delete(_) => Some("Kv/Delete"),
+        Op::Cas(_) => Some("Kv/Cas"),
+        Op::Get(_) | Op::Ping(_) => None,
+    };
+    if let Some(what) = write {
+        if let Err(s) = Role::check_write(role, what) {
+            return failed(id, s);
+        }
+    }
     let timeout_ms = header.map(|h| svc.timeout_ms(h)).unwrap_or(svc.node.cfg.request_timeout_ms);
     let served = async {
         match op {

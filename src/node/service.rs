@@ -202,7 +202,10 @@ impl Kv for KvService {
         &self,
         req: Request<tonic::Streaming<SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Ok(Response::new(super::request_stream::serve(self.clone(), req.into_inner())))
+        // The token's role (when the node checks tokens): a session opens
+        // with `read`, and each write on it needs `readwrite`.
+        let role = req.extensions().get::<super::auth::Role>().copied();
+        Ok(Response::new(super::request_stream::serve(self.clone(), role, req.into_inner())))
     }
 }
 
@@ -278,6 +281,11 @@ impl Admin for AdminService {
         &self,
         req: Request<SetClockOffsetRequest>,
     ) -> Result<Response<SetClockOffsetResponse>, Status> {
+        if !self.node.cfg.enable_test_hooks {
+            return Err(Status::failed_precondition(
+                "test hooks are off: start the node with --enable-test-hooks to use Admin (clock offset)",
+            ));
+        }
         let offset = req.into_inner().offset_ms;
         // Bounded by the clock (±MAX_CLOCK_OFFSET_MS): a day's skew would
         // put this node's stamps beyond what peers accept.

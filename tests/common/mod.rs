@@ -146,7 +146,12 @@ impl TestCluster {
         let n = self.node(id);
         let client = Client::new(std::slice::from_ref(&n.addr)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while client.node_status(0, Duration::from_millis(500)).await.is_err() {
+        // A node that checks tokens answers too: "unauthenticated".
+        while client
+            .node_status(0, Duration::from_millis(500))
+            .await
+            .is_err_and(|e| !matches!(e, capkv::client::ClientError::Unauthenticated(_)))
+        {
             assert!(Instant::now() < deadline, "node {id} not ready in 60s; log:\n{}", self.log_tail(id));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use super::error::*;
@@ -22,7 +21,9 @@ use crate::{timed, MAX_ENDPOINTS, MAX_MESSAGE_BYTES};
 
 pub struct TopicClient {
     endpoints: Vec<String>,
-    conns: Mutex<HashMap<String, TopicsClient<Channel>>>,
+    /// Attaches the client's token (if any) to every call.
+    bearer: crate::auth::Bearer,
+    conns: Mutex<HashMap<String, TopicsClient<crate::auth::Conn>>>,
     /// Node id → client address, from the last metadata answer.
     nodes: RwLock<BTreeMap<u32, String>>,
     topics: RwLock<HashMap<String, TopicInfo>>,
@@ -34,6 +35,16 @@ pub struct TopicClient {
 impl TopicClient {
     /// A client for `endpoints` (`host:port`). Connections are made lazily.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<TopicClient, TopicClientError> {
+        TopicClient::new_with_token(endpoints, None)
+    }
+
+    /// A client for `endpoints` that sends `token` (when given) as a bearer
+    /// token with every call, for nodes that check tokens.
+    pub fn new_with_token<S: AsRef<str>>(
+        endpoints: &[S],
+        token: Option<&str>,
+    ) -> Result<TopicClient, TopicClientError> {
+        let bearer = crate::auth::Bearer::new(token).map_err(E::Config)?;
         if endpoints.is_empty() {
             return Err(E::Config("no endpoints given: pass --endpoints HOST:PORT,... or set KV_ENDPOINTS".into()));
         }
@@ -48,6 +59,7 @@ impl TopicClient {
         }
         Ok(TopicClient {
             endpoints: eps,
+            bearer,
             conns: Mutex::new(HashMap::new()),
             nodes: RwLock::new(BTreeMap::new()),
             topics: RwLock::new(HashMap::new()),
@@ -63,13 +75,13 @@ impl TopicClient {
         self
     }
 
-    fn conn(&self, addr: &str) -> Result<TopicsClient<Channel>, E> {
+    fn conn(&self, addr: &str) -> Result<TopicsClient<crate::auth::Conn>, E> {
         let mut conns = self.conns.lock().expect("conns lock");
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
         let ch = capkv_proto::channel::channel(addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(E::Config)?;
-        let c = TopicsClient::new(ch)
+        let c = TopicsClient::with_interceptor(ch, self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         conns.insert(addr.to_string(), c.clone());
@@ -91,7 +103,7 @@ impl TopicClient {
     /// safe, until the metadata timeout.
     async fn call_any<T, F, Fut>(&self, what: &str, f: F) -> Result<T, E>
     where
-        F: Fn(TopicsClient<Channel>, Duration) -> Fut,
+        F: Fn(TopicsClient<crate::auth::Conn>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.metadata_timeout;
@@ -241,7 +253,7 @@ impl TopicClient {
     /// "not reachable" come back classified.
     async fn call_leader<T, F, Fut>(&self, topic: &str, partition: u32, deadline: Instant, f: F) -> Result<T, Failure>
     where
-        F: Fn(TopicsClient<Channel>, Duration) -> Fut,
+        F: Fn(TopicsClient<crate::auth::Conn>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut refresh = false;
