@@ -293,6 +293,22 @@ fn kv_dev_starts_a_cluster_and_ctrl_c_stops_it() {
     stop_dev(dev, base);
 }
 
+/// `kv dev --tls --auth`: the printed CA and token are all the CLI needs;
+/// without the CA the CLI is told the node uses TLS.
+#[test]
+fn kv_dev_tls_prints_a_ca_the_cli_reads_from_the_environment() {
+    let (dev, base, vars) = start_dev(&["--tls", "--auth"], &["KV_ENDPOINTS", "KV_TOKEN", "KV_CACERT"]);
+    let env = [("KV_ENDPOINTS", vars[0].as_str()), ("KV_TOKEN", vars[1].as_str()), ("KV_CACERT", vars[2].as_str())];
+    let (code, _, err) = kv_env(&["-c", "quorum", "set", "a", "1"], &env);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kv_env(&["get", "a"], &env);
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
+    let (code, _, err) = kv_env(&["get", "a"], &env[..2]);
+    assert_eq!(code, 2, "{err}");
+    assert_one_clear_line(&err, "pass --cacert");
+    stop_dev(dev, base);
+}
+
 /// `kv dev --auth`: the printed token works from the environment; without
 /// it the CLI exits 2 with "unauthenticated".
 #[test]

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tonic::{Code, Status};
 
+pub use capkv_proto::channel::ClientTls;
 use capkv_proto::channel::{Dialer, TcpDialer};
 pub use capkv_proto::{proto, Level, Version};
 
@@ -84,6 +85,33 @@ pub enum ClientError {
     PermissionDenied(String),
     #[error("server error ({code}): {message}")]
     Server { code: String, message: String },
+}
+
+/// How a client reaches nodes that check tokens or serve TLS, like
+/// etcdctl's `--user`/`--cacert`/`--cert`/`--key`.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer TOKEN` with every call.
+    pub token: Option<String>,
+    /// TLS to the nodes' client ports: the CA that signed their
+    /// certificates, and a client certificate when the nodes ask for one.
+    pub tls: Option<ClientTls>,
+}
+
+impl ConnectOptions {
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    pub(crate) fn dialer(&self) -> TcpDialer {
+        TcpDialer { tls: self.tls.clone(), ..TcpDialer::any() }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -263,6 +291,11 @@ impl Client {
     /// bearer token with every call, for nodes that check tokens.
     pub fn new_with_token<S: AsRef<str>>(endpoints: &[S], token: Option<&str>) -> Result<Client, ClientError> {
         Client::build(endpoints, &TcpDialer::any(), token)
+    }
+
+    /// A client for `endpoints` with a token and/or TLS (`opts`).
+    pub fn connect<S: AsRef<str>>(endpoints: &[S], opts: &ConnectOptions) -> Result<Client, ClientError> {
+        Client::build(endpoints, &opts.dialer(), opts.token.as_deref())
     }
 
     fn build<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer, token: Option<&str>) -> Result<Client, ClientError> {
@@ -650,6 +683,10 @@ fn fatal(s: Status) -> ClientError {
                 .to_string(),
         ),
         Code::Unimplemented => ClientError::Unimplemented(m),
+        // What a plaintext HTTP/2 client sees from a TLS port.
+        Code::Internal if m.contains("h2 protocol error") => ClientError::Unavailable(format!(
+            "{m}: the node did not answer plaintext gRPC; if it uses TLS, pass --cacert CA.pem (or set KV_CACERT)"
+        )),
         // The node's sentence starts with the same words as our Display.
         Code::Unauthenticated => {
             ClientError::Unauthenticated(m.strip_prefix("unauthenticated: ").unwrap_or(&m).to_string())

@@ -7,9 +7,10 @@
 //! addresses (127.0.0.11, .12, ...) cut exactly the links they name.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
 
@@ -29,15 +30,107 @@ pub fn validate_host_port(addr: &str) -> Result<(), String> {
 
 /// A lazily connected channel to `addr` with the cluster's transport settings.
 pub fn channel(addr: &str, local_ip: IpAddr) -> Result<Channel, String> {
-    let ep = endpoint(addr)?;
+    tls_channel(addr, local_ip, None)
+}
+
+/// [`channel`], over TLS when `tls` is given.
+pub fn tls_channel(addr: &str, local_ip: IpAddr, tls: Option<&ClientTls>) -> Result<Channel, String> {
+    let ep = match tls {
+        None => endpoint(addr)?,
+        Some(t) => endpoint_with_scheme("https", addr)?
+            .tls_config(t.config.clone())
+            .map_err(|e| format!("invalid TLS settings for {addr}: {e}"))?,
+    };
     let ep = if local_ip.is_unspecified() { ep } else { ep.local_address(Some(local_ip)) };
     Ok(ep.connect_lazy())
+}
+
+/// Largest PEM file read (a certificate chain or a key), in bytes.
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM file named by `flag` (for the error message), bounded.
+pub fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))?.len();
+    if len > MAX_PEM_FILE_BYTES {
+        return Err(format!("{flag} {} is larger than {MAX_PEM_FILE_BYTES} bytes", path.display()));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+}
+
+/// Checks that `pem` holds at least one certificate (`what` names it).
+pub fn check_cert_pem(what: &str, pem: &[u8]) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut n = 0;
+    for c in CertificateDer::pem_slice_iter(pem) {
+        c.map_err(|e| format!("{what} is not a valid PEM certificate file: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!("{what} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(())
+}
+
+/// Checks that `pem` holds a private key (`what` names it).
+pub fn check_key_pem(what: &str, pem: &[u8]) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(pem)
+        .map(|_| ())
+        .map_err(|e| format!("{what} holds no PEM private key: {e}"))
+}
+
+/// TLS for outgoing connections: the CA whose signature a server's
+/// certificate must carry, and our own certificate and key when we have
+/// one (mutual TLS: nodes always present theirs to peers). A server's
+/// certificate must also be valid for the host its address names (an IP
+/// address or DNS name in its subject alternative names).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    config: ClientTlsConfig,
+}
+
+impl ClientTls {
+    /// From PEM text: the CA certificate(s) and an optional (certificate
+    /// chain, private key) pair.
+    pub fn from_pem(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<ClientTls, String> {
+        check_cert_pem("the CA certificate", ca_pem)?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        if let Some((cert, key)) = identity {
+            check_cert_pem("the certificate", cert)?;
+            check_key_pem("the key", key)?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        Ok(ClientTls { config })
+    }
+
+    /// From files, as the CLI names them (`--cacert`, `--cert`, `--key`):
+    /// `cert` and `key` go together.
+    pub fn load(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<ClientTls, String> {
+        let ca_pem = read_pem("--cacert", ca)?;
+        check_cert_pem(&format!("--cacert {}", ca.display()), &ca_pem)?;
+        let identity = match (cert, key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let (c_pem, k_pem) = (read_pem("--cert", c)?, read_pem("--key", k)?);
+                check_cert_pem(&format!("--cert {}", c.display()), &c_pem)?;
+                check_key_pem(&format!("--key {}", k.display()), &k_pem)?;
+                Some((c_pem, k_pem))
+            }
+            _ => return Err("--cert and --key go together: pass both or neither".to_string()),
+        };
+        ClientTls::from_pem(&ca_pem, identity.as_ref().map(|(c, k)| (&c[..], &k[..])))
+    }
 }
 
 /// The transport settings of every capkv connection to `addr`, whatever
 /// carries its bytes.
 pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
+    endpoint_with_scheme("http", addr)
+}
+
+fn endpoint_with_scheme(scheme: &str, addr: &str) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("invalid address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true)
@@ -86,21 +179,22 @@ pub trait Dialer: Send + Sync + 'static {
 }
 
 /// TCP, with outgoing connections bound to `local_ip` unless unspecified
-/// (see [`channel`]).
-#[derive(Clone, Copy, Debug)]
+/// (see [`channel`]), over TLS when `tls` is set.
+#[derive(Clone, Debug)]
 pub struct TcpDialer {
     pub local_ip: IpAddr,
+    pub tls: Option<ClientTls>,
 }
 
 impl TcpDialer {
-    /// Any source address: what a client uses.
+    /// Any source address, plaintext: what a client uses by default.
     pub fn any() -> Self {
-        TcpDialer { local_ip: IpAddr::from([0, 0, 0, 0]) }
+        TcpDialer { local_ip: IpAddr::from([0, 0, 0, 0]), tls: None }
     }
 }
 
 impl Dialer for TcpDialer {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        channel(addr, self.local_ip)
+        tls_channel(addr, self.local_ip, self.tls.as_ref())
     }
 }

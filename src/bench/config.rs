@@ -150,9 +150,9 @@ pub struct BenchConfig {
     /// one node (clients spread over the endpoints): what a client in
     /// another language sends when it fills in only what the proto requires.
     pub plain_client: bool,
-    /// capkv: the bearer token sent with every request (`--token` /
-    /// `KV_TOKEN`), for nodes started with `--token-file`.
-    pub token: Option<String>,
+    /// capkv: the token (`--token` / `KV_TOKEN`) and TLS settings
+    /// (`--cacert`, `--cert`, `--key`) of every connection.
+    pub connect: crate::client::ConnectOptions,
 }
 
 impl BenchConfig {
@@ -180,7 +180,7 @@ impl BenchConfig {
             replication_factor: 3,
             transport: crate::client::Transport::Session,
             plain_client: false,
-            token: None,
+            connect: crate::client::ConnectOptions::default(),
         }
     }
 

@@ -106,8 +106,8 @@ pub async fn prepare(cfg: &BenchConfig) -> Result<(), BenchError> {
     let setup = |message: String| BenchError::Connect { endpoint: first.clone(), message };
     match cfg.target {
         Target::Capkv => {
-            let client = TopicClient::new_with_token(&cfg.endpoints, cfg.token.as_deref())
-                .map_err(|e| BenchError::Config(e.to_string()))?;
+            let client =
+                TopicClient::connect(&cfg.endpoints, &cfg.connect).map_err(|e| BenchError::Config(e.to_string()))?;
             let spec = TopicSpec::new(cfg.partitions, cfg.replication_factor);
             match client.create_topic(&cfg.topic, spec).await {
                 Ok(_) | Err(TopicClientError::TopicExists(_)) => Ok(()),
@@ -146,10 +146,13 @@ pub fn rotated(endpoints: &[String], by: usize) -> Vec<String> {
 }
 
 /// A plain gRPC channel to `endpoint` (no capkv client library on top).
-fn bare_channel(endpoint: &str) -> Result<tonic::transport::Channel, BenchError> {
+fn bare_channel(
+    endpoint: &str,
+    connect: &crate::client::ConnectOptions,
+) -> Result<tonic::transport::Channel, BenchError> {
     crate::node::config::validate_host_port(endpoint)
         .map_err(|m| BenchError::Config(format!("invalid endpoint: {m}")))?;
-    crate::node::peers::channel(endpoint, std::net::IpAddr::from([0, 0, 0, 0]))
+    crate::node::peers::tls_channel(endpoint, std::net::IpAddr::from([0, 0, 0, 0]), connect.tls.as_ref())
         .map_err(|message| BenchError::Connect { endpoint: endpoint.to_string(), message })
 }
 
@@ -169,8 +172,8 @@ impl Connection {
         let first = strip_scheme(&endpoints[0]).to_string();
         match (cfg.target, cfg.operation) {
             (Target::Capkv, Operation::Produce) => {
-                let client = TopicClient::new_with_token(&endpoints, cfg.token.as_deref())
-                    .map_err(|e| BenchError::Config(e.to_string()))?;
+                let client =
+                    TopicClient::connect(&endpoints, &cfg.connect).map_err(|e| BenchError::Config(e.to_string()))?;
                 let opts = ProducerOptions {
                     acks: cfg.acks,
                     delivery_timeout: cfg.timeout,
@@ -193,24 +196,24 @@ impl Connection {
                 })
             }
             (Target::Capkv, Operation::Ping) if cfg.transport == Transport::Session => {
-                let client = Client::new_with_token(std::slice::from_ref(&first), cfg.token.as_deref())
+                let client = Client::connect(std::slice::from_ref(&first), &cfg.connect)
                     .map_err(|e| BenchError::Config(e.to_string()))?
                     .with_transport(Transport::Session);
                 Ok(Connection::SessionPing { client, timeout: cfg.timeout })
             }
             (Target::Capkv, Operation::Ping) => {
-                let ch = bare_channel(&first)?;
-                let bearer = Bearer::new(cfg.token.as_deref()).map_err(BenchError::Config)?;
+                let ch = bare_channel(&first, &cfg.connect)?;
+                let bearer = Bearer::new(cfg.connect.token.as_deref()).map_err(BenchError::Config)?;
                 Ok(Connection::Ping { cluster: ClusterClient::with_interceptor(ch, bearer), timeout: cfg.timeout })
             }
             (Target::Capkv, _) if cfg.plain_client => {
-                let ch = bare_channel(&first)?;
+                let ch = bare_channel(&first, &cfg.connect)?;
                 let level = cfg.effective_level().expect("data operations have a level");
-                let bearer = Bearer::new(cfg.token.as_deref()).map_err(BenchError::Config)?;
+                let bearer = Bearer::new(cfg.connect.token.as_deref()).map_err(BenchError::Config)?;
                 Ok(Connection::Plain { kv: KvClient::with_interceptor(ch, bearer), level, timeout: cfg.timeout })
             }
             (Target::Capkv, _) => {
-                let client = Client::new_with_token(&endpoints, cfg.token.as_deref())
+                let client = Client::connect(&endpoints, &cfg.connect)
                     .map_err(|e| BenchError::Config(e.to_string()))?
                     .with_transport(cfg.transport);
                 let level = cfg.effective_level().expect("data operations have a level");

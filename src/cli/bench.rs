@@ -125,7 +125,7 @@ fn parse_warmup(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
-fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
+fn config(cli: &Cli, args: &BenchArgs) -> Result<BenchConfig, String> {
     let operation = match args.op {
         OpArg::Get => Operation::Get,
         OpArg::Set => Operation::Set,
@@ -142,7 +142,7 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     };
     let mut cfg = BenchConfig::new(operation, target, cli.endpoints.clone());
     cfg.level = cli.consistency;
-    cfg.token = cli.token.clone();
+    cfg.connect = cli.connect_options()?;
     cfg.clients = args.clients;
     cfg.transport = match args.transport {
         TransportArg::Session => crate::client::Transport::Session,
@@ -167,11 +167,14 @@ fn config(cli: &Cli, args: &BenchArgs) -> BenchConfig {
     cfg.acks = args.acks;
     cfg.partitions = args.partitions;
     cfg.replication_factor = args.replication_factor;
-    cfg
+    Ok(cfg)
 }
 
 pub fn run(cli: &Cli, args: &BenchArgs) -> ExitCode {
-    let cfg = config(cli, args);
+    let cfg = match config(cli, args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     if let Err(e) = cfg.validate() {
         return fail(e);
     }
@@ -303,7 +306,7 @@ mod tests {
         ])
         .unwrap();
         let super::super::Command::Bench(args) = &cli.command else { panic!("not bench") };
-        let cfg = config(&cli, args);
+        let cfg = config(&cli, args).unwrap();
         assert_eq!(cfg.operation, Operation::Mixed);
         assert_eq!(cfg.clients, 32);
         assert_eq!(cfg.stop, StopAfter::Requests(1000));

@@ -24,7 +24,8 @@ fn level_names(s: &NodeStatus) -> String {
 
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
     let ClusterCommand::Status = cmd;
-    let entry = match Client::new_with_token(&cli.endpoints, cli.token.as_deref()) {
+    let entry = match cli.connect_options().and_then(|o| Client::connect(&cli.endpoints, &o).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -34,7 +35,10 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
     };
     let mut rows = Vec::new();
     for m in &first.members {
-        let status = match Client::new_with_token(std::slice::from_ref(&m.address), cli.token.as_deref()) {
+        let status = match cli
+            .connect_options()
+            .and_then(|o| Client::connect(std::slice::from_ref(&m.address), &o).map_err(|e| e.to_string()))
+        {
             Ok(c) => c.node_status(0, STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };

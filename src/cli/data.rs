@@ -22,10 +22,11 @@ fn client_error(e: ClientError) -> ExitCode {
 }
 
 pub async fn run(cli: &Cli) -> ExitCode {
-    let client = match Client::new_with_token(&cli.endpoints, cli.token.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let client =
+        match cli.connect_options().and_then(|o| Client::connect(&cli.endpoints, &o).map_err(|e| e.to_string())) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
     let opts = CallOptions::new(cli.consistency).timeout(cli.timeout);
     match &cli.command {
         Command::Get { key } => match client.get(key.as_bytes(), opts).await {

@@ -45,6 +45,11 @@ pub struct DevArgs {
     /// `--token-file`, and prints `KV_TOKEN=...` (the admin token).
     #[arg(long)]
     pub auth: bool,
+    /// TLS on every port: generates a throwaway CA and certificates into
+    /// DATA_DIR/tls (rcgen), starts the nodes with them, and prints
+    /// `KV_CACERT=...` (the CA the CLI needs).
+    #[arg(long)]
+    pub tls: bool,
     /// Extra arguments for every `kv serve`, after `--`.
     #[arg(last = true)]
     pub serve_args: Vec<String>,
@@ -152,6 +157,25 @@ pub fn run(args: DevArgs) -> ExitCode {
     } else {
         None
     };
+    let certs = if args.tls {
+        let nodes: Vec<(u32, String)> = (1..=args.nodes as u32).map(|i| (i, args.host.clone())).collect();
+        match crate::node::tls_certs::generate(&dir.join("tls"), &nodes) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let connect = crate::client::ConnectOptions {
+        token: token.clone(),
+        tls: match &certs {
+            Some(c) => match crate::client::ClientTls::load(&c.ca, None, None) {
+                Ok(t) => Some(t),
+                Err(e) => return fail(e),
+            },
+            None => None,
+        },
+    };
     let cluster_spec =
         crate::node::config::cluster_spec((1..).zip(addrs.iter().zip(&peer_addrs)).map(|(id, (a, p))| (id, a, p)));
     let mut cluster = Cluster { children: Vec::new(), temp };
@@ -175,6 +199,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             .arg(&cluster_spec)
             .args(metrics_addrs.get(i as usize - 1).map(|a| ["--metrics-listen", a.as_str()]).into_iter().flatten())
             .args(token.as_ref().map(|_| ["--token-file".into(), dir.join(TOKEN_FILE)]).into_iter().flatten())
+            .args(certs.as_ref().map(|c| c.serve_args(i)).unwrap_or_default())
             .args(&args.serve_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -200,7 +225,7 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    let ready = rt.block_on(wait_ready(&addrs, token.as_deref(), &mut cluster, &dir));
+    let ready = rt.block_on(wait_ready(&addrs, &connect, &mut cluster, &dir));
     if let Err(e) = ready {
         return fail(e);
     }
@@ -209,6 +234,9 @@ pub fn run(args: DevArgs) -> ExitCode {
     println!("KV_ENDPOINTS={}", addrs.join(","));
     if let Some(t) = &token {
         println!("KV_TOKEN={t}");
+    }
+    if let Some(c) = &certs {
+        println!("KV_CACERT={}", c.ca.display());
     }
     let _ = std::io::stdout().flush();
     eprintln!(
@@ -273,10 +301,15 @@ fn write_token_file(dir: &Path) -> Result<String, String> {
     Ok(admin)
 }
 
-async fn wait_ready(addrs: &[String], token: Option<&str>, cluster: &mut Cluster, dir: &Path) -> Result<(), String> {
+async fn wait_ready(
+    addrs: &[String],
+    connect: &crate::client::ConnectOptions,
+    cluster: &mut Cluster,
+    dir: &Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     for (i, a) in addrs.iter().enumerate() {
-        let client = Client::new_with_token(&[a], token).map_err(|e| e.to_string())?;
+        let client = Client::connect(&[a], connect).map_err(|e| e.to_string())?;
         loop {
             if client.node_status(0, Duration::from_millis(500)).await.is_ok() {
                 break;
@@ -297,7 +330,7 @@ async fn wait_ready(addrs: &[String], token: Option<&str>, cluster: &mut Cluster
         }
     }
     // Ready means every level serves: wait until all nodes know the Raft leader.
-    let client = Client::new_with_token(addrs, token).map_err(|e| e.to_string())?;
+    let client = Client::connect(addrs, connect).map_err(|e| e.to_string())?;
     loop {
         let mut agreed = true;
         for i in 0..addrs.len() {

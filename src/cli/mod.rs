@@ -41,6 +41,16 @@ pub struct Cli {
     /// Token sent with every request, for nodes started with --token-file.
     #[arg(long, global = true, env = "KV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// TLS: the CA certificate (PEM) that signed the nodes' certificates;
+    /// given, connections use TLS.
+    #[arg(long = "cacert", id = "tls_cacert", global = true, env = "KV_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// TLS: a client certificate (PEM), for nodes that ask for one; needs --key.
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "KV_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// TLS: the private key (PEM) of --cert.
+    #[arg(long = "key", id = "tls_key", global = true, env = "KV_KEY")]
+    pub key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -127,6 +137,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Exit status for "the answer is no" (not found, compare failed).
 pub const EXIT_NO: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
+
+impl Cli {
+    /// The token and TLS settings every connection uses.
+    pub fn connect_options(&self) -> Result<crate::client::ConnectOptions, String> {
+        let tls = match (&self.cacert, &self.cert, &self.key) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err("--cert/--key need --cacert (the CA that signed the nodes' certificates)".into())
+            }
+            (Some(ca), cert, key) => Some(crate::client::ClientTls::load(ca, cert.as_deref(), key.as_deref())?),
+        };
+        Ok(crate::client::ConnectOptions { token: self.token.clone(), tls })
+    }
+}
 
 pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");

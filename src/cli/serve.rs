@@ -92,6 +92,18 @@ pub struct ServeArgs {
     /// Jepsen harness needs. Off by default.
     #[arg(long)]
     pub enable_test_hooks: bool,
+    /// TLS on both ports: this node's certificate (PEM). It must be valid
+    /// for the node's hosts in --cluster and for the DNS name node-ID (how
+    /// peers know which member it is). Needs --tls-key and --tls-ca.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers' certificates must be signed by it
+    /// (mutual TLS on the peer port), and clients' when they send one.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     /// Log filter (RUST_LOG syntax), e.g. info, debug, capkv=debug (default info).
     #[arg(long, env = "RUST_LOG")]
     pub log: Option<String>,
@@ -151,6 +163,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         slow_request_ms: args.slow_request_ms,
         token_file: args.token_file.clone(),
         enable_test_hooks: args.enable_test_hooks,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_ca: args.tls_ca.clone(),
     };
     // Logging settings are the CLI's, not the node's: read them before the
     // file is consumed.

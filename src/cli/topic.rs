@@ -93,9 +93,8 @@ pub enum TopicCommand {
 }
 
 fn client(cli: &Cli) -> Result<Arc<TopicClient>, ExitCode> {
-    TopicClient::new_with_token(&cli.endpoints, cli.token.as_deref())
-        .map(|c| Arc::new(c.with_metadata_timeout(cli.timeout)))
-        .map_err(fail)
+    let opts = cli.connect_options().map_err(fail)?;
+    TopicClient::connect(&cli.endpoints, &opts).map(|c| Arc::new(c.with_metadata_timeout(cli.timeout))).map_err(fail)
 }
 
 fn topic_json(t: &TopicInfo) -> serde_json::Value {

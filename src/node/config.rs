@@ -98,6 +98,18 @@ pub struct NodeConfig {
     pub token_file: Option<PathBuf>,
     /// Serve the Admin test hooks (clock offset) on the peer port.
     pub enable_test_hooks: bool,
+    /// TLS on both ports (mutual between peers); `None` = plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--tls-cert`, `--tls-key`, `--tls-ca`: this node's certificate (PEM,
+/// valid for its hosts and for the DNS name `node-<ID>`), its private key,
+/// and the cluster CA that signs every node's (and client's) certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl NodeConfig {
@@ -177,6 +189,12 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_test_hooks: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// Where the settings came from, to name the file and line in errors.
     #[serde(skip)]
     pub source: Option<FileSource>,
@@ -296,6 +314,9 @@ impl NodeConfig {
             slow_request_ms: Some(self.slow_request_ms),
             token_file: self.token_file.clone(),
             enable_test_hooks: Some(self.enable_test_hooks),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            tls_ca: self.tls.as_ref().map(|t| t.ca.clone()),
             source: None,
         }
     }
@@ -412,6 +433,9 @@ pub struct Overrides {
     pub slow_request_ms: Option<u64>,
     pub token_file: Option<PathBuf>,
     pub enable_test_hooks: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The name `parse_read_mode` reads back.
@@ -605,6 +629,25 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
     };
+    let tls = match (
+        o.tls_cert.or_else(|| file.tls_cert.clone()),
+        o.tls_key.or_else(|| file.tls_key.clone()),
+        o.tls_ca.or_else(|| file.tls_ca.clone()),
+    ) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+        (cert, key, ca) => {
+            let missing: Vec<&str> =
+                [("--tls-cert", cert.is_none()), ("--tls-key", key.is_none()), ("--tls-ca", ca.is_none())]
+                    .into_iter()
+                    .filter_map(|(flag, absent)| absent.then_some(flag))
+                    .collect();
+            return err(format!(
+                "TLS needs --tls-cert, --tls-key and --tls-ca together; missing {}",
+                missing.join(" and ")
+            ));
+        }
+    };
     let metrics_origin = file.origin("metrics_listen", o.metrics_listen.is_some());
     let metrics_listen = match o.metrics_listen.or_else(|| file.metrics_listen.clone()) {
         Some(text) => Some(parse_metrics_listen(&text, &metrics_origin)?),
@@ -634,6 +677,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         slow_request_ms: o.slow_request_ms.or(file.slow_request_ms).unwrap_or(DEFAULT_SLOW_REQUEST_MS),
         token_file: o.token_file.or_else(|| file.token_file.clone()),
         enable_test_hooks: o.enable_test_hooks || file.enable_test_hooks.unwrap_or(false),
+        tls,
     })
 }
 

@@ -26,6 +26,8 @@ pub mod peers;
 pub mod request_stream;
 pub mod router;
 pub mod service;
+pub mod tls;
+pub mod tls_certs;
 pub mod topic_peer_service;
 pub mod topic_service;
 
@@ -126,14 +128,17 @@ pub struct NodeState {
 pub struct NodeEnv {
     pub wall: Arc<dyn WallTime>,
     pub dialer: Arc<dyn peers::Dialer>,
+    /// TLS on both ports (`tls`); `None` = plaintext.
+    pub tls: Option<tls::NodeTls>,
 }
 
 impl NodeEnv {
     /// The system clock, and TCP from `local_ip` (the listen address, so
     /// that partitions between per-node loopback addresses cut exactly the
     /// links they name).
-    pub fn real(local_ip: IpAddr) -> Self {
-        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(peers::TcpDialer { local_ip }) }
+    pub fn real(local_ip: IpAddr, tls: Option<tls::NodeTls>) -> Self {
+        let dialer = peers::TcpDialer { local_ip, tls: tls.as_ref().map(|t| t.dialer.clone()) };
+        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(dialer), tls }
     }
 }
 
@@ -150,7 +155,11 @@ pub async fn run(
     tracing::info!(id = cfg.id, %addr, %peer_addr, members = cfg.cluster.len(), data_dir = %cfg.data_dir.display(), "capkv node serving");
     // Peer connections leave from the peer address, so that partitions
     // between per-node loopback addresses cut exactly the links they name.
-    let env = NodeEnv::real(cfg.peer_listen.ip());
+    let tls = match &cfg.tls {
+        Some(files) => Some(tls::NodeTls::load(files, cfg.id).map_err(NodeError::Config)?),
+        None => None,
+    };
+    let env = NodeEnv::real(cfg.peer_listen.ip(), tls);
     run_with(
         cfg,
         env,
@@ -294,8 +303,15 @@ where
         stopping.cancel();
     };
     let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
+    let (client_server, peer_server) = match &env.tls {
+        None => (server(), server()),
+        Some(t) => (
+            server().tls_config(t.client_port.clone()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?,
+            server().tls_config(t.peer_port.clone()).map_err(|e| NodeError::Config(format!("TLS: {e}")))?,
+        ),
+    };
     let client_served = async {
-        let r = server()
+        let r = client_server
             .layer(auth.clone())
             .add_service(
                 KvServer::new(service::KvService::new(state.clone())).max_decoding_message_size(max_request_bytes),
@@ -312,7 +328,7 @@ where
         r
     };
     let peer_served = async {
-        let r = server()
+        let r = peer_server
             .layer(auth.clone())
             .add_service(
                 PeerServer::new(peer_service::PeerService::new(state.clone()))

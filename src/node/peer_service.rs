@@ -48,8 +48,13 @@ impl PeerService {
         PeerService { node }
     }
 
-    fn check_member(&self, from: u32) -> Result<(), Status> {
-        check_member(&self.node, from)
+    fn check_member(&self, peer: Option<u32>, from: u32) -> Result<(), Status> {
+        check_member(&self.node, peer, from)
+    }
+
+    /// The member calling, by its TLS certificate (`None` without TLS).
+    fn peer<T>(&self, req: &Request<T>) -> Result<Option<u32>, Status> {
+        super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.cfg.cluster, req)
     }
 }
 
@@ -57,13 +62,16 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-fn check_member(node: &NodeState, from: u32) -> Result<(), Status> {
-    check_peer(&node.cfg.cluster, node.cfg.id, from)
+/// `from` is a member other than us and, with TLS, the member whose
+/// certificate the caller (`peer`) presented.
+fn check_member(node: &NodeState, peer: Option<u32>, from: u32) -> Result<(), Status> {
+    check_peer(&node.cfg.cluster, node.cfg.id, from)?;
+    super::tls::check_claim(peer, from)
 }
 
 /// LWW-merges the cells, durably.
-async fn replicate(node: &NodeState, req: CellsRequest) -> Result<CellsResponse, Status> {
-    check_member(node, req.from_node)?;
+async fn replicate(node: &NodeState, peer: Option<u32>, req: CellsRequest) -> Result<CellsResponse, Status> {
+    check_member(node, peer, req.from_node)?;
     check_cells(node.store.clock(), &req.cells)?;
     let ops: Vec<WriteOp> =
         req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
@@ -76,8 +84,8 @@ async fn replicate(node: &NodeState, req: CellsRequest) -> Result<CellsResponse,
 }
 
 /// This node's cells for the keys, in request order.
-fn read_cells(node: &NodeState, req: ReadCellsRequest) -> Result<ReadCellsResponse, Status> {
-    check_member(node, req.from_node)?;
+fn read_cells(node: &NodeState, peer: Option<u32>, req: ReadCellsRequest) -> Result<ReadCellsResponse, Status> {
+    check_member(node, peer, req.from_node)?;
     if req.keys.len() > MAX_READ_KEYS {
         return Err(Status::invalid_argument(format!(
             "{} keys in one ReadCells; at most {MAX_READ_KEYS}",
@@ -107,11 +115,13 @@ fn read_cells(node: &NodeState, req: ReadCellsRequest) -> Result<ReadCellsRespon
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn replicate(&self, req: Request<CellsRequest>) -> Result<Response<CellsResponse>, Status> {
-        Ok(Response::new(replicate(&self.node, req.into_inner()).await?))
+        let peer = self.peer(&req)?;
+        Ok(Response::new(replicate(&self.node, peer, req.into_inner()).await?))
     }
 
     async fn read_cells(&self, req: Request<ReadCellsRequest>) -> Result<Response<ReadCellsResponse>, Status> {
-        Ok(Response::new(read_cells(&self.node, req.into_inner())?))
+        let peer = self.peer(&req)?;
+        Ok(Response::new(read_cells(&self.node, peer, req.into_inner())?))
     }
 
     type QuorumStream = ReceiverStream<Result<QuorumReply, Status>>;
@@ -120,6 +130,7 @@ impl Peer for PeerService {
         &self,
         req: Request<tonic::Streaming<QuorumRequest>>,
     ) -> Result<Response<Self::QuorumStream>, Status> {
+        let peer = self.peer(&req)?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(QUORUM_REPLIES_QUEUED);
         let node = self.node.clone();
@@ -135,7 +146,7 @@ impl Peer for PeerService {
                 };
                 let id = req.id;
                 let reply = match req.body {
-                    Some(quorum_request::Body::Read(r)) => match read_cells(&node, r) {
+                    Some(quorum_request::Body::Read(r)) => match read_cells(&node, peer, r) {
                         Ok(read) => QuorumReply { id, read: Some(read), error: String::new() },
                         Err(s) => QuorumReply { id, read: None, error: s.message().to_string() },
                     },
@@ -144,7 +155,7 @@ impl Peer for PeerService {
                         let Ok(permit) = writes.clone().acquire_owned().await else { break };
                         let (node, tx) = (node.clone(), tx.clone());
                         tokio::spawn(async move {
-                            let error = replicate(&node, w).await.err().map(|s| s.message().to_string());
+                            let error = replicate(&node, peer, w).await.err().map(|s| s.message().to_string());
                             let _ = tx.send(Ok(QuorumReply { id, read: None, error: error.unwrap_or_default() })).await;
                             drop(permit);
                         });
@@ -163,8 +174,9 @@ impl Peer for PeerService {
     }
 
     async fn digest(&self, req: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        let peer = self.peer(&req)?;
         let req = req.into_inner();
-        self.check_member(req.from_node)?;
+        self.check_member(peer, req.from_node)?;
         if req.bucket_count != BUCKETS {
             return Err(Status::failed_precondition(format!(
                 "bucket count {} differs from ours ({BUCKETS})",
@@ -175,8 +187,9 @@ impl Peer for PeerService {
     }
 
     async fn list_buckets(&self, req: Request<ListBucketsRequest>) -> Result<Response<ListBucketsResponse>, Status> {
+        let peer = self.peer(&req)?;
         let req = req.into_inner();
-        self.check_member(req.from_node)?;
+        self.check_member(peer, req.from_node)?;
         if req.bucket_count != BUCKETS {
             return Err(Status::failed_precondition(format!(
                 "bucket count {} differs from ours ({BUCKETS})",
@@ -204,14 +217,16 @@ impl Peer for PeerService {
     }
 
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let peer = self.peer(&req)?;
         let req = req.into_inner();
-        self.check_member(req.from_node)?;
+        self.check_member(peer, req.from_node)?;
         check_stamp(self.node.store.clock(), req.hlc)?;
         self.node.store.clock().observe(req.hlc);
         Ok(Response::new(PingResponse { node_id: self.node.cfg.id, hlc: self.node.store.clock().now() }))
     }
 
     async fn raft(&self, req: Request<tonic::Streaming<RaftBatch>>) -> Result<Response<RaftBatchResponse>, Status> {
+        let peer = self.peer(&req)?;
         let mut stream = req.into_inner();
         loop {
             let batch = tokio::select! {
@@ -221,7 +236,7 @@ impl Peer for PeerService {
                     None => break,
                 },
             };
-            self.check_member(batch.from_node)?;
+            self.check_member(peer, batch.from_node)?;
             let mut msgs = Vec::with_capacity(batch.messages.len());
             for m in &batch.messages {
                 let m = raft::eraftpb::Message::parse_from_bytes(m)
@@ -241,13 +256,14 @@ impl Peer for PeerService {
         &self,
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotResponse>, Status> {
+        let peer = self.peer(&req)?;
         let mut stream = req.into_inner();
         let snapshots = self.node.rsm.snapshots().clone();
         let mut header: Option<raft::eraftpb::Message> = None;
         let mut file: Option<(tokio::fs::File, std::path::PathBuf, std::path::PathBuf)> = None;
         let mut total = 0u64;
         while let Some(chunk) = stream.message().await? {
-            self.check_member(chunk.from_node)?;
+            self.check_member(peer, chunk.from_node)?;
             if header.is_none() {
                 let m = raft::eraftpb::Message::parse_from_bytes(&chunk.message)
                     .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;

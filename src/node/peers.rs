@@ -14,7 +14,9 @@ use crate::clock::NodeId;
 use crate::proto::peer::peer_client::PeerClient;
 
 // The channel and deadline helpers are shared with the client library.
-pub use capkv_proto::channel::{call, call_full, channel, request, Dialer, TcpDialer, PEER_CONNECT_TIMEOUT_MS};
+pub use capkv_proto::channel::{
+    call, call_full, channel, request, tls_channel, Dialer, TcpDialer, PEER_CONNECT_TIMEOUT_MS,
+};
 
 /// Largest peer message, in bytes (cell batches, snapshots chunks).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 80 * 1024 * 1024;

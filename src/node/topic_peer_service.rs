@@ -17,16 +17,20 @@ impl TopicPeerService {
         TopicPeerService { node }
     }
 
-    fn check_member(&self, from: u32) -> Result<(), Status> {
-        super::peer_input::check_peer(&self.node.cfg.cluster, self.node.cfg.id, from)
+    /// `from` is a member other than us and, with TLS, the member whose
+    /// certificate the caller presented on `req`.
+    fn check_member<T>(&self, req: &Request<T>, from: u32) -> Result<(), Status> {
+        super::peer_input::check_peer(&self.node.cfg.cluster, self.node.cfg.id, from)?;
+        let peer = super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.cfg.cluster, req)?;
+        super::tls::check_claim(peer, from)
     }
 }
 
 #[tonic::async_trait]
 impl TopicPeer for TopicPeerService {
     async fn replica_fetch(&self, req: Request<ReplicaFetchRequest>) -> Result<Response<ReplicaFetchResponse>, Status> {
+        self.check_member(&req, req.get_ref().from_node)?;
         let req = req.into_inner();
-        self.check_member(req.from_node)?;
         Ok(Response::new(self.node.topics.serve_replica_fetch(req).await))
     }
 
@@ -34,8 +38,8 @@ impl TopicPeer for TopicPeerService {
         &self,
         req: Request<PartitionStatusRequest>,
     ) -> Result<Response<PartitionStatusResponse>, Status> {
+        self.check_member(&req, req.get_ref().from_node)?;
         let req = req.into_inner();
-        self.check_member(req.from_node)?;
         let partitions = self.node.topics.partition_status(req.topic_id, &req.partitions);
         Ok(Response::new(PartitionStatusResponse { partitions }))
     }

@@ -131,7 +131,7 @@ impl SimCluster {
         }
         let cfg = self.configs[&id].clone();
         let name = host(id);
-        let env = NodeEnv { wall: self.walls[&id].clone(), dialer: Arc::new(self.net.dialer(&name)) };
+        let env = NodeEnv { wall: self.walls[&id].clone(), dialer: Arc::new(self.net.dialer(&name)), tls: None };
         let incoming = self.net.listen(&name);
         let peer_incoming = self.net.listen(&peer_host(id));
         let (stop, stopped) = oneshot::channel();

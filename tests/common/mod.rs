@@ -80,6 +80,10 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     pub spec: String,
     pub dir: tempfile::TempDir,
+    /// How this harness's own clients connect (TLS for a TLS cluster).
+    pub connect: capkv::client::ConnectOptions,
+    /// The certificates of a TLS cluster ([`TestCluster::start_tls`]).
+    pub certs: Option<capkv::node::tls_certs::DevCerts>,
 }
 
 impl TestCluster {
@@ -90,6 +94,40 @@ impl TestCluster {
 
     /// Like `start`, with per-node extra flags.
     pub async fn start_with(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
+        let mut c = Self::prepare(n, extra);
+        for id in 1..=n as u32 {
+            c.spawn(id);
+        }
+        for id in 1..=n as u32 {
+            c.wait_ready(id).await;
+        }
+        c
+    }
+
+    /// Like `start`, with TLS on every port: a fresh CA and certificates
+    /// (`capkv::node::tls_certs`) for each node's address.
+    pub async fn start_tls(n: usize, extra: &[&str]) -> TestCluster {
+        let mut c = Self::prepare(n, |_| Vec::new());
+        let hosts: Vec<(u32, String)> =
+            c.nodes.iter().map(|n| (n.id, n.addr.rsplit_once(':').unwrap().0.to_string())).collect();
+        let certs = capkv::node::tls_certs::generate(&c.dir.path().join("tls"), &hosts).unwrap();
+        for node in &mut c.nodes {
+            node.extra = certs.serve_args(node.id);
+            node.extra.extend(extra.iter().map(|s| s.to_string()));
+        }
+        c.connect.tls = Some(capkv::client::ClientTls::load(&certs.ca, None, None).unwrap());
+        c.certs = Some(certs);
+        for id in 1..=n as u32 {
+            c.spawn(id);
+        }
+        for id in 1..=n as u32 {
+            c.wait_ready(id).await;
+        }
+        c
+    }
+
+    /// The cluster's addresses and directories, nothing started.
+    fn prepare(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         // Two ports per node (client and peer), both chosen by the OS.
         let (addrs, peer_addrs): (Vec<String>, Vec<String>) = cluster_ips(n).into_iter().map(two_free_addrs_on).unzip();
@@ -106,14 +144,7 @@ impl TestCluster {
                 extra: extra(id),
             })
             .collect();
-        let mut c = TestCluster { nodes, spec, dir };
-        for id in 1..=n as u32 {
-            c.spawn(id);
-        }
-        for id in 1..=n as u32 {
-            c.wait_ready(id).await;
-        }
-        c
+        TestCluster { nodes, spec, dir, connect: Default::default(), certs: None }
     }
 
     pub fn node(&self, id: u32) -> &Node {
@@ -144,7 +175,7 @@ impl TestCluster {
 
     pub async fn wait_ready(&self, id: u32) {
         let n = self.node(id);
-        let client = Client::new(std::slice::from_ref(&n.addr)).unwrap();
+        let client = Client::connect(std::slice::from_ref(&n.addr), &self.connect).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         // A node that checks tokens answers too: "unauthenticated".
         while client
@@ -237,7 +268,7 @@ impl TestCluster {
 
     /// A client talking to one node only.
     pub fn client(&self, id: u32) -> Client {
-        Client::new(&[self.node(id).addr.clone()]).unwrap()
+        Client::connect(&[self.node(id).addr.clone()], &self.connect).unwrap()
     }
 
     pub fn data_dir(&self, id: u32) -> &Path {

@@ -23,6 +23,7 @@ pub struct TopicClient {
     endpoints: Vec<String>,
     /// Attaches the client's token (if any) to every call.
     bearer: crate::auth::Bearer,
+    dialer: capkv_proto::channel::TcpDialer,
     conns: Mutex<HashMap<String, TopicsClient<crate::auth::Conn>>>,
     /// Node id → client address, from the last metadata answer.
     nodes: RwLock<BTreeMap<u32, String>>,
@@ -44,7 +45,16 @@ impl TopicClient {
         endpoints: &[S],
         token: Option<&str>,
     ) -> Result<TopicClient, TopicClientError> {
-        let bearer = crate::auth::Bearer::new(token).map_err(E::Config)?;
+        let opts = crate::ConnectOptions { token: token.map(str::to_string), tls: None };
+        TopicClient::connect(endpoints, &opts)
+    }
+
+    /// A client for `endpoints` with a token and/or TLS (`opts`).
+    pub fn connect<S: AsRef<str>>(
+        endpoints: &[S],
+        opts: &crate::ConnectOptions,
+    ) -> Result<TopicClient, TopicClientError> {
+        let bearer = crate::auth::Bearer::new(opts.token.as_deref()).map_err(E::Config)?;
         if endpoints.is_empty() {
             return Err(E::Config("no endpoints given: pass --endpoints HOST:PORT,... or set KV_ENDPOINTS".into()));
         }
@@ -60,6 +70,7 @@ impl TopicClient {
         Ok(TopicClient {
             endpoints: eps,
             bearer,
+            dialer: opts.dialer(),
             conns: Mutex::new(HashMap::new()),
             nodes: RwLock::new(BTreeMap::new()),
             topics: RwLock::new(HashMap::new()),
@@ -80,7 +91,7 @@ impl TopicClient {
         if let Some(c) = conns.get(addr) {
             return Ok(c.clone());
         }
-        let ch = capkv_proto::channel::channel(addr, std::net::IpAddr::from([0, 0, 0, 0])).map_err(E::Config)?;
+        let ch = capkv_proto::channel::Dialer::channel(&self.dialer, addr).map_err(E::Config)?;
         let c = TopicsClient::with_interceptor(ch, self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
