@@ -37,6 +37,9 @@
 #   --no-nats          no NATS JetStream produce runs
 #   --nats-port P      first NATS client port (default 17301; clients P..P+2, routes P+10..P+12)
 #   --capkv-port P     first capkv port (default 17101; clients P..P+2, peers P+1000..P+1002)
+#   --tls              capkv with TLS on every port (kv dev --tls: mutual TLS
+#                      between nodes, clients verify the nodes' CA); etcd and
+#                      NATS stay plaintext, so their ratios are conservative
 #   --etcd-port P      first etcd client port (default 17201; clients P..P+2, peers P+10..P+12)
 set -euo pipefail
 
@@ -65,6 +68,7 @@ PRODUCE_BATCHES="1 64"
 PRODUCE_VALUE_SIZE=1024
 NATS=1
 NATS_PORT=17301
+TLS=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -88,6 +92,7 @@ while [ $# -gt 0 ]; do
     --produce-batches) PRODUCE_BATCHES=$2; shift 2 ;;
     --produce-value-size) PRODUCE_VALUE_SIZE=$2; shift 2 ;;
     --no-nats) NATS=0; shift ;;
+    --tls) TLS=1; shift ;;
     --nats-port) NATS_PORT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -105,7 +110,7 @@ print_table() {
 def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | f2) ms" end;'
   jq -rs "$defs"'
     (map(select(.bench == "meta")) | last // {}) as $m
-    | "### capkv vs etcd (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
+    | "### capkv\(if $m.tls then " with TLS (mutual between nodes)" else "" end) vs etcd (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
       "",
       "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
         + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
@@ -283,16 +288,25 @@ run fsync "" fsync 1 --data-dir "$WORK_DIR" --value-size "$VALUE_SIZE" --duratio
 # capkv
 say "starting a 3-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + 2)))"
 dev_ok=0
-capkv_start_dev "$CAPKV_PORT" "$WORK_DIR/capkv" "$WORK_DIR/kv-dev" && dev_ok=1
+dev_flags=()
+[ "$TLS" = 1 ] && dev_flags=(--tls)
+capkv_start_dev "$CAPKV_PORT" "$WORK_DIR/capkv" "$WORK_DIR/kv-dev" "${dev_flags[@]}" && dev_ok=1
 dev_pid=$CAPKV_DEV_PID
 pids+=("$dev_pid")
 [ "$dev_ok" = 1 ] || exit 2
 endpoints=$CAPKV_ENDPOINTS
+# Every capkv run's connection settings: the dev cluster's CA with --tls.
+capkv_conn=()
+if [ "$TLS" = 1 ]; then
+  ca=$(sed -n 's/^KV_CACERT=//p' "$WORK_DIR/kv-dev.out")
+  [ -n "$ca" ] || { echo "compare.sh: kv dev --tls printed no KV_CACERT" >&2; exit 2; }
+  capkv_conn=(--cacert "$ca")
+fi
 SERVER_PIDS=$(pgrep -P "$dev_pid" | tr '\n' ' ')
 
 for transport in session unary; do
   for c in $CLIENTS; do
-    run ping "" ping "$c" --endpoints "$endpoints" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP" \
+    run ping "" ping "$c" --endpoints "$endpoints" "${capkv_conn[@]}" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP" \
       --transport "$transport"
   done
 done
@@ -300,7 +314,7 @@ for transport in $TRANSPORTS; do
 for level in $LEVELS; do
   for op in $OPS; do
     for c in $CLIENTS; do
-      run capkv "$level" "$op" "$c" --target capkv --consistency "$level" --endpoints "$endpoints" \
+      run capkv "$level" "$op" "$c" --target capkv --consistency "$level" --endpoints "$endpoints" "${capkv_conn[@]}" \
         --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/$level/" --duration "$DURATION" --warmup "$WARMUP" \
         --transport "$transport"
       # A level that is not built fails the same way at every client count.
@@ -319,7 +333,7 @@ done
 for c in $PRODUCE_CLIENTS; do
   for b in $PRODUCE_BATCHES; do
     for acks in 1 all; do
-      run topic "acks=$acks" produce "$c" --target capkv --endpoints "$endpoints" --acks "$acks" --batch "$b" \
+      run topic "acks=$acks" produce "$c" --target capkv --endpoints "$endpoints" "${capkv_conn[@]}" --acks "$acks" --batch "$b" \
         --topic "bench-a$acks-b$b-c$c" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
     done
   done
@@ -414,7 +428,8 @@ jq -cn --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson nproc "$(nproc)" \
   --arg fs "$work_fs" --arg kernel "$(uname -r)" --arg etcd "$(etcd --version 2>/dev/null | head -1 || true)" \
   --arg load_before "$load_before" --arg load_after "$load_after" \
   --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson value_size "$VALUE_SIZE" --argjson keys "$KEYS" \
-  '{bench: "meta", date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
+  --argjson tls "$TLS" \
+  '{bench: "meta", tls: ($tls == 1), date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
     load_before: $load_before, load_after: $load_after, duration: $duration, warmup: $warmup,
     value_size: $value_size, keys: $keys}' >> "$RESULTS"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"

@@ -44,7 +44,8 @@ capkv_build() {
 # become ready within 90 s.
 capkv_start_dev() {
   local port=$1 dir=$2 log=$3
-  "$CAPKV_BIN/kv" dev --nodes 3 --base-port "$port" --data-dir "$dir" >"$log.out" 2>"$log.err" &
+  shift 3
+  "$CAPKV_BIN/kv" dev --nodes 3 --base-port "$port" --data-dir "$dir" "$@" >"$log.out" 2>"$log.err" &
   CAPKV_DEV_PID=$!
   CAPKV_ENDPOINTS=
   for _ in $(seq 1 900); do

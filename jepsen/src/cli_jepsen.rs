@@ -101,6 +101,11 @@ pub struct JepsenArgs {
     #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
     serve_args: Vec<String>,
 
+    /// TLS on every node port (client and peer), with a throwaway CA the
+    /// harness generates; the clients and nemeses use it too.
+    #[arg(long)]
+    tls: bool,
+
     /// Deadline of one client operation [default: 1s; topic workload: 5s].
     #[arg(long, value_parser = capkv::cli::parse_duration)]
     op_timeout: Option<Duration>,
@@ -242,6 +247,7 @@ fn run_jepsen_inner(args: JepsenArgs) -> anyhow::Result<Validity> {
         checkers: args.checker,
         out: args.out,
         serve_args: args.serve_args,
+        tls: args.tls,
         op_timeout,
         fault_interval: args.fault_interval,
         heal_interval: args.heal_interval,

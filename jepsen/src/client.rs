@@ -27,7 +27,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use capkv::client::{CallOptions, Client, ClientError};
+use capkv::client::{CallOptions, Client, ClientError, ConnectOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
@@ -55,6 +55,8 @@ pub struct WorkloadConfig {
     pub rate_hz: f64,
     /// Node addresses (`host:port`) in node-id order.
     pub endpoints: Vec<String>,
+    /// Token and TLS settings of every client.
+    pub connect: ConnectOptions,
     /// Seeds the workers' pacing.
     pub seed: u64,
     /// Written values are padded to this many bytes (see [`encode_value`]).
@@ -86,8 +88,8 @@ impl WorkloadSummary {
 }
 
 /// A capkv client for `process`: its home node first, then the others.
-pub fn client_for(process: u64, endpoints: &[String]) -> Result<Client, ClientError> {
-    Client::new(&endpoint_order(process, endpoints))
+pub fn client_for(process: u64, endpoints: &[String], connect: &ConnectOptions) -> Result<Client, ClientError> {
+    Client::connect(&endpoint_order(process, endpoints), connect)
 }
 
 /// `endpoints` rotated so that `process`'s home node, `process mod N`, is
@@ -127,7 +129,7 @@ async fn worker(
     let mut process = slot as u64;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(slot as u64 + 1)));
     let mean_gap_s = config.concurrency as f64 / config.rate_hz;
-    let mut client = match client_for(process, &config.endpoints) {
+    let mut client = match client_for(process, &config.endpoints, &config.connect) {
         Ok(c) => c,
         Err(e) => return (process, Some(format!("cannot create a client: {e}"))),
     };
@@ -153,7 +155,7 @@ async fn worker(
         }
         if retire {
             process += concurrency;
-            client = match client_for(process, &config.endpoints) {
+            client = match client_for(process, &config.endpoints, &config.connect) {
                 Ok(c) => c,
                 Err(e) => return (process, Some(format!("cannot create a client: {e}"))),
             };

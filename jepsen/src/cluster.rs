@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use capkv::client::{Client, ClientError};
+use capkv::client::{Client, ClientError, ClientTls, ConnectOptions};
 use capkv::proto::NodeStatus;
 
 /// A node's id, as in `kv serve --id` (1, 2, 3, …).
@@ -72,6 +72,8 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// Extra arguments for every `kv serve`, after the harness's own.
     pub serve_args: Vec<String>,
+    /// TLS on every port: a throwaway CA and certificates in `DIR/tls`.
+    pub tls: bool,
 }
 
 /// Why the cluster could not do what was asked.
@@ -183,6 +185,10 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// `--cluster` for every node: `1=127.0.0.11:P1/127.0.0.11:Q1,2=…`.
     members: String,
+    /// How the harness's clients connect (TLS when `spec.tls`).
+    connect: ConnectOptions,
+    /// The certificates of a TLS cluster.
+    certs: Option<capkv::node::tls_certs::DevCerts>,
 }
 
 impl Cluster {
@@ -218,7 +224,16 @@ impl Cluster {
             });
         }
         let members = capkv::node::config::cluster_spec(nodes.iter().map(|n| (n.id, n.addr, n.peer_addr)));
-        let mut cluster = Cluster { spec, nodes, members };
+        let (connect, certs) = if spec.tls {
+            let hosts: Vec<(NodeId, String)> = nodes.iter().map(|n| (n.id, n.addr.ip().to_string())).collect();
+            let tls_dir = spec.dir.join("tls");
+            let certs = capkv::node::tls_certs::generate(&tls_dir, &hosts).map_err(ClusterError::Invalid)?;
+            let tls = ClientTls::load(&certs.ca, None, None).map_err(ClusterError::Invalid)?;
+            (ConnectOptions { token: None, tls: Some(tls) }, Some(certs))
+        } else {
+            (ConnectOptions::default(), None)
+        };
+        let mut cluster = Cluster { spec, nodes, members, connect, certs };
         for id in cluster.ids() {
             cluster.spawn(id)?;
         }
@@ -241,6 +256,20 @@ impl Cluster {
     /// The address node `id` serves peers and the Admin test hooks on.
     pub fn peer_addr(&self, id: NodeId) -> SocketAddr {
         self.node(id).peer_addr
+    }
+
+    /// How clients of this cluster connect (the CA of a TLS cluster).
+    pub fn connect_options(&self) -> &ConnectOptions {
+        &self.connect
+    }
+
+    /// TLS to the peer ports (the Admin hooks): the CA and a client
+    /// certificate it signed; `None` for a plaintext cluster.
+    pub fn peer_tls(&self) -> Result<Option<ClientTls>, String> {
+        match &self.certs {
+            None => Ok(None),
+            Some(c) => ClientTls::load(&c.ca, Some(&c.client_cert), Some(&c.client_key)).map(Some),
+        }
     }
 
     /// Every node's `host:port`, in id order.
@@ -326,7 +355,8 @@ impl Cluster {
 
     /// A client that talks to node `id` only.
     pub fn client(&self, id: NodeId) -> Result<Client, ClusterError> {
-        Client::new(&[self.addr(id).to_string()]).map_err(|source| ClusterError::Client { id, source })
+        Client::connect(&[self.addr(id).to_string()], &self.connect)
+            .map_err(|source| ClusterError::Client { id, source })
     }
 
     /// The last [`LOG_TAIL_LINES`] lines of node `id`'s log.
@@ -430,6 +460,9 @@ impl Cluster {
             // The clock nemesis moves node clocks through Admin.
             "--enable-test-hooks".into(),
         ];
+        if let Some(c) = &self.certs {
+            args.extend(c.serve_args(id));
+        }
         args.extend(self.spec.serve_args.iter().cloned());
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");

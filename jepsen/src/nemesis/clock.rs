@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use capkv::client::ClientTls;
 use capkv::proto::admin_client::AdminClient;
 use capkv::proto::SetClockOffsetRequest;
 use rand::seq::SliceRandom;
@@ -59,7 +60,7 @@ pub fn plan(nodes: &[NodeId], rng: &mut impl Rng) -> BTreeMap<NodeId, i64> {
 /// Sets each node's offset.
 pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Result<(), NemesisError> {
     for (&id, &offset_ms) in offsets_ms {
-        set_offset(id, cluster.peer_addr(id), offset_ms).await?;
+        set_offset(id, cluster.peer_addr(id), peer_tls(cluster, id)?.as_ref(), offset_ms).await?;
     }
     Ok(())
 }
@@ -68,17 +69,28 @@ pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Res
 pub async fn heal(cluster: &Cluster, nodes: impl IntoIterator<Item = NodeId>) -> Result<(), NemesisError> {
     for id in nodes {
         if cluster.is_running(id) {
-            set_offset(id, cluster.peer_addr(id), 0).await?;
+            set_offset(id, cluster.peer_addr(id), peer_tls(cluster, id)?.as_ref(), 0).await?;
         }
     }
     Ok(())
 }
 
-/// Calls `Admin.SetClockOffset` on one node at its peer address (`addr`);
+fn peer_tls(cluster: &Cluster, id: NodeId) -> Result<Option<ClientTls>, NemesisError> {
+    cluster.peer_tls().map_err(|message| NemesisError::Clock { id, message })
+}
+
+/// Calls `Admin.SetClockOffset` on one node at its peer address (`addr`),
+/// over TLS with a CA-signed client certificate when `tls` is given;
 /// returns the previous offset.
-pub async fn set_offset(id: NodeId, addr: SocketAddr, offset_ms: i64) -> Result<i64, NemesisError> {
+pub async fn set_offset(
+    id: NodeId,
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    offset_ms: i64,
+) -> Result<i64, NemesisError> {
     let error = |message: String| NemesisError::Clock { id, message };
-    let channel = capkv::node::peers::channel(&addr.to_string(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(error)?;
+    let channel =
+        capkv::node::peers::tls_channel(&addr.to_string(), IpAddr::V4(Ipv4Addr::UNSPECIFIED), tls).map_err(error)?;
     let mut admin = AdminClient::new(channel);
     let request = capkv::node::peers::request(SetClockOffsetRequest { offset_ms }, ADMIN_TIMEOUT_MS);
     let reply = capkv::node::peers::call(ADMIN_TIMEOUT_MS, admin.set_clock_offset(request))

@@ -249,6 +249,8 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Extra `kv serve` arguments.
     pub serve_args: Vec<String>,
+    /// TLS on every node port (a throwaway CA per run), clients included.
+    pub tls: bool,
     /// Deadline of one operation.
     pub op_timeout: Duration,
     /// Length of a fault window.
@@ -495,6 +497,7 @@ pub(crate) mod tests {
             checkers: None,
             out: "out".into(),
             serve_args: vec!["--no-hinted-handoff".into()],
+            tls: false,
             op_timeout: Duration::from_secs(1),
             fault_interval: Duration::from_secs(1),
             heal_interval: Duration::from_secs(1),

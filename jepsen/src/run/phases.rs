@@ -80,6 +80,7 @@ pub(crate) async fn start_cluster(
         dir: dir.to_path_buf(),
         nodes: config.nodes,
         serve_args: config.effective_serve_args(),
+        tls: config.tls,
     };
     let cluster = Cluster::start(spec).await?;
     progress(format!("cluster up: {}", cluster.members()));

@@ -91,6 +91,7 @@ pub async fn run_register(
         op_timeout: config.op_timeout,
         rate_hz: config.rate_hz,
         endpoints: cluster.endpoints(),
+        connect: cluster.connect_options().clone(),
         seed: config.seed,
         value_bytes: config.value_bytes,
     };
@@ -229,7 +230,7 @@ pub async fn run_register(
 /// refusals are errors, "unavailable" is retried (a Raft cluster may still
 /// be electing its first leader) until [`PROBE_TIMEOUT_MS`].
 async fn probe_level(cluster: &Cluster, level: Level, cancel: &CancellationToken) -> Result<(), RunError> {
-    let client = client::client_for(0, &cluster.endpoints())
+    let client = client::client_for(0, &cluster.endpoints(), cluster.connect_options())
         .map_err(|e| RunError::LevelNotServed { level, message: e.to_string() })?;
     let deadline = Instant::now() + Duration::from_millis(PROBE_TIMEOUT_MS);
     loop {
@@ -319,7 +320,7 @@ async fn final_reads(
     let mut process = first_process;
     for key in keys {
         for _ in 0..FINAL_READ_ATTEMPTS {
-            let client = client::client_for(process, &endpoints)
+            let client = client::client_for(process, &endpoints, cluster.connect_options())
                 .map_err(|e| RunError::LevelNotServed { level, message: e.to_string() })?;
             let op = OpSpec { f: OpKind::Read, key: key.clone(), value: Value::Null, level };
             recorder.invoke(process, OpKind::Read, key, Value::Null, level, Phase::FinalRead)?;

@@ -58,7 +58,10 @@ pub async fn run_topic(
     let dir = prepare_dir(&config.out)?;
     let (firewall, mut cluster) = start_cluster(config, &dir, progress).await?;
     let endpoints = cluster.endpoints();
-    let client = |what: &str| TopicClient::new(&endpoints).map_err(|e| RunError::TopicSetup(format!("{what}: {e}")));
+    let connect = cluster.connect_options().clone();
+    let client = |what: &str| {
+        TopicClient::connect(&endpoints, &connect).map_err(|e| RunError::TopicSetup(format!("{what}: {e}")))
+    };
     let admin = client("topic client")?;
     create_topic(&admin, config, cancel).await?;
     let ready = await_settled(&admin, TOPIC_NAME, Duration::from_millis(PROBE_TIMEOUT_MS), cancel).await;
@@ -91,6 +94,7 @@ pub async fn run_topic(
         op_timeout: config.op_timeout,
         rate_hz: config.rate_hz,
         endpoints: endpoints.clone(),
+        connect: connect.clone(),
         seed: config.seed,
     };
     progress(format!(

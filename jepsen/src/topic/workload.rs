@@ -63,6 +63,8 @@ pub struct ProduceConfig {
     pub rate_hz: f64,
     /// Node addresses in node-id order.
     pub endpoints: Vec<String>,
+    /// Token and TLS settings of every client.
+    pub connect: capkv::client::ConnectOptions,
     /// Seeds pacing and partition choice.
     pub seed: u64,
 }
@@ -74,7 +76,7 @@ struct ProcessProducer {
 
 impl ProcessProducer {
     async fn new(config: &ProduceConfig, process: u64) -> Result<ProcessProducer, TopicClientError> {
-        let client = Arc::new(TopicClient::new(&endpoint_order(process, &config.endpoints))?);
+        let client = Arc::new(TopicClient::connect(&endpoint_order(process, &config.endpoints), &config.connect)?);
         let request_timeout = (config.op_timeout / REQUEST_TIMEOUT_DIVISOR)
             .max(Duration::from_millis(REQUEST_TIMEOUT_MIN_MS))
             .min(config.op_timeout);
