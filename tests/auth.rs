@@ -152,38 +152,21 @@ fn a_bad_token_file_stops_the_node_with_one_clear_line() {
     let (a, p) = two_free_addrs_on(Ipv4Addr::LOCALHOST);
     let spec = format!("1={a}/{p}");
     let tokens = dir.path().join("tokens");
+    let serve = |token_file: &str| {
+        kv(&["serve", "--id", "1", "--cluster", &spec, "--data-dir", d.to_str().unwrap(), "--token-file", token_file])
+    };
     for (text, needle) in [
         (format!("{READ} read\n{WRITE} superuser\n"), "line 2: unknown role \"superuser\""),
         ("short read\n".to_string(), "line 1: a token must be 16 to 256 characters"),
         ("# nothing\n".to_string(), "lists no token"),
     ] {
         std::fs::write(&tokens, &text).unwrap();
-        let (code, _, err) = kv(&[
-            "serve",
-            "--id",
-            "1",
-            "--cluster",
-            &spec,
-            "--data-dir",
-            d.to_str().unwrap(),
-            "--token-file",
-            tokens.to_str().unwrap(),
-        ]);
+        let (code, _, err) = serve(tokens.to_str().unwrap());
         assert_eq!(code, 2, "{text}: {err}");
         assert!(err.contains(needle), "{text}: {err}");
         assert!(err.contains("tokens"), "the message names the file: {err}");
     }
-    let (code, _, err) = kv(&[
-        "serve",
-        "--id",
-        "1",
-        "--cluster",
-        &spec,
-        "--data-dir",
-        d.to_str().unwrap(),
-        "--token-file",
-        "/nonexistent",
-    ]);
+    let (code, _, err) = serve("/nonexistent");
     assert_eq!(code, 2);
     assert!(err.contains("cannot read token file /nonexistent"), "{err}");
 }

@@ -94,32 +94,41 @@ impl ClientTls {
     /// From PEM text: the CA certificate(s) and an optional (certificate
     /// chain, private key) pair.
     pub fn from_pem(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<ClientTls, String> {
-        check_cert_pem("the CA certificate", ca_pem)?;
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
-        if let Some((cert, key)) = identity {
-            check_cert_pem("the certificate", cert)?;
-            check_key_pem("the key", key)?;
-            config = config.identity(Identity::from_pem(cert, key));
-        }
-        Ok(ClientTls { config })
+        ClientTls::checked(["the CA certificate", "the certificate", "the key"].map(String::from), ca_pem, identity)
     }
 
     /// From files, as the CLI names them (`--cacert`, `--cert`, `--key`):
     /// `cert` and `key` go together.
     pub fn load(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<ClientTls, String> {
         let ca_pem = read_pem("--cacert", ca)?;
-        check_cert_pem(&format!("--cacert {}", ca.display()), &ca_pem)?;
-        let identity = match (cert, key) {
-            (None, None) => None,
-            (Some(c), Some(k)) => {
-                let (c_pem, k_pem) = (read_pem("--cert", c)?, read_pem("--key", k)?);
-                check_cert_pem(&format!("--cert {}", c.display()), &c_pem)?;
-                check_key_pem(&format!("--key {}", k.display()), &k_pem)?;
-                Some((c_pem, k_pem))
-            }
+        let (identity, names) = match (cert, key) {
+            (None, None) => (None, [String::new(), String::new()]),
+            (Some(c), Some(k)) => (
+                Some((read_pem("--cert", c)?, read_pem("--key", k)?)),
+                [format!("--cert {}", c.display()), format!("--key {}", k.display())],
+            ),
             _ => return Err("--cert and --key go together: pass both or neither".to_string()),
         };
-        ClientTls::from_pem(&ca_pem, identity.as_ref().map(|(c, k)| (&c[..], &k[..])))
+        let [cert_name, key_name] = names;
+        ClientTls::checked(
+            [format!("--cacert {}", ca.display()), cert_name, key_name],
+            &ca_pem,
+            identity.as_ref().map(|(c, k)| (&c[..], &k[..])),
+        )
+    }
+
+    /// Checks each PEM text (errors say `names`: CA, certificate, key) and
+    /// builds the settings.
+    fn checked(names: [String; 3], ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<ClientTls, String> {
+        let [ca_name, cert_name, key_name] = names;
+        check_cert_pem(&ca_name, ca_pem)?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        if let Some((cert, key)) = identity {
+            check_cert_pem(&cert_name, cert)?;
+            check_key_pem(&key_name, key)?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        Ok(ClientTls { config })
     }
 }
 

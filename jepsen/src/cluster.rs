@@ -189,6 +189,8 @@ pub struct Cluster {
     connect: ConnectOptions,
     /// The certificates of a TLS cluster.
     certs: Option<capkv::node::tls_certs::DevCerts>,
+    /// TLS to the peer ports: the CA and a client certificate it signed.
+    peer_tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -224,16 +226,18 @@ impl Cluster {
             });
         }
         let members = capkv::node::config::cluster_spec(nodes.iter().map(|n| (n.id, n.addr, n.peer_addr)));
-        let (connect, certs) = if spec.tls {
+        let (connect, certs, peer_tls) = if spec.tls {
             let hosts: Vec<(NodeId, String)> = nodes.iter().map(|n| (n.id, n.addr.ip().to_string())).collect();
             let tls_dir = spec.dir.join("tls");
             let certs = capkv::node::tls_certs::generate(&tls_dir, &hosts).map_err(ClusterError::Invalid)?;
             let tls = ClientTls::load(&certs.ca, None, None).map_err(ClusterError::Invalid)?;
-            (ConnectOptions { token: None, tls: Some(tls) }, Some(certs))
+            let peer_tls = ClientTls::load(&certs.ca, Some(&certs.client_cert), Some(&certs.client_key))
+                .map_err(ClusterError::Invalid)?;
+            (ConnectOptions { token: None, tls: Some(tls) }, Some(certs), Some(peer_tls))
         } else {
-            (ConnectOptions::default(), None)
+            (ConnectOptions::default(), None, None)
         };
-        let mut cluster = Cluster { spec, nodes, members, connect, certs };
+        let mut cluster = Cluster { spec, nodes, members, connect, certs, peer_tls };
         for id in cluster.ids() {
             cluster.spawn(id)?;
         }
@@ -265,11 +269,8 @@ impl Cluster {
 
     /// TLS to the peer ports (the Admin hooks): the CA and a client
     /// certificate it signed; `None` for a plaintext cluster.
-    pub fn peer_tls(&self) -> Result<Option<ClientTls>, String> {
-        match &self.certs {
-            None => Ok(None),
-            Some(c) => ClientTls::load(&c.ca, Some(&c.client_cert), Some(&c.client_key)).map(Some),
-        }
+    pub fn peer_tls(&self) -> Option<&ClientTls> {
+        self.peer_tls.as_ref()
     }
 
     /// Every node's `host:port`, in id order.

@@ -283,21 +283,12 @@ const TOKEN_FILE: &str = "tokens";
 /// token; returns the admin token.
 fn write_token_file(dir: &Path) -> Result<String, String> {
     use rand::distr::{Alphanumeric, SampleString};
-    use std::os::unix::fs::OpenOptionsExt;
     let admin = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let read = Alphanumeric.sample_string(&mut rand::rng(), 32);
-    let path = dir.join(TOKEN_FILE);
     let text = format!(
         "# kv dev --auth: TOKEN ROLE (read, readwrite or admin); kv --token T or KV_TOKEN=T\n{admin} admin\n{read} read\n"
     );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::node::tls_certs::write_private(&dir.join(TOKEN_FILE), &text)?;
     Ok(admin)
 }
 

@@ -94,14 +94,7 @@ impl TestCluster {
 
     /// Like `start`, with per-node extra flags.
     pub async fn start_with(n: usize, extra: impl Fn(u32) -> Vec<String>) -> TestCluster {
-        let mut c = Self::prepare(n, extra);
-        for id in 1..=n as u32 {
-            c.spawn(id);
-        }
-        for id in 1..=n as u32 {
-            c.wait_ready(id).await;
-        }
-        c
+        Self::prepare(n, extra).launch().await
     }
 
     /// Like `start`, with TLS on every port: a fresh CA and certificates
@@ -117,13 +110,18 @@ impl TestCluster {
         }
         c.connect.tls = Some(capkv::client::ClientTls::load(&certs.ca, None, None).unwrap());
         c.certs = Some(certs);
-        for id in 1..=n as u32 {
-            c.spawn(id);
+        c.launch().await
+    }
+
+    /// Spawns every node and waits until each answers.
+    async fn launch(mut self) -> TestCluster {
+        for id in 1..=self.nodes.len() as u32 {
+            self.spawn(id);
         }
-        for id in 1..=n as u32 {
-            c.wait_ready(id).await;
+        for id in 1..=self.nodes.len() as u32 {
+            self.wait_ready(id).await;
         }
-        c
+        self
     }
 
     /// The cluster's addresses and directories, nothing started.

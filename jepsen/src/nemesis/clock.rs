@@ -60,7 +60,7 @@ pub fn plan(nodes: &[NodeId], rng: &mut impl Rng) -> BTreeMap<NodeId, i64> {
 /// Sets each node's offset.
 pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Result<(), NemesisError> {
     for (&id, &offset_ms) in offsets_ms {
-        set_offset(id, cluster.peer_addr(id), peer_tls(cluster, id)?.as_ref(), offset_ms).await?;
+        set_offset(id, cluster.peer_addr(id), cluster.peer_tls(), offset_ms).await?;
     }
     Ok(())
 }
@@ -69,14 +69,10 @@ pub async fn start(cluster: &Cluster, offsets_ms: &BTreeMap<NodeId, i64>) -> Res
 pub async fn heal(cluster: &Cluster, nodes: impl IntoIterator<Item = NodeId>) -> Result<(), NemesisError> {
     for id in nodes {
         if cluster.is_running(id) {
-            set_offset(id, cluster.peer_addr(id), peer_tls(cluster, id)?.as_ref(), 0).await?;
+            set_offset(id, cluster.peer_addr(id), cluster.peer_tls(), 0).await?;
         }
     }
     Ok(())
-}
-
-fn peer_tls(cluster: &Cluster, id: NodeId) -> Result<Option<ClientTls>, NemesisError> {
-    cluster.peer_tls().map_err(|message| NemesisError::Clock { id, message })
 }
 
 /// Calls `Admin.SetClockOffset` on one node at its peer address (`addr`),
