@@ -7,6 +7,7 @@
 //! * [`rsm`]: the replicated state machine over Raft (KV and topic metadata commands);
 //! * [`levels`]: one module per consistency level;
 //! * [`node`]: process wiring and gRPC services;
+//! * [`rt`]: where blocking work runs (a pool, or in place when simulated);
 //! * [`topic`]: the partitioned, replicated topic log (ISR replication);
 //! * [`client`]: the gRPC client library;
 //! * [`bench`]: the load generator behind `kv bench`;
@@ -23,6 +24,7 @@ pub mod levels;
 pub mod metrics;
 pub mod node;
 pub mod rsm;
+pub mod rt;
 pub mod sim;
 pub mod store;
 pub mod topic;

@@ -33,9 +33,10 @@
 //! leader needs). The other levels stay on the endpoint that answered last.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use tonic::{Code, Status};
 
 pub use capkv_proto::channel::ClientTls;
@@ -333,6 +334,15 @@ impl Client {
             leader: AtomicUsize::new(NO_LEADER),
             inflight: Default::default(),
         })
+    }
+
+    /// This client, with `client_id` as the id of its exactly-once session
+    /// instead of a random one. Two clients must never share an id; a
+    /// deterministic simulation names its clients with this.
+    pub fn with_client_id(mut self, client_id: u64) -> Self {
+        assert!(client_id != 0, "client id 0 means no session");
+        self.client_id = client_id;
+        self
     }
 
     /// This client, sending its requests with `transport`.

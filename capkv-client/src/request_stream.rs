@@ -18,7 +18,7 @@
 //! slot. Dropping a request's future (its deadline passed) forgets it; a
 //! late reply is then dropped.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -63,7 +63,8 @@ struct Session {
 struct Pending {
     /// False once the reply stream ended; no new request may wait then.
     open: bool,
-    waiting: HashMap<u64, Waiter>,
+    /// Ordered: failing them all (the stream broke) wakes callers in a fixed order.
+    waiting: BTreeMap<u64, Waiter>,
 }
 
 /// Why a request got no reply on a session.
@@ -127,7 +128,7 @@ impl Session {
     async fn open(mut kv: KvClient<crate::auth::Conn>, addr: &str) -> Result<Arc<Session>, Status> {
         let (tx, rx) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
         let mut replies = kv.session(ReceiverStream::new(rx)).await?.into_inner();
-        let pending = Arc::new(Mutex::new(Pending { open: true, waiting: HashMap::new() }));
+        let pending = Arc::new(Mutex::new(Pending { open: true, waiting: BTreeMap::new() }));
         let p = pending.clone();
         let addr = addr.to_string();
         tokio::spawn(async move {

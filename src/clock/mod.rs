@@ -93,21 +93,32 @@ pub fn system_unix_ms() -> i64 {
 /// A wall clock that follows tokio's clock: `start_unix_ms` plus the tokio
 /// time elapsed since it was made. Under a paused tokio clock (simulation)
 /// it moves only when the simulation advances time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct TokioWallTime {
     start_unix_ms: i64,
     start: tokio::time::Instant,
+    /// The machine's clock error: a simulation sets it to skew this clock
+    /// (under the node, unlike [`Clock::set_offset_ms`], so it survives the
+    /// node's restarts as a machine's wrong clock would).
+    skew_ms: AtomicI64,
 }
 
 impl TokioWallTime {
     pub fn new(start_unix_ms: i64) -> Self {
-        TokioWallTime { start_unix_ms, start: tokio::time::Instant::now() }
+        TokioWallTime { start_unix_ms, start: tokio::time::Instant::now(), skew_ms: AtomicI64::new(0) }
+    }
+
+    /// From now on this clock reads `skew_ms` away from the true time.
+    pub fn set_skew_ms(&self, skew_ms: i64) {
+        self.skew_ms.store(skew_ms, Ordering::SeqCst);
     }
 }
 
 impl WallTime for TokioWallTime {
     fn unix_ms(&self) -> i64 {
-        self.start_unix_ms.saturating_add(self.start.elapsed().as_millis() as i64)
+        self.start_unix_ms
+            .saturating_add(self.start.elapsed().as_millis() as i64)
+            .saturating_add(self.skew_ms.load(Ordering::SeqCst))
     }
 }
 

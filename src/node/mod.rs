@@ -56,7 +56,7 @@ use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::peer::topic_peer_server::TopicPeerServer;
 use crate::proto::topics_server::TopicsServer;
 use crate::rsm::Rsm;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriterMode};
 use crate::topic::Topics;
 pub use config::NodeConfig;
 
@@ -130,6 +130,15 @@ pub struct NodeEnv {
     pub dialer: Arc<dyn peers::Dialer>,
     /// TLS on both ports (`tls`); `None` = plaintext.
     pub tls: Option<tls::NodeTls>,
+    /// `Some(seed)` only in the one-thread deterministic simulation
+    /// (`crate::sim`): the store writes in the caller's task
+    /// ([`WriterMode::Inline`], each fsynced write taking `sim_fsync_ms` of
+    /// simulated time) and the node's own randomness (Raft election
+    /// timeouts, its own client id) comes from this seed, so that a seed
+    /// replays the same schedule. `None` = a real node.
+    pub seed: Option<u64>,
+    /// With `seed`: the simulated time an fsynced write takes.
+    pub sim_fsync_ms: u64,
 }
 
 impl NodeEnv {
@@ -138,7 +147,7 @@ impl NodeEnv {
     /// links they name).
     pub fn real(local_ip: IpAddr, tls: Option<tls::NodeTls>) -> Self {
         let dialer = peers::TcpDialer { local_ip, tls: tls.as_ref().map(|t| t.dialer.clone()) };
-        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(dialer), tls }
+        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(dialer), tls, seed: None, sim_fsync_ms: 0 }
     }
 }
 
@@ -207,7 +216,11 @@ where
     };
     let clock = Arc::new(Clock::with_wall(cfg.id, cfg.max_clock_drift_ms, env.wall.clone()));
     let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
-    let store = Store::open(&cfg.data_dir, clock.clone(), hint_peers)?;
+    let writer = match env.seed {
+        Some(_) => WriterMode::Inline { sync_delay_ms: env.sim_fsync_ms },
+        None => WriterMode::Thread,
+    };
+    let store = Store::open_with(&cfg.data_dir, clock.clone(), hint_peers, writer)?;
     let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.peer_cluster, &*env.dialer).map_err(NodeError::Config)?);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
@@ -255,6 +268,7 @@ where
             local_reads: cfg.unsafe_test.linearizable_local_reads,
             skip_level_join: cfg.unsafe_test.skip_level_join,
         },
+        env.seed,
         cancel.clone(),
         &tracker,
     )

@@ -205,7 +205,7 @@ impl Peer for PeerService {
         let limit = (req.limit as usize).clamp(1, MAX_LIST_ENTRIES);
         let store = self.node.store.clone();
         let (entries, more) =
-            tokio::task::spawn_blocking(move || store.list_buckets(&req.buckets, &req.after_key, limit))
+            crate::rt::spawn_blocking(move || store.list_buckets(&req.buckets, &req.after_key, limit))
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;

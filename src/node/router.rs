@@ -11,9 +11,10 @@
 //! `--slow-request-ms` logs one WARN line (the slow-request log).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::NodeState;

@@ -228,7 +228,7 @@ impl Cluster for ClusterService {
         let n = &self.node;
         let store = n.store.clone();
         let peers = n.cfg.peers();
-        let hints_pending = tokio::task::spawn_blocking(move || {
+        let hints_pending = crate::rt::spawn_blocking(move || {
             peers.into_iter().map(|p| (p, store.count_hints(p, MAX_COUNTED_HINTS).unwrap_or(0) as u64)).collect()
         })
         .await

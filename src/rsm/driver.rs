@@ -58,6 +58,8 @@ use prost::Message as _;
 use protobuf::Message as PbMessage;
 use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, ReadOnlyOption, StateRole, INVALID_ID};
+use rand::rngs::StdRng;
+use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -269,7 +271,9 @@ pub struct Driver {
     pub cancel: CancellationToken,
     pub applied: u64,
     /// Per (client id, request id): the term it was proposed in, and who waits.
-    waiters: HashMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
+    /// A `BTreeMap`: failing them all (a new term) wakes their callers in
+    /// one fixed order, which a seeded simulation relies on.
+    waiters: BTreeMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
     /// Read-index requests in flight and the lease (see [`ReadIndexQueue`]).
     reads: ReadIndexQueue<ReadWaiter>,
     /// The term waiters were last checked against.
@@ -289,6 +293,9 @@ pub struct Driver {
     /// module docs).
     started: Instant,
     snap_generating: bool,
+    /// Simulation only: draws every randomized election timeout in place of
+    /// raft-rs's thread RNG (see [`Driver::reseed_election_timeout`]).
+    election_rng: Option<StdRng>,
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
 }
 
@@ -326,9 +333,10 @@ impl Driver {
         cancel: CancellationToken,
         applied: u64,
         lost_log: Arc<LostLog>,
+        election_rng: Option<StdRng>,
     ) -> Driver {
         let reads = ReadIndexQueue::new(settings.read_mode == ReadMode::Lease, lease_ms(&settings));
-        Driver {
+        let mut d = Driver {
             node,
             id,
             store,
@@ -339,7 +347,7 @@ impl Driver {
             view,
             cancel,
             applied,
-            waiters: HashMap::new(),
+            waiters: BTreeMap::new(),
             reads,
             seen_term: 0,
             recovering_until: None,
@@ -349,7 +357,29 @@ impl Driver {
             last_contact: HashMap::new(),
             started: Instant::now(),
             snap_generating: false,
+            election_rng,
             snap_done: mpsc::channel(1),
+        };
+        d.reseed_election_timeout();
+        d
+    }
+
+    /// raft-rs draws a node's election timeout from `rand::thread_rng()`
+    /// whenever it resets its election timer (`Raft::reset`: every term or
+    /// role change), which a simulation cannot seed. With an
+    /// `election_rng`, a new timeout is drawn from it (in raft-rs's range,
+    /// `[election_ticks, 2 × election_ticks)`) each time the timer is at
+    /// zero — after every reset, and also after a follower hears from its
+    /// leader, which changes nothing but is as deterministic — so the
+    /// thread RNG's draw is never used. Called after each turn of the
+    /// loop: ticks come only between turns, so no tick sees an unseeded
+    /// timeout.
+    fn reseed_election_timeout(&mut self) {
+        let Some(rng) = self.election_rng.as_mut() else { return };
+        let raft = &mut self.node.raft;
+        if raft.election_elapsed == 0 {
+            let min = self.settings.election_ticks;
+            raft.set_randomized_election_timeout(rng.random_range(min..2 * min));
         }
     }
 
@@ -430,6 +460,7 @@ impl Driver {
             if self.node.raft.term != self.seen_term {
                 self.on_term_change();
             }
+            self.reseed_election_timeout();
             self.publish_view();
         }
         tracing::debug!("raft driver stopped");
@@ -676,8 +707,11 @@ impl Driver {
         self.snap_generating = true;
         let db = self.store.db().clone();
         let done = self.snap_done.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let _ = done.blocking_send(snapshots.generate(&db));
+        crate::rt::spawn_blocking(move || {
+            // Room is certain: one generation at a time (`snap_generating`)
+            // and the channel holds one result. Not `blocking_send`: on a
+            // current-thread runtime this closure runs as a task.
+            let _ = done.try_send(snapshots.generate(&db));
         });
     }
 
@@ -949,7 +983,7 @@ pub async fn install(
     let mut reader = SnapshotReader::open(&path)?;
     let (index, term) = (reader.meta.index, reader.meta.term);
     let mut ops = vec![WriteOp::DeleteRange { cf: Cf::Rsm, from: Vec::new(), to: vec![0xff] }];
-    let records = tokio::task::block_in_place(|| install_ops(&mut reader, &mut ops))?;
+    let records = crate::rt::block_in_place(|| install_ops(&mut reader, &mut ops))?;
     store
         .write(
             vec![WriteOp::Put { cf: Cf::RaftState, key: KEY_INSTALLING.to_vec(), value: name.as_bytes().to_vec() }],

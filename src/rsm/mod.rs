@@ -39,6 +39,8 @@ use tokio::time::Instant;
 
 use raft::eraftpb::Message;
 use raft::RawNode;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,9 +96,18 @@ impl Rsm {
         clock: Arc<Clock>,
         metrics: Arc<Metrics>,
         settings: RaftSettings,
+        seed: Option<u64>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Rsm>, StoreError> {
+        // Simulation (`seed`): the driver's election timeouts and this
+        // node's own client id come from the seed; otherwise from the OS.
+        let mut rng = match seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        let own_client_id = rng.random::<u64>() | 1;
+        let election_rng = seed.map(|_| StdRng::seed_from_u64(rng.random()));
         let snapshots = Arc::new(Snapshots::open(store.dir().join("snapshots"))?);
         let voters: Vec<u64> = peers.members().keys().map(|&i| i as u64).collect();
         let raft_store = RaftStore::open(store.db().clone(), &voters, snapshots.clone())?;
@@ -130,6 +141,7 @@ impl Rsm {
             cancel,
             applied,
             lost_log,
+            election_rng,
         );
         tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
         tracing::info!(id, applied, "replicated state machine started");
@@ -139,7 +151,7 @@ impl Rsm {
             inbound: itx,
             view: vrx,
             snapshots,
-            own_client_id: rand::random::<u64>() | 1,
+            own_client_id,
             own_seq: AtomicU64::new(1),
         }))
     }

@@ -1,7 +1,8 @@
 //! The storage engine: one RocksDB per node (DESIGN §3).
 //!
 //! * [`cell`]: the LWW cell kept per user key.
-//! * [`writer`]: the group-commit writer thread, the only writer.
+//! * [`writer`]: the group-commit writer thread, the only writer (in the
+//!   caller's task instead under simulation, [`WriterMode::Inline`]).
 //! * [`cache`]: the current cells of recently written keys, filled by the
 //!   writer and read first by [`Store::get_cell`].
 //! * [`digest`]: per-bucket digests for anti-entropy.
@@ -113,10 +114,36 @@ pub(crate) fn read_cell(db: &DB, key: &[u8]) -> Result<Option<Cell>, StoreError>
 /// (key, version, tombstone) of a cell, as anti-entropy lists them.
 pub type KeyVersion = (Bytes, Version, bool);
 
+/// Where the writer runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriterMode {
+    /// Its own thread, group-committing whatever queued while it wrote (the
+    /// production shape).
+    #[default]
+    Thread,
+    /// In the task that calls [`Store::write`], one job per batch: for the
+    /// one-thread deterministic simulation (`crate::sim`), where a second
+    /// thread would race the paused clock (see `crate::rt`). Only for a
+    /// current-thread runtime: it blocks the caller for the write. Writes are
+    /// not fsynced (they still reach the OS before the answer): the
+    /// simulation's restarts are clean process stops, not power losses, so
+    /// an fsync would change nothing but cost real time on every write.
+    /// A `sync` job first waits `sync_delay_ms` of (simulated) time instead,
+    /// the disk's latency: other tasks run meanwhile, as they would while
+    /// the real writer fsyncs.
+    Inline { sync_delay_ms: u64 },
+}
+
+/// The writer, as the store reaches it.
+enum WriterHandle {
+    Thread { tx: mpsc::Sender<writer::WriteJob>, thread: std::thread::JoinHandle<()> },
+    Inline { writer: writer::Writer, sync_delay_ms: u64 },
+}
+
 pub struct Store {
     db: Arc<DB>,
-    tx: Mutex<Option<mpsc::Sender<writer::WriteJob>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `None` once shut down.
+    writer: Mutex<Option<WriterHandle>>,
     clock: Arc<Clock>,
     digests: Arc<Digests>,
     cache: Arc<cache::CellCache>,
@@ -129,6 +156,16 @@ impl Store {
     /// Opens (creating if needed) the node's database in `dir`. `peers` are
     /// the other nodes, for which `Fresh { hints: true }` writes store hints.
     pub fn open(dir: &Path, clock: Arc<Clock>, peers: Vec<NodeId>) -> Result<Arc<Store>, StoreError> {
+        Store::open_with(dir, clock, peers, WriterMode::Thread)
+    }
+
+    /// [`Store::open`] with the writer where `mode` says.
+    pub fn open_with(
+        dir: &Path,
+        clock: Arc<Clock>,
+        peers: Vec<NodeId>,
+        mode: WriterMode,
+    ) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", dir.display())))?;
         let lock = DirLock::acquire(dir)?;
@@ -175,7 +212,6 @@ impl Store {
 
         let reserved_hlc = Arc::new(AtomicU64::new(reserved));
         let cache = Arc::new(cache::CellCache::default());
-        let (tx, rx) = mpsc::channel(writer::WRITE_QUEUE_DEPTH);
         let w = writer::Writer {
             cache: cache.clone(),
             db: db.clone(),
@@ -183,15 +219,22 @@ impl Store {
             digests: digests.clone(),
             reserved_hlc: reserved_hlc.clone(),
             peers,
+            fsync: matches!(mode, WriterMode::Thread),
         };
-        let writer_thread = std::thread::Builder::new()
-            .name("capkv-writer".into())
-            .spawn(move || w.run(rx))
-            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+        let writer = match mode {
+            WriterMode::Thread => {
+                let (tx, rx) = mpsc::channel(writer::WRITE_QUEUE_DEPTH);
+                let thread = std::thread::Builder::new()
+                    .name("capkv-writer".into())
+                    .spawn(move || w.run(rx))
+                    .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+                WriterHandle::Thread { tx, thread }
+            }
+            WriterMode::Inline { sync_delay_ms } => WriterHandle::Inline { writer: w, sync_delay_ms },
+        };
         Ok(Arc::new(Store {
             db,
-            tx: Mutex::new(Some(tx)),
-            writer_thread: Mutex::new(Some(writer_thread)),
+            writer: Mutex::new(Some(writer)),
             clock,
             digests,
             cache,
@@ -232,9 +275,27 @@ impl Store {
     /// Submits ops to the writer and waits for them to be written (and
     /// fsynced when `sync`). Outcomes are in op order.
     pub async fn write(&self, ops: Vec<WriteOp>, sync: bool) -> Result<Vec<OpOutcome>, StoreError> {
-        let tx = self.tx.lock().expect("store sender lock").clone().ok_or(StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(writer::WriteJob { ops, sync, reply }).await.map_err(|_| StoreError::Closed)?;
+        let job = writer::WriteJob { ops, sync, reply };
+        let mut job = Some(job);
+        let disk_delay_ms = match self.writer.lock().expect("store writer lock").as_ref() {
+            Some(WriterHandle::Inline { sync_delay_ms, .. }) if sync => *sync_delay_ms,
+            _ => 0,
+        };
+        if disk_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(disk_delay_ms)).await;
+        }
+        let queue = match self.writer.lock().expect("store writer lock").as_ref().ok_or(StoreError::Closed)? {
+            WriterHandle::Thread { tx, .. } => Some(tx.clone()),
+            WriterHandle::Inline { writer: w, .. } => {
+                // Written before anything else runs (no await under the lock).
+                w.commit(job.take().into_iter().collect());
+                None
+            }
+        };
+        if let (Some(tx), Some(job)) = (queue, job) {
+            tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -351,9 +412,10 @@ impl Store {
 
     /// Stops the writer after it has drained queued jobs, and waits for it.
     pub fn shutdown(&self) {
-        self.tx.lock().expect("store sender lock").take();
-        if let Some(t) = self.writer_thread.lock().expect("writer thread lock").take() {
-            let _ = t.join();
+        let writer = self.writer.lock().expect("store writer lock").take();
+        if let Some(WriterHandle::Thread { tx, thread }) = writer {
+            drop(tx);
+            let _ = thread.join();
         }
     }
 }

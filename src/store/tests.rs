@@ -291,3 +291,30 @@ async fn writes_survive_reopen_after_log_files_are_recycled() {
         assert_eq!(&s.get_cell(format!("k{k}").as_bytes()).unwrap(), cell, "key k{k}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_inline_writer_writes_in_place_and_takes_its_simulated_disk_time() {
+    // The simulation's writer: no thread; a synced write waits the disk's
+    // simulated latency (paused time moves by exactly that), an unsynced
+    // one none, and both are written (and survive a reopen) when answered.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Clock::new(1, 500));
+    let mode = WriterMode::Inline { sync_delay_ms: 7 };
+    let c = {
+        let s = Store::open_with(dir.path(), clock.clone(), vec![2, 3], mode).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let c = fresh(&s, "k", Some("v1"), false).await;
+        assert_eq!(t0.elapsed(), std::time::Duration::from_millis(7));
+        assert_eq!(s.get_cell(b"k").unwrap(), Some(c.clone()));
+        let t1 = tokio::time::Instant::now();
+        let cell = Cell::value(b("v2"), s.clock().next_after(c.version).unwrap(), Level::Quorum);
+        s.write(vec![WriteOp::Merge { key: b("k2"), cell }], false).await.unwrap();
+        assert_eq!(t1.elapsed(), std::time::Duration::ZERO);
+        c
+    };
+    let s = Store::open_with(dir.path(), clock, vec![2, 3], mode).unwrap();
+    assert_eq!(s.get_cell(b"k").unwrap(), Some(c));
+    assert!(s.get_cell(b"k2").unwrap().is_some());
+    s.shutdown();
+    assert!(matches!(s.write(Vec::new(), true).await, Err(StoreError::Closed)));
+}

@@ -133,6 +133,9 @@ pub(super) struct Writer {
     pub digests: Arc<Digests>,
     pub reserved_hlc: Arc<AtomicU64>,
     pub peers: Vec<NodeId>,
+    /// Whether `sync` jobs fsync the WAL. Only the simulation's inline
+    /// writer says no (see `WriterMode::Inline`).
+    pub fsync: bool,
 }
 
 /// A cell's (version, tombstone) before and after a change.
@@ -163,7 +166,7 @@ impl Writer {
         tracing::debug!("writer: all senders gone, stopping");
     }
 
-    fn commit(&self, jobs: Vec<WriteJob>) {
+    pub(super) fn commit(&self, jobs: Vec<WriteJob>) {
         let mut batch = WriteBatch::default();
         let mut pending = Pending::default();
         let mut cells: HashMap<Bytes, Option<Cell>> = HashMap::new();
@@ -187,7 +190,7 @@ impl Writer {
             None
         };
         let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
+        opts.set_sync(sync && self.fsync);
         let outcome = self.db.write_opt(batch, &opts);
         // Before any job is answered: a read after the answer must see it.
         match &outcome {

@@ -177,7 +177,7 @@ pub async fn run_round(
     loop {
         let (l, l_more) = {
             let (store, b, a) = (store.clone(), buckets.clone(), after.clone());
-            tokio::task::spawn_blocking(move || store.list_buckets(&b, &a, LIST_PAGE_ENTRIES))
+            crate::rt::spawn_blocking(move || store.list_buckets(&b, &a, LIST_PAGE_ENTRIES))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?

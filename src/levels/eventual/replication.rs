@@ -206,7 +206,7 @@ impl PeerTask {
     async fn replay_page(&self, after: &[u8]) -> Result<Option<Bytes>, String> {
         let store = self.store.clone();
         let (peer, after_owned) = (self.peer, after.to_vec());
-        let hints = tokio::task::spawn_blocking(move || {
+        let hints = crate::rt::spawn_blocking(move || {
             store.scan_hints(peer, &after_owned, MAX_REPLICATION_BATCH_CELLS, MAX_REPLICATION_BATCH_BYTES)
         })
         .await

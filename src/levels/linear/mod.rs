@@ -80,10 +80,11 @@ impl Linear {
         metrics: Arc<Metrics>,
         settings: RaftSettings,
         switches: TestSwitches,
+        seed: Option<u64>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Linear>, StoreError> {
-        let rsm = Rsm::start(id, store.clone(), peers, clock, metrics.clone(), settings, cancel, tracker).await?;
+        let rsm = Rsm::start(id, store.clone(), peers, clock, metrics.clone(), settings, seed, cancel, tracker).await?;
         Ok(Arc::new(Linear { rsm, store, quorum, switches, metrics }))
     }
 

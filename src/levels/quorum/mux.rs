@@ -15,7 +15,7 @@
 //!
 //! [`Coordinator`]: super::Coordinator
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,7 +137,9 @@ async fn run(
         let (req_tx, req_rx) = mpsc::channel::<QuorumRequest>(MAX_IN_FLIGHT_REQUESTS + 2);
         let mut call = std::pin::pin!(client.quorum(ReceiverStream::new(req_rx)));
         let mut replies: Option<tonic::Streaming<QuorumReply>> = None;
-        let mut waiting: HashMap<u64, Waiting> = HashMap::new();
+        // Ordered, so that failing them all wakes their callers in one fixed
+        // order (a seeded simulation relies on it).
+        let mut waiting: BTreeMap<u64, Waiting> = BTreeMap::new();
         let mut next = Some(first);
         // A message that did not fit in the last turn's requests: it opens
         // the next turn, before anything newer.
@@ -274,7 +276,7 @@ fn requests(
 /// Hands one answer to the coordinators waiting for it. `try_send` never
 /// finds a coordinator's queue full: it holds one input per replica and
 /// phase (see `shell::Quorum::run`); a closed one has finished already.
-fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut HashMap<u64, Waiting>) {
+fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut BTreeMap<u64, Waiting>) {
     let Some(w) = waiting.remove(&reply.id) else {
         tracing::warn!(from, id = reply.id, "quorum answer to no request");
         return;

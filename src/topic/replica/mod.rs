@@ -162,7 +162,7 @@ impl Partition {
     /// Recovers the replica from disk and starts its appender and fetcher.
     pub async fn open(ctx: Arc<Ctx>, pid: PartitionId, topic: String) -> Result<Arc<Partition>, StoreError> {
         let db = ctx.store.db().clone();
-        let r = tokio::task::spawn_blocking(move || log::recover(&db, pid))
+        let r = crate::rt::spawn_blocking(move || log::recover(&db, pid))
             .await
             .map_err(|e| StoreError::Io(format!("recovery task: {e}")))??;
         ctx.store.write(vec![log::put_replica_marker(pid, &topic)], false).await?;

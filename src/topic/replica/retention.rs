@@ -21,7 +21,7 @@ impl Partition {
         let db = self.ctx.store.db().clone();
         let pid = self.pid;
         let now_wall = self.ctx.store.clock().wall_ms();
-        let cut = tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
+        let cut = crate::rt::spawn_blocking(move || -> Result<u64, StoreError> {
             // Timestamps and positions never decrease along the log, so both
             // cuts are binary searches with point reads.
             let mut cut = log_start;

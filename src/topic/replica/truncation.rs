@@ -43,7 +43,7 @@ impl Partition {
         let rebuilt = if affected.is_empty() {
             HashMap::new()
         } else {
-            tokio::task::spawn_blocking(move || {
+            crate::rt::spawn_blocking(move || {
                 log::rebuild_producers(&db, pid, log_start, to, &affected, PRODUCER_REBUILD_SCAN_RECORDS)
             })
             .await
