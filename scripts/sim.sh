@@ -5,8 +5,9 @@
 #   without it (the negative control must be caught). Rerun a failure with
 #   CAPKV_JOIN_SIM_SEED=<seed> cargo test --release -p capkv --lib levels::join_sim -- --nocapture
 # - the whole-node ring: SEEDS seeds per level (default 1000) of the
-#   in-process ring (jepsen/tests/simulation.rs). A failure prints its seed;
-#   rerun it with CAPKV_SIM_SEED=<seed> bash scripts/sim.sh.
+#   in-process ring (jepsen/tests/simulation.rs), deterministic: a failure
+#   prints its seed and CAPKV_SIM_SEED=<seed> bash scripts/sim.sh replays
+#   it exactly (same history, same virtual times).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 capkv_need_packages

@@ -10,22 +10,29 @@
 //! (`eventual`, `mixed-eventual`) promise no linearizability and have no
 //! place here.
 //!
-//! What a seed fixes: the fault schedule (which fault, on which node or
-//! link, after how long) and every operation the clients issue. What it
-//! does not fix: the interleaving of threads (RocksDB's writer thread,
-//! tokio's worker threads) and real time, so a failure found by seed S
-//! reproduces as "the same schedule and workload again", usually but not
-//! always the same bug on the first try. Rerun a seed with
-//! `CAPKV_SIM_SEED=S` (see `jepsen/tests/simulation.rs`, `scripts/sim.sh`).
+//! Determinism: a seed fixes everything. [`run_seed`] runs the cluster, the
+//! clients and the fault schedule on one fresh current-thread tokio runtime
+//! with paused time (virtual: it jumps to the next timer whenever every
+//! task waits, so a run takes no real waiting and its timing does not
+//! depend on the machine) and a seeded RNG for `tokio::select!` (with the
+//! workspace's `tokio_unstable` cfg, [`select_is_seeded`]). The nodes' stores
+//! write in place, blocking work runs on the same thread (`capkv::rt`),
+//! Raft's election timeouts and every id come from the seed, and wall
+//! clocks start at a fixed date (`capkv::sim::cluster`). So two runs of one
+//! seed produce the same history, event for event and nanosecond for
+//! nanosecond of virtual time: a failure found by seed S is reproduced by
+//! rerunning S (`CAPKV_SIM_SEED=S`, see `jepsen/tests/simulation.rs` and
+//! `scripts/sim.sh`), and `same_seed_same_history` checks it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use capkv::sim::cluster::{host, SimCluster, SimSettings};
 use capkv::Level;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::checker::{kv, Outcome, Verdict};
@@ -44,6 +51,10 @@ pub const CHECK_BUDGET_MS: u64 = 20_000;
 pub const READY_TIMEOUT_MS: u64 = 30_000;
 /// Operation deadline (client side).
 pub const OP_TIMEOUT_MS: u64 = 1_000;
+/// Largest clock skew the schedule draws, either way: past the nodes'
+/// default `--max-clock-drift-ms` (500), so both skews the HLC absorbs and
+/// ones that make peers refuse a node's stamps come up.
+pub const MAX_SKEW_MS: i64 = 800;
 /// How long the workload goes on after the last fault is healed, unless a
 /// run says otherwise.
 pub const SETTLE_MS_DEFAULT: u64 = 500;
@@ -78,14 +89,47 @@ impl SimRun {
     }
 }
 
+/// Whether `tokio::select!`'s choices are seeded (the build has the
+/// `tokio_unstable` cfg, which `.cargo/config.toml` sets; a `RUSTFLAGS`
+/// environment variable replaces it). Without it a seed still fixes the
+/// schedule and workload, but not which of several ready branches a
+/// `select!` takes, so a replay may differ.
+pub fn select_is_seeded() -> bool {
+    cfg!(tokio_unstable)
+}
+
+/// The runtime one simulation runs on: one thread, paused (virtual) time,
+/// `select!` seeded by `seed` when [`select_is_seeded`] says so.
+pub fn sim_runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all().start_paused(true);
+    #[cfg(tokio_unstable)]
+    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    #[cfg(not(tokio_unstable))]
+    let _ = seed;
+    b.build()
+}
+
 /// A fault, as applied (for the failure report).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     Isolate(u32),
     HealAll,
-    Delay { a: u32, b: u32, delay_ms: u64 },
-    Reset { a: u32, b: u32 },
+    Delay {
+        a: u32,
+        b: u32,
+        delay_ms: u64,
+    },
+    Reset {
+        a: u32,
+        b: u32,
+    },
     Restart(u32),
+    /// The node's machine clock jumps to `skew_ms` from the true time.
+    Skew {
+        node: u32,
+        skew_ms: i64,
+    },
 }
 
 /// What a run produced.
@@ -123,10 +167,23 @@ pub enum SimError {
     NotReady,
     #[error("history: {0}")]
     History(#[from] crate::history::HistoryError),
+    #[error("cannot build the simulation runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// Runs `run` with node data under `dir` and checks the history.
-pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
+/// Runs `run` with node data under `dir` on its own simulation runtime
+/// ([`sim_runtime`]) and checks the history. Call it from a plain thread
+/// (not from inside a tokio runtime).
+pub fn run_seed(mut run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
+    run.settings.seed = run.seed;
+    let rt = sim_runtime(run.seed).map_err(SimError::Runtime)?;
+    let report = rt.block_on(simulate(run, dir));
+    // Dropping the runtime cancels whatever a stopped node left behind.
+    drop(rt);
+    report
+}
+
+async fn simulate(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
     let mut rng = ChaCha8Rng::seed_from_u64(run.seed);
     let mut cluster = SimCluster::start(dir.to_path_buf(), run.settings.clone())?;
     for &level in run.level.levels() {
@@ -154,11 +211,12 @@ pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
         let node = ids[rng.random_range(0..ids.len())];
         let other =
             ids[(ids.iter().position(|&i| i == node).expect("member") + rng.random_range(1..ids.len())) % ids.len()];
-        let fault = match rng.random_range(0..5u8) {
+        let fault = match rng.random_range(0..6u8) {
             0 => Fault::Isolate(node),
             1 => Fault::HealAll,
             2 => Fault::Delay { a: node, b: other, delay_ms: rng.random_range(10..150) },
             3 => Fault::Reset { a: node, b: other },
+            4 => Fault::Skew { node, skew_ms: rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS) },
             _ => Fault::Restart(node),
         };
         match &fault {
@@ -167,11 +225,15 @@ pub async fn run_seed(run: SimRun, dir: &Path) -> Result<SimReport, SimError> {
             Fault::Delay { a, b, delay_ms } => cluster.net.set_delay_ms(&host(*a), &host(*b), *delay_ms),
             Fault::Reset { a, b } => cluster.net.reset(&host(*a), &host(*b)),
             Fault::Restart(n) => cluster.restart_node(*n).await?,
+            Fault::Skew { node, skew_ms } => cluster.skew_clock(*node, *skew_ms),
         }
         faults.push(fault);
     }
     cluster.net.heal_all();
-    // Operations after the heal see a whole cluster again.
+    for &id in &ids {
+        cluster.skew_clock(id, 0);
+    }
+    // Operations after the heal see a whole cluster again (and true clocks).
     tokio::time::sleep(Duration::from_millis(run.settle_ms)).await;
     stop.cancel();
     for w in workers {

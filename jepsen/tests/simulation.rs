@@ -2,8 +2,9 @@
 //! nodes in this process on a simulated network, seeded faults, histories
 //! checked for linearizability. No root, no ports, no child processes.
 //!
-//! `CAPKV_SIM_SEED=S` runs only seed S (every level), e.g. to reproduce a
-//! failure; `CAPKV_SIM_SEEDS=N` runs N seeds per test instead of the
+//! Each run is deterministic (one thread, virtual time, everything seeded:
+//! see `capkv_jepsen::sim`), so `CAPKV_SIM_SEED=S` replays a failure of
+//! seed S exactly: it runs only seed S (every level); `CAPKV_SIM_SEEDS=N` runs N seeds per test instead of the
 //! default (`scripts/sim.sh` runs thousands). The negative control runs its
 //! own fixed seeds whatever these say.
 
@@ -13,10 +14,13 @@ use capkv_jepsen::checker::Outcome;
 use capkv_jepsen::run::RegisterLevel;
 use capkv_jepsen::sim::{run_seed, SimRun};
 
-/// Seeds per test in CI. Each takes a few seconds of real time.
-const DEFAULT_SEEDS: u64 = 10;
+/// Seeds per test in CI. Each takes under a second of real time (virtual
+/// time does not wait).
+const DEFAULT_SEEDS: u64 = 100;
 /// The negative control's seeds: it passes when one of them is caught.
 const NEGATIVE_CONTROL_SEEDS: [u64; 3] = [9_000, 9_001, 9_002];
+/// The local-reads negative control's seeds.
+const LOCAL_READS_SEEDS: std::ops::Range<u64> = 9_100..9_140;
 /// The negative control's workload, with no fault: long enough for many
 /// quorum writes each followed by a linearizable read of its key.
 const NEGATIVE_CONTROL_WORKLOAD_MS: u64 = 2_000;
@@ -30,11 +34,10 @@ fn seeds(base: u64) -> Vec<u64> {
     (0..n).map(|i| base + i).collect()
 }
 
-async fn ring(level: impl Into<RegisterLevel> + Copy, base: u64) {
+fn ring(level: impl Into<RegisterLevel> + Copy, base: u64) {
     for seed in seeds(base) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let report =
-            run_seed(SimRun::new(seed, level), dir.path()).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let report = run_seed(SimRun::new(seed, level), dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(report.outcome(), Outcome::Linearizable, "{}", report.describe());
         let oks = report.events.iter().filter(|e| e.kind == capkv_jepsen::history::EventType::Ok).count();
         assert!(
@@ -46,22 +49,22 @@ async fn ring(level: impl Into<RegisterLevel> + Copy, base: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linearizable_level_survives_seeded_faults() {
-    ring(Level::Linearizable, 1_000).await;
+#[test]
+fn linearizable_level_survives_seeded_faults() {
+    ring(Level::Linearizable, 1_000);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_level_survives_seeded_faults() {
-    ring(Level::Quorum, 2_000).await;
+#[test]
+fn quorum_level_survives_seeded_faults() {
+    ring(Level::Quorum, 2_000);
 }
 
 // Proves (issue 21): quorum (ABD) and linearizable (Raft) reads, writes and
 // cas on the same keys are linearizable together under the seeded faults:
 // one keyspace, whichever level an operation names.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_levels_survive_seeded_faults() {
-    ring(RegisterLevel::Mixed, 3_000).await;
+#[test]
+fn mixed_levels_survive_seeded_faults() {
+    ring(RegisterLevel::Mixed, 3_000);
 }
 
 // Proves (negative control of the test above): with the level join turned
@@ -69,8 +72,8 @@ async fn mixed_levels_survive_seeded_faults() {
 // write that finished before it, and the checker says so — for at least one
 // of a few fixed seeds, with no fault at all (2 keys, 4 clients, half the
 // operations at each level: such write/read pairs come by the dozen).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_levels_without_the_join_are_caught() {
+#[test]
+fn mixed_levels_without_the_join_are_caught() {
     let mut seen = Vec::new();
     for seed in NEGATIVE_CONTROL_SEEDS {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -80,7 +83,7 @@ async fn mixed_levels_without_the_join_are_caught() {
             settings: SimSettings { unsafe_skip_level_join: true, ..SimSettings::default() },
             ..SimRun::new(seed, RegisterLevel::Mixed)
         };
-        let report = run_seed(run, dir.path()).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let report = run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         eprintln!("negative control: {}", report.describe());
         if report.outcome() == Outcome::NotLinearizable {
             return;
@@ -88,4 +91,67 @@ async fn mixed_levels_without_the_join_are_caught() {
         seen.push(report.describe());
     }
     panic!("no seed of {NEGATIVE_CONTROL_SEEDS:?} was caught without the level join:\n{}", seen.join("\n"));
+}
+
+// Proves (negative control of the linearizable ring): a node that serves
+// linearizable reads from its own state machine (`unsafe_local_linear_reads`:
+// no read index, no quorum read) returns stale values once partitions and
+// restarts separate it from the leader, and the ring catches that on one of
+// a few fixed seeds. The runs are deterministic, so which seeds are caught
+// does not change from run to run.
+#[test]
+fn linearizable_local_reads_are_caught() {
+    let mut seen = Vec::new();
+    for seed in LOCAL_READS_SEEDS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = SimRun {
+            settings: SimSettings { unsafe_local_linear_reads: true, ..SimSettings::default() },
+            ..SimRun::new(seed, Level::Linearizable)
+        };
+        let report = run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        eprintln!("negative control: {}", report.describe());
+        if report.outcome() == Outcome::NotLinearizable {
+            return;
+        }
+        seen.push(report.describe());
+    }
+    panic!("no seed of {LOCAL_READS_SEEDS:?} was caught with local linearizable reads:\n{}", seen.join("\n"));
+}
+
+// Proves (issue 20): a seed replays the whole run exactly. Two runs of one
+// seed, with faults (partitions, delays, resets, restarts) and the mixed
+// workload, give the same faults and the same history: every event, its
+// process, value, error text and virtual time. A leak of real time, thread
+// scheduling or unseeded randomness into the run makes them differ.
+#[test]
+fn same_seed_same_history() {
+    assert!(
+        capkv_jepsen::sim::select_is_seeded(),
+        "built without the tokio_unstable cfg (.cargo/config.toml sets it; a RUSTFLAGS environment variable \
+         replaces it): tokio::select! is not seeded, so a replay may differ"
+    );
+    for seed in seeds(4_000).into_iter().take(2) {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                run_seed(SimRun::new(seed, RegisterLevel::Mixed), dir.path())
+                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+            })
+            .collect();
+        let (a, b) = (&runs[0], &runs[1]);
+        assert_eq!(a.faults, b.faults, "seed {seed}: the fault schedules differ");
+        let first_difference = a.events.iter().zip(&b.events).position(|(x, y)| format!("{x:?}") != format!("{y:?}"));
+        if let Some(i) = first_difference {
+            panic!(
+                "seed {seed}: the histories differ from event {i} of {}/{}:\n  {:?}\n  {:?}",
+                a.events.len(),
+                b.events.len(),
+                a.events[i],
+                b.events[i]
+            );
+        }
+        assert_eq!(a.events.len(), b.events.len(), "seed {seed}: one history is a prefix of the other");
+        assert!(a.faults.len() >= 4 && a.events.len() > 200, "seed {seed} tested little: {}", a.describe());
+        eprintln!("replayed exactly: {}", a.describe());
+    }
 }

@@ -8,6 +8,13 @@
 //! them through [`SimCluster::client`]. Faults act between hosts (`n<id>`),
 //! whatever the port.
 //!
+//! Determinism: run it on a current-thread tokio runtime with paused time
+//! and a seeded RNG (`capkv_jepsen::sim` does). Every node then gets
+//! [`NodeEnv::seed`] (its store writes in place, its Raft election timeouts
+//! and own client id come from the seed), its wall clock starts at
+//! [`SIM_WALL_START_MS`] whatever the date, and clients get ids derived from
+//! the seed and their name: two runs of one seed take the same steps.
+//!
 //! A restart is a clean shutdown (the node's tasks stop, RocksDB closes)
 //! followed by a start on the same directory; while a node is down nothing
 //! listens at its name, so peers' connections are refused.
@@ -21,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::net::SimNet;
 use crate::client::Client;
-use crate::clock::{system_unix_ms, NodeId, TokioWallTime};
+use crate::clock::{NodeId, TokioWallTime};
 use crate::node::config::{resolve, Overrides};
 use crate::node::{NodeConfig, NodeEnv, NodeError};
 
@@ -31,6 +38,9 @@ pub const SIM_PORT: u16 = 7000;
 pub const SIM_PEER_PORT: u16 = SIM_PORT + crate::node::config::PEER_PORT_OFFSET;
 /// How long a stopped node may take to release its data dir.
 pub const STOP_WAIT_MS: u64 = 15_000;
+/// Where every simulated wall clock starts (2026-01-01T00:00:00Z), so that
+/// stamps do not depend on when the simulation runs.
+pub const SIM_WALL_START_MS: i64 = 1_767_225_600_000;
 
 /// Settings of a simulated cluster beyond its size.
 #[derive(Clone, Debug)]
@@ -43,6 +53,13 @@ pub struct SimSettings {
     pub unsafe_local_linear_reads: bool,
     pub unsafe_skip_read_impose: bool,
     pub unsafe_skip_level_join: bool,
+    /// Seeds the nodes' and clients' randomness (see the module docs).
+    pub seed: u64,
+    /// The network's latency: every read of every connection waits this
+    /// long (see [`SimNet::with_base_delay_ms`]).
+    pub link_delay_ms: u64,
+    /// How long an fsynced write takes (see `store::WriterMode::Inline`).
+    pub fsync_ms: u64,
 }
 
 impl Default for SimSettings {
@@ -55,6 +72,11 @@ impl Default for SimSettings {
             unsafe_local_linear_reads: false,
             unsafe_skip_read_impose: false,
             unsafe_skip_level_join: false,
+            seed: 0,
+            // The smallest steps tokio's timers take: loopback and an SSD's
+            // fsync are below a millisecond.
+            link_delay_ms: 1,
+            fsync_ms: 1,
         }
     }
 }
@@ -71,6 +93,20 @@ pub struct SimCluster {
     /// Each node's wall clock, kept across restarts (a restart does not
     /// reset a machine's clock).
     walls: BTreeMap<NodeId, Arc<TokioWallTime>>,
+    seed: u64,
+    fsync_ms: u64,
+}
+
+/// A 64-bit value drawn from `seed` and `salt` (FNV-1a, then splitmix64's
+/// finalizer): distinct names get unrelated values.
+fn derive(seed: u64, salt: &str) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for b in salt.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// The network name of node `id`'s client port.
@@ -111,9 +147,15 @@ impl SimCluster {
             cfg.unsafe_test.skip_level_join = settings.unsafe_skip_level_join;
             configs.insert(id, cfg);
         }
-        let start_ms = system_unix_ms();
-        let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(start_ms)))).collect();
-        let mut c = SimCluster { net: SimNet::new(), configs, running: BTreeMap::new(), walls };
+        let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(SIM_WALL_START_MS)))).collect();
+        let mut c = SimCluster {
+            net: SimNet::with_base_delay_ms(settings.link_delay_ms),
+            configs,
+            running: BTreeMap::new(),
+            walls,
+            seed: settings.seed,
+            fsync_ms: settings.fsync_ms,
+        };
         for id in ids {
             c.start_node(id);
         }
@@ -131,7 +173,13 @@ impl SimCluster {
         }
         let cfg = self.configs[&id].clone();
         let name = host(id);
-        let env = NodeEnv { wall: self.walls[&id].clone(), dialer: Arc::new(self.net.dialer(&name)), tls: None };
+        let env = NodeEnv {
+            wall: self.walls[&id].clone(),
+            dialer: Arc::new(self.net.dialer(&name)),
+            tls: None,
+            seed: Some(derive(self.seed, &name)),
+            sim_fsync_ms: self.fsync_ms,
+        };
         let incoming = self.net.listen(&name);
         let peer_incoming = self.net.listen(&peer_host(id));
         let (stop, stopped) = oneshot::channel();
@@ -187,10 +235,18 @@ impl SimCluster {
         }
     }
 
+    /// Skews node `id`'s machine clock by `skew_ms` from the true time
+    /// (replacing an earlier skew); it stays across the node's restarts.
+    pub fn skew_clock(&self, id: NodeId, skew_ms: i64) {
+        self.walls[&id].set_skew_ms(skew_ms);
+    }
+
     /// A client named `name` on the network, with every node as an endpoint.
     pub fn client(&self, name: &str) -> Client {
         let endpoints: Vec<String> = self.ids().into_iter().map(host).collect();
-        Client::with_dialer(&endpoints, &self.net.dialer(name)).expect("valid simulated endpoints")
+        Client::with_dialer(&endpoints, &self.net.dialer(name))
+            .expect("valid simulated endpoints")
+            .with_client_id(derive(self.seed, name) | 1)
     }
 
     /// Stops every node.

@@ -13,7 +13,7 @@
 //!   nothing lost when the link heals, unless the stack gave up on them
 //!   first (keep-alive timeouts), exactly as over TCP;
 //! * **delay** — each read on the link waits `delay_ms` before it returns
-//!   data;
+//!   data (on top of the network's base latency, [`SimNet::with_base_delay_ms`]);
 //! * **reset** — every open connection on the link fails at once (what is
 //!   in flight is lost); new connections work.
 //!
@@ -77,6 +77,10 @@ struct State {
     resets: HashMap<Link, u64>,
     /// Bumped by a host reset: every connection of the host fails.
     host_resets: HashMap<String, u64>,
+    /// Every read of every link waits this long first (the network's
+    /// latency; on a paused clock nothing else makes time pass). Whole
+    /// milliseconds: tokio's timers have that resolution.
+    base_delay_ms: u64,
 }
 
 /// The network. Cheap to clone; every clone is the same network.
@@ -88,6 +92,14 @@ pub struct SimNet {
 impl SimNet {
     pub fn new() -> SimNet {
         SimNet::default()
+    }
+
+    /// A network where every read waits `base_delay_ms` before it returns
+    /// data (on top of a link's [`SimNet::set_delay_ms`]).
+    pub fn with_base_delay_ms(base_delay_ms: u64) -> SimNet {
+        let net = SimNet::default();
+        net.lock().base_delay_ms = base_delay_ms;
+        net
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -145,13 +157,14 @@ impl SimNet {
         *self.lock().host_resets.entry(host_of(host).to_string()).or_default() += 1;
     }
 
-    /// (cut, delay, reset epoch): the epoch counts resets of the link and
-    /// of either host, so it changes whenever any of them happens.
+    /// (cut, read delay in ms, reset epoch): the epoch counts resets of the
+    /// link and of either host, so it changes whenever any of them happens.
     fn link_state(&self, link: &Link) -> (bool, u64, u64) {
         let st = self.lock();
         let host_resets = |h: &str| st.host_resets.get(h).copied().unwrap_or(0);
         let epoch = st.resets.get(link).copied().unwrap_or(0) + host_resets(&link.0) + host_resets(&link.1);
-        (st.cut.contains(link), st.delay_ms.get(link).copied().unwrap_or(0), epoch)
+        let delay_ms = st.base_delay_ms + st.delay_ms.get(link).copied().unwrap_or(0);
+        (st.cut.contains(link), delay_ms, epoch)
     }
 
     /// Opens a connection from `from` to `to`; waits while the link is cut
