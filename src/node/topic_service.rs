@@ -70,6 +70,7 @@ pub fn topic_status(e: TopicError) -> Status {
         TopicError::Indeterminate(m) => tag(Status::deadline_exceeded(m), "indeterminate"),
         TopicError::Unavailable(m) => tag(retry_safe(Status::unavailable(m)), "unavailable"),
         TopicError::Level(e) => level_status(e),
+        e @ TopicError::AppendFailed { .. } => Status::internal(e.to_string()),
         TopicError::Store(e) => Status::internal(e.to_string()),
     }
 }

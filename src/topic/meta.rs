@@ -107,8 +107,8 @@ fn ok_topic(t: TopicMeta) -> TopicReply {
     TopicReply { code: TopicErrorCode::TopicOk as i32, message: String::new(), topic: Some(t), group: None }
 }
 
-fn decode<M: Message + Default>(b: &[u8], what: &str) -> Result<M, StoreError> {
-    M::decode(b).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+fn decode<M: Message + Default>(b: &[u8], what: &'static str) -> Result<M, StoreError> {
+    M::decode(b).map_err(|e| StoreError::Malformed { what, source: e.into() })
 }
 
 pub fn load_topic(kv: &impl MetaKv, name: &str) -> Result<Option<TopicMeta>, StoreError> {

@@ -117,6 +117,10 @@ pub enum TopicError {
     /// Certainly not done; retry later or elsewhere.
     #[error("{0}")]
     Unavailable(String),
+    /// The write of the batch holding the records failed; every request
+    /// of the batch gets the same store error.
+    #[error("storage I/O error: append failed: {source}")]
+    AppendFailed { source: Arc<StoreError> },
     #[error(transparent)]
     Level(#[from] LevelError),
     #[error(transparent)]
@@ -174,7 +178,8 @@ pub fn load_meta(store: &Store) -> Result<MetaCache, StoreError> {
     let next_topic_id = view.get(meta::KEY_NEXT_ID)?.and_then(|b| meta::decode_u64(&b)).unwrap_or(1);
     let mut topics = BTreeMap::new();
     for (_, v) in view.scan(meta::TOPIC_PREFIX, &[], meta::MAX_TOPICS)? {
-        let t = TopicMeta::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("topic metadata: {e}")))?;
+        let t = TopicMeta::decode(&v[..])
+            .map_err(|e| StoreError::Malformed { what: "topic metadata", source: e.into() })?;
         topics.insert(t.name.clone(), t);
     }
     Ok(MetaCache { version, next_topic_id, topics })
@@ -393,7 +398,8 @@ impl Topics {
         self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         match view.get(&meta::topic_key(name))? {
-            Some(b) => TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string()))),
+            Some(b) => TopicMeta::decode(&b[..])
+                .map_err(|e| TopicError::Store(StoreError::Malformed { what: "topic metadata", source: e.into() })),
             None => Err(TopicError::UnknownTopic(format!("topic {name:?} does not exist"))),
         }
     }
@@ -539,7 +545,8 @@ impl Topics {
         let Some(b) = view.get(&meta::topic_key(topic))? else {
             return Err(TopicError::UnknownTopic(format!("topic {topic:?} does not exist")));
         };
-        let t = TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string())))?;
+        let t = TopicMeta::decode(&b[..])
+            .map_err(|e| StoreError::Malformed { what: "topic metadata", source: e.into() })?;
         let mut out = Vec::new();
         for p in &t.partitions {
             if let Some(v) = view.get(&meta::offset_key(group, t.id, p.id))?.and_then(|b| meta::decode_u64(&b)) {

@@ -78,6 +78,17 @@ pub enum ApplyError {
     Corrupt(String),
 }
 
+/// The driver stops on either: a store error passes through, corrupt state
+/// machine data is the raft entry's.
+impl From<ApplyError> for StoreError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Store(e) => e,
+            e @ ApplyError::Corrupt(_) => StoreError::Malformed { what: "raft entry", source: e.into() },
+        }
+    }
+}
+
 /// Read access to the `rsm` column family as of the last applied batch.
 pub trait RsmRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

@@ -164,7 +164,7 @@ impl Partition {
         let db = ctx.store.db().clone();
         let r = tokio::task::spawn_blocking(move || log::recover(&db, pid))
             .await
-            .map_err(|e| StoreError::Io(format!("recovery task: {e}")))??;
+            .map_err(|source| StoreError::Task { task: "recovery", source })??;
         ctx.store.write(vec![log::put_replica_marker(pid, &topic)], false).await?;
         tracing::info!(topic = %topic, partition = %pid, log_start = r.log_start, leo = r.leo, hw = r.high_watermark, epochs = ?r.epochs, "partition replica recovered");
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
