@@ -6,6 +6,7 @@
 //! * [`controller`]: the Raft leader elects partition leaders.
 //! * [`isr`]: the partition leader's sans-I/O core (ISR, high watermark).
 //! * [`epochs`]: leader-epoch history; where followers truncate.
+//! * [`error`]: why a topic request failed ([`TopicError`]), as facts.
 //! * [`producer_state`]: idempotent producers.
 //! * [`assign`]: replica, group and key placement.
 //! * [`log`]: one partition's records and state in RocksDB.
@@ -20,6 +21,7 @@
 pub mod assign;
 pub mod controller;
 pub mod epochs;
+pub mod error;
 pub mod isr;
 pub mod log;
 pub mod meta;
@@ -38,13 +40,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
-use crate::levels::LevelError;
 use crate::proto::peer::{PartitionStatus, ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::proto::rsm::{self, topic_op, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
 use crate::rsm::{Caller, DbRsm, Rsm, RsmRead};
 use crate::store::{Store, StoreError};
 use log::PartitionId;
 use replica::Partition;
+
+pub use error::{
+    IndeterminateReason, InvalidRequest, NotLeaderReason, PartitionName, Refusal, TopicError, UnavailableReason,
+};
 
 /// How often a node checks whether the topic metadata it applied changed.
 pub const META_POLL_MS: u64 = 50;
@@ -83,48 +88,6 @@ impl Default for TopicSettings {
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
         }
     }
-}
-
-/// Why a topic request failed. The node turns these into gRPC statuses
-/// (see `proto/topics.proto`) with the same sentence.
-#[derive(Debug, thiserror::Error)]
-pub enum TopicError {
-    #[error("{0}")]
-    UnknownTopic(String),
-    #[error("{0}")]
-    TopicExists(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// Certainly nothing was written: this node does not lead the partition.
-    #[error("{message}")]
-    NotLeader { message: String, leader: NodeId },
-    /// acks=all refused before writing: the ISR is below min.insync.replicas.
-    #[error("{0}")]
-    NotEnoughReplicas(String),
-    /// Appended on the leader, but the ISR fell below min.insync.replicas
-    /// before the records committed: they may or may not survive.
-    #[error("{0}")]
-    NotEnoughReplicasAfterAppend(String),
-    #[error("{message}")]
-    OutOfOrderSequence { message: String, expected: u64 },
-    #[error("{0}")]
-    StaleGeneration(String),
-    #[error("{message}")]
-    OffsetOutOfRange { message: String, log_start: u64, log_end: u64 },
-    /// The outcome is unknown.
-    #[error("{0}")]
-    Indeterminate(String),
-    /// Certainly not done; retry later or elsewhere.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The write of the batch holding the records failed; every request
-    /// of the batch gets the same store error.
-    #[error("storage I/O error: append failed: {source}")]
-    AppendFailed { source: Arc<StoreError> },
-    #[error(transparent)]
-    Level(#[from] LevelError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// What every partition replica of this node shares.
@@ -192,14 +155,15 @@ fn read_version(store: &Store) -> Result<u64, StoreError> {
 /// Maps a metadata refusal to an error (OK replies pass through).
 pub fn check_reply(r: TopicReply) -> Result<TopicReply, TopicError> {
     let code = TopicErrorCode::try_from(r.code).unwrap_or(TopicErrorCode::Invalid);
-    match code {
-        TopicErrorCode::TopicOk => Ok(r),
-        TopicErrorCode::UnknownTopic => Err(TopicError::UnknownTopic(r.message)),
-        TopicErrorCode::TopicExists => Err(TopicError::TopicExists(r.message)),
-        TopicErrorCode::Invalid => Err(TopicError::Invalid(r.message)),
-        TopicErrorCode::StaleEpoch => Err(TopicError::Unavailable(r.message)),
-        TopicErrorCode::StaleGeneration => Err(TopicError::StaleGeneration(r.message)),
-    }
+    let refusal = match code {
+        TopicErrorCode::TopicOk => return Ok(r),
+        TopicErrorCode::UnknownTopic => Refusal::UnknownTopic,
+        TopicErrorCode::TopicExists => Refusal::TopicExists,
+        TopicErrorCode::Invalid => Refusal::Invalid,
+        TopicErrorCode::StaleEpoch => Refusal::StaleEpoch,
+        TopicErrorCode::StaleGeneration => Refusal::StaleGeneration,
+    };
+    Err(TopicError::Refused { refusal, message: r.message })
 }
 
 /// The per-partition status a leader reports (describe).
@@ -400,7 +364,7 @@ impl Topics {
         match view.get(&meta::topic_key(name))? {
             Some(b) => TopicMeta::decode(&b[..])
                 .map_err(|e| TopicError::Store(StoreError::Malformed { what: "topic metadata", source: e.into() })),
-            None => Err(TopicError::UnknownTopic(format!("topic {name:?} does not exist"))),
+            None => Err(TopicError::UnknownTopic { topic: name.to_string() }),
         }
     }
 
@@ -413,26 +377,21 @@ impl Topics {
     ) -> Result<Arc<Partition>, TopicError> {
         let t = self.topic(topic, timeout).await?;
         let Some(pm) = t.partitions.get(partition as usize) else {
-            return Err(TopicError::Invalid(format!(
-                "topic {topic:?} has no partition {partition}: it has {} (0-{})",
-                t.partitions.len(),
-                t.partitions.len().saturating_sub(1)
-            )));
+            return Err(InvalidRequest::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: t.partitions.len(),
+            }
+            .into());
         };
         let pid = PartitionId { topic_id: t.id, partition };
         match self.partition(pid) {
             Some(p) => Ok(p),
             None => Err(TopicError::NotLeader {
-                message: format!(
-                    "node {} does not lead {topic}/{partition}{}",
-                    self.ctx.node_id,
-                    if pm.leader == 0 {
-                        ": it has no leader now".to_string()
-                    } else {
-                        format!("; node {} does", pm.leader)
-                    }
-                ),
+                node: self.ctx.node_id,
+                partition: PartitionName::new(topic, partition),
                 leader: pm.leader,
+                reason: NotLeaderReason::NoReplicaHere,
             }),
         }
     }
@@ -467,12 +426,7 @@ impl Topics {
         }
         names
             .iter()
-            .map(|n| {
-                all.topics
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| TopicError::UnknownTopic(format!("topic {n:?} does not exist")))
-            })
+            .map(|n| all.topics.get(n).cloned().ok_or_else(|| TopicError::UnknownTopic { topic: n.clone() }))
             .collect()
     }
 
@@ -543,7 +497,7 @@ impl Topics {
         self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         let Some(b) = view.get(&meta::topic_key(topic))? else {
-            return Err(TopicError::UnknownTopic(format!("topic {topic:?} does not exist")));
+            return Err(TopicError::UnknownTopic { topic: topic.to_string() });
         };
         let t = TopicMeta::decode(&b[..])
             .map_err(|e| StoreError::Malformed { what: "topic metadata", source: e.into() })?;
@@ -573,19 +527,14 @@ pub fn topic_config(
     lag_ms: u64,
 ) -> Result<rsm::TopicConfig, TopicError> {
     if partitions == 0 || partitions > meta::MAX_PARTITIONS {
-        return Err(TopicError::Invalid(format!(
-            "--partitions must be 1 to {}, got {partitions}",
-            meta::MAX_PARTITIONS
-        )));
+        return Err(InvalidRequest::Partitions { partitions, max: meta::MAX_PARTITIONS }.into());
     }
     if replication_factor == 0 {
-        return Err(TopicError::Invalid("--replication-factor must be at least 1".into()));
+        return Err(InvalidRequest::ReplicationFactorZero.into());
     }
     let min = if min_insync == 0 { replication_factor.min(2) } else { min_insync };
     if min > replication_factor {
-        return Err(TopicError::Invalid(format!(
-            "--min-insync {min} exceeds the replication factor {replication_factor}: acks=all could never succeed"
-        )));
+        return Err(InvalidRequest::MinInsyncAboveReplicationFactor { min_insync: min, replication_factor }.into());
     }
     Ok(rsm::TopicConfig {
         replication_factor,

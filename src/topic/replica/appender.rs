@@ -70,10 +70,9 @@ impl Partition {
                     }
                     Outcome::OutOfOrder { expected } => {
                         let _ = reply.send(Err(TopicError::OutOfOrderSequence {
-                            message: format!(
-                                "producer {producer_id:x} sent sequence {base_sequence} to {} but {expected} is expected next; nothing was written",
-                                self.name()
-                            ),
+                            partition: self.name(),
+                            producer_id,
+                            sequence: base_sequence,
                             expected,
                         }));
                     }
