@@ -15,8 +15,9 @@ use super::NodeState;
 use crate::proto::rsm::{self, topic_op, TopicMeta};
 use crate::proto::topics_server::Topics as TopicsApi;
 use crate::proto::*;
+use crate::rsm::state_machine::topic_meta as meta;
 use crate::rsm::Caller;
-use crate::topic::{self, meta, Offsets, Refusal, TopicError};
+use crate::topic::{self, Offsets, Refusal, TopicError};
 
 /// Largest Topics request or reply, in bytes.
 pub const MAX_TOPIC_REQUEST_BYTES: usize = 64 * 1024 * 1024;

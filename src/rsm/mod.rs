@@ -224,7 +224,7 @@ impl Rsm {
         }
     }
 
-    /// Proposes a topic metadata command (`crate::topic::meta`); the reply
+    /// Proposes a topic metadata command (`state_machine::topic_meta`); the reply
     /// says whether it was applied.
     pub async fn topic(
         &self,

@@ -1,30 +1,32 @@
 //! Topics (DESIGN §6): a partitioned, replicated log with Kafka-style ISR
 //! replication on the same nodes as the key-value store.
 //!
-//! * [`meta`]: topic and group metadata in the linearizable state machine
-//!   (partition changes are compare-and-set on epochs).
 //! * [`controller`]: the Raft leader elects partition leaders.
 //! * [`isr`]: the partition leader's sans-I/O core (ISR, high watermark).
 //! * [`epochs`]: leader-epoch history; where followers truncate.
 //! * [`error`]: why a topic request failed ([`TopicError`]), as facts.
 //! * [`producer_state`]: idempotent producers.
-//! * [`assign`]: replica, group and key placement.
+//! * [`assign`]: replica, group and key placement (the state machine's
+//!   module, re-exported).
 //! * [`log`]: one partition's records and state in RocksDB.
 //! * [`replica`]: one partition replica's runtime (leader: appends, serves
 //!   fetches; follower: pulls from the leader).
 //! * [`peer`]: connections to other nodes for topic traffic.
 //!
+//! Topic and group metadata live in the linearizable state machine
+//! (`rsm::state_machine::topic_meta`: the commands, their epoch
+//! compare-and-set rules and the key layout); this layer reads that layout
+//! and proposes the commands, the state machine never calls into it.
+//!
 //! [`Topics`] is this node's entry point: it keeps the partition replicas
 //! in line with the metadata this node has applied, and serves the client
 //! and peer services.
 
-pub mod assign;
 pub mod controller;
 pub mod epochs;
 pub mod error;
 pub mod isr;
 pub mod log;
-pub mod meta;
 pub mod peer;
 pub mod producer_state;
 pub mod replica;
@@ -41,12 +43,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
 use crate::proto::peer::{PartitionStatus, ReplicaFetchRequest, ReplicaFetchResponse};
-use crate::proto::rsm::{self, topic_op, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::proto::rsm::{self, topic_op, PartitionMeta, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::rsm::state_machine::topic_meta as meta;
 use crate::rsm::{Caller, DbRsm, Rsm, RsmRead};
 use crate::store::{Store, StoreError};
 use log::PartitionId;
 use replica::Partition;
 
+pub use crate::rsm::state_machine::topic_meta::assign;
 pub use error::{
     IndeterminateReason, InvalidRequest, NotLeaderReason, PartitionName, Refusal, TopicError, UnavailableReason,
 };
@@ -132,6 +136,12 @@ pub struct Topics {
     ctx: Arc<Ctx>,
     partitions: RwLock<HashMap<PartitionId, Arc<Partition>>>,
     cache: RwLock<Arc<MetaCache>>,
+}
+
+/// The partitions of `t` that list `node` as a replica (for the node's
+/// reconcile loop).
+fn replicas_of(t: &TopicMeta, node: NodeId) -> Vec<&PartitionMeta> {
+    t.partitions.iter().filter(|p| p.replicas.contains(&node)).collect()
 }
 
 /// Reads all topic metadata from this node's `rsm` family.
@@ -284,7 +294,7 @@ impl Topics {
         let me = self.ctx.node_id;
         let mut wanted = HashMap::new();
         for t in cache.topics.values() {
-            for p in meta::replicas_of(t, me) {
+            for p in replicas_of(t, me) {
                 wanted.insert(PartitionId { topic_id: t.id, partition: p.id }, (t, p));
             }
         }

@@ -23,8 +23,8 @@
 //!   apply loop, log time, sessions and the applied index. What a command
 //!   does is its family's: [`kv`] (put, delete, CAS on user keys, each
 //!   write also LWW-merged into the key's cell so eventual and quorum
-//!   reads see it) and [`topic_meta`] (topic and group metadata, whose
-//!   logic is `crate::topic::meta`). A later family (membership) adds a
+//!   reads see it) and [`topic_meta`] (topic and group metadata: epoch
+//!   compare-and-set, groups, key layout). A later family (membership) adds a
 //!   file and an arm in `execute`.
 
 pub mod kv;
