@@ -15,8 +15,9 @@ use super::NodeState;
 use crate::proto::rsm::{self, topic_op, TopicMeta};
 use crate::proto::topics_server::Topics as TopicsApi;
 use crate::proto::*;
+use crate::rsm::state_machine::topic_meta as meta;
 use crate::rsm::Caller;
-use crate::topic::{self, meta, Offsets, TopicError};
+use crate::topic::{self, Offsets, Refusal, TopicError};
 
 /// Largest Topics request or reply, in bytes.
 pub const MAX_TOPIC_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -45,32 +46,48 @@ fn with_number(mut s: Status, header: &'static str, n: u64) -> Status {
     s
 }
 
-/// The gRPC status for a topic error (see `proto/topics.proto`).
+/// The gRPC status for a topic error (see `proto/topics.proto`): the
+/// error's sentence, a code and tag per kind, and the numbers a client acts
+/// on in headers.
 pub fn topic_status(e: TopicError) -> Status {
+    let message = e.to_string();
     match e {
-        TopicError::UnknownTopic(m) => tag(Status::not_found(m), "unknown-topic"),
-        TopicError::TopicExists(m) => tag(Status::already_exists(m), "topic-exists"),
-        TopicError::Invalid(m) => tag(Status::invalid_argument(m), "invalid"),
-        TopicError::NotLeader { message, leader } => {
+        TopicError::UnknownTopic { .. } | TopicError::Refused { refusal: Refusal::UnknownTopic, .. } => {
+            tag(Status::not_found(message), "unknown-topic")
+        }
+        TopicError::Refused { refusal: Refusal::TopicExists, .. } => {
+            tag(Status::already_exists(message), "topic-exists")
+        }
+        TopicError::Invalid(_) | TopicError::Refused { refusal: Refusal::Invalid, .. } => {
+            tag(Status::invalid_argument(message), "invalid")
+        }
+        TopicError::NotLeader { leader, .. } => {
             with_number(tag(retry_safe(Status::unavailable(message)), "not-leader"), LEADER_HEADER, leader as u64)
         }
-        TopicError::NotEnoughReplicas(m) => tag(Status::failed_precondition(m), "not-enough-replicas"),
-        TopicError::NotEnoughReplicasAfterAppend(m) => tag(Status::unavailable(m), "not-enough-replicas-after-append"),
-        TopicError::OutOfOrderSequence { message, expected } => with_number(
+        TopicError::NotEnoughReplicas { .. } => tag(Status::failed_precondition(message), "not-enough-replicas"),
+        TopicError::NotEnoughReplicasAfterAppend { .. } => {
+            tag(Status::unavailable(message), "not-enough-replicas-after-append")
+        }
+        TopicError::OutOfOrderSequence { expected, .. } => with_number(
             tag(Status::failed_precondition(message), "out-of-order-sequence"),
             EXPECTED_SEQUENCE_HEADER,
             expected,
         ),
-        TopicError::StaleGeneration(m) => tag(Status::failed_precondition(m), "stale-generation"),
-        TopicError::OffsetOutOfRange { message, log_start, log_end } => with_number(
+        TopicError::Refused { refusal: Refusal::StaleGeneration, .. } => {
+            tag(Status::failed_precondition(message), "stale-generation")
+        }
+        TopicError::OffsetOutOfRange { log_start, log_end, .. } => with_number(
             with_number(tag(Status::out_of_range(message), "offset-out-of-range"), LOG_START_HEADER, log_start),
             LOG_END_HEADER,
             log_end,
         ),
-        TopicError::Indeterminate(m) => tag(Status::deadline_exceeded(m), "indeterminate"),
-        TopicError::Unavailable(m) => tag(retry_safe(Status::unavailable(m)), "unavailable"),
+        TopicError::Indeterminate(_) => tag(Status::deadline_exceeded(message), "indeterminate"),
+        // A lost epoch compare-and-set: nothing changed, retry.
+        TopicError::Unavailable(_) | TopicError::Refused { refusal: Refusal::StaleEpoch, .. } => {
+            tag(retry_safe(Status::unavailable(message)), "unavailable")
+        }
         TopicError::Level(e) => level_status(e),
-        TopicError::Store(e) => Status::internal(e.to_string()),
+        TopicError::AppendFailed { .. } | TopicError::Store(_) => Status::internal(message),
     }
 }
 

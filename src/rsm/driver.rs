@@ -816,29 +816,29 @@ impl Driver {
                 continue;
             }
             match e.get_entry_type() {
-                EntryType::EntryNormal => {
-                    applier.apply(e.index, e.term, e.get_data()).map_err(|e| StoreError::Corrupt(e.to_string()))?
-                }
+                EntryType::EntryNormal => applier.apply(e.index, e.term, e.get_data())?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     // capkv never proposes membership changes yet; apply any
                     // that appear so Raft's view stays consistent.
                     let cs = if e.get_entry_type() == EntryType::EntryConfChange {
                         let cc = ConfChange::parse_from_bytes(e.get_data())
-                            .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+                            .map_err(|x| StoreError::Malformed { what: "conf change", source: x.into() })?;
                         self.node.apply_conf_change(&cc)
                     } else {
                         let cc = ConfChangeV2::parse_from_bytes(e.get_data())
-                            .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+                            .map_err(|x| StoreError::Malformed { what: "conf change", source: x.into() })?;
                         self.node.apply_conf_change(&cc)
                     };
                     if let Ok(cs) = cs {
                         conf_ops.push(WriteOp::Put {
                             cf: Cf::RaftState,
                             key: super::storage::KEY_CONF_STATE.to_vec(),
-                            value: cs.write_to_bytes().map_err(|x| StoreError::Corrupt(x.to_string()))?,
+                            value: cs
+                                .write_to_bytes()
+                                .map_err(|x| StoreError::Malformed { what: "conf state", source: x.into() })?,
                         });
                     }
-                    applier.apply(e.index, e.term, &[]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    applier.apply(e.index, e.term, &[])?;
                 }
             }
         }
@@ -898,7 +898,8 @@ impl Driver {
 
     async fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
         let meta = snap.get_metadata();
-        let name = String::from_utf8(snap.get_data().to_vec()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let name = String::from_utf8(snap.get_data().to_vec())
+            .map_err(|e| StoreError::Malformed { what: "snapshot file name", source: e.into() })?;
         tracing::info!(index = meta.index, term = meta.term, file = %name, "installing snapshot from the leader");
         self.rsm_cache.clear();
         install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
@@ -973,12 +974,14 @@ pub async fn install(
 ) -> Result<(), StoreError> {
     let path = raft_store.snapshots.file(name)?;
     let file_bytes = std::fs::metadata(&path)
-        .map_err(|e| StoreError::Io(format!("cannot stat snapshot {}: {e}", path.display())))?
+        .map_err(|source| StoreError::Io { op: "stat snapshot", path: path.clone(), source })?
         .len();
     if file_bytes > MAX_INSTALL_BYTES {
-        return Err(StoreError::TooLarge(format!(
-            "snapshot {name} holds {file_bytes} bytes; one install writes at most {MAX_INSTALL_BYTES} (MAX_INSTALL_BYTES)"
-        )));
+        return Err(StoreError::SnapshotTooLarge {
+            name: name.to_string(),
+            bytes: file_bytes,
+            max_bytes: MAX_INSTALL_BYTES,
+        });
     }
     let mut reader = SnapshotReader::open(&path)?;
     let (index, term) = (reader.meta.index, reader.meta.term);

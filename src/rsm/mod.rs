@@ -117,9 +117,9 @@ impl Rsm {
             store.write(vec![op], true).await?;
         }
         let cfg = driver::raft_config(id, applied, &settings);
-        cfg.validate().map_err(|e| StoreError::Corrupt(format!("raft config: {e}")))?;
+        cfg.validate().map_err(|e| StoreError::Malformed { what: "raft config", source: e.into() })?;
         let node = RawNode::new(&cfg, raft_store, &logger::raft_logger(id))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start raft: {e}")))?;
+            .map_err(|e| StoreError::Malformed { what: "raft state at start", source: e.into() })?;
 
         let (ptx, prx) = mpsc::channel(PROPOSAL_QUEUE);
         let (rtx, rrx) = mpsc::channel(READ_QUEUE);
@@ -236,7 +236,7 @@ impl Rsm {
         }
     }
 
-    /// Proposes a topic metadata command (`crate::topic::meta`); the reply
+    /// Proposes a topic metadata command (`state_machine::topic_meta`); the reply
     /// says whether it was applied.
     pub async fn topic(
         &self,

@@ -54,7 +54,7 @@ pub struct BadSnapshotName(pub String);
 
 impl From<BadSnapshotName> for StoreError {
     fn from(e: BadSnapshotName) -> Self {
-        StoreError::Corrupt(e.to_string())
+        StoreError::Malformed { what: "snapshot message", source: e.into() }
     }
 }
 
@@ -86,10 +86,10 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn open(dir: PathBuf) -> Result<Snapshots, StoreError> {
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(io_at("create", &dir))?;
         let mut latest: Option<SnapMeta> = None;
-        for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::Io(e.to_string()))? {
-            let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
+        for entry in std::fs::read_dir(&dir).map_err(io_at("list", &dir))? {
+            let entry = entry.map_err(io_at("list", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
@@ -146,7 +146,7 @@ impl Snapshots {
         let applied = view
             .get_cf(rsm_cf, META_APPLIED)?
             .and_then(|b| decode_applied(&b))
-            .ok_or_else(|| StoreError::Corrupt("no applied index to snapshot".into()))?;
+            .ok_or(StoreError::Corrupt { what: "no applied index to snapshot" })?;
         let meta = SnapMeta { index: applied.0, term: applied.1 };
         let final_path = self.path(&meta.file_name());
         if final_path.exists() {
@@ -154,7 +154,7 @@ impl Snapshots {
             return Ok(meta);
         }
         let tmp = self.path(&format!("{}.tmp", meta.file_name()));
-        let mut w = ChecksumWriter::new(File::create(&tmp).map_err(io)?);
+        let mut w = ChecksumWriter::new(File::create(&tmp).map_err(io_at("create", &tmp))?, tmp.clone());
         w.write_all(MAGIC)?;
         w.write_all(&meta.index.to_be_bytes())?;
         w.write_all(&meta.term.to_be_bytes())?;
@@ -169,11 +169,11 @@ impl Snapshots {
         }
         w.write_all(&END.to_be_bytes())?;
         let sum = w.hasher.digest();
-        let mut file = w.inner.into_inner().map_err(|e| StoreError::Io(e.to_string()))?;
-        file.write_all(&sum.to_be_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &final_path).map_err(io)?;
-        let file_bytes = std::fs::metadata(&final_path).map_err(io)?.len();
+        let mut file = w.inner.into_inner().map_err(|e| io_at("write", &tmp)(e.into_error()))?;
+        file.write_all(&sum.to_be_bytes()).map_err(io_at("write", &tmp))?;
+        file.sync_all().map_err(io_at("sync", &tmp))?;
+        std::fs::rename(&tmp, &final_path).map_err(io_at("rename", &tmp))?;
+        let file_bytes = std::fs::metadata(&final_path).map_err(io_at("stat", &final_path))?.len();
         if file_bytes > MAX_INSTALL_BYTES {
             tracing::error!(
                 index = meta.index,
@@ -209,24 +209,32 @@ impl Snapshots {
     }
 }
 
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+/// The error of file-system call `op` on `path`.
+fn io_at<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
 }
 
 struct ChecksumWriter {
     inner: BufWriter<File>,
     hasher: Xxh3,
+    /// The file written, for errors.
+    path: PathBuf,
 }
 
 impl ChecksumWriter {
-    fn new(f: File) -> Self {
-        ChecksumWriter { inner: BufWriter::new(f), hasher: Xxh3::new() }
+    fn new(f: File, path: PathBuf) -> Self {
+        ChecksumWriter { inner: BufWriter::new(f), hasher: Xxh3::new(), path }
     }
 
     fn write_all(&mut self, b: &[u8]) -> Result<(), StoreError> {
         self.hasher.update(b);
-        self.inner.write_all(b).map_err(io)
+        self.inner.write_all(b).map_err(io_at("write", &self.path))
     }
+}
+
+/// A snapshot file that ended early.
+fn truncated(e: std::io::Error) -> StoreError {
+    StoreError::Malformed { what: "truncated snapshot", source: e.into() }
 }
 
 /// Reads a snapshot file record by record, verifying the checksum at the end.
@@ -239,8 +247,7 @@ pub struct SnapshotReader {
 
 impl SnapshotReader {
     pub fn open(path: &Path) -> Result<SnapshotReader, StoreError> {
-        let f =
-            File::open(path).map_err(|e| StoreError::Io(format!("cannot open snapshot {}: {e}", path.display())))?;
+        let f = File::open(path).map_err(io_at("open snapshot", path))?;
         let mut r = SnapshotReader {
             r: BufReader::new(f),
             hasher: Xxh3::new(),
@@ -250,14 +257,14 @@ impl SnapshotReader {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)?;
         if &magic != MAGIC {
-            return Err(StoreError::Corrupt(format!("{} is not a capkv snapshot", path.display())));
+            return Err(StoreError::NotASnapshot { path: path.to_path_buf() });
         }
         r.meta = SnapMeta { index: r.read_u64()?, term: r.read_u64()? };
         Ok(r)
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
-        self.r.read_exact(buf).map_err(|e| StoreError::Corrupt(format!("truncated snapshot: {e}")))?;
+        self.r.read_exact(buf).map_err(truncated)?;
         self.hasher.update(buf);
         Ok(())
     }
@@ -283,21 +290,21 @@ impl SnapshotReader {
         if klen == END {
             let expected = self.hasher.digest();
             let mut b = [0u8; 8];
-            self.r.read_exact(&mut b).map_err(|e| StoreError::Corrupt(format!("truncated snapshot: {e}")))?;
+            self.r.read_exact(&mut b).map_err(truncated)?;
             if u64::from_be_bytes(b) != expected {
-                return Err(StoreError::Corrupt("snapshot checksum mismatch".into()));
+                return Err(StoreError::Corrupt { what: "snapshot checksum mismatch" });
             }
             self.done = true;
             return Ok(None);
         }
         if klen > MAX_RECORD_BYTES {
-            return Err(StoreError::Corrupt(format!("snapshot key of {klen} bytes")));
+            return Err(StoreError::SnapshotRecordTooLarge { field: "key", bytes: klen });
         }
         let mut k = vec![0u8; klen as usize];
         self.read_exact(&mut k)?;
         let vlen = self.read_u32()?;
         if vlen > MAX_RECORD_BYTES {
-            return Err(StoreError::Corrupt(format!("snapshot value of {vlen} bytes")));
+            return Err(StoreError::SnapshotRecordTooLarge { field: "value", bytes: vlen });
         }
         let mut v = vec![0u8; vlen as usize];
         self.read_exact(&mut v)?;
@@ -312,7 +319,8 @@ pub fn install_ops(reader: &mut SnapshotReader, ops: &mut Vec<WriteOp>) -> Resul
     let mut records = 0u64;
     while let Some((k, v)) = reader.next_record()? {
         if k.first() == Some(&KEY_PREFIX) {
-            let val = rsm::Value::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("snapshot value: {e}")))?;
+            let val = rsm::Value::decode(&v[..])
+                .map_err(|e| StoreError::Malformed { what: "snapshot value", source: e.into() })?;
             let version = Version::new(val.hlc, val.node_id);
             let cell = if val.tombstone {
                 Cell::tombstone(version, Level::Linearizable)

@@ -113,11 +113,13 @@ impl RaftStore {
     pub fn open(db: Arc<DB>, voters: &[u64], snapshots: Arc<Snapshots>) -> Result<RaftStore, StoreError> {
         let st = cf(&db, Cf::RaftState);
         let hard_state = match db.get_cf(st, KEY_HARD_STATE)? {
-            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| StoreError::Corrupt(format!("hard state: {e}")))?,
+            Some(b) => HardState::parse_from_bytes(&b)
+                .map_err(|e| StoreError::Malformed { what: "hard state", source: e.into() })?,
             None => HardState::default(),
         };
         let conf_state = match db.get_cf(st, KEY_CONF_STATE)? {
-            Some(b) => ConfState::parse_from_bytes(&b).map_err(|e| StoreError::Corrupt(format!("conf state: {e}")))?,
+            Some(b) => ConfState::parse_from_bytes(&b)
+                .map_err(|e| StoreError::Malformed { what: "conf state", source: e.into() })?,
             None => {
                 let mut cs = ConfState::default();
                 cs.set_voters(voters.to_vec());
@@ -128,13 +130,13 @@ impl RaftStore {
             Some(b) if b.len() == 16 => {
                 (u64::from_be_bytes(b[..8].try_into().unwrap()), u64::from_be_bytes(b[8..].try_into().unwrap()))
             }
-            Some(_) => return Err(StoreError::Corrupt("truncated state".into())),
+            Some(_) => return Err(StoreError::Corrupt { what: "truncated state" }),
             None => (0, 0),
         };
         let last_index = match db.iterator_cf(cf(&db, Cf::RaftLog), IteratorMode::End).next() {
             Some(item) => {
                 let (k, _) = item?;
-                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("raft log key".into()))?)
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt { what: "raft log key" })?)
             }
             None => truncated.0,
         };
@@ -144,9 +146,10 @@ impl RaftStore {
         let from = log_key(truncated.0 + 1);
         for item in db.iterator_cf(cf(&db, Cf::RaftLog), IteratorMode::From(&from, rocksdb::Direction::Forward)) {
             let (_, v) = item?;
-            let e = Entry::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(format!("raft entry: {e}")))?;
+            let e = Entry::parse_from_bytes(&v)
+                .map_err(|e| StoreError::Malformed { what: "raft entry", source: e.into() })?;
             if e.index != truncated.0 + 1 + core.terms.len() as u64 {
-                return Err(StoreError::Corrupt(format!("gap in the raft log at index {}", e.index)));
+                return Err(StoreError::RaftLogGap { index: e.index });
             }
             core.push(&e);
         }
@@ -198,7 +201,8 @@ impl RaftStore {
         assert!(first.index <= core.last_index + 1, "gap in raft log: last {} append {}", core.last_index, first.index);
         let mut ops = Vec::with_capacity(entries.len() + 1);
         for e in entries {
-            let bytes = e.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let bytes =
+                e.write_to_bytes().map_err(|e| StoreError::Malformed { what: "raft entry", source: e.into() })?;
             ops.push(WriteOp::Put { cf: Cf::RaftLog, key: log_key(e.index), value: bytes });
         }
         let new_last = entries.last().expect("non-empty").index;
@@ -250,7 +254,7 @@ impl RaftStore {
             return Ok(None);
         }
         drop(core);
-        let term = self.term(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let term = self.term(index).map_err(|e| StoreError::Malformed { what: "raft log term", source: e.into() })?;
         let core = self.core.read().expect("raft core");
         let ops = vec![
             WriteOp::DeleteRange { cf: Cf::RaftLog, from: log_key(core.truncated.0), to: log_key(index + 1) },

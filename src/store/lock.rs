@@ -26,23 +26,18 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|source| StoreError::Io { op: "open", path: path.clone(), source })?;
         // SAFETY: flock on a valid, owned file descriptor.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let mut owner = String::new();
             let _ = file.read_to_string(&mut owner);
-            let owner = owner.trim();
-            let who = if owner.is_empty() { String::new() } else { format!(" (pid {owner})") };
-            return Err(StoreError::InUse(format!(
-                "data dir {} is in use by another capkv process{who}; stop it or choose another --data-dir",
-                dir.display()
-            )));
+            return Err(StoreError::InUse { dir: dir.to_path_buf(), owner_pid: owner.trim().parse().ok() });
         }
         file.set_len(0)
             .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
             .and_then(|_| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| StoreError::Io(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|source| StoreError::Io { op: "write", path: path.clone(), source })?;
         Ok(DirLock { _file: file, path })
     }
 

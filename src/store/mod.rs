@@ -39,35 +39,71 @@ pub use writer::{OpOutcome, WriteOp};
 use crate::clock::{Clock, NodeId, Version};
 use lock::DirLock;
 
+/// A boxed error that a decoder or a check of another layer returned.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the storage engine (or data read through it) failed. Each variant
+/// carries the facts; the messages are what operators see in logs and in
+/// `INTERNAL` statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{0}")]
-    InUse(String),
-    #[error("storage I/O error: {0}")]
-    Io(String),
+    /// Another process holds the data directory's lock (`lock.rs`).
+    #[error(
+        "data dir {} is in use by another capkv process{}; stop it or choose another --data-dir",
+        .dir.display(),
+        .owner_pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        dir: PathBuf,
+        /// The owner's pid as it wrote it into the lock file, if readable.
+        owner_pid: Option<u32>,
+    },
+    /// A file-system call on `path` failed; `op` says which ("open",
+    /// "stat snapshot", ...).
+    #[error("storage I/O error: cannot {op} {}: {source}", .path.display())]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    /// A thread of the engine could not be started.
+    #[error("storage I/O error: cannot start {thread} thread: {source}")]
+    Thread { thread: &'static str, source: std::io::Error },
+    /// A blocking storage task panicked or was cancelled.
+    #[error("storage I/O error: {task} task: {source}")]
+    Task { task: &'static str, source: tokio::task::JoinError },
+    /// RocksDB's own error (its message is all it carries).
     #[error("RocksDB error: {0}")]
-    Rocks(String),
+    Rocks(#[from] rocksdb::Error),
+    /// Stored data breaks its layout: `what` names the data.
+    #[error("corrupt data: {what}")]
+    Corrupt { what: &'static str },
+    /// Stored data that does not decode (or a check of it fails): `what`
+    /// names the data, `source` is the decoder's or the check's error.
+    #[error("corrupt data: {what}: {source}")]
+    Malformed { what: &'static str, source: BoxError },
+    /// A stored cell that does not decode.
     #[error("corrupt data: {0}")]
-    Corrupt(String),
+    Cell(#[from] cell::DecodeError),
+    /// The Raft log skips an index.
+    #[error("corrupt data: gap in the raft log at index {index}")]
+    RaftLogGap { index: u64 },
+    /// A file handed over as a Raft snapshot lacks the snapshot header.
+    #[error("corrupt data: {} is not a capkv snapshot", .path.display())]
+    NotASnapshot { path: PathBuf },
+    /// A snapshot record's key or value (`field`) claims more bytes than a
+    /// record may hold.
+    #[error("corrupt data: snapshot {field} of {bytes} bytes")]
+    SnapshotRecordTooLarge { field: &'static str, bytes: u32 },
+    /// A topic partition's log end lies below its log start.
+    #[error("corrupt data: partition {topic_id}/{partition}: log end {log_end} below log start {log_start}")]
+    LogEndBelowStart { topic_id: u64, partition: u32, log_end: u64, log_start: u64 },
     #[error("the storage engine is shut down")]
     Closed,
     #[error("clock: {0}")]
     Clock(#[from] crate::clock::ClockError),
-    /// A write beyond a named bound, refused before anything was written.
-    #[error("too large: {0}")]
-    TooLarge(String),
-}
-
-impl From<rocksdb::Error> for StoreError {
-    fn from(e: rocksdb::Error) -> Self {
-        StoreError::Rocks(e.into_string())
-    }
-}
-
-impl From<cell::DecodeError> for StoreError {
-    fn from(e: cell::DecodeError) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
+    /// A snapshot beyond what one install may write, refused before
+    /// anything was written.
+    #[error(
+        "too large: snapshot {name} holds {bytes} bytes; one install writes at most {max_bytes} (MAX_INSTALL_BYTES)"
+    )]
+    SnapshotTooLarge { name: String, bytes: u64, max_bytes: u64 },
 }
 
 /// Memtable size of the key-value and Raft column families. Small on
@@ -166,8 +202,11 @@ impl Store {
         peers: Vec<NodeId>,
         mode: WriterMode,
     ) -> Result<Arc<Store>, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("cannot create data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            op: "create data dir",
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let lock = DirLock::acquire(dir)?;
         let db_dir = dir.join("db");
 
@@ -193,12 +232,12 @@ impl Store {
 
         // Never re-issue a stamp handed out before a crash or restart.
         let reserved = match db.get_cf(cf(&db, Cf::Meta), keys::META_HLC_RESERVED)? {
-            Some(b) => {
-                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| StoreError::Corrupt("hlc reservation".into()))?)
-            }
+            Some(b) => u64::from_be_bytes(
+                b.as_slice().try_into().map_err(|_| StoreError::Corrupt { what: "hlc reservation" })?,
+            ),
             None => 0,
         };
-        clock.force(reserved).map_err(|e| StoreError::Corrupt(format!("hlc reservation: {e}")))?;
+        clock.force(reserved).map_err(|e| StoreError::Malformed { what: "hlc reservation", source: e.into() })?;
 
         let digests = Arc::new(Digests::default());
         let mut cells = 0u64;
@@ -227,7 +266,7 @@ impl Store {
                 let thread = std::thread::Builder::new()
                     .name("capkv-writer".into())
                     .spawn(move || w.run(rx))
-                    .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+                    .map_err(|source| StoreError::Thread { thread: "writer", source })?;
                 WriterHandle::Thread { tx, thread }
             }
             WriterMode::Inline { sync_delay_ms } => WriterHandle::Inline { writer: w, sync_delay_ms },

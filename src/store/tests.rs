@@ -318,3 +318,33 @@ async fn the_inline_writer_writes_in_place_and_takes_its_simulated_disk_time() {
     s.shutdown();
     assert!(matches!(s.write(Vec::new(), true).await, Err(StoreError::Closed)));
 }
+
+#[test]
+fn errors_carry_facts_and_keep_their_sentences() {
+    // Issue 20: the variants hold the facts, `Display` writes the sentences
+    // operators saw before (docs/operations.md quotes the first).
+    let in_use = StoreError::InUse { dir: "/d".into(), owner_pid: Some(42) };
+    assert_eq!(
+        in_use.to_string(),
+        "data dir /d is in use by another capkv process (pid 42); stop it or choose another --data-dir"
+    );
+    let unknown_owner = StoreError::InUse { dir: "/d".into(), owner_pid: None };
+    assert_eq!(
+        unknown_owner.to_string(),
+        "data dir /d is in use by another capkv process; stop it or choose another --data-dir"
+    );
+    let io = StoreError::Io {
+        op: "open",
+        path: "/d/LOCK.capkv".into(),
+        source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    };
+    assert_eq!(io.to_string(), "storage I/O error: cannot open /d/LOCK.capkv: permission denied");
+    assert!(std::error::Error::source(&io).is_some(), "the io::Error is the source");
+    let gap = StoreError::RaftLogGap { index: 7 };
+    assert_eq!(gap.to_string(), "corrupt data: gap in the raft log at index 7");
+    let big = StoreError::SnapshotTooLarge { name: "snap-1-1.bin".into(), bytes: 10, max_bytes: 5 };
+    assert_eq!(
+        big.to_string(),
+        "too large: snapshot snap-1-1.bin holds 10 bytes; one install writes at most 5 (MAX_INSTALL_BYTES)"
+    );
+}

@@ -217,7 +217,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "write batch failed");
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Rocks(e.to_string())));
+                    let _ = job.reply.send(Err(StoreError::Rocks(e.clone())));
                 }
             }
         }

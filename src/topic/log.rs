@@ -79,11 +79,11 @@ fn u64_at(b: &[u8], at: usize) -> Result<u64, StoreError> {
     b.get(at..at + 8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corrupt("short topic metadata value".into()))
+        .ok_or(StoreError::Corrupt { what: "short topic metadata value" })
 }
 
 pub fn decode_record(b: &[u8]) -> Result<StoredRecord, StoreError> {
-    StoredRecord::decode(b).map_err(|e| StoreError::Corrupt(format!("topic record: {e}")))
+    StoredRecord::decode(b).map_err(|e| StoreError::Malformed { what: "topic record", source: e.into() })
 }
 
 /// Key + value bytes of a record: what `position` and retention.bytes count.
@@ -131,7 +131,7 @@ pub fn recover(db: &DB, pid: PartitionId) -> Result<Recovered, StoreError> {
     let last = db.iterator_cf_opt(cf(db, Cf::TopicData), ro, IteratorMode::End).next().transpose()?;
     match last {
         Some((k, v)) => {
-            let offset = offset_of(&k).ok_or_else(|| StoreError::Corrupt("topic data key".into()))?;
+            let offset = offset_of(&k).ok_or(StoreError::Corrupt { what: "topic data key" })?;
             let rec = decode_record(&v)?;
             r.leo = offset + 1;
             r.end_position = rec.position + payload_len(&rec);
@@ -143,7 +143,12 @@ pub fn recover(db: &DB, pid: PartitionId) -> Result<Recovered, StoreError> {
         }
     }
     if r.leo < r.log_start {
-        return Err(StoreError::Corrupt(format!("partition {pid}: log end {} below log start {}", r.leo, r.log_start)));
+        return Err(StoreError::LogEndBelowStart {
+            topic_id: pid.topic_id,
+            partition: pid.partition,
+            log_end: r.leo,
+            log_start: r.log_start,
+        });
     }
     if let Some(v) = db.get_cf(cf(db, Cf::TopicMeta), meta_key(KIND_HW, pid, &[]))? {
         r.high_watermark = u64_at(&v, 0)?.min(r.leo);
@@ -157,7 +162,7 @@ pub fn recover(db: &DB, pid: PartitionId) -> Result<Recovered, StoreError> {
     for item in scan_prefix(db, Cf::TopicMeta, &meta_key(KIND_PRODUCER, pid, &[])) {
         let (k, v) = item?;
         let id = u64_at(&k, 13)?;
-        let e = ProducerEntry::decode(&v).ok_or_else(|| StoreError::Corrupt("producer state".into()))?;
+        let e = ProducerEntry::decode(&v).ok_or(StoreError::Corrupt { what: "producer state" })?;
         r.producers.insert(id, e);
     }
     Ok(r)
@@ -176,7 +181,7 @@ pub fn read(db: &DB, pid: PartitionId, from: u64, to: u64, max_bytes: usize) -> 
     let mut bytes = 0usize;
     for item in db.iterator_cf_opt(cf(db, Cf::TopicData), ro, IteratorMode::From(&start, Direction::Forward)) {
         let (k, v) = item?;
-        let offset = offset_of(&k).ok_or_else(|| StoreError::Corrupt("topic data key".into()))?;
+        let offset = offset_of(&k).ok_or(StoreError::Corrupt { what: "topic data key" })?;
         if offset != from + out.len() as u64 {
             // A hole: retention or truncation ran concurrently; stop here.
             break;
@@ -261,7 +266,7 @@ pub fn local_replicas(db: &DB) -> Result<Vec<(PartitionId, String)>, StoreError>
         let (k, v) = item?;
         let topic_id = u64_at(&k, 1)?;
         let partition = u32::from_be_bytes(
-            k.get(9..13).and_then(|s| s.try_into().ok()).ok_or_else(|| StoreError::Corrupt("replica marker".into()))?,
+            k.get(9..13).and_then(|s| s.try_into().ok()).ok_or(StoreError::Corrupt { what: "replica marker" })?,
         );
         out.push((PartitionId { topic_id, partition }, String::from_utf8_lossy(&v).into_owned()));
     }
@@ -287,7 +292,7 @@ pub fn rebuild_producers(
     let start = data_key(pid, from);
     for item in db.iterator_cf_opt(cf(db, Cf::TopicData), ro, IteratorMode::From(&start, Direction::Forward)) {
         let (k, v) = item?;
-        let o = offset_of(&k).ok_or_else(|| StoreError::Corrupt("topic data key".into()))?;
+        let o = offset_of(&k).ok_or(StoreError::Corrupt { what: "topic data key" })?;
         let rec = decode_record(&v)?;
         if let Some(list) = found.get_mut(&rec.producer_id) {
             list.push((rec.sequence, o, rec.timestamp_ms));

@@ -1,28 +1,32 @@
 //! Topics (DESIGN §6): a partitioned, replicated log with Kafka-style ISR
 //! replication on the same nodes as the key-value store.
 //!
-//! * [`meta`]: topic and group metadata in the linearizable state machine
-//!   (partition changes are compare-and-set on epochs).
 //! * [`controller`]: the Raft leader elects partition leaders.
 //! * [`isr`]: the partition leader's sans-I/O core (ISR, high watermark).
 //! * [`epochs`]: leader-epoch history; where followers truncate.
+//! * [`error`]: why a topic request failed ([`TopicError`]), as facts.
 //! * [`producer_state`]: idempotent producers.
-//! * [`assign`]: replica, group and key placement.
+//! * [`assign`]: replica, group and key placement (the state machine's
+//!   module, re-exported).
 //! * [`log`]: one partition's records and state in RocksDB.
 //! * [`replica`]: one partition replica's runtime (leader: appends, serves
 //!   fetches; follower: pulls from the leader).
 //! * [`peer`]: connections to other nodes for topic traffic.
 //!
+//! Topic and group metadata live in the linearizable state machine
+//! (`rsm::state_machine::topic_meta`: the commands, their epoch
+//! compare-and-set rules and the key layout); this layer reads that layout
+//! and proposes the commands, the state machine never calls into it.
+//!
 //! [`Topics`] is this node's entry point: it keeps the partition replicas
 //! in line with the metadata this node has applied, and serves the client
 //! and peer services.
 
-pub mod assign;
 pub mod controller;
 pub mod epochs;
+pub mod error;
 pub mod isr;
 pub mod log;
-pub mod meta;
 pub mod peer;
 pub mod producer_state;
 pub mod replica;
@@ -38,13 +42,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::NodeId;
-use crate::levels::LevelError;
 use crate::proto::peer::{PartitionStatus, ReplicaFetchRequest, ReplicaFetchResponse};
-use crate::proto::rsm::{self, topic_op, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::proto::rsm::{self, topic_op, PartitionMeta, TopicErrorCode, TopicMeta, TopicOp, TopicReply};
+use crate::rsm::state_machine::topic_meta as meta;
 use crate::rsm::{Caller, DbRsm, Rsm, RsmRead};
 use crate::store::{Store, StoreError};
 use log::PartitionId;
 use replica::Partition;
+
+pub use crate::rsm::state_machine::topic_meta::assign;
+pub use error::{
+    IndeterminateReason, InvalidRequest, NotLeaderReason, PartitionName, Refusal, TopicError, UnavailableReason,
+};
 
 /// How often a node checks whether the topic metadata it applied changed.
 pub const META_POLL_MS: u64 = 50;
@@ -83,44 +92,6 @@ impl Default for TopicSettings {
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
         }
     }
-}
-
-/// Why a topic request failed. The node turns these into gRPC statuses
-/// (see `proto/topics.proto`) with the same sentence.
-#[derive(Debug, thiserror::Error)]
-pub enum TopicError {
-    #[error("{0}")]
-    UnknownTopic(String),
-    #[error("{0}")]
-    TopicExists(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// Certainly nothing was written: this node does not lead the partition.
-    #[error("{message}")]
-    NotLeader { message: String, leader: NodeId },
-    /// acks=all refused before writing: the ISR is below min.insync.replicas.
-    #[error("{0}")]
-    NotEnoughReplicas(String),
-    /// Appended on the leader, but the ISR fell below min.insync.replicas
-    /// before the records committed: they may or may not survive.
-    #[error("{0}")]
-    NotEnoughReplicasAfterAppend(String),
-    #[error("{message}")]
-    OutOfOrderSequence { message: String, expected: u64 },
-    #[error("{0}")]
-    StaleGeneration(String),
-    #[error("{message}")]
-    OffsetOutOfRange { message: String, log_start: u64, log_end: u64 },
-    /// The outcome is unknown.
-    #[error("{0}")]
-    Indeterminate(String),
-    /// Certainly not done; retry later or elsewhere.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Level(#[from] LevelError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// What every partition replica of this node shares.
@@ -167,6 +138,12 @@ pub struct Topics {
     cache: RwLock<Arc<MetaCache>>,
 }
 
+/// The partitions of `t` that list `node` as a replica (for the node's
+/// reconcile loop).
+fn replicas_of(t: &TopicMeta, node: NodeId) -> Vec<&PartitionMeta> {
+    t.partitions.iter().filter(|p| p.replicas.contains(&node)).collect()
+}
+
 /// Reads all topic metadata from this node's `rsm` family.
 pub fn load_meta(store: &Store) -> Result<MetaCache, StoreError> {
     let view = DbRsm(store.db());
@@ -174,7 +151,8 @@ pub fn load_meta(store: &Store) -> Result<MetaCache, StoreError> {
     let next_topic_id = view.get(meta::KEY_NEXT_ID)?.and_then(|b| meta::decode_u64(&b)).unwrap_or(1);
     let mut topics = BTreeMap::new();
     for (_, v) in view.scan(meta::TOPIC_PREFIX, &[], meta::MAX_TOPICS)? {
-        let t = TopicMeta::decode(&v[..]).map_err(|e| StoreError::Corrupt(format!("topic metadata: {e}")))?;
+        let t = TopicMeta::decode(&v[..])
+            .map_err(|e| StoreError::Malformed { what: "topic metadata", source: e.into() })?;
         topics.insert(t.name.clone(), t);
     }
     Ok(MetaCache { version, next_topic_id, topics })
@@ -187,14 +165,15 @@ fn read_version(store: &Store) -> Result<u64, StoreError> {
 /// Maps a metadata refusal to an error (OK replies pass through).
 pub fn check_reply(r: TopicReply) -> Result<TopicReply, TopicError> {
     let code = TopicErrorCode::try_from(r.code).unwrap_or(TopicErrorCode::Invalid);
-    match code {
-        TopicErrorCode::TopicOk => Ok(r),
-        TopicErrorCode::UnknownTopic => Err(TopicError::UnknownTopic(r.message)),
-        TopicErrorCode::TopicExists => Err(TopicError::TopicExists(r.message)),
-        TopicErrorCode::Invalid => Err(TopicError::Invalid(r.message)),
-        TopicErrorCode::StaleEpoch => Err(TopicError::Unavailable(r.message)),
-        TopicErrorCode::StaleGeneration => Err(TopicError::StaleGeneration(r.message)),
-    }
+    let refusal = match code {
+        TopicErrorCode::TopicOk => return Ok(r),
+        TopicErrorCode::UnknownTopic => Refusal::UnknownTopic,
+        TopicErrorCode::TopicExists => Refusal::TopicExists,
+        TopicErrorCode::Invalid => Refusal::Invalid,
+        TopicErrorCode::StaleEpoch => Refusal::StaleEpoch,
+        TopicErrorCode::StaleGeneration => Refusal::StaleGeneration,
+    };
+    Err(TopicError::Refused { refusal, message: r.message })
 }
 
 /// The per-partition status a leader reports (describe).
@@ -315,7 +294,7 @@ impl Topics {
         let me = self.ctx.node_id;
         let mut wanted = HashMap::new();
         for t in cache.topics.values() {
-            for p in meta::replicas_of(t, me) {
+            for p in replicas_of(t, me) {
                 wanted.insert(PartitionId { topic_id: t.id, partition: p.id }, (t, p));
             }
         }
@@ -393,8 +372,9 @@ impl Topics {
         self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         match view.get(&meta::topic_key(name))? {
-            Some(b) => TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string()))),
-            None => Err(TopicError::UnknownTopic(format!("topic {name:?} does not exist"))),
+            Some(b) => TopicMeta::decode(&b[..])
+                .map_err(|e| TopicError::Store(StoreError::Malformed { what: "topic metadata", source: e.into() })),
+            None => Err(TopicError::UnknownTopic { topic: name.to_string() }),
         }
     }
 
@@ -407,26 +387,21 @@ impl Topics {
     ) -> Result<Arc<Partition>, TopicError> {
         let t = self.topic(topic, timeout).await?;
         let Some(pm) = t.partitions.get(partition as usize) else {
-            return Err(TopicError::Invalid(format!(
-                "topic {topic:?} has no partition {partition}: it has {} (0-{})",
-                t.partitions.len(),
-                t.partitions.len().saturating_sub(1)
-            )));
+            return Err(InvalidRequest::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: t.partitions.len(),
+            }
+            .into());
         };
         let pid = PartitionId { topic_id: t.id, partition };
         match self.partition(pid) {
             Some(p) => Ok(p),
             None => Err(TopicError::NotLeader {
-                message: format!(
-                    "node {} does not lead {topic}/{partition}{}",
-                    self.ctx.node_id,
-                    if pm.leader == 0 {
-                        ": it has no leader now".to_string()
-                    } else {
-                        format!("; node {} does", pm.leader)
-                    }
-                ),
+                node: self.ctx.node_id,
+                partition: PartitionName::new(topic, partition),
                 leader: pm.leader,
+                reason: NotLeaderReason::NoReplicaHere,
             }),
         }
     }
@@ -461,12 +436,7 @@ impl Topics {
         }
         names
             .iter()
-            .map(|n| {
-                all.topics
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| TopicError::UnknownTopic(format!("topic {n:?} does not exist")))
-            })
+            .map(|n| all.topics.get(n).cloned().ok_or_else(|| TopicError::UnknownTopic { topic: n.clone() }))
             .collect()
     }
 
@@ -537,9 +507,10 @@ impl Topics {
         self.ctx.rsm.barrier(timeout).await?;
         let view = DbRsm(self.ctx.store.db());
         let Some(b) = view.get(&meta::topic_key(topic))? else {
-            return Err(TopicError::UnknownTopic(format!("topic {topic:?} does not exist")));
+            return Err(TopicError::UnknownTopic { topic: topic.to_string() });
         };
-        let t = TopicMeta::decode(&b[..]).map_err(|e| TopicError::Store(StoreError::Corrupt(e.to_string())))?;
+        let t = TopicMeta::decode(&b[..])
+            .map_err(|e| StoreError::Malformed { what: "topic metadata", source: e.into() })?;
         let mut out = Vec::new();
         for p in &t.partitions {
             if let Some(v) = view.get(&meta::offset_key(group, t.id, p.id))?.and_then(|b| meta::decode_u64(&b)) {
@@ -566,19 +537,14 @@ pub fn topic_config(
     lag_ms: u64,
 ) -> Result<rsm::TopicConfig, TopicError> {
     if partitions == 0 || partitions > meta::MAX_PARTITIONS {
-        return Err(TopicError::Invalid(format!(
-            "--partitions must be 1 to {}, got {partitions}",
-            meta::MAX_PARTITIONS
-        )));
+        return Err(InvalidRequest::Partitions { partitions, max: meta::MAX_PARTITIONS }.into());
     }
     if replication_factor == 0 {
-        return Err(TopicError::Invalid("--replication-factor must be at least 1".into()));
+        return Err(InvalidRequest::ReplicationFactorZero.into());
     }
     let min = if min_insync == 0 { replication_factor.min(2) } else { min_insync };
     if min > replication_factor {
-        return Err(TopicError::Invalid(format!(
-            "--min-insync {min} exceeds the replication factor {replication_factor}: acks=all could never succeed"
-        )));
+        return Err(InvalidRequest::MinInsyncAboveReplicationFactor { min_insync: min, replication_factor }.into());
     }
     Ok(rsm::TopicConfig {
         replication_factor,

@@ -48,7 +48,8 @@ pub fn user_key(key: &[u8]) -> Vec<u8> {
 /// back as such); `None` when the key was never written through Raft.
 pub fn read_cell(read: &impl RsmRead, key: &[u8]) -> Result<Option<Cell>, StoreError> {
     let Some(bytes) = read.get(&user_key(key))? else { return Ok(None) };
-    let v = rsm::Value::decode(&bytes[..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let v = rsm::Value::decode(&bytes[..])
+        .map_err(|e| StoreError::Malformed { what: "state machine value", source: e.into() })?;
     let version = version_of(&v);
     Ok(Some(if v.tombstone {
         Cell::tombstone(version, Level::Linearizable)

@@ -23,8 +23,8 @@
 //!   apply loop, log time, sessions and the applied index. What a command
 //!   does is its family's: [`kv`] (put, delete, CAS on user keys, each
 //!   write also LWW-merged into the key's cell so eventual and quorum
-//!   reads see it) and [`topic_meta`] (topic and group metadata, whose
-//!   logic is `crate::topic::meta`). A later family (membership) adds a
+//!   reads see it) and [`topic_meta`] (topic and group metadata: epoch
+//!   compare-and-set, groups, key layout). A later family (membership) adds a
 //!   file and an arm in `execute`.
 
 pub mod kv;
@@ -76,6 +76,17 @@ pub enum ApplyError {
     Store(#[from] StoreError),
     #[error("corrupt state machine data: {0}")]
     Corrupt(String),
+}
+
+/// The driver stops on either: a store error passes through, corrupt state
+/// machine data is the raft entry's.
+impl From<ApplyError> for StoreError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Store(e) => e,
+            e @ ApplyError::Corrupt(_) => StoreError::Malformed { what: "raft entry", source: e.into() },
+        }
+    }
 }
 
 /// Read access to the `rsm` column family as of the last applied batch.

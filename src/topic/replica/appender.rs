@@ -40,7 +40,7 @@ impl Partition {
     }
 
     /// Appends the batch with one fsync; answers every request.
-    async fn append_batch(&self, batch: Vec<Append>) -> Result<(), StoreError> {
+    async fn append_batch(&self, batch: Vec<Append>) -> Result<(), Arc<StoreError>> {
         let _w = self.write_lock.lock().await;
         let now_wall = self.ctx.store.clock().wall_ms();
         let (requests, replies): (Vec<AppendRequest>, Vec<Reply>) =
@@ -70,10 +70,9 @@ impl Partition {
                     }
                     Outcome::OutOfOrder { expected } => {
                         let _ = reply.send(Err(TopicError::OutOfOrderSequence {
-                            message: format!(
-                                "producer {producer_id:x} sent sequence {base_sequence} to {} but {expected} is expected next; nothing was written",
-                                self.name()
-                            ),
+                            partition: self.name(),
+                            producer_id,
+                            sequence: base_sequence,
                             expected,
                         }));
                     }
@@ -97,8 +96,9 @@ impl Partition {
         }
         ops.extend(evicted.iter().map(|&id| log::delete_producer(self.pid, id)));
         if let Err(e) = self.ctx.store.write(ops, true).await {
+            let e = Arc::new(e);
             for (r, _) in replies {
-                let _ = r.send(Err(TopicError::Store(StoreError::Io(format!("append failed: {e}")))));
+                let _ = r.send(Err(TopicError::AppendFailed { source: e.clone() }));
             }
             return Err(e);
         }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{Partition, Role, MAX_CONSUMER_FETCH_WAIT_MS};
 use crate::proto::ConsumerRecord;
 use crate::topic::log;
-use crate::topic::TopicError;
+use crate::topic::{TopicError, UnavailableReason};
 
 /// What a consumer fetch returns.
 #[derive(Clone, Debug, Default)]
@@ -41,11 +41,7 @@ impl Partition {
                 (st.high_watermark, st.log_start, st.leo)
             };
             if offset > leo {
-                return Err(TopicError::OffsetOutOfRange {
-                    message: format!("offset {offset} is beyond the log end {leo} of {}", self.name()),
-                    log_start,
-                    log_end: leo,
-                });
+                return Err(TopicError::OffsetOutOfRange { partition: self.name(), offset, log_start, log_end: leo });
             }
             // Below the log start (retention): the consumer moves up to it.
             let from = offset.max(log_start);
@@ -71,7 +67,7 @@ impl Partition {
                 });
             }
             if tokio::time::timeout_at(deadline, hw_rx.changed()).await.is_ok_and(|r| r.is_err()) {
-                return Err(TopicError::Unavailable("the partition replica stopped".into()));
+                return Err(TopicError::Unavailable(UnavailableReason::ReplicaStopped));
             }
         }
     }

@@ -60,11 +60,11 @@ impl Partition {
                             let _ = w.send(if enough {
                                 Ok(())
                             } else {
-                                Err(TopicError::NotEnoughReplicasAfterAppend(format!(
-                                    "the records of {} committed with the ISR {isr:?} below min.insync.replicas {min}; \
-                                     they are on fewer replicas than required",
-                                    self.name()
-                                )))
+                                Err(TopicError::NotEnoughReplicasAfterAppend {
+                                    partition: self.name(),
+                                    isr: isr.clone(),
+                                    min_insync: min,
+                                })
                             });
                         }
                     }

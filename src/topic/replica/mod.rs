@@ -63,7 +63,7 @@ use super::epochs::EpochCache;
 use super::isr::LeaderCore;
 use super::log::{self, PartitionId};
 use super::producer_state::ProducerEntry;
-use super::{Ctx, TopicError};
+use super::{Ctx, IndeterminateReason, NotLeaderReason, PartitionName, TopicError};
 use crate::clock::NodeId;
 use crate::proto::peer::PartitionStatus;
 use crate::proto::rsm::{PartitionMeta, TopicConfig};
@@ -164,7 +164,7 @@ impl Partition {
         let db = ctx.store.db().clone();
         let r = crate::rt::spawn_blocking(move || log::recover(&db, pid))
             .await
-            .map_err(|e| StoreError::Io(format!("recovery task: {e}")))??;
+            .map_err(|source| StoreError::Task { task: "recovery", source })??;
         ctx.store.write(vec![log::put_replica_marker(pid, &topic)], false).await?;
         tracing::info!(topic = %topic, partition = %pid, log_start = r.log_start, leo = r.leo, hw = r.high_watermark, epochs = ?r.epochs, "partition replica recovered");
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
@@ -204,15 +204,15 @@ impl Partition {
         self.state.lock().expect("partition state lock")
     }
 
-    fn name(&self) -> String {
-        format!("{}/{}", self.topic, self.pid.partition)
+    fn name(&self) -> PartitionName {
+        PartitionName::new(&self.topic, self.pid.partition)
     }
 
     /// Stops the tasks; pending acks=all requests learn the outcome is unknown.
     pub fn stop(&self) {
         self.cancel.cancel();
         let mut st = self.lock();
-        fail_waiters(&mut st, || TopicError::Indeterminate("the partition replica stopped".into()));
+        fail_waiters(&mut st, || TopicError::Indeterminate(IndeterminateReason::ReplicaStopped));
     }
 
     /// Stops the replica and deletes everything this node keeps of it.
@@ -224,17 +224,11 @@ impl Partition {
     }
 
     fn not_leader(&self, st: &State) -> TopicError {
-        let why = match st.role {
-            Role::BecomingLeader => format!(
-                "node {} is taking over leadership of {} (epoch {}); retry",
-                self.ctx.node_id,
-                self.name(),
-                st.meta.leader_epoch
-            ),
-            _ if st.meta.leader == 0 => format!("{} has no leader now; retry later", self.name()),
-            _ => format!("node {} does not lead {}; node {} does", self.ctx.node_id, self.name(), st.meta.leader),
+        let reason = match st.role {
+            Role::BecomingLeader => NotLeaderReason::TakingOver { leader_epoch: st.meta.leader_epoch },
+            _ => NotLeaderReason::NotLeading,
         };
-        TopicError::NotLeader { message: why, leader: st.meta.leader }
+        TopicError::NotLeader { node: self.ctx.node_id, partition: self.name(), leader: st.meta.leader, reason }
     }
 
     /// What Prometheus shows of this replica (`node::metrics_export`),

@@ -13,7 +13,7 @@ use super::append_plan::AppendRequest;
 use super::appender::Append;
 use super::{Appended, Partition, Role, State};
 use crate::proto::{Acks, ProducerRecord};
-use crate::topic::TopicError;
+use crate::topic::{IndeterminateReason, PartitionName, TopicError, UnavailableReason};
 
 impl Partition {
     /// Produces records (the caller routed to this node as the leader).
@@ -33,12 +33,12 @@ impl Partition {
                 Role::Leader(core) => {
                     if acks == Acks::All {
                         if let Err((have, need)) = core.check_acks_all(self.ctx.now_ms()) {
-                            return Err(TopicError::NotEnoughReplicas(format!(
-                                "not enough in-sync replicas for {}: {have} of the ISR {:?} in sync, \
-                                 min.insync.replicas is {need}; nothing was written (acks=1 would be accepted)",
-                                self.name(),
-                                core.isr()
-                            )));
+                            return Err(TopicError::NotEnoughReplicas {
+                                partition: self.name(),
+                                in_sync: have,
+                                isr: core.isr(),
+                                min_insync: need,
+                            });
                         }
                     }
                     core.leader_epoch()
@@ -50,15 +50,12 @@ impl Partition {
         let append = Append { request: AppendRequest { epoch, producer_id, base_sequence, records }, reply: tx };
         match tokio::time::timeout_at(deadline, self.appends.send(append)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                return Err(TopicError::Unavailable("the partition replica stopped; nothing was written".into()))
-            }
+            Ok(Err(_)) => return Err(TopicError::Unavailable(UnavailableReason::StoppedBeforeAppend)),
             Err(_) => {
-                return Err(TopicError::Unavailable(format!(
-                    "the append queue of {} stayed full for {} ms; nothing was written",
-                    self.name(),
-                    timeout.as_millis()
-                )))
+                return Err(TopicError::Unavailable(UnavailableReason::AppendQueueFull {
+                    partition: self.name(),
+                    waited_ms: timeout.as_millis() as u64,
+                }))
             }
         }
         if acks == Acks::None {
@@ -66,16 +63,11 @@ impl Partition {
         }
         let appended = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(r)) => r?,
-            Ok(Err(_)) => {
-                return Err(TopicError::Indeterminate(
-                    "the append was abandoned (the replica stopped); the records may or may not be written".into(),
-                ))
-            }
+            Ok(Err(_)) => return Err(TopicError::Indeterminate(IndeterminateReason::AppendAbandoned)),
             Err(_) => {
-                return Err(TopicError::Indeterminate(format!(
-                    "the append did not finish within {} ms; the records may or may not be written",
-                    timeout.as_millis()
-                )))
+                return Err(TopicError::Indeterminate(IndeterminateReason::AppendNotFinished {
+                    waited_ms: timeout.as_millis() as u64,
+                }))
             }
         };
         let wait = {
@@ -96,15 +88,11 @@ impl Partition {
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(Ok(()))) => Ok(appended),
             Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => {
-                Err(TopicError::Indeterminate("the partition replica stopped before the records committed".into()))
-            }
-            Err(_) => Err(TopicError::Indeterminate(format!(
-                "the records were appended to {} but did not reach every in-sync replica within {} ms; \
-                 they may still commit",
-                self.name(),
-                timeout.as_millis()
-            ))),
+            Ok(Err(_)) => Err(TopicError::Indeterminate(IndeterminateReason::StoppedBeforeCommit)),
+            Err(_) => Err(TopicError::Indeterminate(IndeterminateReason::NotCommittedWithin {
+                partition: self.name(),
+                waited_ms: timeout.as_millis() as u64,
+            })),
         }
     }
 }
@@ -129,15 +117,21 @@ pub(super) enum AckState {
 /// answer, which the idempotent producer retries with the same sequence
 /// numbers. While this node leads `epoch` its log still holds them: a
 /// leader never truncates its own epoch.
-pub(super) fn ack_state(st: &State, name: &str, acks: Acks, epoch: u64, end: u64) -> Result<AckState, TopicError> {
+pub(super) fn ack_state(
+    st: &State,
+    name: &PartitionName,
+    acks: Acks,
+    epoch: u64,
+    end: u64,
+) -> Result<AckState, TopicError> {
     let core = match &st.role {
         Role::Leader(core) if core.leader_epoch() == epoch => core,
         _ => {
-            return Err(TopicError::Indeterminate(format!(
-                "this node no longer leads {name} in leader epoch {epoch}, where the records were appended \
-                 (the partition is at epoch {}); they may or may not survive",
-                st.meta.leader_epoch
-            )))
+            return Err(TopicError::Indeterminate(IndeterminateReason::NoLongerLeads {
+                partition: name.clone(),
+                leader_epoch: epoch,
+                current_epoch: st.meta.leader_epoch,
+            }))
         }
     };
     assert!(end <= st.leo, "records of {name} up to {end} acknowledged beyond the leader's log end {}", st.leo);
@@ -148,11 +142,11 @@ pub(super) fn ack_state(st: &State, name: &str, acks: Acks, epoch: u64, end: u64
         return Ok(AckState::WaitFor(end));
     }
     if !core.committed_isr_satisfies_min() {
-        return Err(TopicError::NotEnoughReplicasAfterAppend(format!(
-            "the records of {name} are committed but the ISR {:?} is below min.insync.replicas {}",
-            core.isr(),
-            st.config.min_insync_replicas
-        )));
+        return Err(TopicError::NotEnoughReplicasAfterAppend {
+            partition: name.clone(),
+            isr: core.isr(),
+            min_insync: st.config.min_insync_replicas,
+        });
     }
     Ok(AckState::Ack)
 }

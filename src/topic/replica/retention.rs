@@ -36,7 +36,7 @@ impl Partition {
             Ok(cut.min(hw))
         })
         .await
-        .map_err(|e| StoreError::Io(format!("retention task: {e}")))??;
+        .map_err(|source| StoreError::Task { task: "retention", source })??;
         if cut > log_start {
             self.advance_log_start(cut).await?;
         }

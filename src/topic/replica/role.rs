@@ -15,7 +15,7 @@ use crate::proto::rsm::{PartitionMeta, TopicConfig};
 use crate::store::StoreError;
 use crate::topic::isr::LeaderCore;
 use crate::topic::log;
-use crate::topic::TopicError;
+use crate::topic::{IndeterminateReason, TopicError};
 
 impl Partition {
     /// Applies the partition's metadata as this node applied it. Stale
@@ -50,11 +50,7 @@ impl Partition {
             let old_epoch = st.meta.leader_epoch;
             st.meta = meta.clone();
             st.config = config;
-            fail_waiters(st, || {
-                TopicError::Indeterminate(
-                    "leadership moved before the records committed; they may or may not survive".into(),
-                )
-            });
+            fail_waiters(st, || TopicError::Indeterminate(IndeterminateReason::LeadershipMoved));
             let become_leader = meta.leader == me;
             st.role = if become_leader {
                 Role::BecomingLeader

@@ -52,15 +52,15 @@ fn a_produce_is_never_acknowledged_once_leadership_of_its_epoch_moved() {
     // Still leading epoch 3: acks=1 answers at once, acks=all waits for
     // the high watermark, then answers.
     let st = state(leader(3, 15, 10), 1, 3, 15, 10);
-    assert_eq!(ack_state(&st, "t/0", Acks::Leader, 3, 15).unwrap(), AckState::Ack);
-    assert_eq!(ack_state(&st, "t/0", Acks::All, 3, 15).unwrap(), AckState::WaitFor(15));
+    assert_eq!(ack_state(&st, &PartitionName::new("t", 0), Acks::Leader, 3, 15).unwrap(), AckState::Ack);
+    assert_eq!(ack_state(&st, &PartitionName::new("t", 0), Acks::All, 3, 15).unwrap(), AckState::WaitFor(15));
     let st = state(leader(3, 15, 15), 1, 3, 15, 15);
-    assert_eq!(ack_state(&st, "t/0", Acks::All, 3, 15).unwrap(), AckState::Ack);
+    assert_eq!(ack_state(&st, &PartitionName::new("t", 0), Acks::All, 3, 15).unwrap(), AckState::Ack);
 
     // Truncated and refetched as node 2's follower in epoch 4.
     let st = state(Role::Follower { leader: 2, epoch: 4 }, 2, 4, 20, 20);
     for acks in [Acks::Leader, Acks::All] {
-        let r = ack_state(&st, "t/0", acks, 3, 15);
+        let r = ack_state(&st, &PartitionName::new("t", 0), acks, 3, 15);
         assert!(matches!(r, Err(TopicError::Indeterminate(_))), "{acks:?} as a follower of epoch 4: {r:?}");
     }
     // Taking over in the middle of the switch, or leading again in a later
@@ -68,7 +68,7 @@ fn a_produce_is_never_acknowledged_once_leadership_of_its_epoch_moved() {
     for (role, epoch) in [(Role::BecomingLeader, 5), (leader(5, 20, 20), 5), (Role::Offline, 4)] {
         let st = state(role, 1, epoch, 20, 20);
         for acks in [Acks::Leader, Acks::All] {
-            let r = ack_state(&st, "t/0", acks, 3, 15);
+            let r = ack_state(&st, &PartitionName::new("t", 0), acks, 3, 15);
             assert!(matches!(r, Err(TopicError::Indeterminate(_))), "{acks:?} at epoch {epoch}: {r:?}");
         }
     }

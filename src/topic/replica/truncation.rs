@@ -47,7 +47,7 @@ impl Partition {
                 log::rebuild_producers(&db, pid, log_start, to, &affected, PRODUCER_REBUILD_SCAN_RECORDS)
             })
             .await
-            .map_err(|e| StoreError::Io(format!("rebuild task: {e}")))??
+            .map_err(|source| StoreError::Task { task: "rebuild", source })??
         };
         for (id, e) in &rebuilt {
             ops.push(match e {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::clock::hlc_from_physical_ms;
+use crate::clock::{hlc_from_physical_ms, NodeId};
 use crate::proto::rsm::{OffsetEntry, TopicConfig};
 use crate::rsm::state_machine::MemRsm;
 
