@@ -15,17 +15,26 @@
 //!
 //! What is real and what is modelled:
 //! - real: the ABD [`Coordinator`] (every quorum op, and the join's reads
-//!   and `Op::Impose` write-backs), the [`Replica`] cell rule, and the Raft
-//!   state machine's apply code ([`Applier`], `kv::dep_of`, `kv::read_cell`)
-//!   over an in-memory `rsm` family;
-//! - modelled: Raft itself, as a consensus oracle with one log (the apply
-//!   order); a proposal reaches it after a delay, or is lost, or is applied
-//!   and its answer lost, or is refused when the proposer's node is cut
-//!   off. Read indexes are the log's length at a moment after the get's
-//!   invocation, and the state machine read comes from any index at or
-//!   after it (a lagging local state machine). Each replica merges applied
-//!   results into its cells in log order, at random later times, as the
-//!   real state machine does through `WriteOp::Merge`.
+//!   and `Op::Impose` write-backs), the replica cell rule
+//!   (`quorum::replica::Replica`, LWW by version), and the Raft state
+//!   machine's apply code (`Applier`, `kv::dep_of`, `kv::read_cell`) over an
+//!   in-memory `rsm` family ([`log`]);
+//! - modelled: Raft itself, as a consensus oracle with one log (the commit
+//!   order); a proposal reaches it after a delay, or is lost, or is refused
+//!   when the proposer's node is cut off. Each node applies the committed
+//!   entries in order, at random later times, in one batch with the cells
+//!   they merge (`WriteOp::Merge`) and the applied index, as `Driver::apply`
+//!   does; a proposer's answer comes when *its own* node applies the entry
+//!   (the driver's waiters), and may be lost on the way to the client. A
+//!   read index is the log's length at a moment after the get's invocation;
+//!   the get's node answers once it has applied that far, from its own
+//!   state machine at its applied index.
+//! - each node's storage ([`storage`]) is a write-ahead log of synced
+//!   replica writes and of apply batches, synced or not (fsynced when their
+//!   Raft `Ready` also persisted entries, a share `apply_sync_pct` of them,
+//!   and by any later fsync of the node: a replica write, or appending a
+//!   later entry, which every node connected to the majority does when an
+//!   entry commits).
 //! - the steps of `levels::linear` (`get`, `write`, `cas`) are mirrored
 //!   here one for one; the quorum level's CAS is linear's CAS
 //!   (`levels::join`), so both levels' CAS run the same path.
@@ -34,32 +43,46 @@
 //! message loss (reported to the coordinator or not), windows that isolate
 //! a minority of nodes (clients at home there can reach neither a majority
 //! nor the oracle), proposals lost or answered never, clients crashing while
-//! sending a write phase, clock jumps, operation deadlines. An operation
-//! whose effect is unknown is recorded as such and the checker may place it
-//! anywhere after its invocation, or nowhere.
+//! sending a write phase, clock jumps, operation deadlines, and node
+//! crashes: windows that take one node down, or sometimes several at once
+//! (a power cut of a rack). A crash is a process kill (nothing written is
+//! lost) or a power loss (the log keeps its fsynced prefix and maybe some
+//! of the rest); the node's in-memory state is gone (its clients'
+//! operations end indeterminate, its waiting proposals and reads are
+//! dropped). On restart its replica serves reads at once from what its
+//! storage kept, and its state machine re-applies the log from its
+//! applied index, as the real node does (the peer service does not wait
+//! for the Raft driver). An operation whose effect is unknown is recorded
+//! as such and the checker may place it anywhere after its invocation, or
+//! nowhere. `CAPKV_JOIN_SIM_TRACE=1` prints every step of a run.
 //!
 //! [`Join::Off`] is the negative control (as `--unsafe-skip-level-join`):
 //! no majority read (dependency `None`), no write-back, linear gets read the
 //! state machine only. The other [`Join`] variants each leave out one part of
 //! the join, to show which parts the schedules need.
+//! [`Durability::LosesAcknowledged`] is the restart model's negative
+//! control: a power loss that also takes acknowledged (fsynced) writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::quorum::core::{Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError};
 use super::quorum::linearizability::{self, Entry, RegOp, Value};
-use super::quorum::replica::Replica;
 use crate::clock::{NodeId, Version};
 use crate::level::Level;
 use crate::proto::rsm::{self, command::Op as RsmOp, reply};
-use crate::rsm::state_machine::{kv, Applier, MemRsm};
-use crate::store::{Cell, Cf, WriteOp};
+use crate::rsm::state_machine::kv;
+use crate::store::Cell;
+use log::Log;
+use storage::NodeStorage;
+pub use storage::{CrashKind, Durability};
 
+mod log;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -103,8 +126,8 @@ impl Join {
 #[derive(Clone, Debug)]
 pub struct JoinSimConfig {
     pub seed: u64,
-    /// How much of the join of the two orders the nodes do.
-    pub join: Join,
+    /// What the nodes do (the real protocol or a negative control).
+    pub variant: Variant,
     pub replica_count: usize,
     pub client_count: usize,
     pub key_count: usize,
@@ -132,13 +155,21 @@ pub struct JoinSimConfig {
     pub clock_jump_pct: u32,
     pub timeout_ms: u64,
     pub max_think_ms: u64,
+    /// Node crash windows, one after another, each crashing one node or
+    /// sometimes several at once.
+    pub restart_count: usize,
+    /// Share of crashes that are power losses (the rest are process kills).
+    pub power_loss_pct: u32,
+    /// Share of apply batches that are fsynced (their Raft `Ready` also
+    /// persisted entries, a term or a vote).
+    pub apply_sync_pct: u32,
 }
 
 impl JoinSimConfig {
-    fn draw(seed: u64, join: Join, rng: &mut StdRng) -> JoinSimConfig {
+    fn draw(seed: u64, variant: Variant, rng: &mut StdRng) -> JoinSimConfig {
         JoinSimConfig {
             seed,
-            join,
+            variant,
             replica_count: *[3, 3, 3, 5].choose(rng).expect("non-empty"),
             client_count: rng.random_range(2..=4),
             key_count: *[1, 1, 1, 2].choose(rng).expect("non-empty"),
@@ -158,6 +189,9 @@ impl JoinSimConfig {
             clock_jump_pct: rng.random_range(0..=15),
             timeout_ms: rng.random_range(150..=500),
             max_think_ms: rng.random_range(0..=20),
+            restart_count: *[0, 1, 2, 3, 4].choose(rng).expect("non-empty"),
+            power_loss_pct: rng.random_range(0..=100),
+            apply_sync_pct: rng.random_range(0..=100),
         }
     }
 }
@@ -228,6 +262,13 @@ pub struct JoinSimStats {
     pub gets_from_state_machine: usize,
     pub partitions: usize,
     pub dropped: usize,
+    pub crashes: usize,
+    pub power_losses: usize,
+    /// Log records a crash lost (unsynced applies, or with the negative
+    /// control acknowledged writes too).
+    pub records_lost: usize,
+    /// Operations whose node crashed under them.
+    pub lost_in_crash: usize,
     pub end_ms: u64,
 }
 
@@ -248,6 +289,10 @@ impl JoinSimStats {
         self.gets_from_state_machine += o.gets_from_state_machine;
         self.partitions += o.partitions;
         self.dropped += o.dropped;
+        self.crashes += o.crashes;
+        self.power_losses += o.power_losses;
+        self.records_lost += o.records_lost;
+        self.lost_in_crash += o.lost_in_crash;
         self.end_ms += o.end_ms;
     }
 }
@@ -341,54 +386,6 @@ fn value_of(cell: Option<&Cell>) -> Value {
     cell.and_then(|c| c.value.as_ref()).map(decode_value)
 }
 
-/// The consensus oracle: one log, applied by the real state machine code.
-struct Oracle {
-    sm: MemRsm,
-    voters: Vec<u32>,
-    /// The cells each applied entry merged (index i at position i - 1).
-    merged: Vec<Vec<(Bytes, Cell)>>,
-    /// (index, key, the state machine's cell of the key after that index).
-    sm_cells: Vec<(u64, Bytes, Option<Cell>)>,
-}
-
-impl Oracle {
-    fn len(&self) -> u64 {
-        self.merged.len() as u64
-    }
-
-    /// Appends `batch` to the log and applies it; returns its one reply.
-    fn apply(&mut self, batch: &rsm::Batch, key: &Bytes) -> rsm::Reply {
-        let index = self.len() + 1;
-        let mut applier = Applier::new(&self.sm).with_voters(self.voters.iter().copied());
-        applier.apply(index, 1, &batch.encode_to_vec()).expect("the state machine applies a KV command");
-        let (ops, answers, applied) = applier.finish();
-        assert_eq!(applied, Some((index, 1)));
-        assert_eq!(answers.len(), 1, "one command per entry");
-        let mut merged = Vec::new();
-        for op in ops {
-            match op {
-                WriteOp::Put { cf: Cf::Rsm, key, value } => {
-                    self.sm.0.insert(key, value);
-                }
-                WriteOp::Delete { cf: Cf::Rsm, key } => {
-                    self.sm.0.remove(&key);
-                }
-                WriteOp::Merge { key, cell } => merged.push((key, cell)),
-                other => panic!("unexpected state machine write {other:?}"),
-            }
-        }
-        self.merged.push(merged);
-        let cell = kv::read_cell(&self.sm, key).expect("readable");
-        self.sm_cells.push((index, key.clone(), cell));
-        answers.into_iter().next().expect("one answer").reply
-    }
-
-    /// The state machine's cell of `key` as of log index `index`.
-    fn cell_at(&self, key: &Bytes, index: u64) -> Option<Cell> {
-        self.sm_cells.iter().rev().find(|(i, k, _)| *i <= index && k == key).and_then(|(_, _, c)| c.clone())
-    }
-}
-
 #[derive(Debug)]
 enum Event {
     Wake {
@@ -409,31 +406,18 @@ enum Event {
         client: usize,
         hist: usize,
     },
-    /// A proposal reaches the oracle and is applied.
-    Apply {
-        client: usize,
-        hist: usize,
+    /// A proposal reaches the oracle and commits.
+    Commit {
         batch: rsm::Batch,
-        key: Bytes,
-        answer_lost: bool,
-    },
-    ProposalReply {
-        client: usize,
-        hist: usize,
-        reply: rsm::Reply,
     },
     /// The leader takes a linear get's read index.
     ReadIndex {
         client: usize,
         hist: usize,
     },
-    /// The get's node has applied up to its read index.
-    BarrierDone {
-        client: usize,
-        hist: usize,
-    },
-    /// Replica `node` merges the applied entries up to `upto` into its cells.
-    Merge {
+    /// `node` applies the committed entries up to `upto` (its cells merge
+    /// what they merged, in the same batch).
+    Apply {
         node: NodeId,
         upto: u64,
     },
@@ -441,6 +425,13 @@ enum Event {
         nodes: BTreeSet<NodeId>,
     },
     Heal,
+    Crash {
+        node: NodeId,
+        restart_at_ms: u64,
+    },
+    Restart {
+        node: NodeId,
+    },
 }
 
 /// Where a running operation is.
@@ -450,12 +441,13 @@ enum Step {
     Quorum,
     /// The join's majority read before a proposal.
     JoinRead,
-    /// Proposed with the dependency read from a majority; awaiting the answer.
+    /// Proposed with the dependency read from a majority; awaiting the
+    /// answer, which comes when the client's node applies the entry.
     Proposed { read: Option<Cell> },
     /// Writing the command's result back to a majority, then answering.
     WriteBack { answer: HistResult },
-    /// Linear get: the majority read and the read index, in parallel.
-    LinearGet { majority: Option<Option<Cell>>, read_index: Option<u64>, barrier_done: bool },
+    /// Linear get: the majority read and the read barrier, in parallel.
+    LinearGet { majority: Option<Option<Cell>>, barrier_done: bool },
     /// Linear get writing the state machine's newer cell back first.
     GetWriteBack { answer: Value },
 }
@@ -471,20 +463,67 @@ struct Running {
 }
 
 struct Client {
+    /// The node this client sends its requests to (where its operations are
+    /// coordinated and proposed).
     home: NodeId,
     ops_left: usize,
     running: Option<Running>,
 }
 
+/// A proposal waiting for its node to apply its entry (`driver::Driver`'s
+/// waiters: the reply comes from the proposer's own apply).
+#[derive(Debug)]
+struct Waiter {
+    client: usize,
+    hist: usize,
+    /// The reply will not reach the client (its connection breaks).
+    answer_lost: bool,
+}
+
+/// One simulated node: its storage, whether it runs, and what waits on it.
+#[derive(Debug, Default)]
+struct Node {
+    storage: NodeStorage,
+    up: bool,
+    /// When a crashed node comes back.
+    restart_at_ms: u64,
+    /// By (client id, request id).
+    waiters: BTreeMap<(u64, u64), Waiter>,
+    /// Linear gets waiting for this node to apply up to an index: (client, hist, index).
+    readers: Vec<(usize, usize, u64)>,
+}
+
 /// Upper bound on processed events; a run needs a few hundred to a few thousand.
 const MAX_EVENTS: u64 = 500_000;
 
-/// Runs the schedule of `seed` with nodes doing `join`. The schedule (the
-/// config, and every draw up to the first place the variants differ) is the
-/// seed's; the join only changes what the nodes do in it.
+/// What the simulated nodes do (the schedule comes from the seed): the
+/// real protocol, or a negative control that leaves something out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub join: Join,
+    pub durability: Durability,
+}
+
+impl Variant {
+    /// What the real nodes do.
+    pub const REAL: Variant = Variant { join: Join::Full, durability: Durability::Synced };
+
+    pub fn join(join: Join) -> Variant {
+        Variant { join, ..Variant::REAL }
+    }
+}
+
+/// Runs the schedule of `seed` with nodes doing `join`.
 pub fn run(seed: u64, join: Join) -> JoinSimReport {
+    run_with(seed, Variant::join(join))
+}
+
+/// Runs the schedule of `seed` with nodes doing `variant`. The schedule
+/// (the config, and every draw up to the first place the variants differ)
+/// is the seed's; the variant only changes what the nodes do in it.
+pub fn run_with(seed: u64, variant: Variant) -> JoinSimReport {
     let mut rng = StdRng::seed_from_u64(seed);
-    let config = JoinSimConfig::draw(seed, join, &mut rng);
+    let config = JoinSimConfig::draw(seed, variant, &mut rng);
     Sim::new(config, rng).run()
 }
 
@@ -497,18 +536,18 @@ struct Sim {
     next_coord_id: u64,
     next_value: u64,
     queue: BTreeMap<(u64, u64), Event>,
-    replicas: BTreeMap<NodeId, Replica>,
-    /// How far each replica has merged the log.
-    merged_upto: BTreeMap<NodeId, u64>,
+    nodes: BTreeMap<NodeId, Node>,
     clocks: BTreeMap<NodeId, u64>,
     isolated: BTreeSet<NodeId>,
     link_ms: BTreeMap<(usize, NodeId), u64>,
-    oracle: Oracle,
+    log: Log,
     clients: Vec<Client>,
     /// Value ids written (or swapped in) per key, for CAS expectations.
     values: Vec<Vec<u64>>,
     history: Vec<HistOp>,
     stats: JoinSimStats,
+    /// `CAPKV_JOIN_SIM_TRACE=1`: print what happens, to read a failing seed.
+    trace: bool,
 }
 
 impl Sim {
@@ -531,34 +570,61 @@ impl Sim {
             next_coord_id: 0,
             next_value: 1,
             queue: BTreeMap::new(),
-            replicas: ids.iter().map(|&id| (id, Replica::new())).collect(),
-            merged_upto: ids.iter().map(|&id| (id, 0)).collect(),
+            nodes: ids.iter().map(|&id| (id, Node { up: true, ..Node::default() })).collect(),
             clocks: ids.iter().map(|&id| (id, 0)).collect(),
             isolated: BTreeSet::new(),
             link_ms,
-            oracle: Oracle { sm: MemRsm::default(), voters: ids.clone(), merged: Vec::new(), sm_cells: Vec::new() },
+            log: Log::new(ids.clone()),
             clients,
             values: vec![Vec::new(); config.key_count],
             history: Vec::new(),
             stats: JoinSimStats::default(),
+            trace: std::env::var_os("CAPKV_JOIN_SIM_TRACE").is_some(),
             config,
         }
+    }
+
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Fault windows one after another from time 0: `count` of them, each
+    /// `(start, end)` starting within the horizon's share of it and lasting
+    /// at most `max_ms`.
+    fn windows(&mut self, count: usize, horizon_ms: u64, max_ms: u64) -> Vec<(u64, u64)> {
+        let mut t = 0;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let start = t + self.rng.random_range(0..=horizon_ms / count as u64);
+            let end = start + self.rng.random_range(1..=max_ms);
+            out.push((start, end));
+            t = end;
+        }
+        out
     }
 
     fn run(mut self) -> JoinSimReport {
         let horizon_ms = self.config.ops_per_client as u64 * (self.config.timeout_ms + self.config.max_think_ms);
         // Partition windows, one after another, each isolating a minority.
-        let mut t = 0;
-        for _ in 0..self.config.partition_count {
-            let start = t + self.rng.random_range(0..=horizon_ms / self.config.partition_count as u64);
-            let end = start + self.rng.random_range(1..=2 * self.config.timeout_ms);
+        for (start, end) in self.windows(self.config.partition_count, horizon_ms, 2 * self.config.timeout_ms) {
             let size = self.rng.random_range(1..=(self.config.replica_count - 1) / 2);
-            let mut ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+            let mut ids = self.node_ids();
             rand::seq::SliceRandom::shuffle(&mut ids[..], &mut self.rng);
             let nodes: BTreeSet<NodeId> = ids.into_iter().take(size).collect();
             self.schedule_at(start, Event::Isolate { nodes });
             self.schedule_at(end, Event::Heal);
-            t = end;
+        }
+        // Crash windows, one after another, each taking down one node, or
+        // sometimes several at once (a rack losing power, a cluster-wide
+        // restart); each crash is a kill or a power loss.
+        for (start, end) in self.windows(self.config.restart_count, horizon_ms, self.config.timeout_ms) {
+            let count = if self.chance(75) { 1 } else { self.rng.random_range(2..=self.nodes.len()) };
+            let mut ids = self.node_ids();
+            rand::seq::SliceRandom::shuffle(&mut ids[..], &mut self.rng);
+            for node in ids.into_iter().take(count) {
+                self.schedule_at(start, Event::Crash { node, restart_at_ms: end });
+                self.schedule_at(end, Event::Restart { node });
+            }
         }
         for client in 0..self.clients.len() {
             let at = self.rng.random_range(0..=self.config.max_think_ms);
@@ -575,12 +641,19 @@ impl Sim {
         for c in &self.clients {
             assert!(c.running.is_none() && c.ops_left == 0, "every client finished");
         }
-        // Every replica merged the whole log in the end (merges wait out
-        // partitions), and its cells are never older than the state machine's.
-        for (node, upto) in &self.merged_upto {
-            assert_eq!(*upto, self.oracle.len(), "replica {node} merged the whole log");
+        // Every node runs and applied the whole log in the end (applies
+        // wait out partitions and crashes).
+        for (id, node) in &self.nodes {
+            assert!(node.up, "node {id} restarted");
+            assert_eq!(node.storage.applied(), self.log.len(), "node {id} applied the whole log");
         }
         JoinSimReport { config: self.config, history: self.history, stats: self.stats }
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("{:>6} ms  {}", self.now_ms, what());
+        }
     }
 
     fn chance(&mut self, pct: u32) -> bool {
@@ -597,14 +670,16 @@ impl Sim {
         self.next_stamp
     }
 
-    /// Whether a partition separates `client`'s home node from `node`.
+    /// Whether `client`'s node cannot reach `node` (down, or across a partition).
     fn cut(&self, client: usize, node: NodeId) -> bool {
-        self.isolated.contains(&self.clients[client].home) != self.isolated.contains(&node)
+        let home = self.clients[client].home;
+        !self.nodes[&home].up || !self.nodes[&node].up || self.isolated.contains(&home) != self.isolated.contains(&node)
     }
 
     /// Whether `client`'s node can reach the Raft leader (on the majority side).
     fn reaches_oracle(&self, client: usize) -> bool {
-        !self.isolated.contains(&self.clients[client].home)
+        let home = self.clients[client].home;
+        self.nodes[&home].up && !self.isolated.contains(&home)
     }
 
     fn delay_ms(&mut self, client: usize, node: NodeId) -> u64 {
@@ -639,62 +714,132 @@ impl Sim {
                 self.perform(client, effects);
             }
             Event::Deadline { client, hist } => self.deadline(client, hist),
-            Event::Apply { client, hist, batch, key, answer_lost } => {
-                let reply = self.oracle.apply(&batch, &key);
+            Event::Commit { batch } => {
+                let index = self.log.commit(1, Some(&batch));
+                self.trace(|| format!("commit {index}: {batch:?} merging {:?}", self.log.merged(index)));
                 self.stats.applied += 1;
-                let upto = self.oracle.len();
-                let nodes: Vec<NodeId> = self.replicas.keys().copied().collect();
-                for node in nodes {
-                    let at = self.now_ms + self.rng.random_range(0..=self.config.max_merge_lag_ms);
-                    self.schedule_at(at, Event::Merge { node, upto });
-                }
-                if answer_lost || !self.reaches_oracle(client) {
-                    self.stats.answers_lost += 1;
-                } else {
-                    let at = self.now_ms + self.raft_delay_ms();
-                    self.schedule_at(at, Event::ProposalReply { client, hist, reply });
-                }
-            }
-            Event::ProposalReply { client, hist, reply } => self.proposal_reply(client, hist, reply),
-            Event::ReadIndex { client, hist } => {
-                if !self.reaches_oracle(client) {
-                    return; // the get waits for its deadline
-                }
-                let index = self.oracle.len();
-                if let Some(Step::LinearGet { read_index, .. }) = self.step_of(client, hist) {
-                    *read_index = Some(index);
-                    let at = self.now_ms + self.raft_delay_ms();
-                    self.schedule_at(at, Event::BarrierDone { client, hist });
-                }
-            }
-            Event::BarrierDone { client, hist } => {
-                if let Some(Step::LinearGet { barrier_done, .. }) = self.step_of(client, hist) {
-                    *barrier_done = true;
-                    self.linear_get_progress(client);
-                }
-            }
-            Event::Merge { node, upto } => {
-                if self.isolated.contains(&node) {
-                    // Cut off from the log: it catches up after the heal.
-                    let at = self.now_ms + 1 + self.rng.random_range(0..=self.config.max_merge_lag_ms);
-                    self.schedule_at(at, Event::Merge { node, upto });
-                    return;
-                }
-                let from = self.merged_upto[&node];
-                for index in from + 1..=upto {
-                    for (key, cell) in self.oracle.merged[index as usize - 1].clone() {
-                        self.replicas.get_mut(&node).expect("replica").write(key, cell);
+                let upto = self.log.len();
+                // The nodes that appended the entry fsynced it (Raft persists
+                // entries before acknowledging them, driver.rs steps 4-5): that
+                // fsync also makes their earlier unsynced applies durable.
+                for node in self.node_ids() {
+                    if self.nodes[&node].up && !self.isolated.contains(&node) {
+                        self.nodes.get_mut(&node).expect("node").storage.sync();
                     }
                 }
-                self.merged_upto.insert(node, from.max(upto));
+                for node in self.node_ids() {
+                    let at = self.now_ms + self.rng.random_range(0..=self.config.max_merge_lag_ms);
+                    self.schedule_at(at, Event::Apply { node, upto });
+                }
             }
+            Event::ReadIndex { client, hist } => {
+                if !self.reaches_oracle(client) || self.step_of(client, hist).is_none() {
+                    return; // the get waits for its deadline
+                }
+                let index = self.log.len();
+                let home = self.clients[client].home;
+                let at = self.now_ms + self.raft_delay_ms();
+                // Its node completes the barrier once it has applied the
+                // read index (`ReadIndexQueue::complete`).
+                self.nodes.get_mut(&home).expect("node").readers.push((client, hist, index));
+                self.schedule_at(at, Event::Apply { node: home, upto: index });
+            }
+            Event::Apply { node, upto } => self.apply(node, upto),
             Event::Isolate { nodes } => {
-                assert!(2 * nodes.len() < self.replicas.len(), "only a minority is isolated");
+                assert!(2 * nodes.len() < self.nodes.len(), "only a minority is isolated");
                 self.stats.partitions += 1;
                 self.isolated = nodes;
             }
             Event::Heal => self.isolated.clear(),
+            Event::Crash { node, restart_at_ms } => self.crash(node, restart_at_ms),
+            Event::Restart { node } => self.restart(node),
         }
+    }
+
+    /// `node` applies the committed entries up to `upto`, in one batch
+    /// (mirrors `Driver::apply`): the state machine, the cells the entries
+    /// merge and the applied index together; then it answers the
+    /// proposals and the read barriers waiting for those entries.
+    fn apply(&mut self, node: NodeId, upto: u64) {
+        if !self.nodes[&node].up || self.isolated.contains(&node) {
+            // Down, or cut off from the log: it catches up later.
+            let at = self.now_ms + 1 + self.rng.random_range(0..=self.config.max_merge_lag_ms);
+            self.schedule_at(at, Event::Apply { node, upto });
+            return;
+        }
+        let from = self.nodes[&node].storage.applied();
+        if upto > from {
+            let merged: Vec<(Bytes, Cell)> = (from + 1..=upto).flat_map(|i| self.log.merged(i).to_vec()).collect();
+            let synced = self.chance(self.config.apply_sync_pct);
+            self.trace(|| format!("node {node} applies {}..={upto} (synced: {synced}), merging {merged:?}", from + 1));
+            self.nodes.get_mut(&node).expect("node").storage.apply(upto, merged, synced);
+            for index in from + 1..=upto {
+                for a in self.log.answers(index).to_vec() {
+                    let Some(w) = self.nodes.get_mut(&node).expect("node").waiters.remove(&(a.client_id, a.request_id))
+                    else {
+                        continue;
+                    };
+                    if w.answer_lost {
+                        self.stats.answers_lost += 1;
+                    } else {
+                        self.proposal_reply(w.client, w.hist, a.reply);
+                    }
+                }
+            }
+        }
+        let applied = self.nodes[&node].storage.applied();
+        let n = self.nodes.get_mut(&node).expect("node");
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut n.readers).into_iter().partition(|r| r.2 <= applied);
+        n.readers = waiting;
+        for (client, hist, _) in done {
+            if let Some(Step::LinearGet { barrier_done, .. }) = self.step_of(client, hist) {
+                *barrier_done = true;
+                self.linear_get_progress(client);
+            }
+        }
+    }
+
+    /// `node` crashes: its storage keeps what the crash allows, its
+    /// in-memory state (proposals and reads waiting on it, the operations
+    /// its clients run through it) is gone; it restarts at `Restart`.
+    fn crash(&mut self, node: NodeId, restart_at_ms: u64) {
+        let kind = if self.chance(self.config.power_loss_pct) { CrashKind::PowerLoss } else { CrashKind::Kill };
+        let (lo, hi) = self.nodes[&node].storage.crash_keeps(kind, self.config.variant.durability);
+        let keep = self.rng.random_range(lo..=hi);
+        let n = self.nodes.get_mut(&node).expect("node");
+        assert!(n.up, "one crash window at a time");
+        let lost = n.storage.crash(kind, keep);
+        let applied = n.storage.applied();
+        n.up = false;
+        n.restart_at_ms = restart_at_ms;
+        n.waiters.clear();
+        n.readers.clear();
+        self.trace(|| format!("node {node} crashes ({kind:?}): {lost} log records lost, applied index {applied}"));
+        self.stats.records_lost += lost;
+        self.stats.crashes += 1;
+        if kind == CrashKind::PowerLoss {
+            self.stats.power_losses += 1;
+        }
+        for client in 0..self.clients.len() {
+            if self.clients[client].home == node && self.clients[client].running.is_some() {
+                // Whatever it had started may still take effect.
+                self.stats.lost_in_crash += 1;
+                self.finish(client, HistResult::Indeterminate);
+            }
+        }
+    }
+
+    /// `node` restarts on its storage and re-applies the log from its
+    /// applied index (its replica serves reads at once, as the real one
+    /// does before its Raft driver has caught up).
+    fn restart(&mut self, node: NodeId) {
+        self.trace(|| format!("node {node} restarts"));
+        let n = self.nodes.get_mut(&node).expect("node");
+        n.up = true;
+        let at = self.now_ms + self.rng.random_range(0..=self.config.max_merge_lag_ms);
+        let upto = self.log.len();
+        self.schedule_at(at, Event::Apply { node, upto });
     }
 
     /// The step of `client`'s running operation `hist`, if it still runs.
@@ -725,6 +870,13 @@ impl Sim {
         if c.ops_left == 0 || c.running.is_some() {
             return;
         }
+        let home = &self.nodes[&c.home];
+        if !home.up {
+            // Its node is down: the client waits for it.
+            let at = home.restart_at_ms.max(self.now_ms + 1);
+            self.schedule_at(at, Event::Wake { client });
+            return;
+        }
         let key = self.rng.random_range(0..self.config.key_count);
         let key_bytes = Bytes::from(format!("key-{key}"));
         let roll = self.rng.random_range(0..100);
@@ -742,6 +894,7 @@ impl Sim {
             }
         };
         let invoke = self.stamp();
+        self.trace(|| format!("client {client} at node {}: {kind:?} on key {key}", self.clients[client].home));
         self.history.push(HistOp {
             client,
             key,
@@ -756,7 +909,7 @@ impl Sim {
         self.clients[client].running =
             Some(Running { hist, key: key_bytes.clone(), step: Step::Quorum, coord: None, coord_id: 0 });
         self.schedule_at(self.now_ms + self.config.timeout_ms, Event::Deadline { client, hist });
-        let join = self.config.join;
+        let join = self.config.variant.join;
         match kind {
             OpKind::QuorumGet => self.start_coord(client, Step::Quorum, Op::get(key_bytes)),
             OpKind::QuorumWrite(Some(v)) => self.start_coord(client, Step::Quorum, Op::set(key_bytes, encode_value(v))),
@@ -764,7 +917,7 @@ impl Sim {
             OpKind::LinearGet => {
                 let at = self.now_ms + self.raft_delay_ms();
                 self.schedule_at(at, Event::ReadIndex { client, hist });
-                let step = Step::LinearGet { majority: None, read_index: None, barrier_done: false };
+                let step = Step::LinearGet { majority: None, barrier_done: false };
                 if join.reads_majority() {
                     self.start_coord(client, step, Op::get(key_bytes));
                 } else {
@@ -787,7 +940,7 @@ impl Sim {
 
     /// Starts a real ABD coordinator for `op` as the operation's `step`.
     fn start_coord(&mut self, client: usize, step: Step, op: Op) {
-        let replicas: Vec<NodeId> = self.replicas.keys().copied().collect();
+        let replicas = self.node_ids();
         let coord = Coordinator::new(op, replicas, QuorumConfig::default()).expect("valid replica set");
         self.next_coord_id += 1;
         let coord_id = self.next_coord_id;
@@ -863,7 +1016,16 @@ impl Sim {
             self.lost(client, coord_id, to, msg.phase());
             return;
         }
-        let input = self.replicas.get_mut(&to).expect("replica").serve(to, &msg);
+        // A replica's write is fsynced before it is acknowledged.
+        let storage = &mut self.nodes.get_mut(&to).expect("node").storage;
+        let input = match &msg {
+            Message::Read { key } => Input::ReadReply { from: to, cell: storage.cells().read(key) },
+            Message::Write { key, cell } => {
+                storage.write_synced(key.clone(), cell.clone());
+                Input::WriteAck { from: to }
+            }
+        };
+        self.trace(|| format!("node {to} serves client {client}: {msg:?} -> {input:?}"));
         // The request was applied even if the reply is lost.
         if self.chance(self.config.drop_pct) {
             self.lost(client, coord_id, to, msg.phase());
@@ -898,6 +1060,7 @@ impl Sim {
 
     /// A coordinator finished: what the operation does next.
     fn coord_done(&mut self, client: usize, result: Result<Outcome, QuorumError>) {
+        self.trace(|| format!("client {client}: coordinator done: {result:?}"));
         let step = std::mem::replace(&mut self.running(client).step, Step::Quorum);
         match step {
             Step::Quorum => {
@@ -920,9 +1083,9 @@ impl Sim {
                 // Applied, but maybe not on a majority: the client cannot tell.
                 Err(_) => self.finish(client, HistResult::Indeterminate),
             },
-            Step::LinearGet { read_index, barrier_done, .. } => match result {
+            Step::LinearGet { barrier_done, .. } => match result {
                 Ok(Outcome::Get { cell, .. }) => {
-                    self.running(client).step = Step::LinearGet { majority: Some(cell), read_index, barrier_done };
+                    self.running(client).step = Step::LinearGet { majority: Some(cell), barrier_done };
                     self.linear_get_progress(client);
                 }
                 Ok(o) => unreachable!("a get answered {o:?}"),
@@ -939,19 +1102,18 @@ impl Sim {
     /// A linear get with its majority read (when joined) and barrier done
     /// reads the state machine and answers (mirrors `Linear::get`).
     fn linear_get_progress(&mut self, client: usize) {
-        let join = self.config.join;
+        let join = self.config.variant.join;
         let r = self.running(client);
-        let Step::LinearGet { majority, read_index: Some(read_index), barrier_done: true } = &r.step else { return };
+        let Step::LinearGet { majority, barrier_done: true } = &r.step else { return };
         if join.reads_majority() && majority.is_none() {
             return;
         }
         let majority = majority.clone().flatten();
-        let read_index = *read_index;
         let key = r.key.clone();
-        // The node's state machine has applied at least up to the read
-        // index, maybe more.
-        let index = self.rng.random_range(read_index..=self.oracle.len());
-        let own = self.oracle.cell_at(&key, index);
+        // The node's state machine, which has applied at least up to the
+        // read index.
+        let home = self.clients[client].home;
+        let own = self.log.cell_at(&key, self.nodes[&home].storage.applied());
         if !join.reads_majority() {
             self.finish(client, HistResult::Read(value_of(own.as_ref())));
             return;
@@ -976,7 +1138,7 @@ impl Sim {
     fn propose(&mut self, client: usize, read: Option<Cell>) {
         let hist = self.running(client).hist;
         let key = self.running(client).key.clone();
-        let dep = if self.config.join.sends_dependency() { kv::dep_of(read.as_ref()) } else { None };
+        let dep = if self.config.variant.join.sends_dependency() { kv::dep_of(read.as_ref()) } else { None };
         let op = match self.history[hist].kind {
             OpKind::LinearWrite(Some(v)) => RsmOp::Put(rsm::Put { key: key.clone(), value: encode_value(v), dep }),
             OpKind::LinearWrite(None) => RsmOp::Del(rsm::Del { key: key.clone(), dep }),
@@ -1006,25 +1168,23 @@ impl Sim {
             return;
         }
         let home = self.clients[client].home;
-        let command = rsm::Command {
-            client_id: client as u64 + 1,
-            request_id: hist as u64 + 1,
-            ack_below: 0,
-            sessionless: false,
-            op: Some(op),
-        };
+        let request_id = hist as u64 + 1;
+        let command =
+            rsm::Command { client_id: client as u64 + 1, request_id, ack_below: 0, sessionless: false, op: Some(op) };
         let batch = rsm::Batch { stamp: self.tick(home), proposer: home, commands: vec![command] };
         let answer_lost = self.chance(self.config.answer_lost_pct);
+        let waiter = Waiter { client, hist, answer_lost };
+        self.nodes.get_mut(&home).expect("node").waiters.insert((client as u64 + 1, request_id), waiter);
         let at = self.now_ms + self.raft_delay_ms();
-        self.schedule_at(at, Event::Apply { client, hist, batch, key, answer_lost });
+        self.schedule_at(at, Event::Commit { batch });
     }
 
-    /// The oracle's answer reached the proposer (mirrors the rest of
-    /// `Linear::write` and `Linear::cas`).
+    /// The proposer's node applied the command's entry (mirrors the rest
+    /// of `Linear::write` and `Linear::cas`).
     fn proposal_reply(&mut self, client: usize, hist: usize, reply: rsm::Reply) {
         let Some(Step::Proposed { read }) = self.step_of(client, hist) else { return };
         let read = read.take();
-        let join = self.config.join;
+        let join = self.config.variant.join;
         let key = self.running(client).key.clone();
         let (cell, answer, write_back) = match (self.history[hist].kind, reply.result) {
             (OpKind::LinearWrite(v), Some(reply::Result::Written(w))) => {
@@ -1073,6 +1233,7 @@ impl Sim {
 
     fn finish(&mut self, client: usize, result: HistResult) {
         let running = self.clients[client].running.take().expect("running");
+        self.trace(|| format!("client {client}: {:?} ends: {result:?}", self.history[running.hist].kind));
         let ret = self.stamp();
         match result {
             HistResult::Failed => self.stats.failed += 1,
