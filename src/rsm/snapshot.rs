@@ -29,11 +29,9 @@ use prost::Message;
 use rocksdb::{IteratorMode, DB};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::state_machine::{decode_applied, KEY_PREFIX, META_APPLIED};
-use crate::clock::Version;
-use crate::level::Level;
+use super::state_machine::{decode_applied, kv, KEY_PREFIX, META_APPLIED};
 use crate::proto::rsm;
-use crate::store::{cf, Cell, Cf, StoreError, WriteOp};
+use crate::store::{cf, Cf, StoreError, WriteOp};
 
 const MAGIC: &[u8; 8] = b"CAPKVSN1";
 const END: u32 = u32::MAX;
@@ -321,12 +319,9 @@ pub fn install_ops(reader: &mut SnapshotReader, ops: &mut Vec<WriteOp>) -> Resul
         if k.first() == Some(&KEY_PREFIX) {
             let val = rsm::Value::decode(&v[..])
                 .map_err(|e| StoreError::Malformed { what: "snapshot value", source: e.into() })?;
-            let version = Version::new(val.hlc, val.node_id);
-            let cell = if val.tombstone {
-                Cell::tombstone(version, Level::Linearizable)
-            } else {
-                Cell::value(val.value, version, Level::Linearizable)
-            };
+            // The carstamp whole (`rmw` too): a CAS result without it would
+            // sort below its chain's earlier results.
+            let cell = kv::cell_of(val);
             ops.push(WriteOp::Merge { key: Bytes::copy_from_slice(&k[1..]), cell });
         }
         ops.push(WriteOp::Put { cf: Cf::Rsm, key: k, value: v });
@@ -341,7 +336,7 @@ mod tests {
 
     /// A snapshot file holding `records`, in the format [`Snapshots::generate`] writes.
     fn snapshot_file(path: &Path, meta: SnapMeta, records: &[(Vec<u8>, Vec<u8>)]) {
-        let mut w = ChecksumWriter::new(File::create(path).unwrap());
+        let mut w = ChecksumWriter::new(File::create(path).unwrap(), path.to_path_buf());
         w.write_all(MAGIC).unwrap();
         w.write_all(&meta.index.to_be_bytes()).unwrap();
         w.write_all(&meta.term.to_be_bytes()).unwrap();
@@ -364,7 +359,6 @@ mod tests {
     /// (and ties with its base write, which has another value), so a quorum
     /// read could order the CAS chain wrongly.
     #[test]
-    #[ignore = "bug found by reading install_ops (issue 21 report): the install merges Version::new(hlc, node_id), dropping rmw"]
     fn an_install_merges_the_state_machines_cells_with_their_versions() {
         use crate::rsm::state_machine::{kv, MemRsm};
         let dir = tempfile::tempdir().unwrap();
@@ -376,7 +370,7 @@ mod tests {
         let mut reader = SnapshotReader::open(&path).unwrap();
         let mut ops = Vec::new();
         assert_eq!(install_ops(&mut reader, &mut ops).unwrap(), 1);
-        let merged: Vec<&Cell> = ops
+        let merged: Vec<&crate::store::Cell> = ops
             .iter()
             .filter_map(|op| match op {
                 WriteOp::Merge { cell, .. } => Some(cell),

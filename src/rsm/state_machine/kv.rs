@@ -50,12 +50,18 @@ pub fn read_cell(read: &impl RsmRead, key: &[u8]) -> Result<Option<Cell>, StoreE
     let Some(bytes) = read.get(&user_key(key))? else { return Ok(None) };
     let v = rsm::Value::decode(&bytes[..])
         .map_err(|e| StoreError::Malformed { what: "state machine value", source: e.into() })?;
+    Ok(Some(cell_of(v)))
+}
+
+/// The cell a stored value is, carstamp included (what quorum reads must
+/// see of it: `read_cell`, and a snapshot install's merge into `cells`).
+pub fn cell_of(v: rsm::Value) -> Cell {
     let version = version_of(&v);
-    Ok(Some(if v.tombstone {
+    if v.tombstone {
         Cell::tombstone(version, Level::Linearizable)
     } else {
         Cell::value(v.value, version, Level::Linearizable)
-    }))
+    }
 }
 
 /// The version a stored value carries.
