@@ -299,6 +299,18 @@ pub struct Driver {
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
 }
 
+/// Whether a batch of apply writes merges cells (`WriteOp::Merge`: the KV
+/// commands' results, joined into the quorum order). Such a batch is
+/// fsynced even when Raft would not need it: a quorum get returns a cell a
+/// majority holds without writing it back, so every cell a replica shows
+/// must survive a power loss — or a get after one could miss what an
+/// earlier get returned (found by the join simulation, seed 856862). The
+/// state machine part alone could stay unsynced: a restart re-applies it
+/// from the log.
+fn merges_cells(ops: &[WriteOp]) -> bool {
+    ops.iter().any(|op| matches!(op, WriteOp::Merge { .. }))
+}
+
 pub fn raft_config(id: u32, applied: u64, s: &RaftSettings) -> raft::Config {
     raft::Config {
         id: id as u64,
@@ -747,10 +759,11 @@ impl Driver {
             ops.push(RaftStore::hard_state_op(hs));
         }
         if !ops.is_empty() {
-            if rd.must_sync() {
+            let sync = rd.must_sync() || merges_cells(&ops);
+            if sync {
                 crate::metrics::inc(&self.metrics.raft_synced_writes);
             }
-            self.store.write(ops, rd.must_sync()).await?;
+            self.store.write(ops, sync).await?;
             self.node.store().appended(&entries, hs.as_ref());
         }
         self.remember_rsm(rsm_after);
@@ -782,8 +795,9 @@ impl Driver {
         self.maybe_compact().await
     }
 
-    /// Applies `entries` on its own (one unsynced write), together with the
-    /// hard state `hs_op` when the commit index moved.
+    /// Applies `entries` on its own (one write, fsynced only when it merges
+    /// cells: see [`merges_cells`]), together with the hard state `hs_op`
+    /// when the commit index moved.
     async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>, hs_op: Option<WriteOp>) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let Some(Prepared { mut ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else {
@@ -793,7 +807,8 @@ impl Driver {
             return Ok(());
         };
         ops.extend(hs_op);
-        self.store.write(ops, false).await?;
+        let sync = merges_cells(&ops);
+        self.store.write(ops, sync).await?;
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         self.metrics.raft_apply.observe(started.elapsed());

@@ -30,11 +30,12 @@
 //!   the get's node answers once it has applied that far, from its own
 //!   state machine at its applied index.
 //! - each node's storage ([`storage`]) is a write-ahead log of synced
-//!   replica writes and of apply batches, synced or not (fsynced when their
-//!   Raft `Ready` also persisted entries, a share `apply_sync_pct` of them,
-//!   and by any later fsync of the node: a replica write, or appending a
-//!   later entry, which every node connected to the majority does when an
-//!   entry commits).
+//!   replica writes and of apply batches: fsynced when they merge cells
+//!   (as the driver does), otherwise when their Raft `Ready` also persisted
+//!   entries (a share `apply_sync_pct` of them), and by any later fsync of
+//!   the node: a replica write, or appending a later entry, which every
+//!   node connected to the majority does when an entry commits.
+//!   [`Durability::UnsyncedCellApplies`] is the driver before that rule.
 //! - the steps of `levels::linear` (`get`, `write`, `cas`) are mirrored
 //!   here one for one; the quorum level's CAS is linear's CAS
 //!   (`levels::join`), so both levels' CAS run the same path.
@@ -770,7 +771,12 @@ impl Sim {
         let from = self.nodes[&node].storage.applied();
         if upto > from {
             let merged: Vec<(Bytes, Cell)> = (from + 1..=upto).flat_map(|i| self.log.merged(i).to_vec()).collect();
-            let synced = self.chance(self.config.apply_sync_pct);
+            // Batches that merge cells are always fsynced (`Driver`: a cell
+            // a quorum get may return must survive a power loss); others
+            // when their `Ready` also persisted entries.
+            let with_entries = self.chance(self.config.apply_sync_pct);
+            let synced = with_entries
+                || (!merged.is_empty() && self.config.variant.durability != Durability::UnsyncedCellApplies);
             self.trace(|| format!("node {node} applies {}..={upto} (synced: {synced}), merging {merged:?}", from + 1));
             self.nodes.get_mut(&node).expect("node").storage.apply(upto, merged, synced);
             for index in from + 1..=upto {

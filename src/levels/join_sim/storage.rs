@@ -45,6 +45,11 @@ pub enum Durability {
     /// A power loss also loses synced records (a suffix of the log with at
     /// least one of them).
     LosesAcknowledged,
+    /// Apply batches that merge cells are fsynced only when their Raft
+    /// `Ready` also persisted entries (capkv before the fix this simulation
+    /// prompted: seed 856862): a quorum get can then return a cell that a
+    /// majority holds only unsynced, and a power loss takes it back.
+    UnsyncedCellApplies,
 }
 
 #[derive(Clone, Debug)]
@@ -110,7 +115,9 @@ impl NodeStorage {
     pub fn crash_keeps(&self, kind: CrashKind, durability: Durability) -> (usize, usize) {
         match (kind, durability) {
             (CrashKind::Kill, _) => (self.log.len(), self.log.len()),
-            (CrashKind::PowerLoss, Durability::Synced) => (self.synced, self.log.len()),
+            (CrashKind::PowerLoss, Durability::Synced | Durability::UnsyncedCellApplies) => {
+                (self.synced, self.log.len())
+            }
             // At least one acknowledged record goes, when there is one.
             (CrashKind::PowerLoss, Durability::LosesAcknowledged) => (0, self.synced.saturating_sub(1)),
         }

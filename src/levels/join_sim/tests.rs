@@ -157,11 +157,14 @@ fn a_restart_that_forgets_acknowledged_writes_is_caught() {
 }
 
 #[test]
-#[ignore = "protocol bug (issue 21 report): a quorum get answers at once, without read-impose, a cell a majority holds only through unsynced Raft apply batches; a power loss of one of them lets a later quorum get miss it. Passes when every apply batch is fsynced, or when a restarted node serves quorum reads only after re-applying up to the commit index"]
-fn a_power_loss_can_take_a_read_cell_that_only_unsynced_applies_held() {
-    // The first schedule the joined simulation found that is not
-    // linearizable with restarts (seed 856862, key 0; every step:
-    // CAPKV_JOIN_SIM_TRACE=1 CAPKV_JOIN_SIM_SEED=856862):
+fn a_power_loss_cannot_take_a_read_cell_since_cell_applies_are_fsynced() {
+    // A protocol bug this simulation found, and its fix: a quorum get
+    // answers at once, without read-impose, a cell that a majority holds;
+    // when a majority held it only through unsynced Raft apply batches, a
+    // power loss of one of them let a later quorum get miss it. The driver
+    // now fsyncs every apply batch that merges cells. The schedule (seed
+    // 856862, key 0; every step: CAPKV_JOIN_SIM_TRACE=1
+    // CAPKV_JOIN_SIM_SEED=856862), under the old rule:
     // 1. a linear set(7) commits as entry 5 (372 ms); its proposer's node 1
     //    is killed (431 ms) before applying it, so 7 is never written back
     //    (the set is indeterminate);
@@ -175,5 +178,7 @@ fn a_power_loss_can_take_a_read_cell_that_only_unsynced_applies_held() {
     // 5. after restarts, a quorum get reads 3 from nodes 2 and 3, unanimous,
     //    and answers 3 (1332-1346 ms): older than what a get that finished
     //    before it began returned. Entry 5 is re-applied afterwards.
+    let old_rule = Variant { durability: Durability::UnsyncedCellApplies, ..Variant::REAL };
+    assert!(check_variant(856862, old_rule).is_err(), "seed 856862 no longer shows the bug under the old rule");
     check_seed(856862, Join::Full).unwrap_or_else(|e| panic!("{e}"));
 }
