@@ -42,7 +42,7 @@ pub struct Call {
 /// The narrow interface of a consistency level: one key's get, write
 /// (`None` deletes) and compare-and-set. Tombstones come back from `get` as
 /// such (callers treat them as absent). A level that cannot do an operation
-/// answers [`LevelError::FailedPrecondition`] with the reason.
+/// answers [`LevelError::Refused`] with the reason.
 pub trait KvLevel: Send + Sync {
     const LEVEL: Level;
 
@@ -68,9 +68,15 @@ pub trait KvLevel: Send + Sync {
 /// statuses with the same sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum LevelError {
-    /// Definitely not applied; retrying elsewhere is safe.
-    #[error("{0}")]
-    Unavailable(String),
+    /// A quorum operation could not start (its replica set cannot form a
+    /// majority): nothing was sent, retrying elsewhere is safe.
+    #[error("quorum operation not started: {0}")]
+    NotStarted(#[from] quorum::core::ReplicaSetError),
+    /// A linearizable get found a cell only the state machine had and could
+    /// not write it back to a majority before answering: nothing was
+    /// returned, retrying is safe.
+    #[error("linearizable get: {source}")]
+    GetNotWrittenBack { source: Box<LevelError> },
     /// A quorum phase without a majority: who answered, how many were
     /// needed, and whether a write may have taken effect.
     #[error(transparent)]
@@ -79,13 +85,19 @@ pub enum LevelError {
     /// overloaded, a write whose outcome is unknown, ...).
     #[error(transparent)]
     Raft(#[from] crate::rsm::RaftError),
-    /// A write whose fate is unknown (it may or may not have taken effect).
-    #[error("{0}")]
-    Indeterminate(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Unimplemented(String),
+    /// A command applied through Raft (its effect is in the state machine)
+    /// whose result did not reach a majority's cells before the deadline:
+    /// the client cannot know whether later quorum reads see it yet.
+    #[error("applied through Raft at version {version}, but not yet written back to a majority of replicas: {source}")]
+    NotWrittenBack { version: Version, source: Box<LevelError> },
+    /// The state machine answered a command with a reply of another kind
+    /// (`None`: no result at all); the command's fate is unknown.
+    #[error("unexpected reply to a {command} from the state machine: {reply}")]
+    UnexpectedReply { command: &'static str, reply: String },
+    /// The state machine refused the command; `reason` is its own sentence,
+    /// replicated with the log (and kept with the client's session).
+    #[error("{reason}")]
+    Refused { reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

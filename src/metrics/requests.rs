@@ -77,13 +77,15 @@ impl Outcome {
     /// the client gets (`node::service::level_status`).
     pub fn of_error(e: &LevelError) -> Outcome {
         match e {
-            LevelError::Unavailable(_) | LevelError::Quorum(QuorumError::Unavailable { .. }) => Outcome::Unavailable,
-            LevelError::Quorum(QuorumError::Indeterminate { .. }) | LevelError::Indeterminate(_) => {
-                Outcome::Indeterminate
-            }
+            LevelError::NotStarted(_)
+            | LevelError::GetNotWrittenBack { .. }
+            | LevelError::Quorum(QuorumError::Unavailable { .. }) => Outcome::Unavailable,
+            LevelError::Quorum(QuorumError::Indeterminate { .. })
+            | LevelError::NotWrittenBack { .. }
+            | LevelError::UnexpectedReply { .. } => Outcome::Indeterminate,
             LevelError::Raft(r) if r.is_indeterminate() => Outcome::Indeterminate,
             LevelError::Raft(_) => Outcome::Unavailable,
-            LevelError::FailedPrecondition(_) | LevelError::Unimplemented(_) | LevelError::Store(_) => Outcome::Error,
+            LevelError::Refused { .. } | LevelError::Store(_) => Outcome::Error,
         }
     }
 }
@@ -157,11 +159,16 @@ mod tests {
     /// applied → indeterminate.
     #[test]
     fn errors_sort_like_grpc_statuses() {
-        assert_eq!(Outcome::of_error(&LevelError::Unavailable("x".into())), Outcome::Unavailable);
+        let get_back = LevelError::GetNotWrittenBack { source: Box::new(LevelError::Raft(RaftError::Overloaded)) };
+        assert_eq!(Outcome::of_error(&get_back), Outcome::Unavailable);
         assert_eq!(Outcome::of_error(&LevelError::Raft(RaftError::Overloaded)), Outcome::Unavailable);
         assert_eq!(Outcome::of_error(&LevelError::Raft(RaftError::StoppedBeforeApplied)), Outcome::Indeterminate);
-        assert_eq!(Outcome::of_error(&LevelError::Indeterminate("x".into())), Outcome::Indeterminate);
-        assert_eq!(Outcome::of_error(&LevelError::FailedPrecondition("x".into())), Outcome::Error);
+        let not_back = LevelError::NotWrittenBack {
+            version: crate::clock::Version::new(1, 1),
+            source: Box::new(LevelError::Raft(RaftError::Overloaded)),
+        };
+        assert_eq!(Outcome::of_error(&not_back), Outcome::Indeterminate);
+        assert_eq!(Outcome::of_error(&LevelError::Refused { reason: "x".into() }), Outcome::Error);
         let names: std::collections::BTreeSet<_> = Outcome::ALL.iter().map(|o| o.name()).collect();
         assert_eq!(names.len(), Outcome::ALL.len());
     }

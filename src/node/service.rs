@@ -125,14 +125,17 @@ impl KvService {
 
 pub fn level_status(e: LevelError) -> Status {
     match e {
-        LevelError::Unavailable(m) => retry_safe(Status::unavailable(m)),
+        e @ (LevelError::NotStarted(_) | LevelError::GetNotWrittenBack { .. }) => {
+            retry_safe(Status::unavailable(e.to_string()))
+        }
         LevelError::Quorum(e @ QuorumError::Unavailable { .. }) => retry_safe(Status::unavailable(e.to_string())),
         LevelError::Quorum(e @ QuorumError::Indeterminate { .. }) => Status::deadline_exceeded(e.to_string()),
         LevelError::Raft(e) if e.is_indeterminate() => Status::deadline_exceeded(e.to_string()),
         LevelError::Raft(e) => retry_safe(Status::unavailable(e.to_string())),
-        LevelError::Indeterminate(m) => Status::deadline_exceeded(m),
-        LevelError::FailedPrecondition(m) => Status::failed_precondition(m),
-        LevelError::Unimplemented(m) => Status::unimplemented(m),
+        e @ (LevelError::NotWrittenBack { .. } | LevelError::UnexpectedReply { .. }) => {
+            Status::deadline_exceeded(e.to_string())
+        }
+        LevelError::Refused { reason } => Status::failed_precondition(reason),
         LevelError::Store(e) => Status::internal(e.to_string()),
     }
 }

@@ -229,10 +229,10 @@ impl Rsm {
             Err(_) => return Err(RaftError::NotAppliedWithin { waited_ms: timeout.as_millis() as u64 }.into()),
         };
         match &reply.result {
-            Some(reply::Result::Refused(why)) => Err(LevelError::FailedPrecondition(why.clone())),
+            Some(reply::Result::Refused(why)) => Err(LevelError::Refused { reason: why.clone() }),
             Some(reply::Result::Busy(why)) => Err(RaftError::SessionBusy(why.clone()).into()),
             Some(_) => Ok(reply),
-            None => Err(LevelError::Indeterminate("empty reply from the state machine".into())),
+            None => Err(LevelError::UnexpectedReply { command: "command", reply: "none".into() }),
         }
     }
 
@@ -246,7 +246,7 @@ impl Rsm {
     ) -> Result<rsm::TopicReply, LevelError> {
         match self.propose(caller, Op::Topic(op), timeout).await?.result {
             Some(reply::Result::Topic(r)) => Ok(r),
-            other => Err(LevelError::Indeterminate(format!("unexpected reply to a topic command: {other:?}"))),
+            other => Err(LevelError::UnexpectedReply { command: "topic command", reply: format!("{other:?}") }),
         }
     }
 

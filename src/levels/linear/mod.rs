@@ -109,11 +109,10 @@ impl Linear {
             return Ok(());
         }
         let version = cell.version;
-        self.quorum.impose(key, cell, left(deadline)).await.map_err(|e| {
-            LevelError::Indeterminate(format!(
-                "applied through Raft at version {version}, but not yet written back to a majority of replicas: {e}"
-            ))
-        })
+        self.quorum
+            .impose(key, cell, left(deadline))
+            .await
+            .map_err(|e| LevelError::NotWrittenBack { version, source: Box::new(e) })
     }
 
     /// The replicated state machine under this level (topics share it).
@@ -151,7 +150,7 @@ impl Linear {
                 // read returned.
                 self.write_back(key.clone(), own.clone(), deadline)
                     .await
-                    .map_err(|e| LevelError::Unavailable(format!("linearizable get: {e}")))?;
+                    .map_err(|e| LevelError::GetNotWrittenBack { source: Box::new(e) })?;
                 Ok(Some(own))
             }
             _ => Ok(majority),
@@ -173,7 +172,7 @@ impl Linear {
         };
         let version = match self.rsm.propose(caller, op, left(deadline)).await?.result {
             Some(reply::Result::Written(w)) => Version::new(w.hlc, w.node_id),
-            other => return Err(LevelError::Indeterminate(format!("unexpected reply to a write: {other:?}"))),
+            other => return Err(LevelError::UnexpectedReply { command: "write", reply: format!("{other:?}") }),
         };
         self.write_back(key, Cell { value, version, origin: Level::Linearizable }, deadline).await?;
         Ok(version)
@@ -199,7 +198,7 @@ impl Linear {
         });
         let c = match self.rsm.propose(caller, op, left(deadline)).await?.result {
             Some(reply::Result::Cas(c)) => c,
-            other => return Err(LevelError::Indeterminate(format!("unexpected reply to a cas: {other:?}"))),
+            other => return Err(LevelError::UnexpectedReply { command: "cas", reply: format!("{other:?}") }),
         };
         let cell = kv::cas_reply_cell(&c);
         // The new cell, or the one the comparison failed on when that is

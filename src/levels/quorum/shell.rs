@@ -95,8 +95,7 @@ impl Quorum {
 
     async fn run(&self, op: Op, timeout: Duration) -> Result<Outcome, LevelError> {
         let deadline = Instant::now() + timeout;
-        let mut coord = Coordinator::new(op, self.replicas.clone(), self.config.clone())
-            .map_err(|e| LevelError::Unavailable(e.to_string()))?;
+        let mut coord = Coordinator::new(op, self.replicas.clone(), self.config.clone())?;
         let (tx, mut rx) = mpsc::channel::<Input>(2 * self.replicas.len() + 2);
         let mut effects: VecDeque<Effect> = coord.step(Input::Start).into();
         loop {
