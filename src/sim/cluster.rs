@@ -60,6 +60,10 @@ pub struct SimSettings {
     pub link_delay_ms: u64,
     /// How long an fsynced write takes (see `store::WriterMode::Inline`).
     pub fsync_ms: u64,
+    /// `--raft-snapshot-entries` and `--raft-catch-up-entries`: small values
+    /// make a node that was cut off or down catch up by a snapshot install.
+    pub raft_snapshot_entries: Option<u64>,
+    pub raft_catch_up_entries: Option<u64>,
 }
 
 impl Default for SimSettings {
@@ -77,6 +81,8 @@ impl Default for SimSettings {
             // fsync are below a millisecond.
             link_delay_ms: 1,
             fsync_ms: 1,
+            raft_snapshot_entries: None,
+            raft_catch_up_entries: None,
         }
     }
 }
@@ -138,6 +144,8 @@ impl SimCluster {
                     request_timeout_ms: Some(settings.request_timeout_ms),
                     raft_tick_ms: Some(settings.raft_tick_ms),
                     raft_election_ticks: Some(settings.raft_election_ticks),
+                    raft_snapshot_entries: settings.raft_snapshot_entries,
+                    raft_catch_up_entries: settings.raft_catch_up_entries,
                     ..Overrides::default()
                 },
             )
