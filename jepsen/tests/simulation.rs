@@ -12,7 +12,7 @@ use capkv::sim::cluster::SimSettings;
 use capkv::Level;
 use capkv_jepsen::checker::Outcome;
 use capkv_jepsen::run::RegisterLevel;
-use capkv_jepsen::sim::{run_seed, SimRun};
+use capkv_jepsen::sim::{run_seed, SimReport, SimRun};
 
 /// Seeds per test in CI. Each takes under a second of real time (virtual
 /// time does not wait).
@@ -36,10 +36,36 @@ fn seeds(base: u64) -> Vec<u64> {
     (0..n).map(|i| base + i).collect()
 }
 
+/// Runs `run` in a fresh temporary data dir.
+fn simulate(run: SimRun) -> SimReport {
+    let seed = run.seed;
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+}
+
+/// A negative control: runs `make_run(seed)` for each of `seeds` until one
+/// is caught as not linearizable; fails when none is (`what` names the
+/// broken guarantee).
+fn first_caught(
+    seeds: impl IntoIterator<Item = u64> + std::fmt::Debug + Clone,
+    what: &str,
+    make_run: impl Fn(u64) -> SimRun,
+) {
+    let mut seen = Vec::new();
+    for seed in seeds.clone() {
+        let report = simulate(make_run(seed));
+        eprintln!("negative control: {}", report.describe());
+        if report.outcome() == Outcome::NotLinearizable {
+            return;
+        }
+        seen.push(report.describe());
+    }
+    panic!("no seed of {seeds:?} was caught {what}:\n{}", seen.join("\n"));
+}
+
 fn ring(level: impl Into<RegisterLevel> + Copy, base: u64) {
     for seed in seeds(base) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let report = run_seed(SimRun::new(seed, level), dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let report = simulate(SimRun::new(seed, level));
         assert_eq!(report.outcome(), Outcome::Linearizable, "{}", report.describe());
         let oks = report.events.iter().filter(|e| e.kind == capkv_jepsen::history::EventType::Ok).count();
         assert!(
@@ -77,16 +103,14 @@ fn mixed_levels_survive_seeded_faults() {
 #[test]
 fn mixed_levels_survive_snapshot_installs() {
     for seed in seeds(5_000).into_iter().take(SNAPSHOT_SEEDS) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let run = SimRun {
+        let report = simulate(SimRun {
             settings: SimSettings {
                 raft_snapshot_entries: Some(20),
                 raft_catch_up_entries: Some(5),
                 ..SimSettings::default()
             },
             ..SimRun::new(seed, RegisterLevel::Mixed)
-        };
-        let report = run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        });
         assert_eq!(report.outcome(), Outcome::Linearizable, "{}", report.describe());
         eprintln!("sim ok with snapshots: {}", report.describe());
     }
@@ -99,23 +123,12 @@ fn mixed_levels_survive_snapshot_installs() {
 // operations at each level: such write/read pairs come by the dozen).
 #[test]
 fn mixed_levels_without_the_join_are_caught() {
-    let mut seen = Vec::new();
-    for seed in NEGATIVE_CONTROL_SEEDS {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let run = SimRun {
-            faults: 0,
-            settle_ms: NEGATIVE_CONTROL_WORKLOAD_MS,
-            settings: SimSettings { unsafe_skip_level_join: true, ..SimSettings::default() },
-            ..SimRun::new(seed, RegisterLevel::Mixed)
-        };
-        let report = run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        eprintln!("negative control: {}", report.describe());
-        if report.outcome() == Outcome::NotLinearizable {
-            return;
-        }
-        seen.push(report.describe());
-    }
-    panic!("no seed of {NEGATIVE_CONTROL_SEEDS:?} was caught without the level join:\n{}", seen.join("\n"));
+    first_caught(NEGATIVE_CONTROL_SEEDS, "without the level join", |seed| SimRun {
+        faults: 0,
+        settle_ms: NEGATIVE_CONTROL_WORKLOAD_MS,
+        settings: SimSettings { unsafe_skip_level_join: true, ..SimSettings::default() },
+        ..SimRun::new(seed, RegisterLevel::Mixed)
+    });
 }
 
 // Proves (negative control of the linearizable ring): a node that serves
@@ -126,21 +139,10 @@ fn mixed_levels_without_the_join_are_caught() {
 // does not change from run to run.
 #[test]
 fn linearizable_local_reads_are_caught() {
-    let mut seen = Vec::new();
-    for seed in LOCAL_READS_SEEDS {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let run = SimRun {
-            settings: SimSettings { unsafe_local_linear_reads: true, ..SimSettings::default() },
-            ..SimRun::new(seed, Level::Linearizable)
-        };
-        let report = run_seed(run, dir.path()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        eprintln!("negative control: {}", report.describe());
-        if report.outcome() == Outcome::NotLinearizable {
-            return;
-        }
-        seen.push(report.describe());
-    }
-    panic!("no seed of {LOCAL_READS_SEEDS:?} was caught with local linearizable reads:\n{}", seen.join("\n"));
+    first_caught(LOCAL_READS_SEEDS, "with local linearizable reads", |seed| SimRun {
+        settings: SimSettings { unsafe_local_linear_reads: true, ..SimSettings::default() },
+        ..SimRun::new(seed, Level::Linearizable)
+    });
 }
 
 // Proves (issue 20): a seed replays the whole run exactly. Two runs of one
@@ -156,13 +158,7 @@ fn same_seed_same_history() {
          replaces it): tokio::select! is not seeded, so a replay may differ"
     );
     for seed in seeds(4_000).into_iter().take(2) {
-        let runs: Vec<_> = (0..2)
-            .map(|_| {
-                let dir = tempfile::tempdir().expect("temp dir");
-                run_seed(SimRun::new(seed, RegisterLevel::Mixed), dir.path())
-                    .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
-            })
-            .collect();
+        let runs: Vec<_> = (0..2).map(|_| simulate(SimRun::new(seed, RegisterLevel::Mixed))).collect();
         let (a, b) = (&runs[0], &runs[1]);
         assert_eq!(a.faults, b.faults, "seed {seed}: the fault schedules differ");
         let first_difference = a.events.iter().zip(&b.events).position(|(x, y)| format!("{x:?}") != format!("{y:?}"));
