@@ -130,15 +130,20 @@ pub struct NodeEnv {
     pub dialer: Arc<dyn peers::Dialer>,
     /// TLS on both ports (`tls`); `None` = plaintext.
     pub tls: Option<tls::NodeTls>,
-    /// `Some(seed)` only in the one-thread deterministic simulation
-    /// (`crate::sim`): the store writes in the caller's task
-    /// ([`WriterMode::Inline`], each fsynced write taking `sim_fsync_ms` of
-    /// simulated time) and the node's own randomness (Raft election
-    /// timeouts, its own client id) comes from this seed, so that a seed
-    /// replays the same schedule. `None` = a real node.
-    pub seed: Option<u64>,
-    /// With `seed`: the simulated time an fsynced write takes.
-    pub sim_fsync_ms: u64,
+    /// `Some` only in the one-thread deterministic simulation (`crate::sim`);
+    /// `None` = a real node.
+    pub sim: Option<NodeSim>,
+}
+
+/// How a node runs inside the deterministic simulation: the store writes in
+/// the caller's task ([`WriterMode::Inline`], each fsynced write taking
+/// `fsync_ms` of simulated time) and the node's own randomness (Raft
+/// election timeouts, its own client id) comes from `seed`, so that a seed
+/// replays the same schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSim {
+    pub seed: u64,
+    pub fsync_ms: u64,
 }
 
 impl NodeEnv {
@@ -147,7 +152,7 @@ impl NodeEnv {
     /// links they name).
     pub fn real(local_ip: IpAddr, tls: Option<tls::NodeTls>) -> Self {
         let dialer = peers::TcpDialer { local_ip, tls: tls.as_ref().map(|t| t.dialer.clone()) };
-        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(dialer), tls, seed: None, sim_fsync_ms: 0 }
+        NodeEnv { wall: Arc::new(SystemWallTime), dialer: Arc::new(dialer), tls, sim: None }
     }
 }
 
@@ -216,8 +221,8 @@ where
     };
     let clock = Arc::new(Clock::with_wall(cfg.id, cfg.max_clock_drift_ms, env.wall.clone()));
     let hint_peers = if cfg.hinted_handoff { cfg.peers() } else { Vec::new() };
-    let writer = match env.seed {
-        Some(_) => WriterMode::Inline { sync_delay_ms: env.sim_fsync_ms },
+    let writer = match env.sim {
+        Some(sim) => WriterMode::Inline { sync_delay_ms: sim.fsync_ms },
         None => WriterMode::Thread,
     };
     let store = Store::open_with(&cfg.data_dir, clock.clone(), hint_peers, writer)?;
@@ -268,7 +273,7 @@ where
             local_reads: cfg.unsafe_test.linearizable_local_reads,
             skip_level_join: cfg.unsafe_test.skip_level_join,
         },
-        env.seed,
+        env.sim.map(|s| s.seed),
         cancel.clone(),
         &tracker,
     )

@@ -10,7 +10,7 @@
 //!
 //! Determinism: run it on a current-thread tokio runtime with paused time
 //! and a seeded RNG (`capkv_jepsen::sim` does). Every node then gets
-//! [`NodeEnv::seed`] (its store writes in place, its Raft election timeouts
+//! [`NodeEnv::sim`] (its store writes in place, its Raft election timeouts
 //! and own client id come from the seed), its wall clock starts at
 //! [`SIM_WALL_START_MS`] whatever the date, and clients get ids derived from
 //! the seed and their name: two runs of one seed take the same steps.
@@ -30,7 +30,7 @@ use super::net::SimNet;
 use crate::client::Client;
 use crate::clock::{NodeId, TokioWallTime};
 use crate::node::config::{resolve, Overrides};
-use crate::node::{NodeConfig, NodeEnv, NodeError};
+use crate::node::{NodeConfig, NodeEnv, NodeError, NodeSim};
 
 /// Client port of every simulated node (names differ, so one port is enough).
 pub const SIM_PORT: u16 = 7000;
@@ -185,8 +185,7 @@ impl SimCluster {
             wall: self.walls[&id].clone(),
             dialer: Arc::new(self.net.dialer(&name)),
             tls: None,
-            seed: Some(derive(self.seed, &name)),
-            sim_fsync_ms: self.fsync_ms,
+            sim: Some(NodeSim { seed: derive(self.seed, &name), fsync_ms: self.fsync_ms }),
         };
         let incoming = self.net.listen(&name);
         let peer_incoming = self.net.listen(&peer_host(id));

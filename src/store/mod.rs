@@ -173,13 +173,15 @@ pub enum WriterMode {
 /// The writer, as the store reaches it.
 enum WriterHandle {
     Thread { tx: mpsc::Sender<writer::WriteJob>, thread: std::thread::JoinHandle<()> },
-    Inline { writer: writer::Writer, sync_delay_ms: u64 },
+    Inline(writer::Writer),
 }
 
 pub struct Store {
     db: Arc<DB>,
     /// `None` once shut down.
     writer: Mutex<Option<WriterHandle>>,
+    /// [`WriterMode::Inline`]'s simulated fsync time (0 with the thread).
+    sync_delay_ms: u64,
     clock: Arc<Clock>,
     digests: Arc<Digests>,
     cache: Arc<cache::CellCache>,
@@ -269,11 +271,15 @@ impl Store {
                     .map_err(|source| StoreError::Thread { thread: "writer", source })?;
                 WriterHandle::Thread { tx, thread }
             }
-            WriterMode::Inline { sync_delay_ms } => WriterHandle::Inline { writer: w, sync_delay_ms },
+            WriterMode::Inline { .. } => WriterHandle::Inline(w),
         };
         Ok(Arc::new(Store {
             db,
             writer: Mutex::new(Some(writer)),
+            sync_delay_ms: match mode {
+                WriterMode::Inline { sync_delay_ms } => sync_delay_ms,
+                WriterMode::Thread => 0,
+            },
             clock,
             digests,
             cache,
@@ -317,16 +323,12 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         let job = writer::WriteJob { ops, sync, reply };
         let mut job = Some(job);
-        let disk_delay_ms = match self.writer.lock().expect("store writer lock").as_ref() {
-            Some(WriterHandle::Inline { sync_delay_ms, .. }) if sync => *sync_delay_ms,
-            _ => 0,
-        };
-        if disk_delay_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(disk_delay_ms)).await;
+        if sync && self.sync_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(self.sync_delay_ms)).await;
         }
         let queue = match self.writer.lock().expect("store writer lock").as_ref().ok_or(StoreError::Closed)? {
             WriterHandle::Thread { tx, .. } => Some(tx.clone()),
-            WriterHandle::Inline { writer: w, .. } => {
+            WriterHandle::Inline(w) => {
                 // Written before anything else runs (no await under the lock).
                 w.commit(job.take().into_iter().collect());
                 None
