@@ -479,6 +479,26 @@ impl Client {
         Err(ClientError::Unavailable(format!("no endpoint answered: {}", errors.join("; "))))
     }
 
+    /// The Raft group's members (voters and learners, with addresses), as
+    /// the first endpoint that answers knows them.
+    pub async fn members(&self, timeout: Duration) -> Result<proto::MembersResponse, ClientError> {
+        let mut errors = Vec::new();
+        for e in &self.endpoints {
+            let mut c = e.cluster.clone();
+            match capkv_proto::channel::call(
+                timeout.as_millis() as u64,
+                c.members(timed(proto::MembersRequest {}, timeout)),
+            )
+            .await
+            {
+                Ok(r) => return Ok(r),
+                Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => return Err(fatal(s)),
+                Err(s) => errors.push(format!("{}: {}", e.addr, describe(&s))),
+            }
+        }
+        Err(ClientError::Unavailable(format!("no endpoint answered: {}", errors.join("; "))))
+    }
+
     /// Echoes `payload` off endpoint `endpoint` over this client's
     /// transport (a benchmark baseline: no storage, no level, no retry).
     pub async fn ping(&self, endpoint: usize, payload: Bytes, timeout: Duration) -> Result<Bytes, Status> {

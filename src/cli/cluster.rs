@@ -1,4 +1,6 @@
 //! `kv cluster status`: every member with its address and whether it answers.
+//! `kv cluster members`: the Raft group's voters and learners, with their
+//! client and peer addresses, as the first node that answers knows them.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +16,10 @@ use crate::proto::NodeStatus;
 pub enum ClusterCommand {
     /// List every node: id, address, reachable or not, and what it reports.
     Status,
+    /// List the Raft group's members: id, role (voter or learner), leader,
+    /// client and peer addresses, and (from the leader) how far each has
+    /// replicated the log.
+    Members,
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,7 +29,65 @@ fn level_names(s: &NodeStatus) -> String {
 }
 
 pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
-    let ClusterCommand::Status = cmd;
+    match cmd {
+        ClusterCommand::Status => status(cli).await,
+        ClusterCommand::Members => members(cli).await,
+    }
+}
+
+async fn members(cli: &Cli) -> ExitCode {
+    let client =
+        match cli.connect_options().and_then(|o| Client::connect(&cli.endpoints, &o).map_err(|e| e.to_string())) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+    let r = match client.members(STATUS_TIMEOUT).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match cli.output {
+        Output::Json => {
+            let members: Vec<_> = r
+                .members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "id": m.id, "role": m.role, "leader": m.leader,
+                        "client_address": m.client_address, "peer_address": m.peer_address,
+                        "matched_index": m.matched_index,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "members": members, "answered_by": r.answered_by,
+                    "leader_id": r.leader_id, "commit_index": r.commit_index,
+                })
+            );
+        }
+        Output::Text => {
+            println!("{:<4} {:<8} {:<7} {:<22} {:<22} {:>10}", "ID", "ROLE", "LEADER", "CLIENT", "PEER", "MATCHED");
+            for m in &r.members {
+                let matched =
+                    if r.leader_id as u32 == r.answered_by { m.matched_index.to_string() } else { "-".into() };
+                println!(
+                    "{:<4} {:<8} {:<7} {:<22} {:<22} {:>10}",
+                    m.id,
+                    m.role,
+                    if m.leader { "yes" } else { "" },
+                    m.client_address,
+                    m.peer_address,
+                    matched
+                );
+            }
+            println!("(answered by node {}; commit index {})", r.answered_by, r.commit_index);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn status(cli: &Cli) -> ExitCode {
     let entry = match cli.connect_options().and_then(|o| Client::connect(&cli.endpoints, &o).map_err(|e| e.to_string()))
     {
         Ok(c) => c,

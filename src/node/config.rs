@@ -563,6 +563,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             }
             (None, None) => d.read_mode,
         },
+        join: false,
     };
     if raft.tick_ms == 0 || raft.tick_ms > 10_000 {
         return err(format!(

@@ -226,7 +226,7 @@ where
         None => WriterMode::Thread,
     };
     let store = Store::open_with(&cfg.data_dir, clock.clone(), hint_peers, writer)?;
-    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.peer_cluster, &*env.dialer).map_err(NodeError::Config)?);
+    let peers = Arc::new(peers::Peers::new(cfg.id, &cfg.peer_cluster, env.dialer.clone()).map_err(NodeError::Config)?);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -252,9 +252,15 @@ where
         &tracker,
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
+    // The quorum level's replicas are the founding members (`--cluster`;
+    // for a node that joins later, the members it was pointed at). A Raft
+    // membership change does not move them yet: that needs the replica-set
+    // reconfiguration (issue 22), and a restart must not move them either.
+    let replicas = cfg.peer_cluster.keys().copied().filter(|&id| !(cfg.raft.join && id == cfg.id)).collect();
     let abd = Arc::new(Quorum::new(
         store.clone(),
         peers.clone(),
+        replicas,
         QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
         cfg.max_value_bytes,
         metrics.clone(),

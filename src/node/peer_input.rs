@@ -9,8 +9,6 @@
 //! names). A refusal is an INVALID_ARGUMENT status naming the problem: the
 //! request fails, never the node.
 
-use std::collections::BTreeMap;
-
 use raft::eraftpb::{Message, MessageType};
 use tonic::Status;
 
@@ -18,13 +16,15 @@ use super::config::MAX_KEY_BYTES;
 use crate::clock::{Clock, NodeId};
 use crate::proto::peer::Cell;
 
-/// `from` must be another member of the cluster: requests from unknown
-/// nodes, or claiming to come from the receiver itself, are refused.
-pub fn check_peer(members: &BTreeMap<NodeId, String>, me: NodeId, from: NodeId) -> Result<(), Status> {
+/// `from` must be another member of the cluster (`is_member`: the current
+/// member set, which changes as members are added and removed): requests
+/// from unknown nodes, or claiming to come from the receiver itself, are
+/// refused.
+pub fn check_peer(is_member: impl Fn(NodeId) -> bool, me: NodeId, from: NodeId) -> Result<(), Status> {
     if from == me {
         return Err(Status::invalid_argument(format!("from_node {from} is this node itself, not a peer")));
     }
-    if !members.contains_key(&from) {
+    if !is_member(from) {
         return Err(Status::invalid_argument(format!("from_node {from} is not a member of this cluster")));
     }
     Ok(())
@@ -90,6 +90,8 @@ fn check_addresses(m: &Message, from: NodeId, me: NodeId) -> Result<(), Status> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::clock::{hlc_from_physical_ms, MAX_PEER_STAMP_AHEAD_MS};
     use bytes::Bytes;
@@ -117,10 +119,10 @@ mod tests {
 
     #[test]
     fn only_other_members_are_peers() {
-        assert_eq!(code(check_peer(&members(), 1, 2)), None);
-        assert_eq!(code(check_peer(&members(), 1, 1)), Some(Code::InvalidArgument));
-        assert_eq!(code(check_peer(&members(), 1, 99)), Some(Code::InvalidArgument));
-        assert_eq!(code(check_peer(&members(), 1, 0)), Some(Code::InvalidArgument));
+        assert_eq!(code(check_peer(|id| members().contains_key(&id), 1, 2)), None);
+        assert_eq!(code(check_peer(|id| members().contains_key(&id), 1, 1)), Some(Code::InvalidArgument));
+        assert_eq!(code(check_peer(|id| members().contains_key(&id), 1, 99)), Some(Code::InvalidArgument));
+        assert_eq!(code(check_peer(|id| members().contains_key(&id), 1, 0)), Some(Code::InvalidArgument));
     }
 
     #[test]

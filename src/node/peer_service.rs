@@ -65,7 +65,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 /// `from` is a member other than us and, with TLS, the member whose
 /// certificate the caller (`peer`) presented.
 fn check_member(node: &NodeState, peer: Option<u32>, from: u32) -> Result<(), Status> {
-    check_peer(&node.cfg.cluster, node.cfg.id, from)?;
+    check_peer(|id| node.peers.contains(id), node.cfg.id, from)?;
     super::tls::check_claim(peer, from)
 }
 

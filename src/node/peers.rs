@@ -1,13 +1,23 @@
-//! Connections to the other nodes.
+//! Connections to the other nodes, and who they are.
 //!
 //! One lazily connected tonic channel per peer, shared by every level
 //! (tonic channels multiplex and reconnect by themselves). Outgoing
 //! connections bind this node's listen IP as their source, so that network
 //! partitions between per-node loopback addresses (127.0.0.11, .12, ...)
 //! cut exactly the links they name.
+//!
+//! The member set can change while the node runs: the replicated state
+//! machine adds a member when a Raft configuration change that adds it is
+//! applied, and removes one when its removal is applied
+//! (`rsm::state_machine::members`). Readers take a snapshot of the set
+//! ([`Peers::ids`], [`Peers::members`]) and ask for a connection by id
+//! ([`Peers::client`]), which is `None` once the member is gone; tasks that
+//! keep one loop per peer watch [`Peers::changes`].
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::clock::NodeId;
@@ -21,46 +31,101 @@ pub use capkv_proto::channel::{
 /// Largest peer message, in bytes (cell batches, snapshots chunks).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
+/// The largest member set a node accepts (Raft voters and learners together).
+pub const MAX_MEMBERS: usize = 15;
+
 pub struct Peers {
     self_id: NodeId,
+    dialer: Arc<dyn Dialer>,
+    inner: RwLock<Inner>,
+    /// Bumped on every change of the member set.
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Every member's peer address, this node's own included.
     addrs: BTreeMap<NodeId, String>,
+    /// One client per other member.
     clients: BTreeMap<NodeId, PeerClient<Channel>>,
+}
+
+fn peer_client(dialer: &dyn Dialer, addr: &str) -> Result<PeerClient<Channel>, String> {
+    Ok(PeerClient::new(dialer.channel(addr)?)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
 }
 
 impl Peers {
     /// `cluster` lists every member including this node; connections are
     /// opened with `dialer` (TCP from the node's listen IP, or a simulated network).
-    pub fn new(self_id: NodeId, cluster: &BTreeMap<NodeId, String>, dialer: &dyn Dialer) -> Result<Peers, String> {
-        let mut clients = BTreeMap::new();
+    pub fn new(self_id: NodeId, cluster: &BTreeMap<NodeId, String>, dialer: Arc<dyn Dialer>) -> Result<Peers, String> {
+        let peers = Peers { self_id, dialer, inner: RwLock::new(Inner::default()), changes: watch::Sender::new(0) };
         for (&id, addr) in cluster {
-            if id == self_id {
-                continue;
-            }
-            clients.insert(
-                id,
-                PeerClient::new(dialer.channel(addr)?)
-                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-            );
+            peers.add(id, addr)?;
         }
-        Ok(Peers { self_id, addrs: cluster.clone(), clients })
+        Ok(peers)
     }
 
     pub fn self_id(&self) -> NodeId {
         self.self_id
     }
 
-    /// Ids of the other nodes, ascending.
+    /// Ids of the other members, ascending.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.clients.keys().copied().collect()
+        self.inner.read().expect("peers lock").clients.keys().copied().collect()
     }
 
-    /// All members including this node, ascending.
-    pub fn members(&self) -> &BTreeMap<NodeId, String> {
-        &self.addrs
+    /// All members including this node, ascending, with their peer addresses.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        self.inner.read().expect("peers lock").addrs.clone()
     }
 
-    pub fn client(&self, id: NodeId) -> PeerClient<Channel> {
-        self.clients.get(&id).cloned().unwrap_or_else(|| panic!("unknown peer {id}"))
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.inner.read().expect("peers lock").addrs.contains_key(&id)
+    }
+
+    /// A connection to member `id`; `None` when it is not (or no longer) a member.
+    pub fn client(&self, id: NodeId) -> Option<PeerClient<Channel>> {
+        self.inner.read().expect("peers lock").clients.get(&id).cloned()
+    }
+
+    /// Adds member `id` at `addr`, or moves it there (a new connection is
+    /// opened only when the address changed). Returns whether anything changed.
+    pub fn add(&self, id: NodeId, addr: &str) -> Result<bool, String> {
+        assert!(id != 0, "node id 0 is reserved");
+        let mut inner = self.inner.write().expect("peers lock");
+        if inner.addrs.get(&id).is_some_and(|a| a == addr) {
+            return Ok(false);
+        }
+        if !inner.addrs.contains_key(&id) && inner.addrs.len() >= MAX_MEMBERS {
+            return Err(format!("a cluster has at most {MAX_MEMBERS} members"));
+        }
+        if id != self.self_id {
+            let client = peer_client(&*self.dialer, addr)?;
+            inner.clients.insert(id, client);
+        }
+        inner.addrs.insert(id, addr.to_string());
+        drop(inner);
+        self.changes.send_modify(|g| *g += 1);
+        Ok(true)
+    }
+
+    /// Removes member `id` (its connection closes when the last user drops
+    /// it). Returns whether it was a member.
+    pub fn remove(&self, id: NodeId) -> bool {
+        let mut inner = self.inner.write().expect("peers lock");
+        let was = inner.addrs.remove(&id).is_some();
+        inner.clients.remove(&id);
+        drop(inner);
+        if was {
+            self.changes.send_modify(|g| *g += 1);
+        }
+        was
+    }
+
+    /// Changes of the member set: the value is bumped on each.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }

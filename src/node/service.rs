@@ -261,6 +261,45 @@ impl Cluster for ClusterService {
         }))
     }
 
+    /// The Raft configuration as this node knows it, with each member's
+    /// addresses (the state machine's records over the start-up list).
+    async fn members(&self, _req: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        let n = &self.node;
+        let v = n.linear.view();
+        let records = n.rsm.member_records().map_err(|e| Status::internal(e.to_string()))?;
+        let address = |id: u32| match records.get(&id) {
+            Some(r) => (r.client_address.clone(), r.peer_address.clone()),
+            None => (
+                n.cfg.cluster.get(&id).cloned().unwrap_or_default(),
+                n.cfg.peer_cluster.get(&id).cloned().unwrap_or_default(),
+            ),
+        };
+        let info = |id: u64, role: &str| {
+            let (client_address, peer_address) = address(id as u32);
+            MemberInfo {
+                id: id as u32,
+                client_address,
+                peer_address,
+                role: role.to_string(),
+                leader: id == v.leader_id,
+                matched_index: v.matched.get(&id).copied().unwrap_or(0),
+            }
+        };
+        let mut members: Vec<MemberInfo> = v
+            .voters
+            .iter()
+            .map(|&id| info(id, "voter"))
+            .chain(v.learners.iter().map(|&id| info(id, "learner")))
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(Response::new(MembersResponse {
+            members,
+            answered_by: n.cfg.id,
+            leader_id: v.leader_id,
+            commit_index: v.commit_index,
+        }))
+    }
+
     /// Echoes the payload and nothing else: the benchmark baseline for a
     /// bare tonic round trip (its size is bounded by tonic's decoding limit).
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
@@ -301,5 +340,55 @@ impl Admin for AdminService {
             "clock offset changed (clock-skew test hook)"
         );
         Ok(Response::new(SetClockOffsetResponse { previous_offset_ms: previous }))
+    }
+
+    async fn change_members(
+        &self,
+        req: Request<ChangeMembersRequest>,
+    ) -> Result<Response<ChangeMembersResponse>, Status> {
+        use crate::rsm::membership::{MemberOp, MembershipError as E};
+        if !self.node.cfg.enable_test_hooks {
+            return Err(Status::failed_precondition(
+                "test hooks are off: membership changes are a test hook until the quorum and eventual levels \
+                 follow them (start the node with --enable-test-hooks)",
+            ));
+        }
+        let r = req.into_inner();
+        let op = match MemberChangeOp::try_from(r.op) {
+            Ok(MemberChangeOp::MemberAddLearner) => {
+                if r.client_address.is_empty() || r.peer_address.is_empty() {
+                    return Err(Status::invalid_argument("adding a member needs its client and peer addresses"));
+                }
+                MemberOp::AddLearner(crate::proto::rsm::MemberRecord {
+                    id: r.id,
+                    client_address: r.client_address,
+                    peer_address: r.peer_address,
+                    removed: false,
+                })
+            }
+            Ok(MemberChangeOp::MemberPromote) => MemberOp::Promote(r.id),
+            Ok(MemberChangeOp::MemberRemove) => MemberOp::Remove(r.id),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown membership change {}", r.op))),
+        };
+        let timeout = Duration::from_millis(r.timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS));
+        match self.node.rsm.change_members(op, timeout).await {
+            Ok(cs) => Ok(Response::new(ChangeMembersResponse { voters: cs.voters, learners: cs.learners })),
+            Err(e) => Err(match &e {
+                E::NotLeader { .. }
+                | E::LeaderMoving { .. }
+                | E::LeadershipChanged { .. }
+                | E::Timeout { .. }
+                | E::Dropped { .. }
+                | E::Stopped => Status::unavailable(e.to_string()),
+                E::InProgress | E::NotCaughtUp { .. } => Status::aborted(e.to_string()),
+                E::AlreadyMember { .. }
+                | E::IdNotUsable { .. }
+                | E::NotAMember { .. }
+                | E::NotALearner { .. }
+                | E::LastVoter { .. }
+                | E::WouldLoseQuorum { .. }
+                | E::TooMany { .. } => Status::failed_precondition(e.to_string()),
+            }),
+        }
     }
 }

@@ -20,7 +20,7 @@ impl TopicPeerService {
     /// `from` is a member other than us and, with TLS, the member whose
     /// certificate the caller presented on `req`.
     fn check_member<T>(&self, req: &Request<T>, from: u32) -> Result<(), Status> {
-        super::peer_input::check_peer(&self.node.cfg.cluster, self.node.cfg.id, from)?;
+        super::peer_input::check_peer(|id| self.node.peers.contains(id), self.node.cfg.id, from)?;
         let peer = super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.cfg.cluster, req)?;
         super::tls::check_claim(peer, from)
     }

@@ -67,14 +67,17 @@ use tokio_util::sync::CancellationToken;
 use super::batcher::FILL_LINGER_US;
 use super::batcher::{EntryBytes, ProposalBatcher};
 use super::error::RaftError;
+use super::membership::{self, ConfProposal, Decision, LeaderFacts, MembershipError};
 use super::read_index::{RaftFacts, ReadEffect, ReadIndexQueue, Refusal};
 use super::snapshot::{install_ops, SnapMeta, SnapshotReader, MAX_INSTALL_BYTES};
-use super::state_machine::{Answer, Applier, RsmRead};
+use super::state_machine::{members, Answer, Applier, RsmRead};
 use super::storage::{RaftStore, KEY_INSTALLING};
 use super::transport::{Inbound, LostLog, Transport, TransportEvent};
 use crate::clock::Clock;
+use crate::clock::NodeId;
 use crate::levels::LevelError;
 use crate::metrics::{add, Metrics};
+use crate::node::peers::{Peers, MAX_MEMBERS};
 use crate::proto::rsm;
 use crate::store::{cf, Cf, Store, StoreError, WriteOp};
 
@@ -118,6 +121,10 @@ pub struct RaftSettings {
     /// Entries kept behind the applied index at compaction, for slow followers.
     pub catch_up_entries: u64,
     pub read_mode: ReadMode,
+    /// A node with no Raft state yet starts with an empty configuration and
+    /// waits for the leader to add it (`kv serve --join`), instead of
+    /// founding a group of the configured members.
+    pub join: bool,
 }
 
 impl Default for RaftSettings {
@@ -129,6 +136,7 @@ impl Default for RaftSettings {
             snapshot_entries: 10_000,
             catch_up_entries: 1_000,
             read_mode: ReadMode::ReadIndex,
+            join: false,
         }
     }
 }
@@ -183,6 +191,11 @@ pub struct RaftView {
     pub applied_index: u64,
     /// Milliseconds since a message from each peer was last received.
     pub last_contact_ms: BTreeMap<u32, u64>,
+    /// The Raft configuration: voters and learners, ascending.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Leader only: the highest index known replicated to each member.
+    pub matched: BTreeMap<u64, u64>,
 }
 
 /// Applied entries not yet written: their writes and what to do after.
@@ -192,6 +205,16 @@ struct Prepared {
     applied: Option<(u64, u64)>,
     /// What the `rsm` family holds once `ops` are written (for the cache).
     rsm_after: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Configuration changes among the entries, in log order.
+    conf: Vec<ConfApplied>,
+}
+
+/// A configuration change applied by a batch: what follows its write.
+struct ConfApplied {
+    index: u64,
+    ctx: Option<rsm::MemberChange>,
+    /// The new configuration; `None` when raft-rs refused the change.
+    cs: Option<raft::eraftpb::ConfState>,
 }
 
 pub struct Channels {
@@ -199,6 +222,7 @@ pub struct Channels {
     pub reads: mpsc::Receiver<ReadWaiter>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub events: mpsc::Receiver<TransportEvent>,
+    pub conf: mpsc::Receiver<ConfProposal>,
 }
 
 /// State-machine values the driver remembers. It is the only writer of the
@@ -297,6 +321,34 @@ pub struct Driver {
     /// raft-rs's thread RNG (see [`Driver::reseed_election_timeout`]).
     election_rng: Option<StdRng>,
     snap_done: (mpsc::Sender<Result<SnapMeta, StoreError>>, mpsc::Receiver<Result<SnapMeta, StoreError>>),
+    /// Membership changes proposed here, by the index they were proposed
+    /// at: (term, who waits).
+    conf_waiters: BTreeMap<u64, (u64, oneshot::Sender<Result<raft::eraftpb::ConfState, MembershipError>>)>,
+    /// The members of the start-up configuration (`--cluster`), under the
+    /// records the state machine applies (`members::merge_into`).
+    configured: BTreeMap<NodeId, String>,
+    /// The current configuration's voters and learners (for the view).
+    conf_ids: (Vec<u64>, Vec<u64>),
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// Makes `peers` hold exactly `members` (and this node).
+pub fn sync_peers(peers: &Peers, members: &BTreeMap<NodeId, String>) {
+    for id in peers.ids() {
+        if !members.contains_key(&id) {
+            peers.remove(id);
+        }
+    }
+    for (&id, addr) in members {
+        if let Err(e) = peers.add(id, addr) {
+            tracing::error!(id, error = %e, "cannot connect to a member");
+        }
+    }
 }
 
 /// Whether a batch of apply writes merges cells (`WriteOp::Merge`: the KV
@@ -346,8 +398,11 @@ impl Driver {
         applied: u64,
         lost_log: Arc<LostLog>,
         election_rng: Option<StdRng>,
+        configured: BTreeMap<NodeId, String>,
     ) -> Driver {
         let reads = ReadIndexQueue::new(settings.read_mode == ReadMode::Lease, lease_ms(&settings));
+        let cs = node.store().conf_state();
+        let conf_ids = (sorted(&cs.voters), sorted(&cs.learners));
         let mut d = Driver {
             node,
             id,
@@ -371,6 +426,9 @@ impl Driver {
             snap_generating: false,
             election_rng,
             snap_done: mpsc::channel(1),
+            conf_waiters: BTreeMap::new(),
+            configured,
+            conf_ids,
         };
         d.reseed_election_timeout();
         d
@@ -454,6 +512,7 @@ impl Driver {
                     self.run_reads(effects);
                 }
                 Some(ev) = ch.events.recv() => self.on_event(ev),
+                Some(p) = ch.conf.recv() => self.propose_conf(p),
                 Some(done) = self.snap_done.1.recv() => {
                     self.snap_generating = false;
                     if let Err(e) = done {
@@ -498,6 +557,13 @@ impl Driver {
         let mut failed = expired.len();
         for (_, w) in expired {
             let _ = w.send(Err(RaftError::WriteLeadershipChanged { term }.into()));
+        }
+        let old: Vec<u64> = self.conf_waiters.iter().filter(|(_, (t, _))| *t < term).map(|(&i, _)| i).collect();
+        for index in old {
+            if let Some((_, w)) = self.conf_waiters.remove(&index) {
+                failed += 1;
+                let _ = w.send(Err(MembershipError::LeadershipChanged { term }));
+            }
         }
         // The lease ends too.
         let refused = self.reads.on_term_change(term);
@@ -639,6 +705,93 @@ impl Driver {
         }
     }
 
+    /// Checks a membership change (`membership::decide`) and proposes it,
+    /// or answers why not.
+    fn propose_conf(&mut self, p: ConfProposal) {
+        let decided = self.leader_facts().and_then(|f| {
+            let change_id = self.node.raft.raft_log.last_index() + 1;
+            membership::decide(&p.op, &f, change_id).map(|d| (d, change_id))
+        });
+        match decided {
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+            }
+            Ok((Decision::TransferLeader { to }, _)) => {
+                tracing::info!(to, "leader asked to remove itself: transferring leadership first");
+                self.node.transfer_leader(to);
+                let _ = p.reply.send(Err(MembershipError::LeaderMoving { id: self.id, to }));
+            }
+            Ok((Decision::Propose(cc, ctx), change_id)) => {
+                let last_before = self.node.raft.raft_log.last_index();
+                match self.node.propose_conf_change(ctx.encode_to_vec(), cc) {
+                    Err(e) => {
+                        let _ = p.reply.send(Err(MembershipError::Dropped { reason: e.to_string() }));
+                    }
+                    Ok(()) => {
+                        assert_eq!(
+                            self.node.raft.raft_log.last_index(),
+                            last_before + 1,
+                            "a leader appends a proposed change at once"
+                        );
+                        tracing::info!(op = ?p.op, index = change_id, "membership change proposed");
+                        self.conf_waiters.insert(change_id, (self.node.raft.term, p.reply));
+                    }
+                }
+            }
+        }
+    }
+
+    fn leader_facts(&self) -> Result<LeaderFacts, MembershipError> {
+        let r = &self.node.raft;
+        let timeout = Duration::from_millis(self.settings.tick_ms * self.settings.election_ticks as u64);
+        let mut recently_heard: std::collections::BTreeSet<u64> =
+            self.last_contact.iter().filter(|(_, at)| at.elapsed() < timeout).map(|(&id, _)| id).collect();
+        recently_heard.insert(self.id as u64);
+        let records = members::read_all(&DbRsm(self.store.db()))
+            .map_err(|e| MembershipError::Dropped { reason: format!("cannot read the member records: {e}") })?;
+        Ok(LeaderFacts {
+            me: self.id,
+            is_leader: r.state == StateRole::Leader,
+            leader: r.leader_id,
+            pending: r.has_pending_conf(),
+            conf: self.node.store().conf_state(),
+            commit: r.raft_log.committed,
+            matched: r.prs().iter().map(|(&id, pr)| (id, pr.matched)).collect(),
+            recently_heard,
+            records,
+            max_members: MAX_MEMBERS,
+        })
+    }
+
+    /// After the batch that applied configuration changes is written: the
+    /// storage's configuration, the peer set and the callers that wait.
+    fn conf_applied(&mut self, changes: Vec<ConfApplied>) {
+        for ch in changes {
+            if let Some(cs) = &ch.cs {
+                self.node.store().set_conf_state(cs.clone());
+                self.conf_ids = (sorted(&cs.voters), sorted(&cs.learners));
+                if let Some(m) = ch.ctx.as_ref().and_then(|c| c.member.as_ref()) {
+                    let peers = self.transport.peers();
+                    let in_conf = cs.voters.contains(&(m.id as u64)) || cs.learners.contains(&(m.id as u64));
+                    if in_conf && !m.removed {
+                        if let Err(e) = peers.add(m.id, &m.peer_address) {
+                            tracing::error!(id = m.id, error = %e, "cannot connect to a new member");
+                        }
+                    } else if !in_conf && m.id != self.id {
+                        peers.remove(m.id);
+                    }
+                }
+                tracing::info!(index = ch.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+            }
+            let ours = ch.ctx.as_ref().is_some_and(|c| c.change_id == ch.index);
+            if let Some((_, w)) = ours.then(|| self.conf_waiters.remove(&ch.index)).flatten() {
+                let _ = w.send(ch.cs.ok_or_else(|| MembershipError::Dropped {
+                    reason: "Raft refused the change when applying it".into(),
+                }));
+            }
+        }
+    }
+
     /// Milliseconds since the driver started, on the monotonic clock: the
     /// time the pure cores ([`ReadIndexQueue`]) are given. A pause of the
     /// process only ages what they hold.
@@ -750,9 +903,9 @@ impl Driver {
         // 4-5. Entries and hard state: one synced batch.
         let entries = rd.take_entries();
         let hs = rd.hs().cloned();
-        let (mut ops, answers, applied, rsm_after) = match prepared {
-            Some(Prepared { ops, answers, applied, rsm_after }) => (ops, answers, applied, rsm_after),
-            None => (Vec::new(), Vec::new(), None, Vec::new()),
+        let (mut ops, answers, applied, rsm_after, conf) = match prepared {
+            Some(Prepared { ops, answers, applied, rsm_after, conf }) => (ops, answers, applied, rsm_after, conf),
+            None => (Vec::new(), Vec::new(), None, Vec::new(), Vec::new()),
         };
         ops.extend(self.node.store().append_ops(&entries)?);
         if let Some(hs) = &hs {
@@ -767,6 +920,7 @@ impl Driver {
             self.node.store().appended(&entries, hs.as_ref());
         }
         self.remember_rsm(rsm_after);
+        self.conf_applied(conf);
         self.finish_apply(answers, applied);
         if let Some(t) = apply_started {
             self.metrics.raft_apply.observe(t.elapsed());
@@ -800,16 +954,17 @@ impl Driver {
     /// when the commit index moved.
     async fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>, hs_op: Option<WriteOp>) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let Some(Prepared { mut ops, answers, applied, rsm_after }) = self.prepare_apply(&entries)? else {
+        let Some(Prepared { mut ops, answers, applied, rsm_after, conf }) = self.prepare_apply(&entries)? else {
             if let Some(op) = hs_op {
                 self.store.write(vec![op], false).await?;
             }
             return Ok(());
         };
         ops.extend(hs_op);
-        let sync = merges_cells(&ops);
+        let sync = merges_cells(&ops) || !conf.is_empty();
         self.store.write(ops, sync).await?;
         self.remember_rsm(rsm_after);
+        self.conf_applied(conf);
         self.finish_apply(answers, applied);
         self.metrics.raft_apply.observe(started.elapsed());
         Ok(())
@@ -826,6 +981,7 @@ impl Driver {
         let voters = self.node.store().conf_state().voters.iter().map(|&v| v as u32).collect::<Vec<_>>();
         let mut applier = Applier::new(&view).with_voters(voters);
         let mut conf_ops = Vec::new();
+        let mut conf_applied = Vec::new();
         for e in entries {
             if e.index <= self.applied {
                 continue;
@@ -833,26 +989,45 @@ impl Driver {
             match e.get_entry_type() {
                 EntryType::EntryNormal => applier.apply(e.index, e.term, e.get_data())?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    // capkv never proposes membership changes yet; apply any
-                    // that appear so Raft's view stays consistent.
-                    let cs = if e.get_entry_type() == EntryType::EntryConfChange {
-                        let cc = ConfChange::parse_from_bytes(e.get_data())
-                            .map_err(|x| StoreError::Malformed { what: "conf change", source: x.into() })?;
-                        self.node.apply_conf_change(&cc)
+                    // Membership (`rsm::membership`): capkv proposes V2
+                    // changes whose context names the member; applying one
+                    // stores the new configuration and the member's record
+                    // in the same batch.
+                    let malformed =
+                        |x: protobuf::ProtobufError| StoreError::Malformed { what: "conf change", source: x.into() };
+                    // capkv proposes only V2 changes; a V1 change is applied
+                    // for Raft's sake and records nothing.
+                    let (v1, cc) = if e.get_entry_type() == EntryType::EntryConfChange {
+                        (Some(ConfChange::parse_from_bytes(e.get_data()).map_err(malformed)?), ConfChangeV2::default())
                     } else {
-                        let cc = ConfChangeV2::parse_from_bytes(e.get_data())
-                            .map_err(|x| StoreError::Malformed { what: "conf change", source: x.into() })?;
-                        self.node.apply_conf_change(&cc)
+                        (None, ConfChangeV2::parse_from_bytes(e.get_data()).map_err(malformed)?)
                     };
-                    if let Ok(cs) = cs {
-                        conf_ops.push(WriteOp::Put {
-                            cf: Cf::RaftState,
-                            key: super::storage::KEY_CONF_STATE.to_vec(),
-                            value: cs
-                                .write_to_bytes()
-                                .map_err(|x| StoreError::Malformed { what: "conf state", source: x.into() })?,
-                        });
-                    }
+                    let ctx = match v1 {
+                        Some(_) => None,
+                        None => members::decode_context(e.get_context())?,
+                    };
+                    let applied_cs = match &v1 {
+                        Some(v1) => self.node.apply_conf_change(v1),
+                        None => self.node.apply_conf_change(&cc),
+                    };
+                    let cs = match applied_cs {
+                        Ok(cs) => {
+                            conf_ops.push(WriteOp::Put {
+                                cf: Cf::RaftState,
+                                key: super::storage::KEY_CONF_STATE.to_vec(),
+                                value: cs
+                                    .write_to_bytes()
+                                    .map_err(|x| StoreError::Malformed { what: "conf state", source: x.into() })?,
+                            });
+                            conf_ops.extend(members::change_ops(&cc, ctx.as_ref()));
+                            Some(cs)
+                        }
+                        Err(err) => {
+                            tracing::warn!(index = e.index, %err, "raft refused a committed configuration change");
+                            None
+                        }
+                    };
+                    conf_applied.push(ConfApplied { index: e.index, ctx, cs });
                     applier.apply(e.index, e.term, &[])?;
                 }
             }
@@ -873,7 +1048,7 @@ impl Driver {
                 _ => {}
             }
         }
-        Ok(Some(Prepared { ops, answers, applied, rsm_after }))
+        Ok(Some(Prepared { ops, answers, applied, rsm_after, conf: conf_applied }))
     }
 
     /// After the apply ops are written: advance the applied index, answer
@@ -919,6 +1094,11 @@ impl Driver {
         self.rsm_cache.clear();
         install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
         self.applied = meta.index;
+        let cs = meta.get_conf_state();
+        self.conf_ids = (sorted(&cs.voters), sorted(&cs.learners));
+        // The snapshot brings the member records of the changes it covers.
+        let records = members::read_all(&DbRsm(self.store.db()))?;
+        sync_peers(self.transport.peers(), &members::merge_into(&self.configured, &records));
         self.complete_reads();
         self.check_recovered();
         Ok(())
@@ -953,6 +1133,13 @@ impl Driver {
                 .iter()
                 .map(|(&id, at)| (id as u32, now.duration_since(*at).as_millis() as u64))
                 .collect(),
+            voters: self.conf_ids.0.clone(),
+            learners: self.conf_ids.1.clone(),
+            matched: if r.state == StateRole::Leader {
+                r.prs().iter().map(|(&id, pr)| (id, pr.matched)).collect()
+            } else {
+                BTreeMap::new()
+            },
         };
         let prev_leader = self.view.borrow().leader_id;
         if view.leader_id != prev_leader && view.leader_id != INVALID_ID {

@@ -25,6 +25,7 @@ pub mod batcher;
 pub mod driver;
 pub mod error;
 pub mod logger;
+pub mod membership;
 pub mod read_index;
 pub mod snapshot;
 pub mod state_machine;
@@ -63,6 +64,8 @@ use storage::RaftStore;
 pub const PROPOSAL_QUEUE: usize = 16 * 1024;
 pub const READ_QUEUE: usize = 16 * 1024;
 pub const INBOUND_QUEUE: usize = 16 * 1024;
+/// Membership changes queued for the driver (one is proposed at a time).
+pub const CONF_QUEUE: usize = 16;
 
 /// Who is asking: the client's session identifiers.
 #[derive(Clone, Copy, Debug, Default)]
@@ -78,6 +81,9 @@ pub struct Rsm {
     proposals: mpsc::Sender<Proposal>,
     reads: mpsc::Sender<ReadWaiter>,
     inbound: mpsc::Sender<transport::Inbound>,
+    conf: mpsc::Sender<membership::ConfProposal>,
+    store: Arc<Store>,
+    peers: Arc<Peers>,
     view: watch::Receiver<RaftView>,
     snapshots: Arc<Snapshots>,
     /// Session id for requests that come without a client id.
@@ -109,9 +115,16 @@ impl Rsm {
         let own_client_id = rng.random::<u64>() | 1;
         let election_rng = seed.map(|_| StdRng::seed_from_u64(rng.random()));
         let snapshots = Arc::new(Snapshots::open(store.dir().join("snapshots"))?);
-        let voters: Vec<u64> = peers.members().keys().map(|&i| i as u64).collect();
+        let configured = peers.members();
+        // A fresh node founds the group of the configured members, or, when
+        // it joins a running cluster, waits with no configuration until the
+        // leader adds it (and sends it a snapshot).
+        let voters: Vec<u64> = if settings.join { Vec::new() } else { configured.keys().map(|&i| i as u64).collect() };
         let raft_store = RaftStore::open(store.db().clone(), &voters, snapshots.clone())?;
         driver::finish_interrupted_install(&store, &raft_store).await?;
+        // Members added or removed since the configuration was written.
+        let records = state_machine::members::read_all(&DbRsm(store.db()))?;
+        driver::sync_peers(&peers, &state_machine::members::merge_into(&configured, &records));
         let applied = DbRsm(store.db()).get(META_APPLIED)?.and_then(|b| decode_applied(&b)).map_or(0, |(i, _)| i);
         if let Some(op) = raft_store.commit_at_least(applied) {
             store.write(vec![op], true).await?;
@@ -125,10 +138,17 @@ impl Rsm {
         let (rtx, rrx) = mpsc::channel(READ_QUEUE);
         let (itx, irx) = mpsc::channel(INBOUND_QUEUE);
         let (etx, erx) = mpsc::channel(1024);
+        let (ctx, crx) = mpsc::channel(CONF_QUEUE);
         let (vtx, vrx) = watch::channel(RaftView::default());
         let lost_log = Arc::new(transport::LostLog::default());
-        let transport =
-            transport::Transport::start(peers, snapshots.clone(), etx, lost_log.clone(), cancel.clone(), tracker);
+        let transport = transport::Transport::start(
+            peers.clone(),
+            snapshots.clone(),
+            etx,
+            lost_log.clone(),
+            cancel.clone(),
+            tracker,
+        );
         let driver = Driver::new(
             node,
             id,
@@ -142,13 +162,17 @@ impl Rsm {
             applied,
             lost_log,
             election_rng,
+            configured,
         );
-        tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx }));
+        tracker.spawn(driver.run(Channels { proposals: prx, reads: rrx, inbound: irx, events: erx, conf: crx }));
         tracing::info!(id, applied, "replicated state machine started");
         Ok(Arc::new(Rsm {
             proposals: ptx,
             reads: rtx,
             inbound: itx,
+            conf: ctx,
+            store,
+            peers,
             view: vrx,
             snapshots,
             own_client_id,
@@ -248,6 +272,40 @@ impl Rsm {
             Some(reply::Result::Topic(r)) => Ok(r),
             other => Err(LevelError::UnexpectedReply { command: "topic command", reply: format!("{other:?}") }),
         }
+    }
+
+    /// Proposes a membership change on this node, which must be the leader
+    /// (`membership::decide` lists the refusals), and waits until it is applied.
+    pub async fn change_members(
+        &self,
+        op: membership::MemberOp,
+        timeout: Duration,
+    ) -> Result<raft::eraftpb::ConfState, membership::MembershipError> {
+        use membership::MembershipError;
+        let (tx, rx) = oneshot::channel();
+        let waited_ms = timeout.as_millis() as u64;
+        match tokio::time::timeout(timeout, self.conf.send(membership::ConfProposal { op, reply: tx })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(MembershipError::Stopped),
+            Err(_) => return Err(MembershipError::Timeout { waited_ms }),
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(MembershipError::Stopped),
+            Err(_) => Err(MembershipError::Timeout { waited_ms }),
+        }
+    }
+
+    /// The members with their addresses as this node knows them: the Raft
+    /// configuration (view) with the state machine's records over the
+    /// start-up configuration.
+    pub fn member_records(&self) -> Result<std::collections::BTreeMap<u32, rsm::MemberRecord>, StoreError> {
+        Ok(state_machine::members::read_all(&DbRsm(self.store.db()))?)
+    }
+
+    /// The member set peers are reached at (changes as members come and go).
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     /// Waits until this node has applied everything committed before now

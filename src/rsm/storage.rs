@@ -289,6 +289,16 @@ impl RaftStore {
         ]
     }
 
+    /// A configuration change was applied (and its `conf_state_op` written).
+    /// Snapshots handed out from now carry it: a snapshot made before the
+    /// change then names a configuration newer than its index. That is
+    /// harmless: the follower re-applies the changes after the index from
+    /// the log, in order, and single-node changes set a node's role
+    /// outright (raft-rs `Changer`), so it ends in the leader's configuration.
+    pub fn set_conf_state(&self, cs: ConfState) {
+        self.core.write().expect("raft core").conf_state = cs;
+    }
+
     pub fn snapshot_installed(&self, index: u64, term: u64, cs: &ConfState) {
         let mut core = self.core.write().expect("raft core");
         core.terms.clear();

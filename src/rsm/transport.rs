@@ -64,6 +64,7 @@ pub struct Transport {
     peers: Arc<Peers>,
     snapshots: Arc<Snapshots>,
     events: mpsc::Sender<TransportEvent>,
+    lost_log: Arc<LostLog>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -88,16 +89,41 @@ impl Transport {
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Transport {
-        let mut queues = BTreeMap::new();
-        for id in peers.ids() {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tracker.spawn(send_loop(id, peers.clone(), rx, events.clone(), lost_log.clone(), cancel.clone()));
-            queues.insert(id as u64, tx);
+        let mut t =
+            Transport { queues: BTreeMap::new(), peers, snapshots, events, lost_log, tracker: tracker.clone(), cancel };
+        for id in t.peers.ids() {
+            t.open(id as u64);
         }
-        Transport { queues, peers, snapshots, events, tracker: tracker.clone(), cancel }
+        t
     }
 
-    pub fn send(&self, msgs: Vec<Message>) {
+    /// The member set the transport sends to.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Starts the send loop to member `to`; `None` when `to` is not a member.
+    fn open(&mut self, to: u64) -> Option<&mpsc::Sender<Message>> {
+        if !self.peers.contains(to as NodeId) || to == self.peers.self_id() as u64 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+        self.tracker.spawn(send_loop(
+            to as NodeId,
+            self.peers.clone(),
+            rx,
+            self.events.clone(),
+            self.lost_log.clone(),
+            self.cancel.clone(),
+        ));
+        self.queues.insert(to, tx);
+        self.queues.get(&to)
+    }
+
+    /// Queues `msgs` for their peers. A member added since the last call
+    /// gets its send loop here; a removed member's loop has ended, and its
+    /// messages are dropped.
+    pub fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
             if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -111,10 +137,14 @@ impl Transport {
                 ));
                 continue;
             }
-            let Some(q) = self.queues.get(&to) else {
-                tracing::warn!(to, "raft message for an unknown peer dropped");
-                continue;
-            };
+            if self.queues.get(&to).is_none_or(|q| q.is_closed()) {
+                self.queues.remove(&to);
+                if self.open(to).is_none() {
+                    tracing::debug!(to, "raft message for a node that is not a member dropped");
+                    continue;
+                }
+            }
+            let q = self.queues.get(&to).expect("queue opened above");
             if q.try_send(m).is_err() {
                 let _ = self.events.try_send(TransportEvent::Unreachable(to));
             }
@@ -130,8 +160,12 @@ async fn send_loop(
     lost_log: Arc<LostLog>,
     cancel: CancellationToken,
 ) {
-    let mut client = peers.client(to);
     loop {
+        // A member that was removed gets no more messages.
+        let Some(mut client) = peers.client(to) else {
+            tracing::debug!(to, "raft send loop ends: no longer a member");
+            return;
+        };
         // An idle link holds no stream: open one for the first message.
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -257,7 +291,7 @@ async fn stream_snapshot(to: NodeId, msg: Message, peers: &Peers, snapshots: &Sn
             }
         }
     };
-    let mut client = peers.client(to);
+    let mut client = peers.client(to).ok_or_else(|| format!("node {to} is not a member"))?;
     let rpc = call(SNAPSHOT_RPC_TIMEOUT_MS, client.snapshot(request(ReceiverStream::new(rx), SNAPSHOT_RPC_TIMEOUT_MS)));
     let (sent, reply) = tokio::join!(reader, rpc);
     reply.map_err(|s| s.message().to_string())?;

@@ -30,7 +30,9 @@ use super::net::SimNet;
 use crate::client::Client;
 use crate::clock::{NodeId, TokioWallTime};
 use crate::node::config::{resolve, Overrides};
+use crate::node::peers::Dialer;
 use crate::node::{NodeConfig, NodeEnv, NodeError, NodeSim};
+use crate::proto::admin_client::AdminClient;
 
 /// Client port of every simulated node (names differ, so one port is enough).
 pub const SIM_PORT: u16 = 7000;
@@ -153,6 +155,8 @@ impl SimCluster {
             cfg.unsafe_test.linearizable_local_reads = settings.unsafe_local_linear_reads;
             cfg.unsafe_test.skip_read_impose = settings.unsafe_skip_read_impose;
             cfg.unsafe_test.skip_level_join = settings.unsafe_skip_level_join;
+            // Admin (clock offset, membership changes) is how tests drive nodes.
+            cfg.enable_test_hooks = true;
             configs.insert(id, cfg);
         }
         let walls = ids.iter().map(|&id| (id, Arc::new(TokioWallTime::new(SIM_WALL_START_MS)))).collect();
@@ -172,6 +176,31 @@ impl SimCluster {
 
     pub fn ids(&self) -> Vec<NodeId> {
         self.configs.keys().copied().collect()
+    }
+
+    /// Starts a new node `id` that joins the running cluster: it knows the
+    /// other members' addresses but has no Raft configuration, and waits
+    /// until the leader adds it (Admin `ChangeMembers`) and sends it a
+    /// snapshot. Its quorum-level replicas are the members it was pointed at.
+    pub fn join_node(&mut self, id: NodeId) -> Result<(), NodeError> {
+        assert!(!self.configs.contains_key(&id), "node {id} exists");
+        let any = self.configs.values().next().expect("a running cluster").clone();
+        let mut cfg = any;
+        cfg.id = id;
+        cfg.data_dir = cfg.data_dir.with_file_name(format!("n{id}"));
+        cfg.cluster.insert(id, host(id));
+        cfg.peer_cluster.insert(id, peer_host(id));
+        cfg.raft.join = true;
+        self.configs.insert(id, cfg);
+        self.walls.insert(id, Arc::new(TokioWallTime::new(SIM_WALL_START_MS)));
+        self.start_node(id);
+        Ok(())
+    }
+
+    /// The Admin service of node `id` (its peer port), from the test's host.
+    pub fn admin(&self, id: NodeId) -> AdminClient<tonic::transport::Channel> {
+        let channel = self.net.dialer("admin").channel(&peer_host(id)).expect("valid simulated address");
+        AdminClient::new(channel)
     }
 
     /// Starts node `id` (no-op if it runs).

@@ -156,7 +156,7 @@ pub async fn run_round(
 ) -> Result<(usize, usize), String> {
     inc(&metrics.anti_entropy_rounds);
     let me = peers.self_id();
-    let mut client = peers.client(peer);
+    let mut client = peers.client(peer).ok_or_else(|| format!("node {peer} is not a member"))?;
     let remote = call(
         AE_RPC_TIMEOUT_MS,
         client.digest(request(DigestRequest { from_node: me, bucket_count: BUCKETS }, AE_RPC_TIMEOUT_MS)),

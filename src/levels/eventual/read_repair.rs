@@ -189,10 +189,10 @@ async fn run(
 pub async fn repair(store: &Store, peers: &Peers, metrics: &Metrics, keys: &[Bytes]) -> Result<(), String> {
     inc(&metrics.read_repair_rounds);
     let ids = peers.ids();
-    let replies = join_all(ids.iter().map(|&id| {
-        let mut client = peers.client(id);
+    let replies = join_all(ids.iter().filter_map(|&id| {
+        let mut client = peers.client(id)?;
         let req = ReadCellsRequest { from_node: peers.self_id(), keys: keys.to_vec() };
-        async move { (id, call(REPAIR_TIMEOUT_MS, client.read_cells(request(req, REPAIR_TIMEOUT_MS))).await) }
+        Some(async move { (id, call(REPAIR_TIMEOUT_MS, client.read_cells(request(req, REPAIR_TIMEOUT_MS))).await) })
     }))
     .await;
     // Per key: what each replica holds.
@@ -227,10 +227,10 @@ pub async fn repair(store: &Store, peers: &Peers, metrics: &Metrics, keys: &[Byt
     if !local_fix.is_empty() {
         store.write(local_fix, true).await.map_err(|e| e.to_string())?;
     }
-    join_all(pushes.into_iter().map(|(id, cells)| {
-        let mut client = peers.client(id);
+    join_all(pushes.into_iter().filter_map(|(id, cells)| {
+        let mut client = peers.client(id)?;
         let me = peers.self_id();
-        async move {
+        Some(async move {
             let size = |c: &crate::proto::peer::Cell| cell_bytes(c.key.len(), c.value.len());
             for chunk in chunks_within(&cells, MAX_REPAIR_BATCH_KEYS, MAX_REPAIR_PUSH_BATCH_BYTES, size) {
                 let req = CellsRequest { from_node: me, cells: chunk.to_vec() };
@@ -238,7 +238,7 @@ pub async fn repair(store: &Store, peers: &Peers, metrics: &Metrics, keys: &[Byt
                     break;
                 }
             }
-        }
+        })
     }))
     .await;
     if fixed > 0 {

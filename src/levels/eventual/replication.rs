@@ -223,7 +223,7 @@ impl PeerTask {
     async fn deliver(&self, cells: &[(Bytes, Cell)]) -> Result<(), String> {
         let req =
             CellsRequest { from_node: self.self_id, cells: cells.iter().map(|(k, c)| cell_to_peer(k, c)).collect() };
-        let mut client = self.peers.client(self.peer);
+        let mut client = self.peers.client(self.peer).ok_or_else(|| format!("node {} is not a member", self.peer))?;
         call(REPLICATE_TIMEOUT_MS, client.replicate(request(req, REPLICATE_TIMEOUT_MS)))
             .await
             .map_err(|s| format!("{}: {}", s.code(), s.message()))?;

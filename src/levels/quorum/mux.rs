@@ -123,7 +123,7 @@ async fn run(
     read_keys: usize,
     cancel: CancellationToken,
 ) {
-    let mut client = peers.client(to);
+    let Some(mut client) = peers.client(to) else { return };
     let me = peers.self_id();
     let mut next_id = 0u64;
     loop {

@@ -43,13 +43,13 @@ impl Quorum {
     pub fn new(
         store: Arc<Store>,
         peers: Arc<Peers>,
+        replicas: Vec<NodeId>,
         config: QuorumConfig,
         max_value_bytes: usize,
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Quorum {
-        let replicas = peers.members().keys().copied().collect();
         let mux = Mux::start(peers.clone(), max_value_bytes, cancel, tracker);
         Quorum { store, peers, mux, replicas, config, metrics }
     }

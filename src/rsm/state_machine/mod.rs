@@ -24,10 +24,12 @@
 //!   does is its family's: [`kv`] (put, delete, CAS on user keys, each
 //!   write also LWW-merged into the key's cell so eventual and quorum
 //!   reads see it) and [`topic_meta`] (topic and group metadata: epoch
-//!   compare-and-set, groups, key layout). A later family (membership) adds a
-//!   file and an arm in `execute`.
+//!   compare-and-set, groups, key layout). Membership ([`members`]) is
+//!   not a command family: Raft configuration changes carry it, and the
+//!   driver applies them with [`members::change_ops`].
 
 pub mod kv;
+pub mod members;
 pub mod topic_meta;
 
 use std::collections::HashMap;

@@ -1,0 +1,182 @@
+//! Raft membership changes in the deterministic whole-node simulation
+//! (`capkv::sim`): a node joins as a learner, catches up (by snapshot: the
+//! log is compacted every few entries), is promoted, a dead voter is
+//! removed, and the linearizable level keeps serving every key through the
+//! new node. Refusals are checked too: a removed id is never reused, a
+//! removal that would leave no reachable majority is refused.
+//!
+//! Membership changes are a test hook for now (`Admin.ChangeMembers`,
+//! `--enable-test-hooks`): the quorum and eventual levels keep the founding
+//! replica set (issue 22).
+
+use std::time::Duration;
+
+use capkv::client::{CallOptions, Client};
+use capkv::proto::{ChangeMembersRequest, ChangeMembersResponse, MemberChangeOp, MembersResponse};
+use capkv::sim::cluster::{host, peer_host, SimCluster, SimSettings};
+use capkv::Level;
+use tonic::Code;
+
+fn runtime(seed: u64) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all().start_paused(true);
+    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    b.build().expect("runtime")
+}
+
+const ATTEMPTS: usize = 200;
+const RETRY_MS: u64 = 50;
+
+async fn members(client: &Client) -> MembersResponse {
+    for _ in 0..ATTEMPTS {
+        if let Ok(r) = client.members(Duration::from_secs(1)).await {
+            if r.leader_id != 0 {
+                return r;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+    }
+    panic!("no leader known after {ATTEMPTS} attempts");
+}
+
+/// One membership change on the current leader; retried while the answer
+/// says "not now" (no leader, leadership moving, learner catching up).
+async fn change(
+    cluster: &SimCluster,
+    client: &Client,
+    op: MemberChangeOp,
+    id: u32,
+) -> Result<ChangeMembersResponse, tonic::Status> {
+    let req = ChangeMembersRequest {
+        op: op as i32,
+        id,
+        client_address: host(id),
+        peer_address: peer_host(id),
+        timeout_ms: 5_000,
+    };
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let leader = members(client).await.leader_id as u32;
+        match cluster.admin(leader).change_members(req.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) => last = Some(s),
+            Err(s) => return Err(s),
+        }
+        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+    }
+    panic!("membership change {op:?} {id} kept failing: {last:?}");
+}
+
+fn lin() -> CallOptions {
+    CallOptions::new(Level::Linearizable).timeout(Duration::from_secs(5))
+}
+
+async fn write_keys(client: &Client, range: std::ops::Range<u32>) {
+    for i in range {
+        client.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), lin()).await.expect("linearizable set");
+    }
+}
+
+#[test]
+fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
+    let _ = tracing_subscriber::fmt().with_env_filter("capkv=info").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    runtime(7).block_on(async {
+        let settings = SimSettings {
+            seed: 7,
+            // Compact often, so the new node catches up by snapshot.
+            raft_snapshot_entries: Some(20),
+            raft_catch_up_entries: Some(5),
+            ..SimSettings::default()
+        };
+        let mut cluster = SimCluster::start(dir.path().to_path_buf(), settings).unwrap();
+        let client = cluster.client("client");
+        write_keys(&client, 0..100).await;
+
+        cluster.join_node(4).unwrap();
+        let r = change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await.unwrap();
+        assert_eq!((r.voters.len(), r.learners.clone()), (3, vec![4]));
+        // Promotion is refused until the learner caught up; `change` retries.
+        let r = change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await.unwrap();
+        let mut voters = r.voters.clone();
+        voters.sort();
+        assert_eq!((voters, r.learners.len()), (vec![1, 2, 3, 4], 0));
+
+        // The new node knows every member and its addresses (its own from
+        // the record the change wrote, which it got by snapshot or log).
+        // It applies the promotion once it learns the commit index.
+        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        let want: Vec<(u32, String, String)> = (1..=4).map(|id| (id, "voter".to_string(), peer_host(id))).collect();
+        let mut seen = None;
+        for _ in 0..ATTEMPTS {
+            let m = only4.members(Duration::from_secs(1)).await.unwrap();
+            assert_eq!(m.answered_by, 4);
+            let listed: Vec<(u32, String, String)> =
+                m.members.iter().map(|m| (m.id, m.role.clone(), m.peer_address.clone())).collect();
+            if listed == want {
+                seen = None;
+                break;
+            }
+            seen = Some((m, only4.node_status(0, Duration::from_secs(1)).await.map(|s| s.raft)));
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+        assert!(seen.is_none(), "node 4 never listed {want:?}: {seen:?}");
+
+        // Node 1 dies for good and is removed; the group of 2, 3, 4 serves.
+        cluster.stop_node(1).await.unwrap();
+        let r = change(&cluster, &client, MemberChangeOp::MemberRemove, 1).await.unwrap();
+        let mut voters = r.voters.clone();
+        voters.sort();
+        assert_eq!(voters, vec![2, 3, 4]);
+        write_keys(&client, 100..120).await;
+        for i in 0..120 {
+            let v = only4.get(format!("k{i}").as_bytes(), lin()).await.expect("linearizable get on node 4");
+            assert_eq!(v.map(|v| v.value), Some(format!("v{i}").into()), "k{i} through the new node");
+        }
+
+        // A restarted founding member finds the members that joined and left
+        // in its state machine (its --cluster still names 1, 2, 3): it
+        // lists 4 with its address and reaches it.
+        cluster.restart_node(2).await.unwrap();
+        let only2 = Client::with_dialer(&[host(2)], &cluster.net.dialer("only2")).unwrap();
+        let want: Vec<(u32, String)> = [2, 3, 4].into_iter().map(|id| (id, peer_host(id))).collect();
+        let mut listed = Vec::new();
+        for _ in 0..ATTEMPTS {
+            if let Ok(m) = only2.members(Duration::from_secs(1)).await {
+                listed = m.members.iter().map(|m| (m.id, m.peer_address.clone())).collect();
+                if listed == want {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+        assert_eq!(listed, want, "node 2 after its restart");
+        write_keys(&only2, 120..130).await;
+
+        // A removed id never comes back; a second removal finds nothing.
+        let again = change(&cluster, &client, MemberChangeOp::MemberRemove, 1).await.unwrap_err();
+        assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+        assert!(again.message().contains("not a member"), "{again:?}");
+        let reuse = change(&cluster, &client, MemberChangeOp::MemberAddLearner, 1).await.unwrap_err();
+        assert_eq!(reuse.code(), Code::FailedPrecondition, "{reuse:?}");
+        assert!(reuse.message().contains("removed member"), "{reuse:?}");
+
+        // With one of the two other voters cut off, removing the other
+        // would leave the leader alone with an unreachable voter: refused.
+        let leader = members(&client).await.leader_id as u32;
+        let others: Vec<u32> = [2, 3, 4].into_iter().filter(|&id| id != leader).collect();
+        cluster.isolate(others[0]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let req = ChangeMembersRequest {
+            op: MemberChangeOp::MemberRemove as i32,
+            id: others[1],
+            timeout_ms: 5_000,
+            ..Default::default()
+        };
+        let refused = cluster.admin(leader).change_members(req).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("would leave 1 reachable voters of 2"), "{refused:?}");
+        cluster.net.heal_all();
+        cluster.shutdown().await.unwrap();
+    });
+}
