@@ -71,5 +71,5 @@ pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReplicaSetError,
     MAX_REPLICAS,
 };
-pub use self::replica::Replica;
+pub use self::replica::{PullReply, Replica};
 pub use self::shell::Quorum;
