@@ -56,6 +56,7 @@
 pub mod config;
 pub mod core;
 pub mod mux;
+pub mod reconfig;
 pub mod replica;
 pub mod shell;
 
@@ -71,5 +72,6 @@ pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReplicaSetError,
     MAX_REPLICAS,
 };
+pub use self::reconfig::{Reconfig, ReconfigError};
 pub use self::replica::{PullReply, Replica};
 pub use self::shell::Quorum;
