@@ -63,6 +63,10 @@ pub mod shell;
 #[cfg(test)]
 pub(crate) mod linearizability;
 #[cfg(test)]
+mod reconfig_sim;
+#[cfg(test)]
+mod reconfig_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
