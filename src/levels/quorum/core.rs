@@ -1131,4 +1131,114 @@ mod tests {
         assert_eq!(new(too_many), Err(ReplicaSetError::TooMany { count: MAX_REPLICAS + 1, max: MAX_REPLICAS }));
         assert!(new((1..=(MAX_REPLICAS as NodeId)).collect()).is_ok());
     }
+
+    // Reconfiguration (docs/consistency.md, "Changing the replica set"):
+    // joint quorums, epoch-tagged replies, restart on a newer configuration.
+
+    fn joint(epoch: u64, current: &[NodeId], next: &[NodeId]) -> ReplicaConfig {
+        ReplicaConfig { epoch, current: current.to_vec(), next: Some(next.to_vec()) }
+    }
+
+    fn at(epoch: u64, reply: Input) -> Input {
+        Input::AtEpoch { epoch, reply: Box::new(reply) }
+    }
+
+    #[test]
+    fn a_joint_phase_needs_a_majority_of_both_sets() {
+        // Replace 3 by 4: a write acked by {1, 3} has a majority of the old
+        // set only, {2, 4} of the new only; {1, 2} has both.
+        let config = joint(1, &[1, 2, 3], &[1, 2, 4]);
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), config, QuorumConfig::default()).unwrap();
+        let effects = c.step(Input::Start);
+        assert_eq!(sends(&effects).iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        c.step(at(1, read_reply(3, None)));
+        assert!(c.step(at(1, read_reply(4, None))).is_empty(), "one of each set is no quorum");
+        assert_eq!(c.step(at(1, read_reply(1, None))), vec![Effect::NeedVersion { above: Version::ZERO }]);
+        c.step(Input::Version(Version::new(1, 1)));
+        c.step(at(1, Input::WriteAck { from: 1 }));
+        assert!(c.step(at(1, Input::WriteAck { from: 3 })).is_empty(), "{{1, 3}}: no majority of new");
+        let done = done(&c.step(at(1, Input::WriteAck { from: 4 }))).expect("done");
+        assert_eq!(done, Ok(Outcome::Set { version: Version::new(1, 1) }));
+    }
+
+    #[test]
+    fn a_joint_phase_is_unavailable_when_either_set_is() {
+        // 3 -> 5: losing three of the five new nodes loses the new set's
+        // majority, whatever the old set does.
+        let config = joint(1, &[1, 2, 3], &[1, 2, 3, 4, 5]);
+        let mut c = Coordinator::with_config(Op::get(KEY), config, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        c.step(at(1, failed(4, Phase::Read)));
+        assert!(c.step(at(1, failed(5, Phase::Read))).is_empty());
+        let err = done(&c.step(at(1, failed(3, Phase::Read)))).unwrap().unwrap_err();
+        assert_eq!(
+            err,
+            QuorumError::Unavailable { answered: 2, needed: 3, total: 5, phase: Phase::Read, timed_out: false }
+        );
+    }
+
+    #[test]
+    fn replies_of_another_epoch_are_ignored() {
+        let config = ReplicaConfig { epoch: 4, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::get(KEY), config, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(4, read_reply(1, None)));
+        assert!(c.step(at(3, read_reply(2, None))).is_empty(), "an answer of epoch 3 does not count");
+        assert!(c.step(at(5, read_reply(2, None))).is_empty());
+        assert!(done(&c.step(at(4, read_reply(2, None)))).is_some());
+    }
+
+    #[test]
+    fn a_refusal_restarts_the_phase_in_the_newer_configuration() {
+        // A write phase at epoch 1 is refused by a replica that knows epoch
+        // 2: the coordinator re-sends the same cell to the new members and
+        // counts only answers of epoch 2, even acks it had at epoch 1.
+        let old = ReplicaConfig { epoch: 1, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), old, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        let first = sends(&c.step(Input::Version(Version::new(3, 1))));
+        c.step(at(1, Input::WriteAck { from: 1 }));
+        let newer = joint(2, &[1, 2, 3], &[1, 2, 4]);
+        let again = c.step(Input::StaleConfig { from: 2, config: newer.clone() });
+        assert_eq!(c.epoch(), 2);
+        assert_eq!(c.replica_config(), &newer);
+        let again = sends(&again);
+        assert_eq!(again.iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(again[0].1, first[0].1, "the same cell: a write is idempotent");
+        assert!(c.step(at(1, Input::WriteAck { from: 3 })).is_empty(), "epoch-1 acks are not counted");
+        assert!(c.step(Input::StaleConfig { from: 3, config: newer.clone() }).is_empty(), "not newer: no restart");
+        c.step(at(2, Input::WriteAck { from: 1 }));
+        let done = done(&c.step(at(2, Input::WriteAck { from: 2 }))).expect("{1, 2} is a joint quorum");
+        assert_eq!(done, Ok(Outcome::Set { version: Version::new(3, 1) }));
+    }
+
+    #[test]
+    fn a_refusal_while_waiting_for_the_version_moves_the_write_phase() {
+        let old = ReplicaConfig { epoch: 1, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), old, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        let newer = ReplicaConfig { epoch: 3, current: vec![4, 5, 6], next: None };
+        assert!(c.step(Input::StaleConfig { from: 3, config: newer }).is_empty());
+        let writes = sends(&c.step(Input::Version(Version::new(1, 1))));
+        assert_eq!(writes.iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn an_invalid_configuration_is_refused() {
+        let bad = ReplicaConfig { epoch: 1, current: vec![1, 1], next: None };
+        assert_eq!(
+            Coordinator::with_config(Op::get(KEY), bad.clone(), QuorumConfig::default()).unwrap_err(),
+            ReplicaSetError::Duplicate(1)
+        );
+        let mut c = coordinator(Op::get(KEY), &[1, 2, 3]);
+        c.step(Input::Start);
+        assert!(c.step(Input::StaleConfig { from: 1, config: bad }).is_empty());
+        assert_eq!(c.epoch(), 0, "an invalid configuration is not adopted");
+    }
 }
