@@ -35,6 +35,14 @@
 //! - After [`Effect::Done`] it emits nothing more.
 //! - Every version it writes for a set is strictly greater than every
 //!   version it read (asserted).
+//! - Configurations ([`ReplicaConfig`], docs/consistency.md, "Changing the
+//!   replica set"): a "majority" above is a majority of the configuration's
+//!   set and, in a joint configuration, also of its next set; the phase
+//!   fails as unavailable when either can no longer be reached. Replies
+//!   tagged with another epoch ([`Input::AtEpoch`]) are ignored; on
+//!   [`Input::StaleConfig`] with a newer configuration it adopts it and runs
+//!   the current phase again from scratch. [`Coordinator::new`] is the
+//!   static case (epoch 0, one set): exactly the behaviour above.
 //!
 //! Driving it: create a [`Coordinator`], call `step(Input::Start)`, perform
 //! the returned effects, feed each reply / error / the deadline back with
@@ -44,6 +52,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::config::ReplicaConfig;
 use crate::clock::{NodeId, Version};
 use crate::level::Level;
 use crate::store::Cell;
@@ -170,6 +179,18 @@ pub enum Input {
     Version(Version),
     /// The operation's deadline passed: finish now if not done.
     Deadline,
+    /// A reply ([`Input::ReadReply`], [`Input::WriteAck`] or
+    /// [`Input::Failed`]) to a message sent at configuration `epoch`. It is
+    /// ignored unless `epoch` is the coordinator's current epoch, so that
+    /// after a restart with a newer configuration no answer to the older
+    /// one is counted. A bare reply is taken to be at the current epoch:
+    /// right for a static replica set (epoch 0), unsafe while membership
+    /// changes — a reconfiguring shell must wrap every reply.
+    AtEpoch { epoch: u64, reply: Box<Input> },
+    /// Replica `from` refused a message because it knows the newer
+    /// configuration `config`: the coordinator adopts it and restarts its
+    /// current phase over it (a write phase re-sends the same cell).
+    StaleConfig { from: NodeId, config: ReplicaConfig },
 }
 
 /// What the shell must do.
@@ -322,6 +343,9 @@ enum State {
 #[derive(Debug)]
 pub struct Coordinator {
     op: Op,
+    /// The configuration the current phase runs in; only grows (by epoch).
+    replica_config: ReplicaConfig,
+    /// `replica_config.members()`: the slot order of the phase tallies.
     replicas: Vec<NodeId>,
     config: QuorumConfig,
     state: State,
@@ -330,20 +354,31 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator for `op` over `replicas` (which include this node).
+    /// A coordinator for `op` over the static replica set `replicas`
+    /// (which include this node): configuration epoch 0, a quorum is a
+    /// majority.
     pub fn new(op: Op, replicas: Vec<NodeId>, config: QuorumConfig) -> Result<Self, ReplicaSetError> {
-        if replicas.is_empty() {
-            return Err(ReplicaSetError::Empty);
-        }
-        if replicas.len() > MAX_REPLICAS {
-            return Err(ReplicaSetError::TooMany { count: replicas.len(), max: MAX_REPLICAS });
-        }
-        for (i, r) in replicas.iter().enumerate() {
-            if replicas[..i].contains(r) {
-                return Err(ReplicaSetError::Duplicate(*r));
-            }
-        }
-        Ok(Coordinator { op, replicas, config, state: State::NotStarted, max_read: None })
+        Coordinator::with_config(op, ReplicaConfig::fixed(replicas), config)
+    }
+
+    /// A coordinator for `op` in `replica_config` (possibly joint: then
+    /// every phase needs a majority of both sets).
+    pub fn with_config(op: Op, replica_config: ReplicaConfig, config: QuorumConfig) -> Result<Self, ReplicaSetError> {
+        replica_config.validate()?;
+        let replicas = replica_config.members();
+        Ok(Coordinator { op, replica_config, replicas, config, state: State::NotStarted, max_read: None })
+    }
+
+    /// The configuration epoch every message of the current phase is sent
+    /// at. After a `step`, every [`Effect::Send`] it returned is at this
+    /// epoch (a restart happens inside one step, before its sends).
+    pub fn epoch(&self) -> u64 {
+        self.replica_config.epoch
+    }
+
+    /// The configuration the coordinator works in (the newest it learnt).
+    pub fn replica_config(&self) -> &ReplicaConfig {
+        &self.replica_config
     }
 
     pub fn op(&self) -> &Op {
@@ -354,9 +389,9 @@ impl Coordinator {
         &self.replicas
     }
 
-    /// Replies needed per phase.
+    /// Replies needed per phase from the (current) replica set.
     pub fn majority(&self) -> usize {
-        majority(self.replicas.len())
+        majority(self.replica_config.current.len())
     }
 
     /// The phase in progress (`None` before start, while waiting for a
@@ -381,6 +416,42 @@ impl Coordinator {
         }
         let effects = match input {
             Input::Start => self.on_start(),
+            Input::AtEpoch { epoch, reply } => {
+                if epoch != self.replica_config.epoch {
+                    tracing::debug!(
+                        epoch,
+                        current = self.replica_config.epoch,
+                        "quorum reply of another epoch ignored"
+                    );
+                    Vec::new()
+                } else if matches!(*reply, Input::ReadReply { .. } | Input::WriteAck { .. } | Input::Failed { .. }) {
+                    self.on_reply(*reply)
+                } else {
+                    tracing::warn!(?reply, "only replies can be tagged with an epoch; ignored");
+                    Vec::new()
+                }
+            }
+            Input::StaleConfig { from, config } => self.on_stale_config(from, config),
+            reply @ (Input::ReadReply { .. } | Input::WriteAck { .. } | Input::Failed { .. }) => self.on_reply(reply),
+            Input::Version(v) => self.on_version(v),
+            Input::Deadline => self.on_deadline(),
+        };
+        // Invariant: Done is the last effect, and only Done ends a coordinator.
+        debug_assert_eq!(
+            effects.iter().any(|e| matches!(e, Effect::Done(_))),
+            self.is_done(),
+            "Done effect and done state disagree"
+        );
+        debug_assert!(
+            effects.iter().position(|e| matches!(e, Effect::Done(_))).is_none_or(|i| i + 1 == effects.len()),
+            "Done must be the last effect"
+        );
+        effects
+    }
+
+    /// A reply of the current epoch.
+    fn on_reply(&mut self, input: Input) -> Vec<Effect> {
+        match input {
             Input::ReadReply { from, cell } => match self.slot(from) {
                 Some(slot) => self.on_read_answer(slot, Answer::Ok(cell)),
                 None => Vec::new(),
@@ -399,20 +470,42 @@ impl Coordinator {
                 }
                 None => Vec::new(),
             },
-            Input::Version(v) => self.on_version(v),
-            Input::Deadline => self.on_deadline(),
-        };
-        // Invariant: Done is the last effect, and only Done ends a coordinator.
-        debug_assert_eq!(
-            effects.iter().any(|e| matches!(e, Effect::Done(_))),
-            self.is_done(),
-            "Done effect and done state disagree"
+            other => unreachable!("not a reply: {other:?}"),
+        }
+    }
+
+    /// A replica knows a newer configuration: adopt it and run the current
+    /// phase again over it, from scratch (answers of the older epoch are
+    /// not counted: a reply given before a replica had synced, or by a
+    /// replica that is no longer a member, says nothing about the new
+    /// quorums).
+    fn on_stale_config(&mut self, from: NodeId, config: ReplicaConfig) -> Vec<Effect> {
+        if config.epoch <= self.replica_config.epoch {
+            // A refusal of an older attempt: already restarted past it.
+            return Vec::new();
+        }
+        if let Err(e) = config.validate() {
+            tracing::warn!(replica = from, error = %e, "quorum replica sent an invalid configuration; ignored");
+            return Vec::new();
+        }
+        tracing::debug!(
+            replica = from,
+            from_epoch = self.replica_config.epoch,
+            to_epoch = config.epoch,
+            "quorum coordinator adopts a newer configuration"
         );
-        debug_assert!(
-            effects.iter().position(|e| matches!(e, Effect::Done(_))).is_none_or(|i| i + 1 == effects.len()),
-            "Done must be the last effect"
-        );
-        effects
+        self.replicas = config.members();
+        self.replica_config = config;
+        match &self.state {
+            State::Reading(_) => self.start_read(),
+            State::Writing { kind, cell, .. } => {
+                let (kind, cell) = (*kind, cell.clone());
+                self.start_write(kind, self.op.key().clone(), cell)
+            }
+            // Nothing in flight: the next phase starts in the new configuration.
+            State::NotStarted | State::AwaitingVersion { .. } => Vec::new(),
+            State::Done => unreachable!("step returns early when done"),
+        }
     }
 
     fn slot(&self, from: NodeId) -> Option<usize> {
@@ -430,14 +523,16 @@ impl Coordinator {
         if let Op::Impose { key, cell } = self.op.clone() {
             return self.start_write(WriteKind::Impose, key, cell);
         }
+        self.start_read()
+    }
+
+    fn start_read(&mut self) -> Vec<Effect> {
         self.state = State::Reading(Tally::new(self.replicas.len()));
         let key = self.op.key().clone();
         self.replicas.iter().map(|&to| Effect::Send { to, msg: Message::Read { key: key.clone() } }).collect()
     }
 
     fn on_read_answer(&mut self, slot: usize, answer: Answer<Option<Cell>>) -> Vec<Effect> {
-        let needed = self.majority();
-        let total = self.replicas.len();
         let State::Reading(tally) = &mut self.state else {
             // A late reply to a finished read phase (or a stray one).
             return Vec::new();
@@ -445,22 +540,23 @@ impl Coordinator {
         if !tally.record(slot, answer) {
             return Vec::new();
         }
-        if tally.failed > total - needed {
-            let answered = tally.ok;
-            return self.finish(Err(QuorumError::Unavailable {
-                answered,
-                needed,
-                total,
-                phase: Phase::Read,
-                timed_out: false,
-            }));
+        match quorum_status(&self.replica_config, &self.replicas, tally) {
+            Status::Open => return Vec::new(),
+            Status::Lost(Shortfall { answered, needed, total }) => {
+                return self.finish(Err(QuorumError::Unavailable {
+                    answered,
+                    needed,
+                    total,
+                    phase: Phase::Read,
+                    timed_out: false,
+                }));
+            }
+            Status::Reached => {}
         }
-        if tally.ok < needed {
-            return Vec::new();
-        }
-        // A majority answered: exactly `needed` Ok replies.
+        // A quorum answered: exactly a majority of Ok replies if not joint
+        // (at least a majority of each set if joint).
         let replies: Vec<Option<Cell>> = tally.oks().cloned().collect();
-        debug_assert_eq!(replies.len(), needed);
+        debug_assert!(self.replica_config.is_joint() || replies.len() == self.majority());
         let highest = replies.iter().flatten().cloned().reduce(Cell::merge);
         self.max_read = highest.as_ref().map(|c| c.version);
         match self.op.clone() {
@@ -509,8 +605,6 @@ impl Coordinator {
     }
 
     fn on_write_answer(&mut self, slot: usize, answer: Answer<()>) -> Vec<Effect> {
-        let needed = self.majority();
-        let total = self.replicas.len();
         let State::Writing { kind, cell, acks } = &mut self.state else {
             return Vec::new();
         };
@@ -518,12 +612,13 @@ impl Coordinator {
             return Vec::new();
         }
         let kind = *kind;
-        if acks.failed > total - needed {
-            let err = write_failure(kind, cell, acks.ok, needed, total, false);
-            return self.finish(Err(err));
-        }
-        if acks.ok < needed {
-            return Vec::new();
+        match quorum_status(&self.replica_config, &self.replicas, acks) {
+            Status::Open => return Vec::new(),
+            Status::Lost(Shortfall { answered, needed, total }) => {
+                let err = write_failure(kind, cell, answered, needed, total, false);
+                return self.finish(Err(err));
+            }
+            Status::Reached => {}
         }
         let outcome = match kind {
             WriteKind::Impose => Outcome::Get { cell: Some(cell.clone()), imposed: true },
@@ -534,19 +629,23 @@ impl Coordinator {
 
     fn on_deadline(&mut self) -> Vec<Effect> {
         let needed = self.majority();
-        let total = self.replicas.len();
+        let total = self.replica_config.current.len();
         let err = match &self.state {
             State::NotStarted => {
                 QuorumError::Unavailable { answered: 0, needed, total, phase: Phase::Read, timed_out: true }
             }
             State::Reading(tally) => {
-                QuorumError::Unavailable { answered: tally.ok, needed, total, phase: Phase::Read, timed_out: true }
+                let Shortfall { answered, needed, total } = shortfall(&self.replica_config, &self.replicas, tally);
+                QuorumError::Unavailable { answered, needed, total, phase: Phase::Read, timed_out: true }
             }
             // The read phase is over but no write was sent: a clean failure.
             State::AwaitingVersion { .. } => {
                 QuorumError::Unavailable { answered: 0, needed, total, phase: Phase::Write, timed_out: true }
             }
-            State::Writing { kind, cell, acks } => write_failure(*kind, cell, acks.ok, needed, total, true),
+            State::Writing { kind, cell, acks } => {
+                let Shortfall { answered, needed, total } = shortfall(&self.replica_config, &self.replicas, acks);
+                write_failure(*kind, cell, answered, needed, total, true)
+            }
             State::Done => unreachable!("step returns early when done"),
         };
         self.finish(Err(err))
@@ -557,6 +656,64 @@ impl Coordinator {
         self.state = State::Done;
         vec![Effect::Done(result)]
     }
+}
+
+/// Where a phase stands with respect to its configuration's quorums.
+enum Status {
+    /// A quorum answered Ok.
+    Reached,
+    /// Too many failed: no quorum can answer any more.
+    Lost(Shortfall),
+    Open,
+}
+
+/// The counts an error reports: of the first replica set (`current`, then
+/// `next`) that has no majority of Ok answers.
+struct Shortfall {
+    answered: usize,
+    needed: usize,
+    total: usize,
+}
+
+fn quorum_status<T>(rc: &ReplicaConfig, members: &[NodeId], tally: &Tally<T>) -> Status {
+    let is = |node: NodeId, ok: bool| {
+        let slot = members.iter().position(|&m| m == node).expect("a config's nodes are its members");
+        match tally.answers[slot] {
+            Answer::Ok(_) => ok,
+            Answer::Failed => !ok,
+            Answer::Pending => false,
+        }
+    };
+    if rc.cannot_reach(|n| is(n, false)) {
+        // Report the set that lost its majority.
+        let lost = std::iter::once(&rc.current)
+            .chain(rc.next.as_ref())
+            .find(|set| set.iter().filter(|&&n| is(n, false)).count() > set.len() - majority(set.len()))
+            .expect("some set lost its majority");
+        return Status::Lost(counts(lost, |n| is(n, true)));
+    }
+    if rc.is_quorum(|n| is(n, true)) {
+        return Status::Reached;
+    }
+    Status::Open
+}
+
+/// The counts of the first set without a majority of Ok answers (of
+/// `current` if every set has one).
+fn shortfall<T>(rc: &ReplicaConfig, members: &[NodeId], tally: &Tally<T>) -> Shortfall {
+    let ok = |node: NodeId| {
+        let slot = members.iter().position(|&m| m == node).expect("a config's nodes are its members");
+        matches!(tally.answers[slot], Answer::Ok(_))
+    };
+    let set = std::iter::once(&rc.current)
+        .chain(rc.next.as_ref())
+        .find(|set| set.iter().filter(|&&n| ok(n)).count() < majority(set.len()))
+        .unwrap_or(&rc.current);
+    counts(set, ok)
+}
+
+fn counts(set: &[NodeId], ok: impl Fn(NodeId) -> bool) -> Shortfall {
+    Shortfall { answered: set.iter().filter(|&&n| ok(n)).count(), needed: majority(set.len()), total: set.len() }
 }
 
 /// The error of a write phase that cannot complete.
@@ -973,5 +1130,115 @@ mod tests {
         let too_many: Vec<NodeId> = (1..=(MAX_REPLICAS as NodeId + 1)).collect();
         assert_eq!(new(too_many), Err(ReplicaSetError::TooMany { count: MAX_REPLICAS + 1, max: MAX_REPLICAS }));
         assert!(new((1..=(MAX_REPLICAS as NodeId)).collect()).is_ok());
+    }
+
+    // Reconfiguration (docs/consistency.md, "Changing the replica set"):
+    // joint quorums, epoch-tagged replies, restart on a newer configuration.
+
+    fn joint(epoch: u64, current: &[NodeId], next: &[NodeId]) -> ReplicaConfig {
+        ReplicaConfig { epoch, current: current.to_vec(), next: Some(next.to_vec()) }
+    }
+
+    fn at(epoch: u64, reply: Input) -> Input {
+        Input::AtEpoch { epoch, reply: Box::new(reply) }
+    }
+
+    #[test]
+    fn a_joint_phase_needs_a_majority_of_both_sets() {
+        // Replace 3 by 4: a write acked by {1, 3} has a majority of the old
+        // set only, {2, 4} of the new only; {1, 2} has both.
+        let config = joint(1, &[1, 2, 3], &[1, 2, 4]);
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), config, QuorumConfig::default()).unwrap();
+        let effects = c.step(Input::Start);
+        assert_eq!(sends(&effects).iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        c.step(at(1, read_reply(3, None)));
+        assert!(c.step(at(1, read_reply(4, None))).is_empty(), "one of each set is no quorum");
+        assert_eq!(c.step(at(1, read_reply(1, None))), vec![Effect::NeedVersion { above: Version::ZERO }]);
+        c.step(Input::Version(Version::new(1, 1)));
+        c.step(at(1, Input::WriteAck { from: 1 }));
+        assert!(c.step(at(1, Input::WriteAck { from: 3 })).is_empty(), "{{1, 3}}: no majority of new");
+        let done = done(&c.step(at(1, Input::WriteAck { from: 4 }))).expect("done");
+        assert_eq!(done, Ok(Outcome::Set { version: Version::new(1, 1) }));
+    }
+
+    #[test]
+    fn a_joint_phase_is_unavailable_when_either_set_is() {
+        // 3 -> 5: losing three of the five new nodes loses the new set's
+        // majority, whatever the old set does.
+        let config = joint(1, &[1, 2, 3], &[1, 2, 3, 4, 5]);
+        let mut c = Coordinator::with_config(Op::get(KEY), config, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        c.step(at(1, failed(4, Phase::Read)));
+        assert!(c.step(at(1, failed(5, Phase::Read))).is_empty());
+        let err = done(&c.step(at(1, failed(3, Phase::Read)))).unwrap().unwrap_err();
+        assert_eq!(
+            err,
+            QuorumError::Unavailable { answered: 2, needed: 3, total: 5, phase: Phase::Read, timed_out: false }
+        );
+    }
+
+    #[test]
+    fn replies_of_another_epoch_are_ignored() {
+        let config = ReplicaConfig { epoch: 4, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::get(KEY), config, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(4, read_reply(1, None)));
+        assert!(c.step(at(3, read_reply(2, None))).is_empty(), "an answer of epoch 3 does not count");
+        assert!(c.step(at(5, read_reply(2, None))).is_empty());
+        assert!(done(&c.step(at(4, read_reply(2, None)))).is_some());
+    }
+
+    #[test]
+    fn a_refusal_restarts_the_phase_in_the_newer_configuration() {
+        // A write phase at epoch 1 is refused by a replica that knows epoch
+        // 2: the coordinator re-sends the same cell to the new members and
+        // counts only answers of epoch 2, even acks it had at epoch 1.
+        let old = ReplicaConfig { epoch: 1, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), old, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        let first = sends(&c.step(Input::Version(Version::new(3, 1))));
+        c.step(at(1, Input::WriteAck { from: 1 }));
+        let newer = joint(2, &[1, 2, 3], &[1, 2, 4]);
+        let again = c.step(Input::StaleConfig { from: 2, config: newer.clone() });
+        assert_eq!(c.epoch(), 2);
+        assert_eq!(c.replica_config(), &newer);
+        let again = sends(&again);
+        assert_eq!(again.iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(again[0].1, first[0].1, "the same cell: a write is idempotent");
+        assert!(c.step(at(1, Input::WriteAck { from: 3 })).is_empty(), "epoch-1 acks are not counted");
+        assert!(c.step(Input::StaleConfig { from: 3, config: newer.clone() }).is_empty(), "not newer: no restart");
+        c.step(at(2, Input::WriteAck { from: 1 }));
+        let done = done(&c.step(at(2, Input::WriteAck { from: 2 }))).expect("{1, 2} is a joint quorum");
+        assert_eq!(done, Ok(Outcome::Set { version: Version::new(3, 1) }));
+    }
+
+    #[test]
+    fn a_refusal_while_waiting_for_the_version_moves_the_write_phase() {
+        let old = ReplicaConfig { epoch: 1, current: vec![1, 2, 3], next: None };
+        let mut c = Coordinator::with_config(Op::set(KEY, "v"), old, QuorumConfig::default()).unwrap();
+        c.step(Input::Start);
+        c.step(at(1, read_reply(1, None)));
+        c.step(at(1, read_reply(2, None)));
+        let newer = ReplicaConfig { epoch: 3, current: vec![4, 5, 6], next: None };
+        assert!(c.step(Input::StaleConfig { from: 3, config: newer }).is_empty());
+        let writes = sends(&c.step(Input::Version(Version::new(1, 1))));
+        assert_eq!(writes.iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn an_invalid_configuration_is_refused() {
+        let bad = ReplicaConfig { epoch: 1, current: vec![1, 1], next: None };
+        assert_eq!(
+            Coordinator::with_config(Op::get(KEY), bad.clone(), QuorumConfig::default()).unwrap_err(),
+            ReplicaSetError::Duplicate(1)
+        );
+        let mut c = coordinator(Op::get(KEY), &[1, 2, 3]);
+        c.step(Input::Start);
+        assert!(c.step(Input::StaleConfig { from: 1, config: bad }).is_empty());
+        assert_eq!(c.epoch(), 0, "an invalid configuration is not adopted");
     }
 }

@@ -11,12 +11,20 @@
 //! - [`core`]: the coordinator state machine for one client operation
 //!   ([`Coordinator::step`] takes an [`Input`], returns [`Effect`]s).
 //! - [`replica`]: the replica side (read a cell; keep a written cell only if
-//!   it supersedes the current one).
+//!   it supersedes the current one; refuse messages of an older
+//!   configuration epoch; serve state-transfer pulls).
+//! - [`config`]: the replica set and its epoch ([`ReplicaConfig`]); joint
+//!   (old and new set) during a membership change.
+//! - [`reconfig`]: the membership-change driver ([`Reconfig`]): joint
+//!   epoch, state transfer, new epoch (docs/consistency.md, "Changing the
+//!   replica set").
 //!
 //! Test-only: `sim` (a deterministic simulated network driven by one seeded
 //! RNG), `linearizability` (a brute-force per-key linearizability checker,
 //! read/write/CAS; `levels::join_sim` uses it too)
-//! and `tests` (scenarios and random schedules checked by it).
+//! and `tests` (scenarios and random schedules checked by it);
+//! `reconfig_sim` and `reconfig_tests` (the same, across replica-set
+//! changes, with negative controls).
 //!
 //! How a shell drives it (one coordinator per client operation):
 //!
@@ -45,21 +53,29 @@
 //! }
 //! ```
 
+pub mod config;
 pub mod core;
 pub mod mux;
+pub mod reconfig;
 pub mod replica;
 pub mod shell;
 
 #[cfg(test)]
 pub(crate) mod linearizability;
 #[cfg(test)]
+mod reconfig_sim;
+#[cfg(test)]
+mod reconfig_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use self::config::ReplicaConfig;
 pub use self::core::{
     majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReplicaSetError,
     MAX_REPLICAS,
 };
-pub use self::replica::Replica;
+pub use self::reconfig::{Reconfig, ReconfigError};
+pub use self::replica::{PullReply, Replica};
 pub use self::shell::Quorum;
