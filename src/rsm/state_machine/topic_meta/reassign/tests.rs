@@ -225,7 +225,7 @@ fn the_negative_controls_completion_elects_a_target_that_never_caught_up() {
         requested_by: 1,
         unsafe_skip_catch_up: false,
     };
-    assert_eq!(code(&run(&mut kv, topic_op::Op::CompleteReassignment(c.clone()))), TopicErrorCode::Invalid);
+    assert_eq!(code(&run(&mut kv, topic_op::Op::CompleteReassignment(c))), TopicErrorCode::Invalid);
     let unsafe_done =
         run(&mut kv, topic_op::Op::CompleteReassignment(CompleteReassignment { unsafe_skip_catch_up: true, ..c }));
     assert_eq!(code(&unsafe_done), TopicErrorCode::TopicOk);
