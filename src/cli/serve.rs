@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// of mixed-level histories).
     #[arg(long, hide = true)]
     pub unsafe_skip_level_join: bool,
+    /// TEST ONLY: the topic controller completes a reassignment without
+    /// waiting for the new replicas to catch up (loses acknowledged records).
+    #[arg(long, hide = true)]
+    pub unsafe_reassign_without_catch_up: bool,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -159,6 +163,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         unsafe_skip_read_impose: args.unsafe_skip_read_impose,
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
         unsafe_skip_level_join: args.unsafe_skip_level_join,
+        unsafe_reassign_without_catch_up: args.unsafe_reassign_without_catch_up,
         metrics_listen: args.metrics_listen.clone(),
         slow_request_ms: args.slow_request_ms,
         token_file: args.token_file.clone(),

@@ -1,4 +1,4 @@
-//! `kv topic create|produce|consume|describe|list|delete` through
+//! `kv topic create|produce|consume|describe|list|delete|reassign` through
 //! `capkv::client::topics`. Exit status: 0 ok; 2 errors (for produce: any
 //! message that was not acknowledged).
 
@@ -90,6 +90,16 @@ pub enum TopicCommand {
     List,
     /// Delete a topic and its messages.
     Delete { name: String },
+    /// Move a partition's replicas to the given nodes (admin role). New
+    /// replicas catch up, then the others leave; `describe` shows progress.
+    Reassign {
+        name: String,
+        #[arg(long)]
+        partition: u32,
+        /// The new replicas, preferred leader first (e.g. 2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+    },
 }
 
 fn client(cli: &Cli) -> Result<Arc<TopicClient>, ExitCode> {
@@ -121,6 +131,8 @@ fn topic_json(t: &TopicInfo) -> serde_json::Value {
             "log_end_offset": p.log_end_offset,
             "log_start_offset": p.log_start_offset,
             "offsets_known": p.offsets_known,
+            "adding_replicas": p.adding_replicas,
+            "removing_replicas": p.removing_replicas,
         })).collect::<Vec<_>>(),
     })
 }
@@ -152,6 +164,9 @@ fn topic_text(t: &TopicInfo, offsets: bool) -> String {
             "  partition {}  leader {}  replicas {:?}  isr {:?}  leader-epoch {}",
             p.id, p.leader, p.replicas, p.isr, p.leader_epoch
         ));
+        if !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty() {
+            out.push_str(&format!("  reassigning: adding {:?} removing {:?}", p.adding_replicas, p.removing_replicas));
+        }
         if offsets {
             if p.offsets_known {
                 out.push_str(&format!(
@@ -214,6 +229,30 @@ pub async fn run(cli: &Cli, command: &TopicCommand) -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        TopicCommand::Reassign { name, partition, replicas } => {
+            match client.reassign_partition(name, *partition, replicas).await {
+                Ok(t) => {
+                    match cli.output {
+                        Output::Json => println!("{}", topic_json(&t)),
+                        Output::Text => {
+                            let p = t.partitions.get(*partition as usize);
+                            match p {
+                                Some(p) if p.adding_replicas.is_empty() && p.removing_replicas.is_empty() => {
+                                    println!("partition {name}/{partition} has replicas {:?}", p.replicas)
+                                }
+                                Some(p) => println!(
+                                    "reassigning {name}/{partition}: adding {:?}, removing {:?}; `kv topic describe {name}` shows progress",
+                                    p.adding_replicas, p.removing_replicas
+                                ),
+                                None => print!("{}", topic_text(&t, false)),
+                            }
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         TopicCommand::List => match client.list_topics().await {
             Ok(ts) => {
                 match cli.output {

@@ -50,7 +50,8 @@ pub enum Role {
     Read,
     /// Also sets, deletes, CAS, creating and deleting topics and producing.
     ReadWrite,
-    /// Also the Admin test hooks (clock offset).
+    /// Also the Admin test hooks (clock offset) and moving partition
+    /// replicas (`ReassignPartition`).
     Admin,
 }
 
@@ -236,6 +237,8 @@ pub fn required_role(path: &str) -> Option<Role> {
         // each write on it is checked by the session (`Role::check_write`).
         "capkv.v1.Kv" if matches!(method, "Get" | "Session") => Some(Role::Read),
         "capkv.v1.Kv" => Some(Role::ReadWrite),
+        // Moving replicas changes the cluster's layout: an operator's call.
+        "capkv.v1.Topics" if method == "ReassignPartition" => Some(Role::Admin),
         "capkv.v1.Topics" if matches!(method, "CreateTopic" | "DeleteTopic" | "Produce") => Some(Role::ReadWrite),
         // Everything else a client may call, known or not (tonic answers
         // UNIMPLEMENTED to an unknown method once the caller is known).
@@ -370,6 +373,7 @@ mod tests {
         assert_eq!(required_role("/capkv.v1.Kv/Set"), Some(Role::ReadWrite));
         assert_eq!(required_role("/capkv.v1.Kv/Cas"), Some(Role::ReadWrite));
         assert_eq!(required_role("/capkv.v1.Topics/Produce"), Some(Role::ReadWrite));
+        assert_eq!(required_role("/capkv.v1.Topics/ReassignPartition"), Some(Role::Admin));
         assert_eq!(required_role("/capkv.v1.Topics/Fetch"), Some(Role::Read));
         assert_eq!(required_role("/capkv.v1.Cluster/Status"), Some(Role::Read));
         assert_eq!(required_role("/capkv.v1.Admin/SetClockOffset"), Some(Role::Admin));

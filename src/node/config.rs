@@ -54,11 +54,17 @@ pub struct UnsafeTestSwitches {
     /// state machine only (quorum writes become invisible to them).
     #[serde(default)]
     pub skip_level_join: bool,
+    /// The topic controller completes a partition reassignment at once,
+    /// without waiting for the target replicas to be in the ISR (and
+    /// elects a target that may lack records): acknowledged records are
+    /// lost.
+    #[serde(default)]
+    pub reassign_without_catch_up: bool,
 }
 
 impl UnsafeTestSwitches {
     pub fn any(&self) -> bool {
-        self.skip_read_impose || self.linearizable_local_reads || self.skip_level_join
+        self.skip_read_impose || self.linearizable_local_reads || self.skip_level_join || self.reassign_without_catch_up
     }
 }
 
@@ -429,6 +435,7 @@ pub struct Overrides {
     pub unsafe_skip_read_impose: bool,
     pub unsafe_linearizable_local_reads: bool,
     pub unsafe_skip_level_join: bool,
+    pub unsafe_reassign_without_catch_up: bool,
     pub metrics_listen: Option<String>,
     pub slow_request_ms: Option<u64>,
     pub token_file: Option<PathBuf>,
@@ -598,6 +605,8 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             .topic_retention_check_ms
             .or(file.topic_retention_check_ms)
             .unwrap_or(td.retention_check_interval_ms),
+        unsafe_reassign_without_catch_up: o.unsafe_reassign_without_catch_up
+            || file.unsafe_test.reassign_without_catch_up,
     };
     for (flag, key, v, overridden) in [
         ("--topic-node-timeout-ms", "topic_node_timeout_ms", topics.node_timeout_ms, o.topic_node_timeout_ms.is_some()),
@@ -629,6 +638,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         skip_read_impose: o.unsafe_skip_read_impose || file.unsafe_test.skip_read_impose,
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
+        reassign_without_catch_up: o.unsafe_reassign_without_catch_up || file.unsafe_test.reassign_without_catch_up,
     };
     let tls = match (
         o.tls_cert.or_else(|| file.tls_cert.clone()),

@@ -76,6 +76,9 @@ pub fn topic_status(e: TopicError) -> Status {
         TopicError::Refused { refusal: Refusal::StaleGeneration, .. } => {
             tag(Status::failed_precondition(message), "stale-generation")
         }
+        TopicError::Refused { refusal: Refusal::ReassignmentInProgress, .. } => {
+            tag(Status::failed_precondition(message), "reassignment-in-progress")
+        }
         TopicError::OffsetOutOfRange { log_start, log_end, .. } => with_number(
             with_number(tag(Status::out_of_range(message), "offset-out-of-range"), LOG_START_HEADER, log_start),
             LOG_END_HEADER,
@@ -151,6 +154,8 @@ impl TopicService {
                         log_end_offset: o.as_ref().map_or(0, |o| o.log_end_offset),
                         log_start_offset: o.as_ref().map_or(0, |o| o.log_start_offset),
                         offsets_known: o.is_some(),
+                        adding_replicas: p.adding_replicas.clone(),
+                        removing_replicas: p.removing_replicas.clone(),
                     }
                 })
                 .collect(),
@@ -217,6 +222,21 @@ impl TopicsApi for TopicService {
         let op = topic_op::Op::Delete(rsm::DeleteTopic { name: req.name });
         self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
         Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn reassign_partition(&self, req: Request<ReassignPartitionRequest>) -> Result<Response<TopicInfo>, Status> {
+        let req = req.into_inner();
+        let (caller, timeout) = self.header(req.header.as_ref());
+        Self::check_topic_name(&req.topic)?;
+        let op = topic_op::Op::Reassign(rsm::ReassignPartition {
+            topic: req.topic,
+            partition: req.partition,
+            replicas: req.replicas,
+            nodes: self.node.cfg.cluster.keys().copied().collect(),
+        });
+        let r = self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
+        let t = r.topic.ok_or_else(|| Status::internal("reassign reply without the topic"))?;
+        Ok(Response::new(self.info(&t, None)))
     }
 
     async fn metadata(&self, req: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {

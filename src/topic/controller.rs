@@ -19,6 +19,10 @@
 //!   leads alone (records only the lost ISR had are gone: the CAP knob);
 //! * else the partition goes offline (leader 0, ISR kept, leader epoch
 //!   bumped so the old leader is fenced) until an ISR member returns.
+//!
+//! A partition that needs no election may be under reassignment:
+//! [`reassign`] decides its next step (move leadership to a target, then
+//! complete) from the metadata alone.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,6 +35,8 @@ use super::{Ctx, Topics, META_PROPOSAL_TIMEOUT_MS};
 use crate::clock::NodeId;
 use crate::proto::rsm::{topic_op, AlterPartition, PartitionMeta, TopicErrorCode, TopicMeta, TopicOp};
 use crate::rsm::Caller;
+
+pub mod reassign;
 
 /// How often the controller looks at every partition.
 pub const CONTROLLER_INTERVAL_MS: u64 = 200;
@@ -128,7 +134,8 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
         let cache = topics.cache();
         for t in cache.topics.values() {
             for p in &t.partitions {
-                let Some(alter) = decide(t, p, &alive, ctx.node_id) else { continue };
+                let unsafe_skip = ctx.settings.unsafe_reassign_without_catch_up;
+                let Some((op, why)) = next_step(t, p, &alive, ctx.node_id, unsafe_skip) else { continue };
                 let pid = PartitionId { topic_id: t.id, partition: p.id };
                 {
                     let mut f = in_flight.lock().expect("in-flight lock");
@@ -137,30 +144,60 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
                     }
                     f.insert(pid, Instant::now());
                 }
-                tracing::info!(
-                    topic = %t.name,
-                    partition = p.id,
-                    old_leader = p.leader,
-                    new_leader = alter.leader,
-                    isr = ?alter.isr,
-                    "controller: electing a partition leader"
-                );
+                log_step(t, p, &op, why);
                 let ctx2 = ctx.clone();
                 let in_flight = in_flight.clone();
                 ctx.tracker.spawn(async move {
-                    let op = TopicOp { op: Some(topic_op::Op::Alter(alter)) };
+                    let op = TopicOp { op: Some(op) };
                     let r =
                         ctx2.rsm.topic(Caller::default(), op, Duration::from_millis(META_PROPOSAL_TIMEOUT_MS)).await;
                     match r {
                         Ok(r) if r.code == TopicErrorCode::TopicOk as i32 => {}
-                        Ok(r) => tracing::info!(partition = %pid, why = %r.message, "controller: election refused"),
-                        Err(e) => tracing::warn!(partition = %pid, error = %e, "controller: election not proposed"),
+                        Ok(r) => tracing::info!(partition = %pid, why = %r.message, "controller: change refused"),
+                        Err(e) => tracing::warn!(partition = %pid, error = %e, "controller: change not proposed"),
                     }
                     in_flight.lock().expect("in-flight lock").remove(&pid);
                 });
             }
         }
     }
+}
+
+/// What the controller proposes for `p` now, and why (for the log): an
+/// election when its leader is down, else the next step of its
+/// reassignment, if any. `unsafe_skip_catch_up` is the negative control's
+/// switch (see [`reassign::decide`]).
+pub fn next_step(
+    t: &TopicMeta,
+    p: &PartitionMeta,
+    alive: &BTreeSet<NodeId>,
+    me: NodeId,
+    unsafe_skip_catch_up: bool,
+) -> Option<(topic_op::Op, &'static str)> {
+    if let Some(alter) = decide(t, p, alive, me) {
+        return Some((topic_op::Op::Alter(alter), "electing a partition leader"));
+    }
+    match reassign::decide(t, p, alive, me, unsafe_skip_catch_up)? {
+        op @ topic_op::Op::Alter(_) => Some((op, "reassignment: moving leadership to a target replica")),
+        op => Some((op, "reassignment: every target replica is in sync, completing")),
+    }
+}
+
+fn log_step(t: &TopicMeta, p: &PartitionMeta, op: &topic_op::Op, why: &str) {
+    let (leader, isr) = match op {
+        topic_op::Op::Alter(a) => (a.leader, a.isr.clone()),
+        _ => (p.leader, p.isr.clone()),
+    };
+    tracing::info!(
+        topic = %t.name,
+        partition = p.id,
+        old_leader = p.leader,
+        new_leader = leader,
+        isr = ?isr,
+        replicas = ?p.replicas,
+        removing = ?p.removing_replicas,
+        "controller: {why}"
+    );
 }
 
 #[cfg(test)]
@@ -180,6 +217,7 @@ mod tests {
                 isr: isr.to_vec(),
                 leader_epoch: 4,
                 partition_epoch: 9,
+                ..Default::default()
             }],
             created_stamp: 0,
         }

@@ -175,6 +175,8 @@ pub enum Refusal {
     StaleEpoch,
     /// The member is not in the group's current generation.
     StaleGeneration,
+    /// The partition is being reassigned already.
+    ReassignmentInProgress,
 }
 
 #[cfg(test)]

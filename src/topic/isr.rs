@@ -270,17 +270,46 @@ impl LeaderCore {
         out
     }
 
-    /// The metadata committed a change for this leader epoch.
-    pub fn on_metadata(&mut self, partition_epoch: u64, isr: &[NodeId], settings: IsrSettings) -> Vec<Effect> {
+    /// The metadata committed a change for this leader epoch (ISR,
+    /// settings, or the replicas: a reassignment adds replicas, which
+    /// start with the grace a new leader gives every follower, and its
+    /// completion removes replicas, which are out of the ISR by then).
+    pub fn on_metadata(
+        &mut self,
+        now_ms: u64,
+        partition_epoch: u64,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        settings: IsrSettings,
+    ) -> Vec<Effect> {
         if partition_epoch <= self.partition_epoch {
             return Vec::new();
         }
         assert!(isr.contains(&self.self_id), "node {} leads with ISR {isr:?} that lacks it", self.self_id);
+        assert!(
+            replicas.contains(&self.self_id),
+            "node {} leads with replicas {replicas:?} that lack it",
+            self.self_id
+        );
         self.partition_epoch = partition_epoch;
         self.isr = isr.iter().copied().collect();
         self.settings = settings;
         // Any committed change answers (or supersedes) our proposal.
         self.pending = None;
+        if self.replicas != replicas {
+            let leo = self.leo;
+            self.followers.retain(|id, _| replicas.contains(id));
+            for &r in replicas.iter().filter(|&&r| r != self.self_id) {
+                self.followers.entry(r).or_insert(Follower {
+                    leo: None,
+                    last_fetch_ms: now_ms,
+                    last_caught_up_ms: now_ms,
+                    leader_leo_at_last_fetch: leo,
+                    regressed: false,
+                });
+            }
+            self.replicas = replicas.to_vec();
+        }
         let mut out = Vec::new();
         if let Some(hw) = self.advance_hw() {
             out.push(Effect::HighWatermark(hw));

@@ -78,6 +78,9 @@ pub struct TopicSettings {
     pub replica_lag_time_max_ms: u64,
     /// How often partition leaders apply retention.
     pub retention_check_interval_ms: u64,
+    /// TEST ONLY (`--unsafe-reassign-without-catch-up`): the controller
+    /// completes reassignments without waiting for the targets to catch up.
+    pub unsafe_reassign_without_catch_up: bool,
 }
 
 pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 3_000;
@@ -90,6 +93,7 @@ impl Default for TopicSettings {
             node_timeout_ms: DEFAULT_NODE_TIMEOUT_MS,
             replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+            unsafe_reassign_without_catch_up: false,
         }
     }
 }
@@ -172,6 +176,7 @@ pub fn check_reply(r: TopicReply) -> Result<TopicReply, TopicError> {
         TopicErrorCode::Invalid => Refusal::Invalid,
         TopicErrorCode::StaleEpoch => Refusal::StaleEpoch,
         TopicErrorCode::StaleGeneration => Refusal::StaleGeneration,
+        TopicErrorCode::ReassignmentInProgress => Refusal::ReassignmentInProgress,
     };
     Err(TopicError::Refused { refusal, message: r.message })
 }
@@ -311,8 +316,11 @@ impl Topics {
             part.update_meta(p.clone(), t.config.unwrap_or_default()).await?;
         }
         *self.cache.write().expect("topic cache lock") = Arc::new(cache.clone());
-        // Replicas of deleted topics. Ids below the next id were seen by the
-        // metadata: absence then means deletion, not "not applied yet".
+        // Replicas of deleted topics, and replicas a completed reassignment
+        // removed from this node (it leaves only once every target replica
+        // is in the ISR, so its data is no longer needed). Ids below the
+        // next id were seen by the metadata: absence then means deletion,
+        // not "not applied yet".
         let gone: Vec<PartitionId> = self
             .partitions
             .read()
@@ -329,13 +337,13 @@ impl Topics {
                     self.ctx.store.write(log::delete_partition(pid), false).await?;
                 }
             }
-            tracing::info!(partition = %pid, "deleted the replica of a deleted topic");
+            tracing::info!(partition = %pid, "deleted a replica this node no longer hosts (topic deleted or replica reassigned)");
         }
         let db = self.ctx.store.db().clone();
         for (pid, topic) in log::local_replicas(&db)? {
             if !wanted.contains_key(&pid) && pid.topic_id < cache.next_topic_id && self.partition(pid).is_none() {
                 self.ctx.store.write(log::delete_partition(pid), false).await?;
-                tracing::info!(topic = %topic, partition = %pid, "deleted a leftover replica of a deleted topic");
+                tracing::info!(topic = %topic, partition = %pid, "deleted a leftover replica this node no longer hosts");
             }
         }
         Ok(())

@@ -191,6 +191,34 @@ impl TopicClient {
         Ok(())
     }
 
+    /// Moves the replicas of `topic`/`partition` to `replicas` (node ids,
+    /// preferred leader first; needs the admin role when nodes check
+    /// tokens). Returns the topic as the reassignment started: the new
+    /// replicas join and catch up, and the ones left out are removed once
+    /// every target replica is in the ISR, leadership moving first if the
+    /// leader is removed; [`Self::describe_topic`] shows the progress
+    /// (`adding_replicas`, `removing_replicas`). Refused with
+    /// [`TopicClientError::ReassignmentInProgress`] while a reassignment of
+    /// the partition is under way, and with `InvalidArgument` for an
+    /// unknown partition or node, a repeated node, or fewer replicas than
+    /// `min.insync.replicas`.
+    pub async fn reassign_partition(&self, topic: &str, partition: u32, replicas: &[u32]) -> Result<TopicInfo, E> {
+        let header = self.header(self.metadata_timeout);
+        let t = self
+            .call_any("reassign the partition", |mut c, left| {
+                let req = proto::ReassignPartitionRequest {
+                    header: header.map(|h| RequestHeader { timeout_ms: left.as_millis() as u32, ..h }),
+                    topic: topic.to_string(),
+                    partition,
+                    replicas: replicas.to_vec(),
+                };
+                async move { c.reassign_partition(timed(req, left)).await }
+            })
+            .await?;
+        self.topics.write().expect("topics lock").insert(topic.to_string(), t.clone());
+        Ok(t)
+    }
+
     /// Metadata of every topic (or the named ones), linearizable.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, E> {
         Ok(self.metadata_call(&[], true).await?.topics)

@@ -24,6 +24,9 @@ pub enum TopicClientError {
     /// A consumer-group request from a member not in the current generation.
     #[error("stale group generation: {0}")]
     StaleGeneration(String),
+    /// A reassignment of the partition is in progress already.
+    #[error("reassignment in progress: {0}")]
+    ReassignmentInProgress(String),
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
     #[error("offset out of range: {message}")]
@@ -71,6 +74,7 @@ pub(super) fn classify(s: Status, addr: &str) -> Failure {
         "topic-exists" => return Failure::Fatal(E::TopicExists(s.message().to_string())),
         "not-enough-replicas" => return Failure::Fatal(E::NotEnoughReplicas(s.message().to_string())),
         "stale-generation" => return Failure::Fatal(E::StaleGeneration(s.message().to_string())),
+        "reassignment-in-progress" => return Failure::Fatal(E::ReassignmentInProgress(s.message().to_string())),
         "out-of-order-sequence" => {
             if let Some(expected) = header_u64(&s, EXPECTED_SEQUENCE_HEADER) {
                 return Failure::OutOfOrder { expected, error: E::FailedPrecondition(msg) };

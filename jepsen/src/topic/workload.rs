@@ -192,6 +192,7 @@ pub fn completion_for_error(error: &TopicClientError) -> SendCompletion {
         | E::TopicExists(_)
         | E::NotEnoughReplicas(_)
         | E::StaleGeneration(_)
+        | E::ReassignmentInProgress(_)
         | E::FailedPrecondition(_)
         | E::OffsetOutOfRange { .. }
         | E::Unavailable(_) => {

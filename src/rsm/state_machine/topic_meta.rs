@@ -16,6 +16,8 @@
 //!   `t o LEN16 GROUP TOPIC_ID PARTITION` → offset (u64, big-endian).
 //! * [`assign`]: the placements the state machine computes (replicas of a
 //!   new topic's partitions, partitions of a group's members).
+//! * [`reassign`]: moving a partition's replicas (start, and completion
+//!   once every target replica is in the ISR).
 //!
 //! Partition changes are compare-and-set on (partition epoch, leader
 //! epoch) — Kafka's AlterPartition — and a leader change bumps the leader
@@ -25,6 +27,7 @@
 //! time* (the entry's HLC stamp), never by a local clock.
 
 pub mod assign;
+pub mod reassign;
 
 use std::collections::BTreeMap;
 
@@ -174,6 +177,8 @@ pub fn apply(kv: &mut impl MetaKv, log_time: u64, op: &TopicOp) -> Result<TopicR
         Some(topic_op::Op::Heartbeat(h)) => heartbeat(kv, log_time, h),
         Some(topic_op::Op::Leave(l)) => leave(kv, log_time, l),
         Some(topic_op::Op::Commit(c)) => commit(kv, log_time, c),
+        Some(topic_op::Op::Reassign(r)) => reassign::start(kv, r),
+        Some(topic_op::Op::CompleteReassignment(c)) => reassign::complete(kv, c),
         None => Ok(reply(TopicErrorCode::Invalid, "empty topic command")),
     }
 }
@@ -230,6 +235,8 @@ fn create(kv: &mut impl MetaKv, log_time: u64, c: &CreateTopic) -> Result<TopicR
             replicas,
             leader_epoch: 1,
             partition_epoch: 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         })
         .collect();
     let t = TopicMeta { name: c.name.clone(), id, config: Some(cfg), partitions, created_stamp: log_time };

@@ -62,7 +62,7 @@ fn a_lagging_follower_leaves_after_the_lag_time_and_holds_the_hw_until_committed
     assert_eq!(c.high_watermark(), 3);
     assert_eq!(c.in_sync_count(1_200), 2);
     // Committed: the HW moves to what 1 and 2 hold.
-    assert_eq!(hw_of(&c.on_metadata(2, &[1, 2], S)), Some(20));
+    assert_eq!(hw_of(&c.on_metadata(1_200, 2, &[1, 2, 3], &[1, 2], S)), Some(20));
     assert_eq!(c.isr(), vec![1, 2]);
 }
 
@@ -77,8 +77,29 @@ fn a_follower_rejoins_once_it_reaches_the_high_watermark() {
     c.appended(15);
     assert_eq!(hw_of(&c.on_fetch(40, 2, 15)), None);
     assert_eq!(hw_of(&c.on_fetch(50, 3, 15)), Some(15));
-    c.on_metadata(2, &[1, 2, 3], S);
+    c.on_metadata(50, 2, &[1, 2, 3], &[1, 2, 3], S);
     assert_eq!(c.isr(), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_replica_added_by_a_reassignment_catches_up_into_the_isr_and_a_removed_one_is_forgotten() {
+    // KIP-455: the adding replica is an ordinary follower outside the ISR;
+    // it enters by the rejoin rule, and never holds the HW back before.
+    let mut c = LeaderCore::new(0, 1, 1, 1, &[1, 2], &[1, 2], 10, 10, S);
+    c.on_fetch(10, 2, 10);
+    assert!(c.on_fetch(20, 4, 0).is_empty(), "4 is not a replica yet: its fetch is ignored");
+    c.on_metadata(30, 2, &[2, 4, 1], &[1, 2], S);
+    c.appended(20);
+    assert!(proposal(&c.on_fetch(40, 4, 0)).is_none(), "4 is far behind");
+    assert_eq!(hw_of(&c.on_fetch(50, 2, 20)), Some(20), "4 outside the ISR does not hold the HW");
+    assert_eq!(proposal(&c.on_fetch(60, 4, 20)), Some(vec![1, 2, 4]), "caught up: proposed into the ISR");
+    c.on_metadata(70, 3, &[2, 4, 1], &[1, 2, 4], S);
+    // Completion keeps the leader (a target here) and drops nothing it
+    // leads with; a later reassignment removes 2: it is forgotten.
+    c.on_metadata(80, 4, &[1, 4], &[1, 4], S);
+    assert_eq!(c.follower_leos().keys().copied().collect::<Vec<_>>(), vec![4]);
+    c.appended(25);
+    assert_eq!(hw_of(&c.on_fetch(90, 4, 25)), Some(25));
 }
 
 #[test]
@@ -191,7 +212,7 @@ impl Sim {
                 self.changes.1 += 1;
             }
             self.meta_isr = isr.clone();
-            let fx = self.core.on_metadata(self.meta_epoch, &isr, S);
+            let fx = self.core.on_metadata(self.now, self.meta_epoch, &[1, 2, 3], &isr, S);
             self.handle(fx);
         }
     }

@@ -26,15 +26,16 @@ impl Partition {
     /// Metadata of the current leader epoch (an ISR change): feeds the core.
     pub(super) fn note_meta(&self, st: &mut State, meta: PartitionMeta, config: TopicConfig) -> Vec<AlterPartition> {
         let settings = isr_settings(&config, &self.ctx);
-        let (pe, isr) = (meta.partition_epoch, meta.isr.clone());
+        let (pe, isr, replicas) = (meta.partition_epoch, meta.isr.clone(), meta.replicas.clone());
         st.meta = meta;
         st.config = config;
+        let now_ms = self.ctx.now_ms();
         let fx = match &mut st.role {
-            Role::Leader(core) => core.on_metadata(pe, &isr, settings),
+            Role::Leader(core) => core.on_metadata(now_ms, pe, &replicas, &isr, settings),
             _ => Vec::new(),
         };
         if !fx.is_empty() || matches!(st.role, Role::Leader(_)) {
-            tracing::info!(partition = %self.name(), isr = ?isr, partition_epoch = pe, "ISR changed");
+            tracing::info!(partition = %self.name(), isr = ?isr, replicas = ?replicas, partition_epoch = pe, "partition metadata changed");
         }
         self.on_effects(st, fx)
     }

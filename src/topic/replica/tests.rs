@@ -18,6 +18,7 @@ fn state(role: Role, leader: NodeId, leader_epoch: u64, leo: u64, hw: u64) -> St
             isr: vec![1, 2, 3],
             leader_epoch,
             partition_epoch: leader_epoch,
+            ..Default::default()
         },
         config: TopicConfig { min_insync_replicas: 2, ..Default::default() },
         role,
