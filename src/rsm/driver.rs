@@ -76,7 +76,7 @@ use crate::clock::Clock;
 use crate::levels::LevelError;
 use crate::metrics::{add, Metrics};
 use crate::proto::rsm;
-use crate::store::{cf, Cf, Store, StoreError, WriteOp};
+use crate::store::{cf, Cf, OpOutcome, Store, StoreError, WriteOp};
 
 /// Proposals waiting for their entry to be applied, at most.
 pub const MAX_PENDING_PROPOSALS: usize = 100_000;
@@ -763,7 +763,8 @@ impl Driver {
             if sync {
                 crate::metrics::inc(&self.metrics.raft_synced_writes);
             }
-            self.store.write(ops, sync).await?;
+            let outcomes = self.store.write(ops, sync).await?;
+            self.count_purged(&outcomes);
             self.node.store().appended(&entries, hs.as_ref());
         }
         self.remember_rsm(rsm_after);
@@ -808,11 +809,20 @@ impl Driver {
         };
         ops.extend(hs_op);
         let sync = merges_cells(&ops);
-        self.store.write(ops, sync).await?;
+        let outcomes = self.store.write(ops, sync).await?;
+        self.count_purged(&outcomes);
         self.remember_rsm(rsm_after);
         self.finish_apply(answers, applied);
         self.metrics.raft_apply.observe(started.elapsed());
         Ok(())
+    }
+
+    /// Counts the cells a `Purge` command deleted on this node.
+    fn count_purged(&self, outcomes: &[OpOutcome]) {
+        let purged = outcomes.iter().filter(|o| matches!(o, OpOutcome::Purged { removed: true })).count();
+        if purged > 0 {
+            add(&self.metrics.tombstones_purged, purged as u64);
+        }
     }
 
     /// What applying `entries` writes, and the replies it gives once written;
