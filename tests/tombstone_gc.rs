@@ -101,6 +101,11 @@ async fn delete_while_node_3_is_down(unsafe_gc: bool) -> TestCluster {
         n1.set(format!("filler-{i}").as_bytes(), b"x", opts(Level::Linearizable)).await.unwrap();
     }
     c.restart(3).await;
+    // The premise: node 3 skipped the log (and any Purge in it).
+    eventually(Duration::from_secs(30), "node 3 caught up by a snapshot install", || async {
+        std::fs::read_to_string(&c.node(3).log).ok()?.contains("snapshot installed").then_some(())
+    })
+    .await;
     c
 }
 
