@@ -27,6 +27,7 @@ pub mod rsm;
 pub mod rt;
 pub mod sim;
 pub mod store;
+pub mod tombstone_gc;
 pub mod topic;
 pub mod wire;
 

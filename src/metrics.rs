@@ -51,6 +51,11 @@ counters!(
     anti_entropy_rounds,
     anti_entropy_cells_pushed,
     anti_entropy_cells_pulled,
+    // Tombstone GC (src/tombstone_gc).
+    tombstones_purged,
+    gc_passes,
+    gc_tombstones_blocked,
+    gc_purges_proposed,
     quorum_gets,
     quorum_writes,
     read_imposes,

@@ -121,6 +121,7 @@ async fn status(cli: &Cli) -> ExitCode {
                         "hints_pending": s.hints_pending,
                         "counters": s.counters,
                         "clock_offset_ms": s.clock_offset_ms,
+                        "gc_grace_ms": s.gc_grace_ms,
                         "raft": s.raft.as_ref().map(|r| json!({
                             "role": r.role, "term": r.term, "leader": r.leader_id,
                             "commit_index": r.commit_index, "applied_index": r.applied_index,

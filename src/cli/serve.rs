@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Peer clock stamps further ahead than this do not move our clock (ms, default 500).
     #[arg(long)]
     pub max_clock_drift_ms: Option<u64>,
+    /// Tombstones older than this and held by every replica are purged
+    /// (e.g. 30m, 24h, 1d; default 1d). Must exceed --max-clock-drift-ms.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub gc_grace: Option<std::time::Duration>,
     /// Raft tick interval in ms (default 50).
     #[arg(long)]
     pub raft_tick_ms: Option<u64>,
@@ -129,6 +133,10 @@ pub struct ServeArgs {
     /// waiting for the new replicas to catch up (loses acknowledged records).
     #[arg(long, hide = true)]
     pub unsafe_reassign_without_catch_up: bool,
+    /// TEST ONLY: tombstone GC purges without checking that every replica
+    /// holds the tombstone (a deleted value can come back).
+    #[arg(long, hide = true)]
+    pub unsafe_gc_skip_replica_check: bool,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -151,6 +159,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         hinted_handoff: args.no_hinted_handoff.then_some(false),
         read_repair_chance: args.read_repair_chance,
         max_clock_drift_ms: args.max_clock_drift_ms,
+        gc_grace_ms: args.gc_grace.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
         raft_tick_ms: args.raft_tick_ms,
         raft_election_ticks: args.raft_election_ticks,
         raft_heartbeat_ticks: args.raft_heartbeat_ticks,
@@ -164,6 +173,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         unsafe_linearizable_local_reads: args.unsafe_linearizable_local_reads,
         unsafe_skip_level_join: args.unsafe_skip_level_join,
         unsafe_reassign_without_catch_up: args.unsafe_reassign_without_catch_up,
+        unsafe_gc_skip_replica_check: args.unsafe_gc_skip_replica_check,
         metrics_listen: args.metrics_listen.clone(),
         slow_request_ms: args.slow_request_ms,
         token_file: args.token_file.clone(),

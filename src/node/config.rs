@@ -60,11 +60,20 @@ pub struct UnsafeTestSwitches {
     /// lost.
     #[serde(default)]
     pub reassign_without_catch_up: bool,
+    /// Tombstone GC purges tombstones past the grace period without
+    /// checking that every replica holds them (a deleted value can come
+    /// back from a replica that missed the delete).
+    #[serde(default)]
+    pub gc_skip_replica_check: bool,
 }
 
 impl UnsafeTestSwitches {
     pub fn any(&self) -> bool {
-        self.skip_read_impose || self.linearizable_local_reads || self.skip_level_join || self.reassign_without_catch_up
+        self.skip_read_impose
+            || self.linearizable_local_reads
+            || self.skip_level_join
+            || self.reassign_without_catch_up
+            || self.gc_skip_replica_check
     }
 }
 
@@ -92,6 +101,9 @@ pub struct NodeConfig {
     pub read_repair_chance: f64,
     /// A peer stamp further ahead than this does not move our clock.
     pub max_clock_drift_ms: u64,
+    /// Tombstones older than this, held by every replica, are purged
+    /// (`crate::tombstone_gc`).
+    pub gc_grace_ms: u64,
     pub raft: RaftSettings,
     /// Topic layer settings (liveness timeout, default ISR lag, retention checks).
     pub topics: TopicSettings,
@@ -154,6 +166,9 @@ pub struct FileConfig {
     pub read_repair_chance: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_drift_ms: Option<u64>,
+    /// `--gc-grace` in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_grace_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raft_tick_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -301,6 +316,7 @@ impl NodeConfig {
             hinted_handoff: Some(self.hinted_handoff),
             read_repair_chance: Some(self.read_repair_chance),
             max_clock_drift_ms: Some(self.max_clock_drift_ms),
+            gc_grace_ms: Some(self.gc_grace_ms),
             raft_tick_ms: Some(self.raft.tick_ms),
             raft_election_ticks: Some(self.raft.election_ticks),
             raft_heartbeat_ticks: Some(self.raft.heartbeat_ticks),
@@ -423,6 +439,8 @@ pub struct Overrides {
     pub hinted_handoff: Option<bool>,
     pub read_repair_chance: Option<f64>,
     pub max_clock_drift_ms: Option<u64>,
+    /// `--gc-grace`, in ms.
+    pub gc_grace_ms: Option<u64>,
     pub raft_tick_ms: Option<u64>,
     pub raft_election_ticks: Option<usize>,
     pub raft_heartbeat_ticks: Option<usize>,
@@ -436,6 +454,7 @@ pub struct Overrides {
     pub unsafe_linearizable_local_reads: bool,
     pub unsafe_skip_level_join: bool,
     pub unsafe_reassign_without_catch_up: bool,
+    pub unsafe_gc_skip_replica_check: bool,
     pub metrics_listen: Option<String>,
     pub slow_request_ms: Option<u64>,
     pub token_file: Option<PathBuf>,
@@ -639,7 +658,18 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         linearizable_local_reads: o.unsafe_linearizable_local_reads || file.unsafe_test.linearizable_local_reads,
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
         reassign_without_catch_up: o.unsafe_reassign_without_catch_up || file.unsafe_test.reassign_without_catch_up,
+        gc_skip_replica_check: o.unsafe_gc_skip_replica_check || file.unsafe_test.gc_skip_replica_check,
     };
+    let max_clock_drift_ms = o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500);
+    let gc_grace_ms = o.gc_grace_ms.or(file.gc_grace_ms).unwrap_or(crate::tombstone_gc::rule::DEFAULT_GC_GRACE_MS);
+    // Versions of writes made after a purge must land above the purged
+    // tombstones; a clock behind by more than the grace could not.
+    if gc_grace_ms <= max_clock_drift_ms {
+        return err(format!(
+            "--gc-grace {gc_grace_ms} ms must exceed --max-clock-drift-ms ({max_clock_drift_ms}){}",
+            file.origin("gc_grace_ms", o.gc_grace_ms.is_some())
+        ));
+    }
     let tls = match (
         o.tls_cert.or_else(|| file.tls_cert.clone()),
         o.tls_key.or_else(|| file.tls_key.clone()),
@@ -680,7 +710,8 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             .max(100),
         hinted_handoff: o.hinted_handoff.or(file.hinted_handoff).unwrap_or(true),
         read_repair_chance,
-        max_clock_drift_ms: o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500),
+        max_clock_drift_ms,
+        gc_grace_ms,
         raft,
         topics,
         unsafe_test,
@@ -866,6 +897,17 @@ mod tests {
         assert_eq!(again, cfg, "{text}");
         assert!(text.contains("read_mode = \"lease\"") && text.contains("[cluster]"), "{text}");
         assert!(!text.contains("unsafe_test"), "switches that are off are not printed: {text}");
+    }
+
+    #[test]
+    fn gc_grace_defaults_to_a_day_and_must_exceed_the_clock_drift() {
+        assert_eq!(resolve(None, base()).unwrap().gc_grace_ms, 24 * 3_600_000);
+        let c = resolve(None, Overrides { gc_grace_ms: Some(2_000), ..base() }).unwrap();
+        assert_eq!(c.gc_grace_ms, 2_000);
+        let e = resolve(None, Overrides { gc_grace_ms: Some(500), ..base() }).unwrap_err().to_string();
+        assert!(e.contains("--gc-grace 500 ms must exceed --max-clock-drift-ms (500)"), "{e}");
+        let text = toml::to_string(&c.to_file()).unwrap();
+        assert!(text.contains("gc_grace_ms = 2000"), "{text}");
     }
 
     #[test]

@@ -117,6 +117,12 @@ fn counter_help(name: &str) -> &'static str {
         "anti_entropy_rounds" => "Anti-entropy rounds run (one peer each).",
         "anti_entropy_cells_pushed" => "Cells pushed to a peer by anti-entropy.",
         "anti_entropy_cells_pulled" => "Cells pulled from a peer by anti-entropy.",
+        "tombstones_purged" => "Tombstone cells this node deleted by applying a GC purge (space reclaimed).",
+        "gc_passes" => "Tombstone GC passes run (as Raft leader).",
+        "gc_tombstones_blocked" => {
+            "Tombstones past the GC grace period left in place because some replica was not seen to hold them."
+        }
+        "gc_purges_proposed" => "Tombstones this node proposed to purge (as Raft leader).",
         "quorum_gets" => "Gets served at the quorum level.",
         "quorum_writes" => "Writes served at the quorum level.",
         "read_imposes" => "Quorum gets that wrote the value back to a majority (ABD read-impose).",

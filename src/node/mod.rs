@@ -286,6 +286,18 @@ where
     .await?;
     let quorum = QuorumLevel::new(abd, linear.clone(), metrics.clone());
     let rsm = linear.rsm().clone();
+    crate::tombstone_gc::start(
+        store.clone(),
+        peers.clone(),
+        rsm.clone(),
+        metrics.clone(),
+        crate::tombstone_gc::GcSettings {
+            grace_ms: cfg.gc_grace_ms,
+            skip_replica_check: cfg.unsafe_test.gc_skip_replica_check,
+        },
+        cancel.clone(),
+        &tracker,
+    );
     let topics = Topics::start(
         cfg.id,
         store.clone(),

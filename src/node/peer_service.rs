@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::peer_input::{check_cells, check_peer, check_raft_message, check_snapshot_header, check_stamp};
 use super::NodeState;
+use crate::clock::Version;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::*;
 use crate::rsm::snapshot::SnapMeta;
@@ -112,8 +113,32 @@ fn read_cells(node: &NodeState, peer: Option<u32>, req: ReadCellsRequest) -> Res
     Ok(ReadCellsResponse { cells })
 }
 
+/// Tombstone GC: whether this node covers each tombstone
+/// (`Store::gc_covers`), in request order.
+fn gc_check(node: &NodeState, peer: Option<u32>, req: GcCheckRequest) -> Result<GcCheckResponse, Status> {
+    check_member(node, peer, req.from_node)?;
+    if req.tombstones.len() > MAX_READ_KEYS {
+        return Err(Status::invalid_argument(format!(
+            "{} tombstones in one GcCheck; at most {MAX_READ_KEYS}",
+            req.tombstones.len()
+        )));
+    }
+    let covered = req
+        .tombstones
+        .iter()
+        .map(|t| node.store.gc_covers(&t.key, Version { hlc: t.hlc, node_id: t.node_id, rmw: t.rmw }))
+        .collect::<Result<Vec<bool>, _>>()
+        .map_err(internal)?;
+    Ok(GcCheckResponse { covered })
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn gc_check(&self, req: Request<GcCheckRequest>) -> Result<Response<GcCheckResponse>, Status> {
+        let peer = self.peer(&req)?;
+        Ok(Response::new(gc_check(&self.node, peer, req.into_inner())?))
+    }
+
     async fn replicate(&self, req: Request<CellsRequest>) -> Result<Response<CellsResponse>, Status> {
         let peer = self.peer(&req)?;
         Ok(Response::new(replicate(&self.node, peer, req.into_inner()).await?))

@@ -258,6 +258,7 @@ impl Cluster for ClusterService {
                 }
             }),
             clock_offset_ms: n.store.clock().offset_ms(),
+            gc_grace_ms: n.cfg.gc_grace_ms,
         }))
     }
 

@@ -79,7 +79,7 @@ use crate::levels::LevelError;
 use crate::metrics::{add, Metrics};
 use crate::node::peers::{Peers, MAX_MEMBERS};
 use crate::proto::rsm;
-use crate::store::{cf, Cf, Store, StoreError, WriteOp};
+use crate::store::{cf, Cf, OpOutcome, Store, StoreError, WriteOp};
 
 /// Proposals waiting for their entry to be applied, at most.
 pub const MAX_PENDING_PROPOSALS: usize = 100_000;
@@ -916,7 +916,8 @@ impl Driver {
             if sync {
                 crate::metrics::inc(&self.metrics.raft_synced_writes);
             }
-            self.store.write(ops, sync).await?;
+            let outcomes = self.store.write(ops, sync).await?;
+            self.count_purged(&outcomes);
             self.node.store().appended(&entries, hs.as_ref());
         }
         self.remember_rsm(rsm_after);
@@ -962,12 +963,21 @@ impl Driver {
         };
         ops.extend(hs_op);
         let sync = merges_cells(&ops) || !conf.is_empty();
-        self.store.write(ops, sync).await?;
+        let outcomes = self.store.write(ops, sync).await?;
+        self.count_purged(&outcomes);
         self.remember_rsm(rsm_after);
         self.conf_applied(conf);
         self.finish_apply(answers, applied);
         self.metrics.raft_apply.observe(started.elapsed());
         Ok(())
+    }
+
+    /// Counts the cells a `Purge` command deleted on this node.
+    fn count_purged(&self, outcomes: &[OpOutcome]) {
+        let purged = outcomes.iter().filter(|o| matches!(o, OpOutcome::Purged { removed: true })).count();
+        if purged > 0 {
+            add(&self.metrics.tombstones_purged, purged as u64);
+        }
     }
 
     /// What applying `entries` writes, and the replies it gives once written;

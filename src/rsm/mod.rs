@@ -308,6 +308,15 @@ impl Rsm {
         &self.peers
     }
 
+    /// Proposes a tombstone purge (`crate::tombstone_gc`) and waits until
+    /// it is applied here.
+    pub async fn purge(&self, entries: Vec<rsm::PurgeEntry>, timeout: Duration) -> Result<rsm::Purged, LevelError> {
+        match self.propose(Caller::default(), Op::Purge(rsm::Purge { entries }), timeout).await?.result {
+            Some(reply::Result::Purged(p)) => Ok(p),
+            other => Err(LevelError::UnexpectedReply { command: "purge", reply: format!("{other:?}") }),
+        }
+    }
+
     /// Waits until this node has applied everything committed before now
     /// (ReadIndex), so reads of the `rsm` family that follow are linearizable.
     pub async fn barrier(&self, timeout: Duration) -> Result<u64, LevelError> {

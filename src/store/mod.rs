@@ -186,6 +186,8 @@ pub struct Store {
     digests: Arc<Digests>,
     cache: Arc<cache::CellCache>,
     reserved_hlc: Arc<AtomicU64>,
+    /// The other nodes (whose hints this node may keep).
+    peers: Vec<NodeId>,
     dir: PathBuf,
     _lock: DirLock,
 }
@@ -259,7 +261,7 @@ impl Store {
             clock: clock.clone(),
             digests: digests.clone(),
             reserved_hlc: reserved_hlc.clone(),
-            peers,
+            peers: peers.clone(),
             fsync: matches!(mode, WriterMode::Thread),
         };
         let writer = match mode {
@@ -284,6 +286,7 @@ impl Store {
             digests,
             cache,
             reserved_hlc,
+            peers,
             dir: dir.to_path_buf(),
             _lock: lock,
         }))
@@ -384,6 +387,60 @@ impl Store {
             out.push((Bytes::copy_from_slice(&k), version, tomb));
         }
         Ok((out, false))
+    }
+
+    /// Tombstone GC: whether this node holds `key` at `version` or newer,
+    /// with no hint of the key left holding an older version (a hint is a
+    /// copy still to be delivered: once the tombstone is purged, an older
+    /// cell arriving from a hint would bring the deleted value back).
+    pub fn gc_covers(&self, key: &[u8], version: Version) -> Result<bool, StoreError> {
+        if self.get_cell(key)?.is_none_or(|c| c.version < version) {
+            return Ok(false);
+        }
+        for &peer in &self.peers {
+            if let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, Cf::Hints), keys::hint_key(peer, key))? {
+                if Cell::decode_version(&bytes)?.0 < version {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Tombstone GC: the tombstones among at most `scan_max` cells after
+    /// `after_key` (in key order) whose version `wanted` accepts, at most
+    /// `take_max` of them; and where the next scan resumes (`None`: the
+    /// scan reached the last cell).
+    pub fn scan_tombstones(
+        &self,
+        after_key: &[u8],
+        scan_max: usize,
+        take_max: usize,
+        wanted: impl Fn(Version) -> bool,
+    ) -> Result<(Vec<(Bytes, Version)>, Option<Bytes>), StoreError> {
+        assert!(scan_max > 0 && take_max > 0, "an empty tombstone scan");
+        let mode = if after_key.is_empty() {
+            IteratorMode::Start
+        } else {
+            IteratorMode::From(after_key, rocksdb::Direction::Forward)
+        };
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        for item in self.db.iterator_cf(cf(&self.db, Cf::Cells), mode) {
+            let (k, v) = item?;
+            if !after_key.is_empty() && &*k == after_key {
+                continue;
+            }
+            scanned += 1;
+            let (version, tomb) = Cell::decode_version(&v)?;
+            if tomb && wanted(version) {
+                out.push((Bytes::copy_from_slice(&k), version));
+            }
+            if scanned == scan_max || out.len() == take_max {
+                return Ok((out, Some(Bytes::copy_from_slice(&k))));
+            }
+        }
+        Ok((out, None))
     }
 
     /// Hints for `peer`, in key order after `after_key`: at most `limit`

@@ -348,3 +348,82 @@ fn errors_carry_facts_and_keep_their_sentences() {
         "too large: snapshot snap-1-1.bin holds 10 bytes; one install writes at most 5 (MAX_INSTALL_BYTES)"
     );
 }
+
+#[tokio::test]
+async fn a_purge_drops_the_tombstone_its_hints_and_its_digest_entry_only() {
+    // Tombstone GC (docs/consistency.md): a purge at version t deletes the
+    // key's cell at or below t and every hint at or below t, and leaves the
+    // digests as if the key had never been written; a newer cell stays.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    fresh(&s, "k", Some("v1"), true).await;
+    let t = fresh(&s, "k", None, true).await;
+    let other = fresh(&s, "other", Some("x"), false).await;
+    assert_eq!(s.count_hints(2, 10).unwrap(), 1);
+    let out = s.write(vec![WriteOp::Purge { key: b("k"), version: t.version }], false).await.unwrap();
+    assert_eq!(out, vec![OpOutcome::Purged { removed: true }]);
+    assert_eq!(s.get_cell(b"k").unwrap(), None);
+    assert_eq!(s.count_hints(2, 10).unwrap() + s.count_hints(3, 10).unwrap(), 0, "hints of the key go too");
+    assert_eq!(s.get_cell(b"other").unwrap(), Some(other.clone()));
+    // Only "other" is left in the digests.
+    let expected = Digests::default();
+    expected.update(b"other", None, Some((other.version, false)));
+    assert_eq!(s.digests(), expected.snapshot());
+    // A purge never drops a newer cell (a write after the tombstone).
+    let t2 = fresh(&s, "k2", None, false).await;
+    let newer = fresh(&s, "k2", Some("back"), true).await;
+    let out = s.write(vec![WriteOp::Purge { key: b("k2"), version: t2.version }], false).await.unwrap();
+    assert_eq!(out, vec![OpOutcome::Purged { removed: false }]);
+    assert_eq!(s.get_cell(b"k2").unwrap(), Some(newer.clone()));
+    assert_eq!(s.count_hints(2, 10).unwrap(), 1, "the newer write's hint stays");
+    drop(s);
+    // Durable and rebuilt identically.
+    let s = open(dir.path(), 1);
+    assert_eq!(s.get_cell(b"k").unwrap(), None);
+    let expected = Digests::default();
+    expected.update(b"other", None, Some((other.version, false)));
+    expected.update(b"k2", None, Some((newer.version, false)));
+    assert_eq!(s.digests(), expected.snapshot());
+}
+
+#[tokio::test]
+async fn a_node_covers_a_tombstone_only_with_it_or_newer_and_no_older_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let v1 = fresh(&s, "k", Some("v1"), true).await;
+    // A tombstone from elsewhere, newer than v1: merged, but this node's
+    // hint of v1 for peers 2 and 3 is still to be delivered.
+    let t = Cell::tombstone(s.clock().next_after(v1.version).unwrap(), Level::Quorum);
+    s.write(vec![WriteOp::Merge { key: b("k"), cell: t.clone() }], true).await.unwrap();
+    assert!(!s.gc_covers(b"k", t.version).unwrap(), "an older hint would bring v1 back after a purge");
+    for peer in [2, 3] {
+        s.write(vec![WriteOp::ClearHint { peer, key: b("k"), version: v1.version }], false).await.unwrap();
+    }
+    assert!(s.gc_covers(b"k", t.version).unwrap());
+    assert!(s.gc_covers(b"k", v1.version).unwrap(), "a newer cell covers an older tombstone");
+    assert!(!s.gc_covers(b"absent", t.version).unwrap(), "no cell covers nothing");
+    let later = Version { hlc: t.version.hlc + 1, ..t.version };
+    assert!(!s.gc_covers(b"k", later).unwrap(), "an older cell does not cover");
+}
+
+#[tokio::test]
+async fn tombstone_scans_are_bounded_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    for i in 0..10 {
+        fresh(&s, &format!("k{i}"), if i % 2 == 0 { None } else { Some("v") }, false).await;
+    }
+    // Tombstones: k0 k2 k4 k6 k8. Three cells per scan.
+    let (found, next) = s.scan_tombstones(b"", 3, 100, |_| true).unwrap();
+    assert_eq!(found.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b("k0"), b("k2")]);
+    assert_eq!(next, Some(b("k2")));
+    let (found, next) = s.scan_tombstones(b"k2", 3, 100, |_| true).unwrap();
+    assert_eq!(found.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b("k4")]);
+    assert_eq!(next, Some(b("k5")));
+    // At most take_max tombstones.
+    let (found, next) = s.scan_tombstones(b"", 100, 1, |_| true).unwrap();
+    assert_eq!((found.len(), next), (1, Some(b("k0"))));
+    // The filter decides (the grace rule); the scan reaches the end.
+    let (found, next) = s.scan_tombstones(b"k5", 100, 100, |_| false).unwrap();
+    assert_eq!((found.len(), next), (0, None));
+}

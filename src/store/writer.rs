@@ -84,6 +84,15 @@ pub enum WriteOp {
         key: Bytes,
         version: Version,
     },
+    /// Tombstone GC (`crate::tombstone_gc`): deletes the key's cell if its
+    /// version is at or below `version`, and every peer's hint of the key
+    /// holding a version at or below it. Only a Raft apply of a `Purge`
+    /// command writes it, after every replica was seen to hold the
+    /// tombstone at `version` (or something newer).
+    Purge {
+        key: Bytes,
+        version: Version,
+    },
 }
 
 impl WriteOp {
@@ -96,6 +105,7 @@ impl WriteOp {
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::DeleteRange { from, to, .. } => from.len() + to.len(),
             WriteOp::ClearHint { key, .. } => key.len(),
+            WriteOp::Purge { key, .. } => key.len(),
         }
     }
 }
@@ -113,6 +123,10 @@ pub enum OpOutcome {
     /// Whether a `Merge` changed the stored cell.
     Merged {
         applied: bool,
+    },
+    /// Whether a `Purge` deleted the key's cell.
+    Purged {
+        removed: bool,
     },
 }
 
@@ -341,19 +355,50 @@ impl Writer {
             }
             WriteOp::ClearHint { peer, key, version } => {
                 let hk = keys::hint_key(*peer, key);
-                let stored = match hints.get(&hk) {
-                    Some(v) => *v,
-                    None => match self.db.get_pinned_cf(cf(&self.db, Cf::Hints), &hk)? {
-                        Some(bytes) => Some(Cell::decode_version(&bytes)?.0),
-                        None => None,
-                    },
-                };
-                if stored == Some(*version) {
+                if self.hint_version(hints, &hk)? == Some(*version) {
                     batch.delete_cf(cf(&self.db, Cf::Hints), &hk);
                     hints.insert(hk, None);
                 }
                 Ok(OpOutcome::Done)
             }
+            WriteOp::Purge { key, version } => {
+                let current = self.current_cell(cells, key)?;
+                let removed = match &current {
+                    // At the purged version itself only the tombstone goes:
+                    // a live value of the same version (never expected)
+                    // would win the LWW tie, so it stays.
+                    Some(c) if c.version < *version || (c.version == *version && c.is_tombstone()) => {
+                        batch.delete_cf(cf(&self.db, Cf::Cells), key);
+                        pending.digest_updates.push((key.clone(), Some((c.version, c.is_tombstone())), None));
+                        cells.insert(key.clone(), None);
+                        true
+                    }
+                    _ => false,
+                };
+                for &peer in &self.peers {
+                    let hk = keys::hint_key(peer, key);
+                    if self.hint_version(hints, &hk)?.is_some_and(|v| v <= *version) {
+                        batch.delete_cf(cf(&self.db, Cf::Hints), &hk);
+                        hints.insert(hk, None);
+                    }
+                }
+                Ok(OpOutcome::Purged { removed })
+            }
+        }
+    }
+
+    /// The version the hint under `hk` holds, as of this batch.
+    fn hint_version(
+        &self,
+        hints: &HashMap<Vec<u8>, Option<Version>>,
+        hk: &[u8],
+    ) -> Result<Option<Version>, StoreError> {
+        if let Some(v) = hints.get(hk) {
+            return Ok(*v);
+        }
+        match self.db.get_pinned_cf(cf(&self.db, Cf::Hints), hk)? {
+            Some(bytes) => Ok(Some(Cell::decode_version(&bytes)?.0)),
+            None => Ok(None),
         }
     }
 }

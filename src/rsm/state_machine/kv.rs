@@ -22,6 +22,16 @@
 //!   quorum reads see linearizable writes (the proposer also writes the
 //!   result back to a majority before answering: `levels::linear`).
 //!
+//! * **Purge** (tombstone GC, `crate::tombstone_gc`): deletes the state
+//!   machine's cell of each listed key whose version is at or below the
+//!   purged tombstone's, asks every node to drop its own cell and hints
+//!   of the key at or below it (`WriteOp::Purge`), and raises the *purge
+//!   floor* ([`META_PURGE_FLOOR`]: the largest purged version). An absent
+//!   key may hide a purged tombstone, so a write of a key without a base
+//!   is placed above the floor, and a CAS on it is `floor.after_rmw()`:
+//!   the carstamp rules then hold as if the tombstone were still there
+//!   (a later write gets a version above every earlier one).
+//!
 //! Values live in the `rsm` family under [`KEY_PREFIX`] + user key.
 
 use bytes::Bytes;
@@ -36,6 +46,28 @@ use crate::store::{Cell, StoreError, WriteOp};
 /// Set in the node id of versions produced by the state machine.
 pub const LINEAR_VERSION_BIT: u32 = 1 << 31;
 pub const KEY_PREFIX: u8 = b'k';
+/// The purge floor: the largest version a `Purge` command purged
+/// (hlc u64, node id u32, rmw u32, big-endian); absent = nothing purged.
+pub const META_PURGE_FLOOR: &[u8] = b"m/purge_floor";
+
+fn encode_version(v: Version) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&v.hlc.to_be_bytes());
+    out.extend_from_slice(&v.node_id.to_be_bytes());
+    out.extend_from_slice(&v.rmw.to_be_bytes());
+    out
+}
+
+fn decode_version(b: &[u8]) -> Option<Version> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some(Version {
+        hlc: u64::from_be_bytes(b[..8].try_into().ok()?),
+        node_id: u32::from_be_bytes(b[8..12].try_into().ok()?),
+        rmw: u32::from_be_bytes(b[12..].try_into().ok()?),
+    })
+}
 
 pub fn user_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
@@ -102,6 +134,14 @@ impl<R: RsmRead> Applier<'_, R> {
         }
     }
 
+    /// The largest version purged so far (`Version::ZERO`: none).
+    fn purge_floor(&self) -> Result<Version, ApplyError> {
+        match self.get(META_PURGE_FLOOR)? {
+            Some(b) => decode_version(&b).ok_or_else(|| ApplyError::Corrupt("purge floor".into())),
+            None => Ok(Version::ZERO),
+        }
+    }
+
     /// The key's base for a command with dependency `dep`: the larger of
     /// the state machine's cell and `dep`, kept as the state machine's cell.
     fn base(&mut self, key: &[u8], dep: Option<&rsm::Dep>) -> Result<Option<rsm::Value>, ApplyError> {
@@ -148,23 +188,58 @@ impl<R: RsmRead> Applier<'_, R> {
     }
 
     /// A put or delete: a plain write with a fresh version above the base.
-    fn write(&mut self, batch: &rsm::Batch, key: &Bytes, base: Option<&rsm::Value>, value: Option<Bytes>) -> Version {
-        let floor = base.map_or(0, |c| c.hlc + 1);
+    fn write(
+        &mut self,
+        batch: &rsm::Batch,
+        key: &Bytes,
+        base: Option<&rsm::Value>,
+        value: Option<Bytes>,
+    ) -> Result<Version, ApplyError> {
+        let floor = match base {
+            Some(c) => c.hlc + 1,
+            // An absent key may hide a purged tombstone: go above all of them.
+            None => self.purge_floor()?.hlc + 1,
+        };
         let version = Version::new(batch.stamp.max(floor), batch.proposer | LINEAR_VERSION_BIT);
         self.store(key, base, version, value);
-        version
+        Ok(version)
     }
 
     pub(super) fn kv_put(&mut self, batch: &rsm::Batch, p: &rsm::Put) -> Result<reply::Result, ApplyError> {
         let base = self.base(&p.key, p.dep.as_ref())?;
-        let v = self.write(batch, &p.key, base.as_ref(), Some(p.value.clone()));
+        let v = self.write(batch, &p.key, base.as_ref(), Some(p.value.clone()))?;
         Ok(reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id }))
     }
 
     pub(super) fn kv_del(&mut self, batch: &rsm::Batch, d: &rsm::Del) -> Result<reply::Result, ApplyError> {
         let base = self.base(&d.key, d.dep.as_ref())?;
-        let v = self.write(batch, &d.key, base.as_ref(), None);
+        let v = self.write(batch, &d.key, base.as_ref(), None)?;
         Ok(reply::Result::Written(rsm::Written { hlc: v.hlc, node_id: v.node_id }))
+    }
+
+    /// Tombstone GC: see the module docs. Deterministic: the state
+    /// machine part depends on the entry and the `rsm` family only; each
+    /// node's cells and hints follow through `WriteOp::Purge`.
+    pub(super) fn kv_purge(&mut self, p: &rsm::Purge) -> Result<reply::Result, ApplyError> {
+        let mut floor = self.purge_floor()?;
+        let mut removed = 0u32;
+        for e in &p.entries {
+            let version = Version { hlc: e.hlc, node_id: e.node_id, rmw: e.rmw };
+            // As `WriteOp::Purge`: at the purged version only a tombstone goes.
+            if self
+                .current(&e.key)?
+                .is_some_and(|c| version_of(&c) < version || (version_of(&c) == version && c.tombstone))
+            {
+                self.delete(user_key(&e.key));
+                removed += 1;
+            }
+            self.ops.push(WriteOp::Purge { key: e.key.clone(), version });
+            floor = floor.max(version);
+        }
+        if floor > Version::ZERO {
+            self.put(META_PURGE_FLOOR.to_vec(), encode_version(floor));
+        }
+        Ok(reply::Result::Purged(rsm::Purged { state_machine_cells: removed }))
     }
 
     pub(super) fn kv_cas(&mut self, _batch: &rsm::Batch, c: &rsm::Cas) -> Result<reply::Result, ApplyError> {
@@ -175,8 +250,14 @@ impl<R: RsmRead> Applier<'_, R> {
             Some(v) => !c.expect_absent && v.value == c.expected,
         };
         if matches {
-            // A read-modify-write of the base: ordered right after it.
-            let v = base.as_ref().map_or(Version::ZERO, version_of).after_rmw();
+            // A read-modify-write of the base: ordered right after it. An
+            // absent key's base is the purge floor (a purged tombstone may
+            // have been its last write).
+            let v = match base.as_ref() {
+                Some(b) => version_of(b),
+                None => self.purge_floor()?,
+            }
+            .after_rmw();
             self.store(&c.key, base.as_ref(), v, Some(c.new_value.clone()));
             return Ok(reply::Result::Cas(rsm::CasResult {
                 swapped: true,

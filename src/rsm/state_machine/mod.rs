@@ -325,6 +325,7 @@ impl<'a, R: RsmRead> Applier<'a, R> {
             Some(Op::Del(d)) => self.kv_del(batch, d)?,
             Some(Op::Cas(c)) => self.kv_cas(batch, c)?,
             Some(Op::Topic(t)) => self.topic_meta(batch, t)?,
+            Some(Op::Purge(p)) => self.kv_purge(p)?,
             None => return Ok(refused("empty command")),
         };
         Ok(rsm::Reply { result: Some(result) })

@@ -19,7 +19,7 @@ impl MemRsm {
                 WriteOp::Delete { cf: Cf::Rsm, key } => {
                     self.0.remove(key);
                 }
-                WriteOp::Merge { .. } => {}
+                WriteOp::Merge { .. } | WriteOp::Purge { .. } => {}
                 other => panic!("unexpected op {other:?}"),
             }
         }
@@ -386,4 +386,78 @@ fn a_failed_cas_reports_a_tombstone_base_with_its_version() {
     let c = cas_result(&a[0]);
     assert!(c.swapped);
     assert_eq!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw }, Version::ZERO.after_rmw());
+}
+
+fn del(client: u64, rid: u64, k: &str) -> Command {
+    Command { op: Some(Op::Del(rsm::Del { key: b(k), dep: None })), ..put(client, rid, "", "") }
+}
+
+fn purge(entries: &[(&str, Version)]) -> Command {
+    Command {
+        client_id: 0,
+        request_id: 0,
+        ack_below: 0,
+        sessionless: true,
+        op: Some(Op::Purge(rsm::Purge {
+            entries: entries
+                .iter()
+                .map(|(k, v)| rsm::PurgeEntry { key: b(k), hlc: v.hlc, node_id: v.node_id, rmw: v.rmw })
+                .collect(),
+        })),
+    }
+}
+
+#[test]
+fn a_purge_drops_the_state_machines_cell_and_keeps_later_versions_above_it() {
+    // Tombstone GC (docs/consistency.md): the purge is a command, so every
+    // replica drops the same cells; and an absent key may hide a purged
+    // tombstone, so a later write or CAS of it is placed above the purge
+    // floor, never below the tombstone it replaces (carstamp order).
+    let mut r = MemRsm::default();
+    r.step(1, &batch(5_000, 1, vec![put(7, 1, "k", "v1")]));
+    let (a, _) = r.step(2, &batch(6_000, 1, vec![del(7, 2, "k")]));
+    let t = written(&a[0]);
+    let mut a = Applier::new(&r);
+    a.apply(3, 1, &batch(7_000, 1, vec![purge(&[("k", t), ("never-written", t)])]).encode_to_vec()).unwrap();
+    let (ops, answers, _) = a.finish();
+    assert!(matches!(answers[0].reply.result, Some(reply::Result::Purged(rsm::Purged { state_machine_cells: 1 }))));
+    let purges: Vec<&WriteOp> = ops.iter().filter(|o| matches!(o, WriteOp::Purge { .. })).collect();
+    assert_eq!(purges.len(), 2, "every node drops its own cells of both keys");
+    r.persist(&ops);
+    assert_eq!(kv::read_cell(&r, b"k").unwrap(), None);
+    // A write proposed with a stamp below the tombstone still lands above it.
+    let (a, _) = r.step(4, &batch(10, 2, vec![put(8, 1, "k", "v2")]));
+    assert!(written(&a[0]) > t, "{} not above the purged {t}", written(&a[0]));
+    // A CAS on an absent key goes right above the floor, not at (0, 0, 1),
+    // which a replica still holding the tombstone would keep under it.
+    let (a, _) = r.step(5, &batch(10, 2, vec![cas(8, 2, "fresh", None, "x")]));
+    let c = cas_result(&a[0]);
+    assert!(c.swapped);
+    assert_eq!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw }, t.after_rmw());
+    // Negative control: the same CAS on a replica with no purge floor is
+    // placed below the tombstone, where LWW would hide it.
+    let (a, _) = MemRsm::default().step(1, &batch(10, 2, vec![cas(8, 2, "fresh", None, "x")]));
+    let c = cas_result(&a[0]);
+    assert!(Version { hlc: c.hlc, node_id: c.node_id, rmw: c.rmw } < t);
+}
+
+#[test]
+fn a_purge_leaves_a_newer_cell_and_replicas_agree() {
+    let entries =
+        [batch(5_000, 1, vec![del(7, 1, "k"), del(7, 2, "j")]), batch(6_000, 2, vec![put(8, 1, "k", "again")])];
+    let (mut r1, mut r2) = (MemRsm::default(), MemRsm::default());
+    let mut t = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let (a, _) = r1.step(i as u64 + 1, e);
+        assert_eq!(r2.step(i as u64 + 1, e).0, a);
+        t.extend(a.iter().map(written));
+    }
+    // Purge both tombstones: "k" was written again since, so it stays.
+    let p = batch(7_000, 1, vec![purge(&[("k", t[0]), ("j", t[1])])]);
+    let (a, _) = r1.step(3, &p);
+    assert_eq!(r2.step(3, &p).0, a);
+    assert_eq!(r1.0, r2.0, "replicas agree byte for byte after a purge");
+    assert_eq!(kv::read_cell(&r1, b"k").unwrap().and_then(|c| c.value), Some(b("again")));
+    assert_eq!(kv::read_cell(&r1, b"j").unwrap(), None);
+    assert!(r1.0.contains_key(kv::META_PURGE_FLOOR), "the floor is state machine data (snapshots carry it)");
 }
