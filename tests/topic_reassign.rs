@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use capkv::client::topics::*;
 use capkv::proto::TopicInfo;
 use capkv::topic::log::{self, PartitionId};
+use common::topics::*;
 use common::*;
 
 /// Short failure detection so the tests run in seconds (as tests/topics.rs).
@@ -22,26 +23,13 @@ const FLAGS: &[&str] = &["--topic-node-timeout-ms", "1500", "--replica-lag-time-
 /// Records a producer keeps unacknowledged at most in these tests.
 const IN_FLIGHT_MAX: usize = 50;
 
-fn client_for(c: &TestCluster, ids: &[u32]) -> Arc<TopicClient> {
-    let eps: Vec<String> = ids.iter().map(|&i| c.node(i).addr.clone()).collect();
-    Arc::new(TopicClient::new(&eps).unwrap())
-}
-
-fn spec(partitions: u32, rf: u32, min_insync: u32) -> TopicSpec {
-    TopicSpec { min_insync_replicas: min_insync, ..TopicSpec::new(partitions, rf) }
-}
-
 fn set(ids: &[u32]) -> BTreeSet<u32> {
     ids.iter().copied().collect()
 }
 
 /// Waits until partition 0's leader answers for it and `ok` holds.
 async fn described(client: &TopicClient, topic: &str, what: &str, ok: impl Fn(&TopicInfo) -> bool) -> TopicInfo {
-    eventually(Duration::from_secs(60), what, || async {
-        let t = client.describe_topic(topic).await.ok()?;
-        (t.partitions.iter().all(|p| p.offsets_known) && ok(&t)).then_some(t)
-    })
-    .await
+    described_within(client, topic, what, Duration::from_secs(60), ok).await
 }
 
 /// Like [`described`], also while a partition's leader is down (its
@@ -95,21 +83,7 @@ async fn produce_until(producer: Arc<Producer>, stop: Arc<AtomicBool>, acked_cou
 /// Reads partition 0 from the beginning up to its high watermark, with at
 /// least `expected` records.
 async fn consume_partition(client: Arc<TopicClient>, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
-    let opts = ConsumerOptions { partitions: Some(vec![0]), ..Default::default() };
-    let mut c = Consumer::new(client, topic, opts).await.unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(out.len() >= expected && c.at_end()) {
-        assert!(Instant::now() < deadline, "consumed {} of {expected} records in 60 s", out.len());
-        match c.poll().await {
-            Ok(recs) => out.extend(recs),
-            Err(e) => {
-                eprintln!("poll: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    out
+    consume(client, topic, ConsumerOptions { partitions: Some(vec![0]), ..Default::default() }, expected).await
 }
 
 /// Every acknowledged value consumed once, at the offset its ack named,

@@ -8,13 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capkv::client::topics::*;
 use capkv::proto::TopicInfo;
 use capkv::topic::assign::partition_for_key;
 use capkv::Level;
+use common::topics::*;
 use common::*;
 
 /// Short failure detection so the tests run in seconds: a node silent for
@@ -22,23 +22,10 @@ use common::*;
 const FLAGS: &[&str] =
     &["--topic-node-timeout-ms", "1500", "--replica-lag-time-max-ms", "2000", "--topic-retention-check-ms", "300"];
 
-fn client_for(c: &TestCluster, ids: &[u32]) -> Arc<TopicClient> {
-    let eps: Vec<String> = ids.iter().map(|&i| c.node(i).addr.clone()).collect();
-    Arc::new(TopicClient::new(&eps).unwrap())
-}
-
-fn spec(partitions: u32, rf: u32, min_insync: u32) -> TopicSpec {
-    TopicSpec { min_insync_replicas: min_insync, ..TopicSpec::new(partitions, rf) }
-}
-
 /// Waits until every partition's leader answers for it (describe reports
 /// its offsets) and `ok` holds for the description.
 async fn described(client: &TopicClient, topic: &str, what: &str, ok: impl Fn(&TopicInfo) -> bool) -> TopicInfo {
-    eventually(Duration::from_secs(30), what, || async {
-        let t = client.describe_topic(topic).await.ok()?;
-        (t.partitions.iter().all(|p| p.offsets_known) && ok(&t)).then_some(t)
-    })
-    .await
+    described_within(client, topic, what, Duration::from_secs(30), ok).await
 }
 
 /// Sends `values` concurrently; every send must be acknowledged. Returns
@@ -53,25 +40,6 @@ async fn produce_all(p: &Producer, values: Vec<String>) -> Vec<(String, u32, u64
     for (v, rx) in values.into_iter().zip(rxs) {
         let m = rx.await.unwrap().unwrap_or_else(|e| panic!("{v} not acknowledged: {e}"));
         out.push((v, m.partition, m.offset.expect("acks=all gives offsets")));
-    }
-    out
-}
-
-/// Consumes the whole topic from the beginning until every partition is
-/// read up to its high watermark and at least `expected` records came.
-async fn consume_all(client: Arc<TopicClient>, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
-    let mut c = Consumer::new(client, topic, ConsumerOptions::default()).await.unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(out.len() >= expected && c.at_end()) {
-        assert!(Instant::now() < deadline, "consumed {} of {expected} records in 60 s", out.len());
-        match c.poll().await {
-            Ok(recs) => out.extend(recs),
-            Err(e) => {
-                eprintln!("poll: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
     out
 }
@@ -111,7 +79,7 @@ async fn acks_all_survives_kill_9_exactly_once_and_the_isr_shrinks_and_regrows()
 
     let acked: BTreeMap<String, (u32, u64)> = first.into_iter().chain(second).map(|(v, p, o)| (v, (p, o))).collect();
     assert_eq!(acked.len(), 2000);
-    let got = consume_all(client.clone(), "orders", 2000).await;
+    let got = consume(client.clone(), "orders", ConsumerOptions::default(), 2000).await;
     // Exactly once: every acknowledged value, no other, no duplicate, at
     // the offset its acknowledgement named.
     let mut seen = BTreeSet::new();
@@ -240,7 +208,7 @@ async fn retention_deletes_old_data_by_size_and_by_time() {
     let p = &t.partitions[0];
     assert_eq!(p.log_end_offset, 500);
     assert!((p.log_end_offset - p.log_start_offset) * 100 <= 20_000 + 100, "{p:?}");
-    let got = consume_all(client.clone(), "sized", 0).await;
+    let got = consume(client.clone(), "sized", ConsumerOptions::default(), 0).await;
     assert_eq!(
         got.first().map(|r| r.offset),
         Some(p.log_start_offset),
@@ -250,7 +218,7 @@ async fn retention_deletes_old_data_by_size_and_by_time() {
     // retention.ms: everything older than a second goes.
     described(&client, "timed", "retention.ms deletes every old record", |t| t.partitions[0].log_start_offset == 500)
         .await;
-    assert!(consume_all(client.clone(), "timed", 0).await.is_empty());
+    assert!(consume(client.clone(), "timed", ConsumerOptions::default(), 0).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +358,7 @@ async fn a_returning_leader_truncates_by_leader_epoch_what_only_it_had() {
     // The new leader's log: the a's, whatever acks=1 records a follower had
     // already been sent when it was stopped (at most its one pending fetch
     // response), then the b's.
-    let committed = values(consume_all(live.clone(), "div", 20).await);
+    let committed = values(consume(live.clone(), "div", ConsumerOptions::default(), 20).await);
     let lost_kept = committed.iter().filter(|v| v.starts_with("lost")).count();
     eprintln!("acks=1 records the new leader got before the stop: {lost_kept}");
     assert!(lost_kept < 5, "the old leader must hold records nobody else has: {committed:?}");
@@ -408,7 +376,7 @@ async fn a_returning_leader_truncates_by_leader_epoch_what_only_it_had() {
     c.kill(t.partitions[0].leader);
     let back = client_for(&c, &[old]);
     described(&back, "div", "the old leader leads again", |t| t.partitions[0].leader == old).await;
-    let got = values(consume_all(back, "div", committed.len()).await);
+    let got = values(consume(back, "div", ConsumerOptions::default(), committed.len()).await);
     assert_eq!(got, committed, "the returning leader truncated to, then copied, the new leader's log");
 }
 
@@ -559,7 +527,7 @@ async fn acks_all_records_and_keys_survive_a_follower_catching_up_by_snapshot() 
 
     let acked: BTreeMap<String, (u32, u64)> = acked.into_iter().map(|(v, p, o)| (v, (p, o))).collect();
     assert_eq!(acked.len(), 1200);
-    let got = consume_all(live_client, "events", 1200).await;
+    let got = consume(live_client, "events", ConsumerOptions::default(), 1200).await;
     let mut seen = BTreeSet::new();
     for r in &got {
         let v = String::from_utf8(r.value.to_vec()).unwrap();

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod topics;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
