@@ -5,8 +5,9 @@
 //! new node. Refusals are checked too: a removed id is never reused, a
 //! removal that would leave no reachable majority is refused.
 //!
-//! Membership changes are a test hook for now (`Admin.ChangeMembers`,
-//! `--enable-test-hooks`): the quorum and eventual levels keep the founding
+//! Changes go through `Cluster.ChangeMembers` on the leader, as `kv
+//! cluster add/promote/remove` send them (tests/cluster_change.rs drives
+//! those commands on real processes); the quorum level keeps the founding
 //! replica set (issue 22).
 
 use std::time::Duration;
@@ -57,7 +58,7 @@ async fn change(
     let mut last = None;
     for _ in 0..ATTEMPTS {
         let leader = members(client).await.leader_id as u32;
-        match cluster.admin(leader).change_members(req.clone()).await {
+        match cluster.cluster_service(leader).change_members(req.clone()).await {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) => last = Some(s),
             Err(s) => return Err(s),
@@ -75,6 +76,60 @@ async fn write_keys(client: &Client, range: std::ops::Range<u32>) {
     for i in range {
         client.set(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), lin()).await.expect("linearizable set");
     }
+}
+
+/// Waits until node `id` (the only endpoint of `client`) lists exactly
+/// `voters` as voters, each with its peer address.
+async fn node_lists_voters(client: &Client, id: u32, voters: &[u32]) {
+    let want: Vec<(u32, String, String)> = voters.iter().map(|&v| (v, "voter".to_string(), peer_host(v))).collect();
+    let mut seen = None;
+    for _ in 0..ATTEMPTS {
+        let m = client.members(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(m.answered_by, id);
+        let listed: Vec<(u32, String, String)> =
+            m.members.iter().map(|m| (m.id, m.role.clone(), m.peer_address.clone())).collect();
+        if listed == want {
+            return;
+        }
+        seen = Some((m, client.node_status(0, Duration::from_secs(1)).await.map(|s| s.raft)));
+        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+    }
+    panic!("node {id} never listed {want:?}: {seen:?}");
+}
+
+/// A joining node must learn the founding voters even when the leader's
+/// log was never compacted. It used to receive the log from entry 1 and
+/// rebuild the configuration from the changes in it alone: after its own
+/// promotion it counted itself as the only voter, elected itself and
+/// committed alone (found by hand on real processes, 2026-12-06). Founding
+/// logs now start at `RAFT_INIT_INDEX`, so a joining node gets a snapshot.
+#[test]
+fn a_node_joining_an_uncompacted_cluster_learns_every_voter() {
+    let _ = tracing_subscriber::fmt().with_env_filter("capkv=info").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    runtime(11).block_on(async {
+        let settings = SimSettings { seed: 11, ..SimSettings::default() };
+        let mut cluster = SimCluster::start(dir.path().to_path_buf(), settings).unwrap();
+        let client = cluster.client("client");
+        write_keys(&client, 0..10).await;
+        cluster.join_node(4).unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await.unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await.unwrap();
+        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        node_lists_voters(&only4, 4, &[1, 2, 3, 4]).await;
+        // Cut off, the new node cannot win an election (it needs 3 of 4).
+        cluster.isolate(4);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let raft = only4.node_status(0, Duration::from_secs(1)).await.unwrap().raft.unwrap();
+        assert_ne!(raft.leader_id, 4, "node 4 leads alone: {raft:?}");
+        cluster.net.heal_all();
+        write_keys(&client, 10..20).await;
+        for i in 0..20 {
+            let v = only4.get(format!("k{i}").as_bytes(), lin()).await.expect("linearizable get on node 4");
+            assert_eq!(v.map(|v| v.value), Some(format!("v{i}").into()), "k{i} through the new node");
+        }
+        cluster.shutdown().await.unwrap();
+    });
 }
 
 #[test]
@@ -106,21 +161,7 @@ fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
         // the record the change wrote, which it got by snapshot or log).
         // It applies the promotion once it learns the commit index.
         let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
-        let want: Vec<(u32, String, String)> = (1..=4).map(|id| (id, "voter".to_string(), peer_host(id))).collect();
-        let mut seen = None;
-        for _ in 0..ATTEMPTS {
-            let m = only4.members(Duration::from_secs(1)).await.unwrap();
-            assert_eq!(m.answered_by, 4);
-            let listed: Vec<(u32, String, String)> =
-                m.members.iter().map(|m| (m.id, m.role.clone(), m.peer_address.clone())).collect();
-            if listed == want {
-                seen = None;
-                break;
-            }
-            seen = Some((m, only4.node_status(0, Duration::from_secs(1)).await.map(|s| s.raft)));
-            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-        }
-        assert!(seen.is_none(), "node 4 never listed {want:?}: {seen:?}");
+        node_lists_voters(&only4, 4, &[1, 2, 3, 4]).await;
 
         // Node 1 dies for good and is removed; the group of 2, 3, 4 serves.
         cluster.stop_node(1).await.unwrap();
@@ -173,7 +214,7 @@ fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
             timeout_ms: 5_000,
             ..Default::default()
         };
-        let refused = cluster.admin(leader).change_members(req).await.unwrap_err();
+        let refused = cluster.cluster_service(leader).change_members(req).await.unwrap_err();
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
         assert!(refused.message().contains("would leave 1 reachable voters of 2"), "{refused:?}");
         cluster.net.heal_all();

@@ -59,6 +59,8 @@ pub const RETRY_PAUSE_MS: u64 = 50;
 pub const MAX_ENDPOINTS: usize = 64;
 /// `Client::leader` when no leader among the endpoints is known.
 const NO_LEADER: usize = usize::MAX;
+/// Pause between rounds of [`Client::change_members`] over the endpoints.
+pub const MEMBERS_RETRY_MS: u64 = 200;
 /// Largest request the client sends or reply it accepts.
 pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
@@ -497,6 +499,47 @@ impl Client {
             }
         }
         Err(ClientError::Unavailable(format!("no endpoint answered: {}", errors.join("; "))))
+    }
+
+    /// One membership change (`kv cluster add/promote/remove`), sent to
+    /// whichever endpoint is the Raft leader. Answers that mean "not here or
+    /// not now" (not the leader, leadership moving, another change in
+    /// progress, a learner still catching up) are retried over the
+    /// endpoints every [`MEMBERS_RETRY_MS`] until `timeout`; a refusal
+    /// (FAILED_PRECONDITION: would lose quorum, already a member, ...) comes
+    /// back at once. A change whose outcome is unknown (the leader changed
+    /// or the wait timed out) may have been applied: the caller checks
+    /// [`Client::members`] before retrying it.
+    pub async fn change_members(
+        &self,
+        req: proto::ChangeMembersRequest,
+        timeout: Duration,
+    ) -> Result<proto::ChangeMembersResponse, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            for e in &self.endpoints {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ClientError::Unavailable(format!(
+                        "membership change not done within {} ms: {last}",
+                        timeout.as_millis()
+                    )));
+                }
+                let mut c = e.cluster.clone();
+                let mut r = req.clone();
+                r.timeout_ms = left.as_millis() as u64;
+                match capkv_proto::channel::call(left.as_millis() as u64, c.change_members(timed(r, left))).await {
+                    Ok(r) => return Ok(r),
+                    Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted | Code::DeadlineExceeded) => {
+                        last = format!("{}: {}", e.addr, describe(&s));
+                    }
+                    Err(s) => return Err(fatal(s)),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(left.min(Duration::from_millis(MEMBERS_RETRY_MS))).await;
+        }
     }
 
     /// Echoes `payload` off endpoint `endpoint` over this client's

@@ -1,6 +1,8 @@
-//! `kv cluster status`: every member with its address and whether it answers.
+//! `kv cluster status`: every member (the Raft group's, as the first node
+//! that answers knows it) with its address and whether it answers.
 //! `kv cluster members`: the Raft group's voters and learners, with their
 //! client and peer addresses, as the first node that answers knows them.
+//! `kv cluster add/promote/remove/replace` change them (`members`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +22,17 @@ pub enum ClusterCommand {
     /// client and peer addresses, and (from the leader) how far each has
     /// replicated the log.
     Members,
+    /// Add a node: as a learner first, promoted to voter once it caught up.
+    /// Start it with `kv serve --id ID --listen ADDRESS --join ENDPOINTS`
+    /// (before or after this command).
+    Add(super::members::AddArgs),
+    /// Promote a caught-up learner to voter.
+    Promote(super::members::IdArgs),
+    /// Remove a voter or learner (a leader hands leadership over first).
+    Remove(super::members::IdArgs),
+    /// Replace a member (usually a dead one) by a new node: add the new
+    /// one, promote it, then remove the old one.
+    Replace(super::members::ReplaceArgs),
 }
 
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,6 +45,10 @@ pub async fn run(cli: &Cli, cmd: &ClusterCommand) -> ExitCode {
     match cmd {
         ClusterCommand::Status => status(cli).await,
         ClusterCommand::Members => members(cli).await,
+        ClusterCommand::Add(a) => super::members::add(cli, a).await,
+        ClusterCommand::Promote(a) => super::members::promote_cmd(cli, a).await,
+        ClusterCommand::Remove(a) => super::members::remove_cmd(cli, a).await,
+        ClusterCommand::Replace(a) => super::members::replace(cli, a).await,
     }
 }
 
@@ -97,16 +114,22 @@ async fn status(cli: &Cli) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // The Raft group's members when the node knows them (they follow
+    // `kv cluster add/remove`), else the members its --cluster named.
+    let listed: Vec<(u32, String)> = match entry.members(STATUS_TIMEOUT).await {
+        Ok(r) if !r.members.is_empty() => r.members.iter().map(|m| (m.id, m.client_address.clone())).collect(),
+        _ => first.members.iter().map(|m| (m.id, m.address.clone())).collect(),
+    };
     let mut rows = Vec::new();
-    for m in &first.members {
+    for (id, address) in &listed {
         let status = match cli
             .connect_options()
-            .and_then(|o| Client::connect(std::slice::from_ref(&m.address), &o).map_err(|e| e.to_string()))
+            .and_then(|o| Client::connect(std::slice::from_ref(address), &o).map_err(|e| e.to_string()))
         {
             Ok(c) => c.node_status(0, STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        rows.push((m.id, m.address.clone(), status));
+        rows.push((*id, address.clone(), status));
     }
     let unreachable = rows.iter().filter(|r| r.2.is_err()).count();
     match cli.output {

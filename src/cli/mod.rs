@@ -8,6 +8,8 @@ pub mod cluster;
 pub mod data;
 pub mod dev;
 pub mod external;
+pub mod join;
+pub mod members;
 pub mod serve;
 pub mod topic;
 
@@ -160,8 +162,10 @@ pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // For `kv serve --join`, which asks the cluster as a client does.
+    let connect = cli.connect_options();
     match cli.command {
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => serve::run(*args, connect),
         Command::Dev(args) => dev::run(args),
         Command::Check { ref args } => external::run("check", args),
         Command::Jepsen { ref args } => external::run("jepsen", args),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::fail;
+use crate::client::ConnectOptions;
 use crate::node::config::{self, FileConfig, LogFormat, Overrides};
 
 #[derive(Args, Debug, Default)]
@@ -28,6 +29,13 @@ pub struct ServeArgs {
     /// the client port + 1000) or ID=HOST:PORT/HOST:PEER_PORT,...
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Join a running cluster instead of founding one: the client
+    /// addresses of one or more members, HOST:PORT,... Needs --id, --listen
+    /// and --data-dir, not --cluster. Add the node with `kv cluster add`
+    /// (before or after starting it). Later starts read what the first one
+    /// learned from DATA_DIR/join.json and ask nobody.
+    #[arg(long, value_delimiter = ',', conflicts_with = "cluster")]
+    pub join: Option<Vec<String>>,
     /// TOML file with the same settings (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -139,7 +147,7 @@ pub struct ServeArgs {
     pub unsafe_gc_skip_replica_check: bool,
 }
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs, connect: Result<ConnectOptions, String>) -> ExitCode {
     let file = match &args.config {
         Some(p) => match FileConfig::load(p) {
             Ok(f) => Some(f),
@@ -148,6 +156,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let overrides = Overrides {
+        join_quorum_replicas: None,
         id: args.id,
         data_dir: args.data_dir.clone(),
         listen: args.listen.clone(),
@@ -203,6 +212,21 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("invalid log filter {log_filter:?}: {e}")),
     };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let mut overrides = overrides;
+    if let Some(endpoints) = &args.join {
+        match joined(&args, file.as_ref(), endpoints, connect) {
+            Ok(j) => {
+                overrides.cluster = Some(j.cluster_spec());
+                overrides.join_quorum_replicas = Some(j.quorum_replicas);
+            }
+            Err(e) => return fail(e),
+        }
+    }
     let cfg = match config::resolve(file, overrides) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -218,11 +242,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
             Err(e) => fail(format!("cannot print the configuration: {e}")),
         };
-    }
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    match log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
     }
     // Fail-stop: a bug anywhere in a node (a panic in any task) stops the
     // process loudly rather than leaving it half alive. Restart is safe:
@@ -255,6 +274,54 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(e) => fail(e),
         }
     })
+}
+
+/// What `--join` needs: the saved join file on a restart, otherwise the
+/// cluster's answer (then saved).
+fn joined(
+    args: &ServeArgs,
+    file: Option<&FileConfig>,
+    endpoints: &[String],
+    connect: Result<ConnectOptions, String>,
+) -> Result<super::join::Joined, String> {
+    use super::join;
+    if file.is_some_and(|f| f.cluster.is_some()) {
+        return Err(
+            "--join and a `cluster` in the config file exclude each other: a joining node asks the cluster".into()
+        );
+    }
+    let Some(id) = args.id.or(file.and_then(|f| f.id)) else {
+        return Err("--join needs --id: the id `kv cluster add --id` gives this node".into());
+    };
+    let Some(data_dir) = args.data_dir.clone().or_else(|| file.and_then(|f| f.data_dir.clone())) else {
+        return Err("--join needs --data-dir".into());
+    };
+    if let Some(j) = join::saved(&data_dir)? {
+        if !j.members.contains_key(&id) {
+            return Err(format!(
+                "{} was written for another node id than {id}",
+                data_dir.join(join::JOIN_FILE).display()
+            ));
+        }
+        tracing::info!(file = %data_dir.join(join::JOIN_FILE).display(), "restarting a joined node");
+        return Ok(j);
+    }
+    let listen = args.listen.clone().or_else(|| file.and_then(|f| f.listen.clone()));
+    let peer_listen = args.peer_listen.clone().or_else(|| file.and_then(|f| f.peer_listen.clone()));
+    let (listen, peer) = join::own_addresses(listen.as_deref(), peer_listen.as_deref())?;
+    let opts = connect?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let j = rt.block_on(join::ask(endpoints, &opts, (id, listen, peer)))?;
+    join::save(&data_dir, &j)?;
+    tracing::info!(
+        members = ?j.members.keys().collect::<Vec<_>>(),
+        quorum_replicas = ?j.quorum_replicas,
+        "joining the cluster; waiting for the leader to add this node (`kv cluster add --id {id}`)"
+    );
+    Ok(j)
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

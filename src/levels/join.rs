@@ -30,6 +30,11 @@ impl QuorumLevel {
     pub fn new(abd: Arc<Quorum>, linear: Arc<Linear>, metrics: Arc<Metrics>) -> QuorumLevel {
         QuorumLevel { abd, linear, metrics }
     }
+
+    /// The ABD replica set this node coordinates with.
+    pub fn replica_config(&self) -> crate::levels::quorum::ReplicaConfig {
+        self.abd.replica_config()
+    }
 }
 
 impl KvLevel for QuorumLevel {

@@ -15,7 +15,8 @@
 //! - peer services (Peer, TopicPeer) are not token-checked: the peer port
 //!   is for nodes only (see docs/operations.md, "Firewalling"). Admin (the
 //!   test hooks, on the peer port) needs the `admin` role, and is off
-//!   unless the node runs with `--enable-test-hooks`.
+//!   unless the node runs with `--enable-test-hooks`. Changing the cluster
+//!   (`Cluster.ChangeMembers`, `Topics.ReassignPartition`) needs `admin`.
 //!
 //! Token file format: one token per line, `TOKEN ROLE`, where ROLE is
 //! `read`, `readwrite` or `admin`; blank lines and lines starting with `#`
@@ -239,6 +240,7 @@ pub fn required_role(path: &str) -> Option<Role> {
         "capkv.v1.Kv" => Some(Role::ReadWrite),
         // Moving replicas changes the cluster's layout: an operator's call.
         "capkv.v1.Topics" if method == "ReassignPartition" => Some(Role::Admin),
+        "capkv.v1.Cluster" if method == "ChangeMembers" => Some(Role::Admin),
         "capkv.v1.Topics" if matches!(method, "CreateTopic" | "DeleteTopic" | "Produce") => Some(Role::ReadWrite),
         // Everything else a client may call, known or not (tonic answers
         // UNIMPLEMENTED to an unknown method once the caller is known).
@@ -376,6 +378,7 @@ mod tests {
         assert_eq!(required_role("/capkv.v1.Topics/ReassignPartition"), Some(Role::Admin));
         assert_eq!(required_role("/capkv.v1.Topics/Fetch"), Some(Role::Read));
         assert_eq!(required_role("/capkv.v1.Cluster/Status"), Some(Role::Read));
+        assert_eq!(required_role("/capkv.v1.Cluster/ChangeMembers"), Some(Role::Admin));
         assert_eq!(required_role("/capkv.v1.Admin/SetClockOffset"), Some(Role::Admin));
         assert_eq!(required_role("/capkv.peer.v1.Peer/Replicate"), None);
         assert_eq!(required_role("/capkv.peer.v1.TopicPeer/ReplicaFetch"), None);

@@ -91,6 +91,10 @@ pub struct NodeConfig {
     /// Every member, including this node: id → the host:port peers dial
     /// (peer port).
     pub peer_cluster: BTreeMap<NodeId, String>,
+    /// The quorum level's replicas: the founding members (`--cluster`), or,
+    /// for a node that joined (`kv serve --join`), the set the cluster told
+    /// it (saved in its data directory, `cli::join`).
+    pub quorum_replicas: Vec<NodeId>,
     pub max_value_bytes: usize,
     pub request_timeout_ms: u64,
     /// Period of anti-entropy rounds (eventual level), one peer per round.
@@ -412,7 +416,7 @@ fn insert_member(out: &mut Members, id: &str, addr: &str) -> Result<(), ConfigEr
 }
 
 /// `host:port` → `host:(port + PEER_PORT_OFFSET)`; `addr` is valid HOST:PORT.
-fn default_peer_addr(addr: &str) -> Result<String, String> {
+pub fn default_peer_addr(addr: &str) -> Result<String, String> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("address {addr:?} has no port"))?;
     let port: u16 = port.parse().map_err(|_| format!("address {addr:?} has an invalid port"))?;
     match port.checked_add(PEER_PORT_OFFSET) {
@@ -428,6 +432,10 @@ pub use capkv_proto::channel::validate_host_port;
 /// Everything `kv serve` can be told on the command line.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// Set by `kv serve --join`: this node joins a running cluster (whose
+    /// members are in `cluster`, this node included) and these are the
+    /// quorum level's replicas the cluster reported.
+    pub join_quorum_replicas: Option<Vec<NodeId>>,
     pub id: Option<NodeId>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
@@ -589,7 +597,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
             }
             (None, None) => d.read_mode,
         },
-        join: false,
+        join: o.join_quorum_replicas.is_some(),
     };
     if raft.tick_ms == 0 || raft.tick_ms > 10_000 {
         return err(format!(
@@ -694,6 +702,10 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         Some(text) => Some(parse_metrics_listen(&text, &metrics_origin)?),
         None => None,
     };
+    let quorum_replicas = match o.join_quorum_replicas {
+        Some(r) => r,
+        None => cluster.keys().copied().collect(),
+    };
     Ok(NodeConfig {
         id,
         data_dir,
@@ -701,6 +713,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         peer_listen,
         cluster,
         peer_cluster,
+        quorum_replicas,
         max_value_bytes,
         request_timeout_ms,
         anti_entropy_interval_ms: o

@@ -253,10 +253,10 @@ where
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
     // The quorum level's replicas are the founding members (`--cluster`;
-    // for a node that joins later, the members it was pointed at). A Raft
+    // for a node that joined later, the set the cluster reported). A Raft
     // membership change does not move them yet: that needs the replica-set
     // reconfiguration (issue 22), and a restart must not move them either.
-    let replicas = cfg.peer_cluster.keys().copied().filter(|&id| !(cfg.raft.join && id == cfg.id)).collect();
+    let replicas = cfg.quorum_replicas.clone();
     let abd = Arc::new(Quorum::new(
         store.clone(),
         peers.clone(),

@@ -298,7 +298,55 @@ impl Cluster for ClusterService {
             answered_by: n.cfg.id,
             leader_id: v.leader_id,
             commit_index: v.commit_index,
+            quorum_replicas: Some({
+                let c = n.quorum.replica_config();
+                ReplicaSet { epoch: c.epoch, current: c.current, next: c.next.unwrap_or_default() }
+            }),
         }))
+    }
+
+    async fn change_members(
+        &self,
+        req: Request<ChangeMembersRequest>,
+    ) -> Result<Response<ChangeMembersResponse>, Status> {
+        use crate::rsm::membership::{MemberOp, MembershipError as E};
+        let r = req.into_inner();
+        let op = match MemberChangeOp::try_from(r.op) {
+            Ok(MemberChangeOp::MemberAddLearner) => {
+                if r.client_address.is_empty() || r.peer_address.is_empty() {
+                    return Err(Status::invalid_argument("adding a member needs its client and peer addresses"));
+                }
+                MemberOp::AddLearner(crate::proto::rsm::MemberRecord {
+                    id: r.id,
+                    client_address: r.client_address,
+                    peer_address: r.peer_address,
+                    removed: false,
+                })
+            }
+            Ok(MemberChangeOp::MemberPromote) => MemberOp::Promote(r.id),
+            Ok(MemberChangeOp::MemberRemove) => MemberOp::Remove(r.id),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown membership change {}", r.op))),
+        };
+        let timeout = Duration::from_millis(r.timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS));
+        match self.node.rsm.change_members(op, timeout).await {
+            Ok(cs) => Ok(Response::new(ChangeMembersResponse { voters: cs.voters, learners: cs.learners })),
+            Err(e) => Err(match &e {
+                E::NotLeader { .. }
+                | E::LeaderMoving { .. }
+                | E::LeadershipChanged { .. }
+                | E::Timeout { .. }
+                | E::Dropped { .. }
+                | E::Stopped => Status::unavailable(e.to_string()),
+                E::InProgress | E::NotCaughtUp { .. } => Status::aborted(e.to_string()),
+                E::AlreadyMember { .. }
+                | E::IdNotUsable { .. }
+                | E::NotAMember { .. }
+                | E::NotALearner { .. }
+                | E::LastVoter { .. }
+                | E::WouldLoseQuorum { .. }
+                | E::TooMany { .. } => Status::failed_precondition(e.to_string()),
+            }),
+        }
     }
 
     /// Echoes the payload and nothing else: the benchmark baseline for a
@@ -341,55 +389,5 @@ impl Admin for AdminService {
             "clock offset changed (clock-skew test hook)"
         );
         Ok(Response::new(SetClockOffsetResponse { previous_offset_ms: previous }))
-    }
-
-    async fn change_members(
-        &self,
-        req: Request<ChangeMembersRequest>,
-    ) -> Result<Response<ChangeMembersResponse>, Status> {
-        use crate::rsm::membership::{MemberOp, MembershipError as E};
-        if !self.node.cfg.enable_test_hooks {
-            return Err(Status::failed_precondition(
-                "test hooks are off: membership changes are a test hook until the quorum and eventual levels \
-                 follow them (start the node with --enable-test-hooks)",
-            ));
-        }
-        let r = req.into_inner();
-        let op = match MemberChangeOp::try_from(r.op) {
-            Ok(MemberChangeOp::MemberAddLearner) => {
-                if r.client_address.is_empty() || r.peer_address.is_empty() {
-                    return Err(Status::invalid_argument("adding a member needs its client and peer addresses"));
-                }
-                MemberOp::AddLearner(crate::proto::rsm::MemberRecord {
-                    id: r.id,
-                    client_address: r.client_address,
-                    peer_address: r.peer_address,
-                    removed: false,
-                })
-            }
-            Ok(MemberChangeOp::MemberPromote) => MemberOp::Promote(r.id),
-            Ok(MemberChangeOp::MemberRemove) => MemberOp::Remove(r.id),
-            Err(_) => return Err(Status::invalid_argument(format!("unknown membership change {}", r.op))),
-        };
-        let timeout = Duration::from_millis(r.timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS));
-        match self.node.rsm.change_members(op, timeout).await {
-            Ok(cs) => Ok(Response::new(ChangeMembersResponse { voters: cs.voters, learners: cs.learners })),
-            Err(e) => Err(match &e {
-                E::NotLeader { .. }
-                | E::LeaderMoving { .. }
-                | E::LeadershipChanged { .. }
-                | E::Timeout { .. }
-                | E::Dropped { .. }
-                | E::Stopped => Status::unavailable(e.to_string()),
-                E::InProgress | E::NotCaughtUp { .. } => Status::aborted(e.to_string()),
-                E::AlreadyMember { .. }
-                | E::IdNotUsable { .. }
-                | E::NotAMember { .. }
-                | E::NotALearner { .. }
-                | E::LastVoter { .. }
-                | E::WouldLoseQuorum { .. }
-                | E::TooMany { .. } => Status::failed_precondition(e.to_string()),
-            }),
-        }
     }
 }

@@ -28,6 +28,19 @@ pub const KEY_CONF_STATE: &[u8] = b"cs";
 pub const KEY_TRUNCATED: &[u8] = b"truncated";
 pub const KEY_INSTALLING: &[u8] = b"installing";
 
+/// Index and term at which a founding node's log starts, as if entries up
+/// to here were compacted into its initial state (TiKV's
+/// `RAFT_INIT_LOG_INDEX` does the same, for the same reason). A node that
+/// joins later starts with an empty log and no configuration; if the
+/// leader could send it the log from index 1, it would rebuild the
+/// configuration from the changes in the log alone, on top of an empty one,
+/// and miss the founding voters (it would, say, count itself as the only
+/// voter and elect itself). With the log starting above 1 the leader has
+/// no entry 1 to send, so every joining node first gets a snapshot, which
+/// carries the whole configuration.
+pub const RAFT_INIT_INDEX: u64 = 5;
+pub const RAFT_INIT_TERM: u64 = 5;
+
 pub fn log_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
 }
@@ -139,6 +152,27 @@ impl RaftStore {
                 u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt { what: "raft log key" })?)
             }
             None => truncated.0,
+        };
+        let fresh = db.get_cf(st, KEY_HARD_STATE)?.is_none()
+            && db.get_cf(st, KEY_CONF_STATE)?.is_none()
+            && db.get_cf(st, KEY_TRUNCATED)?.is_none()
+            && last_index == 0;
+        let (hard_state, truncated, last_index) = if fresh && !voters.is_empty() {
+            // A founding node: its log starts at RAFT_INIT_INDEX + 1, and
+            // that start is on disk before anything else is.
+            let hs = HardState { term: RAFT_INIT_TERM, commit: RAFT_INIT_INDEX, ..Default::default() };
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(st, KEY_HARD_STATE, hs.write_to_bytes().expect("encode hard state"));
+            batch.put_cf(st, KEY_CONF_STATE, conf_state.write_to_bytes().expect("encode conf state"));
+            let mut t = RAFT_INIT_INDEX.to_be_bytes().to_vec();
+            t.extend_from_slice(&RAFT_INIT_TERM.to_be_bytes());
+            batch.put_cf(st, KEY_TRUNCATED, t);
+            let mut sync = rocksdb::WriteOptions::default();
+            sync.set_sync(true);
+            db.write_opt(batch, &sync)?;
+            (hs, (RAFT_INIT_INDEX, RAFT_INIT_TERM), RAFT_INIT_INDEX)
+        } else {
+            (hard_state, truncated, last_index)
         };
         let mut core =
             Core { hard_state, conf_state, truncated, last_index: last_index.max(truncated.0), ..Default::default() };

@@ -32,7 +32,7 @@ use crate::clock::{NodeId, TokioWallTime};
 use crate::node::config::{resolve, Overrides};
 use crate::node::peers::Dialer;
 use crate::node::{NodeConfig, NodeEnv, NodeError, NodeSim};
-use crate::proto::admin_client::AdminClient;
+use crate::proto::cluster_client::ClusterClient;
 
 /// Client port of every simulated node (names differ, so one port is enough).
 pub const SIM_PORT: u16 = 7000;
@@ -197,10 +197,11 @@ impl SimCluster {
         Ok(())
     }
 
-    /// The Admin service of node `id` (its peer port), from the test's host.
-    pub fn admin(&self, id: NodeId) -> AdminClient<tonic::transport::Channel> {
-        let channel = self.net.dialer("admin").channel(&peer_host(id)).expect("valid simulated address");
-        AdminClient::new(channel)
+    /// The Cluster service of node `id` (its client port) from the test's
+    /// host, as an operator's `kv cluster ...` reaches it.
+    pub fn cluster_service(&self, id: NodeId) -> ClusterClient<tonic::transport::Channel> {
+        let channel = self.net.dialer("operator").channel(&host(id)).expect("valid simulated address");
+        ClusterClient::new(channel)
     }
 
     /// Starts node `id` (no-op if it runs).

@@ -76,6 +76,9 @@ pub struct Node {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub extra: Vec<String>,
+    /// `Some(endpoints)`: the node joins with `kv serve --join endpoints`
+    /// instead of `--cluster` ([`TestCluster::prepare_joiner`]).
+    pub join: Option<String>,
 }
 
 pub struct TestCluster {
@@ -142,9 +145,32 @@ impl TestCluster {
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
                 extra: extra(id),
+                join: None,
             })
             .collect();
         TestCluster { nodes, spec, dir, connect: Default::default(), certs: None }
+    }
+
+    /// Addresses and a directory for node `nodes.len() + 1`, which will
+    /// join with `kv serve --join` through the endpoints of `via` (not
+    /// started: [`TestCluster::spawn`] it). Returns its id.
+    pub fn prepare_joiner(&mut self, via: &[u32], extra: &[&str]) -> u32 {
+        let id = self.nodes.len() as u32 + 1;
+        let first: std::net::Ipv4Addr = self.nodes[0].addr.rsplit_once(':').unwrap().0.parse().unwrap();
+        let [a, x, y, _] = first.octets();
+        let (addr, peer_addr) = two_free_addrs_on(std::net::Ipv4Addr::new(a, x, y, 10 + id as u8));
+        let join = via.iter().map(|&v| self.node(v).addr.clone()).collect::<Vec<_>>().join(",");
+        self.nodes.push(Node {
+            id,
+            addr,
+            peer_addr,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            join: Some(join),
+        });
+        id
     }
 
     pub fn node(&self, id: u32) -> &Node {
@@ -160,8 +186,23 @@ impl TestCluster {
         let n = &mut self.nodes[id as usize - 1];
         assert!(n.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
-        let child = Command::new(KV)
-            .args(["serve", "--id", &id.to_string(), "--cluster", &spec, "--data-dir"])
+        let mut cmd = Command::new(KV);
+        match &n.join {
+            None => cmd.args(["serve", "--id", &id.to_string(), "--cluster", &spec]),
+            Some(endpoints) => cmd.args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--join",
+                endpoints,
+                "--listen",
+                &n.addr,
+                "--peer-listen",
+                &n.peer_addr,
+            ]),
+        };
+        let child = cmd
+            .arg("--data-dir")
             .arg(&n.data_dir)
             .args(&n.extra)
             .env("RUST_LOG", "info,capkv=debug")

@@ -54,6 +54,11 @@ impl Quorum {
         Quorum { store, peers, mux, replicas, config, metrics }
     }
 
+    /// The replica set this node coordinates with (static: epoch 0).
+    pub fn replica_config(&self) -> super::ReplicaConfig {
+        super::ReplicaConfig::fixed(self.replicas.clone())
+    }
+
     /// Linearizable read of one key (tombstones come back as such).
     pub async fn get(&self, key: Bytes, timeout: Duration) -> Result<Option<Cell>, LevelError> {
         inc(&self.metrics.quorum_gets);
