@@ -132,6 +132,60 @@ fn a_node_joining_an_uncompacted_cluster_learns_every_voter() {
     });
 }
 
+/// The eventual level follows the member set: a node added later gets
+/// eventual writes pushed to it (not only by anti-entropy, whose rounds
+/// are 10 s apart), and the hints kept for a removed node are deleted.
+#[test]
+fn eventual_replication_follows_the_members() {
+    let _ = tracing_subscriber::fmt().with_env_filter("capkv=info").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    runtime(13).block_on(async {
+        let settings = SimSettings { seed: 13, ..SimSettings::default() };
+        let mut cluster = SimCluster::start(dir.path().to_path_buf(), settings).unwrap();
+        let client = cluster.client("client");
+        write_keys(&client, 0..5).await;
+        let only1 = Client::with_dialer(&[host(1)], &cluster.net.dialer("only1")).unwrap();
+        let ev = || CallOptions::new(Level::Eventual).timeout(Duration::from_secs(5));
+        // Node 3 is down: node 1 keeps hints for it.
+        cluster.stop_node(3).await.unwrap();
+        for i in 0..20 {
+            only1.set(format!("e{i}").as_bytes(), b"x", ev()).await.unwrap();
+        }
+        let hints_for_3 = || async { only1.node_status(0, Duration::from_secs(1)).await.unwrap().hints_pending[&3] };
+        assert!(hints_for_3().await > 0, "node 1 holds hints for the down node 3");
+
+        cluster.join_node(4).unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await.unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await.unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberRemove, 3).await.unwrap();
+        let mut left = u64::MAX;
+        for _ in 0..ATTEMPTS {
+            left = hints_for_3().await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+        assert_eq!(left, 0, "the hints for the removed node 3 are deleted");
+
+        // A write on node 1 reaches node 4 by replication, well before an
+        // anti-entropy round could bring it.
+        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        node_lists_voters(&only4, 4, &[1, 2, 4]).await;
+        only1.set(b"late", b"pushed", ev()).await.unwrap();
+        let mut got = None;
+        for _ in 0..10 {
+            got = only4.get(b"late", ev()).await.unwrap().map(|v| v.value);
+            if got.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+        assert_eq!(got, Some("pushed".into()), "node 4 got the eventual write within 500 ms");
+        cluster.shutdown().await.unwrap();
+    });
+}
+
 #[test]
 fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
     let _ = tracing_subscriber::fmt().with_env_filter("capkv=info").try_init();

@@ -230,7 +230,12 @@ impl Cluster for ClusterService {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
         let n = &self.node;
         let store = n.store.clone();
-        let peers = n.cfg.peers();
+        // The founding peers and the current members (a removed member's
+        // hints are deleted: it shows 0).
+        let mut peers = n.cfg.peers();
+        peers.extend(n.store.hint_peers());
+        peers.sort_unstable();
+        peers.dedup();
         let hints_pending = crate::rt::spawn_blocking(move || {
             peers.into_iter().map(|p| (p, store.count_hints(p, MAX_COUNTED_HINTS).unwrap_or(0) as u64)).collect()
         })

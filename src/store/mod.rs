@@ -176,6 +176,9 @@ enum WriterHandle {
     Inline(writer::Writer),
 }
 
+/// The nodes hints are kept for, shared by the store and its writer.
+pub(crate) type HintPeers = Arc<std::sync::RwLock<Vec<NodeId>>>;
+
 pub struct Store {
     db: Arc<DB>,
     /// `None` once shut down.
@@ -186,8 +189,9 @@ pub struct Store {
     digests: Arc<Digests>,
     cache: Arc<cache::CellCache>,
     reserved_hlc: Arc<AtomicU64>,
-    /// The other nodes (whose hints this node may keep).
-    peers: Vec<NodeId>,
+    /// The other nodes (whose hints this node may keep); follows the
+    /// member set ([`Store::set_hint_peers`]), shared with the writer.
+    peers: HintPeers,
     dir: PathBuf,
     _lock: DirLock,
 }
@@ -255,6 +259,7 @@ impl Store {
 
         let reserved_hlc = Arc::new(AtomicU64::new(reserved));
         let cache = Arc::new(cache::CellCache::default());
+        let peers: HintPeers = Arc::new(std::sync::RwLock::new(peers));
         let w = writer::Writer {
             cache: cache.clone(),
             db: db.clone(),
@@ -290,6 +295,31 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
         }))
+    }
+
+    /// The nodes this node keeps hints for.
+    pub fn hint_peers(&self) -> Vec<NodeId> {
+        self.peers.read().expect("hint peers").clone()
+    }
+
+    /// The member set changed: from now on hints are kept for `peers`
+    /// only, and every hint of a node no longer among them is deleted
+    /// (durably): a removed member will never take them. Returns the
+    /// nodes whose hints went.
+    pub async fn set_hint_peers(&self, peers: Vec<NodeId>) -> Result<Vec<NodeId>, StoreError> {
+        let gone: Vec<NodeId> = {
+            let mut now = self.peers.write().expect("hint peers");
+            let gone = now.iter().copied().filter(|p| !peers.contains(p)).collect();
+            *now = peers;
+            gone
+        };
+        // Queued behind every batch that may still have written a hint for
+        // them with the old list, so none survives.
+        let ops: Vec<WriteOp> = gone.iter().map(|&peer| WriteOp::DropHints { peer }).collect();
+        if !ops.is_empty() {
+            self.write(ops, true).await?;
+        }
+        Ok(gone)
     }
 
     pub fn db(&self) -> &Arc<DB> {
@@ -397,7 +427,7 @@ impl Store {
         if self.get_cell(key)?.is_none_or(|c| c.version < version) {
             return Ok(false);
         }
-        for &peer in &self.peers {
+        for peer in self.hint_peers() {
             if let Some(bytes) = self.db.get_pinned_cf(cf(&self.db, Cf::Hints), keys::hint_key(peer, key))? {
                 if Cell::decode_version(&bytes)?.0 < version {
                     return Ok(false);

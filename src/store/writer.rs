@@ -84,6 +84,10 @@ pub enum WriteOp {
         key: Bytes,
         version: Version,
     },
+    /// Deletes every hint kept for `peer` (it is no longer a member).
+    DropHints {
+        peer: NodeId,
+    },
     /// Tombstone GC (`crate::tombstone_gc`): deletes the key's cell if its
     /// version is at or below `version`, and every peer's hint of the key
     /// holding a version at or below it. Only a Raft apply of a `Purge`
@@ -105,6 +109,7 @@ impl WriteOp {
             WriteOp::Delete { key, .. } => key.len(),
             WriteOp::DeleteRange { from, to, .. } => from.len() + to.len(),
             WriteOp::ClearHint { key, .. } => key.len(),
+            WriteOp::DropHints { .. } => 0,
             WriteOp::Purge { key, .. } => key.len(),
         }
     }
@@ -146,7 +151,7 @@ pub(super) struct Writer {
     pub clock: Arc<Clock>,
     pub digests: Arc<Digests>,
     pub reserved_hlc: Arc<AtomicU64>,
-    pub peers: Vec<NodeId>,
+    pub peers: super::HintPeers,
     /// Whether `sync` jobs fsync the WAL. Only the simulation's inline
     /// writer says no (see `WriterMode::Inline`).
     pub fsync: bool,
@@ -281,7 +286,7 @@ impl Writer {
         cell: &Cell,
     ) {
         let encoded = cell.encode();
-        for &peer in &self.peers {
+        for peer in self.peers.read().expect("hint peers").iter().copied() {
             let hk = keys::hint_key(peer, key);
             batch.put_cf(cf(&self.db, Cf::Hints), &hk, &encoded);
             hints.insert(hk, Some(cell.version));
@@ -353,6 +358,18 @@ impl Writer {
                 batch.delete_range_cf(cf(&self.db, *c), from, to);
                 Ok(OpOutcome::Done)
             }
+            WriteOp::DropHints { peer } => {
+                assert!(*peer < NodeId::MAX, "node ids are below NodeId::MAX");
+                let (from, to) = (keys::hint_prefix(*peer), keys::hint_prefix(*peer + 1));
+                batch.delete_range_cf(cf(&self.db, Cf::Hints), from, to);
+                // Later ops of this batch must not read these hints back.
+                for (hk, v) in hints.iter_mut() {
+                    if keys::split_hint_key(hk).is_some_and(|(p, _)| p == *peer) {
+                        *v = None;
+                    }
+                }
+                Ok(OpOutcome::Done)
+            }
             WriteOp::ClearHint { peer, key, version } => {
                 let hk = keys::hint_key(*peer, key);
                 if self.hint_version(hints, &hk)? == Some(*version) {
@@ -375,7 +392,8 @@ impl Writer {
                     }
                     _ => false,
                 };
-                for &peer in &self.peers {
+                let peers = self.peers.read().expect("hint peers").clone();
+                for peer in peers {
                     let hk = keys::hint_key(peer, key);
                     if self.hint_version(hints, &hk)?.is_some_and(|v| v <= *version) {
                         batch.delete_cf(cf(&self.db, Cf::Hints), &hk);

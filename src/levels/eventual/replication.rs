@@ -10,6 +10,9 @@
 //!   until a scan from the start finds nothing, backing off while the peer
 //!   does not answer.
 //!
+//! The peers are the current members (`node::peers`): a node added later
+//! gets a task from then on, a removed one loses its task and its hints.
+//!
 //! Hints are cleared only if they still hold the delivered version, so a
 //! newer write is never dropped. Delivery is at-least-once; the receiver's
 //! LWW merge makes duplicates harmless. With hinted handoff disabled the
@@ -17,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,10 +59,24 @@ struct PeerQueue {
     tx: mpsc::Sender<(Bytes, Cell)>,
     replay: Arc<AtomicBool>,
     wake: Arc<Notify>,
+    /// Ends this peer's task when the peer stops being a member.
+    stop: CancellationToken,
+}
+
+/// What starting a peer's task needs.
+struct Spawner {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    metrics: Arc<Metrics>,
+    hinted_handoff: bool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
 }
 
 pub struct Replication {
-    queues: BTreeMap<NodeId, PeerQueue>,
+    /// One queue and task per other member; follows the member set.
+    queues: RwLock<BTreeMap<NodeId, PeerQueue>>,
+    spawner: Spawner,
 }
 
 impl Replication {
@@ -71,33 +88,80 @@ impl Replication {
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Replication> {
-        let mut queues = BTreeMap::new();
-        for peer in peers.ids() {
+        let spawner = Spawner { store, peers, metrics, hinted_handoff, cancel, tracker: tracker.clone() };
+        let r = Arc::new(Replication { queues: RwLock::new(BTreeMap::new()), spawner });
+        r.follow(r.spawner.peers.ids());
+        tracker.spawn(r.clone().follow_members(r.spawner.peers.changes()));
+        r
+    }
+
+    /// Starts a task for each member in `ids` without one, ends the tasks
+    /// of nodes not in it; returns the nodes that went.
+    fn follow(&self, ids: Vec<NodeId>) -> Vec<NodeId> {
+        let mut queues = self.queues.write().expect("replication queues");
+        let gone: Vec<NodeId> = queues.keys().copied().filter(|p| !ids.contains(p)).collect();
+        for p in &gone {
+            if let Some(q) = queues.remove(p) {
+                q.stop.cancel();
+            }
+        }
+        for peer in ids {
+            if queues.contains_key(&peer) {
+                continue;
+            }
+            let sp = &self.spawner;
             let (tx, rx) = mpsc::channel(PEER_QUEUE_CELLS);
             // Hints left from before a restart are delivered first.
-            let replay = Arc::new(AtomicBool::new(hinted_handoff));
+            let replay = Arc::new(AtomicBool::new(sp.hinted_handoff));
             let wake = Arc::new(Notify::new());
+            let stop = sp.cancel.child_token();
             let task = PeerTask {
                 peer,
-                self_id: peers.self_id(),
-                peers: peers.clone(),
-                store: store.clone(),
-                metrics: metrics.clone(),
-                hinted_handoff,
+                self_id: sp.peers.self_id(),
+                peers: sp.peers.clone(),
+                store: sp.store.clone(),
+                metrics: sp.metrics.clone(),
+                hinted_handoff: sp.hinted_handoff,
                 replay: replay.clone(),
                 wake: wake.clone(),
-                cancel: cancel.clone(),
+                cancel: stop.clone(),
             };
-            tracker.spawn(task.run(rx));
-            queues.insert(peer, PeerQueue { tx, replay, wake });
+            sp.tracker.spawn(task.run(rx));
+            queues.insert(peer, PeerQueue { tx, replay, wake, stop });
         }
-        Arc::new(Replication { queues })
+        gone
+    }
+
+    /// Follows membership changes (`kv cluster add/remove`): a new member
+    /// gets a queue and a task from now on (anti-entropy brings it what was
+    /// written before); a removed one's task ends and its hints are
+    /// deleted, since it will never take them.
+    async fn follow_members(self: Arc<Self>, mut changes: tokio::sync::watch::Receiver<u64>) {
+        let sp = &self.spawner;
+        // The set may have changed between `start` and now: sync first.
+        loop {
+            let ids = sp.peers.ids();
+            let gone = self.follow(ids.clone());
+            if sp.hinted_handoff {
+                match sp.store.set_hint_peers(ids).await {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        tracing::info!(nodes = ?dropped, "dropped the hints of nodes that are no longer members")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, nodes = ?gone, "could not drop the hints of removed members"),
+                }
+            }
+            tokio::select! {
+                _ = sp.cancel.cancelled() => return,
+                r = changes.changed() => if r.is_err() { return },
+            }
+        }
     }
 
     /// Queues a freshly written cell for every peer. Never blocks: a full
     /// queue switches that peer to replay from the hints.
     pub fn enqueue(&self, key: Bytes, cell: Cell) {
-        for q in self.queues.values() {
+        for q in self.queues.read().expect("replication queues").values() {
             if q.tx.try_send((key.clone(), cell.clone())).is_err() {
                 q.replay.store(true, Ordering::SeqCst);
                 q.wake.notify_one();
