@@ -60,6 +60,8 @@ counters!(
     quorum_writes,
     read_imposes,
     quorum_unavailable,
+    // Quorum phases run again in a newer replica configuration.
+    quorum_stale_config_restarts,
     // Raft command results written back to a majority of cells (level join).
     write_backs,
     // Compare-and-set at the quorum level (through consensus).

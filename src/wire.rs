@@ -28,3 +28,22 @@ pub fn cell_from_peer(c: proto::peer::Cell) -> Option<(Bytes, Cell)> {
     let cell = if c.tombstone { Cell::tombstone(version, origin) } else { Cell::value(c.value, version, origin) };
     Some((c.key, cell))
 }
+
+/// A quorum-level replica configuration in its peer form.
+pub fn config_to_peer(c: &crate::levels::quorum::ReplicaConfig) -> proto::peer::ReplicaConfig {
+    proto::peer::ReplicaConfig { epoch: c.epoch, current: c.current.clone(), next: c.next.clone().unwrap_or_default() }
+}
+
+/// Decodes a peer's replica configuration (an empty `next` = not joint);
+/// `Err` when it is not a valid configuration.
+pub fn config_from_peer(
+    c: proto::peer::ReplicaConfig,
+) -> Result<crate::levels::quorum::ReplicaConfig, crate::levels::quorum::ReplicaSetError> {
+    let config = crate::levels::quorum::ReplicaConfig {
+        epoch: c.epoch,
+        current: c.current,
+        next: if c.next.is_empty() { None } else { Some(c.next) },
+    };
+    config.validate()?;
+    Ok(config)
+}

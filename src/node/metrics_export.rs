@@ -127,6 +127,9 @@ fn counter_help(name: &str) -> &'static str {
         "quorum_writes" => "Writes served at the quorum level.",
         "read_imposes" => "Quorum gets that wrote the value back to a majority (ABD read-impose).",
         "quorum_unavailable" => "Quorum operations refused for want of a majority.",
+        "quorum_stale_config_restarts" => {
+            "Quorum phases run again because a replica held a newer replica configuration."
+        }
         "write_backs" => "Raft command results written back to a majority of cells (level join).",
         "quorum_cas" => "Compare-and-set at the quorum level (through consensus).",
         "linearizable_ops" => "Commands applied by the Raft state machine that answered a waiter.",

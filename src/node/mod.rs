@@ -47,6 +47,7 @@ use crate::clock::{Clock, SystemWallTime, WallTime};
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
 use crate::levels::join::QuorumLevel;
 use crate::levels::linear::{Linear, TestSwitches as LinearSwitches};
+use crate::levels::quorum::held::HeldConfig;
 use crate::levels::quorum::{Quorum, QuorumConfig};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
@@ -104,6 +105,9 @@ pub struct NodeState {
     pub eventual: Eventual,
     /// ABD get/set/del, and CAS through `linear` (`levels::join`).
     pub quorum: QuorumLevel,
+    /// The quorum level's replica configuration this node holds (its
+    /// coordinators use it; its replica side refuses older epochs by it).
+    pub quorum_config: Arc<HeldConfig>,
     pub linear: Arc<Linear>,
     /// The replicated state machine under `linear` and topic metadata.
     pub rsm: Arc<Rsm>,
@@ -252,15 +256,16 @@ where
         &tracker,
     );
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
-    // The quorum level's replicas are the founding members (`--cluster`;
-    // for a node that joined later, the set the cluster reported). A Raft
-    // membership change does not move them yet: that needs the replica-set
-    // reconfiguration (issue 22), and a restart must not move them either.
-    let replicas = cfg.quorum_replicas.clone();
+    // The quorum level's replicas: the configuration stored by an earlier
+    // run, else `cfg.quorum_replicas` at epoch 0 (the founding members, or
+    // for a node that joined, the set the cluster reported).
+    let quorum_config = Arc::new(
+        HeldConfig::load(store.clone(), cfg.quorum_replicas.clone()).map_err(|e| NodeError::Config(e.to_string()))?,
+    );
     let abd = Arc::new(Quorum::new(
         store.clone(),
         peers.clone(),
-        replicas,
+        quorum_config.clone(),
         QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
         cfg.max_value_bytes,
         metrics.clone(),
@@ -317,6 +322,7 @@ where
         peers,
         eventual,
         quorum,
+        quorum_config,
         linear,
         rsm,
         topics,

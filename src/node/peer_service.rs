@@ -2,6 +2,11 @@
 //!
 //! Every handler checks its input first ([`super::peer_input`]): the
 //! service is reachable by anyone who reaches the client port.
+//!
+//! The quorum level's replica side (the `Quorum` stream) applies the replica rule of the reconfiguration through
+//! the node's [`HeldConfig`](crate::levels::quorum::held::HeldConfig): a
+//! request of an older configuration epoch is refused without reading or
+//! writing, a newer configuration is adopted durably before serving.
 
 use std::sync::Arc;
 
@@ -12,11 +17,12 @@ use tonic::{Request, Response, Status};
 use super::peer_input::{check_cells, check_peer, check_raft_message, check_snapshot_header, check_stamp};
 use super::NodeState;
 use crate::clock::Version;
+use crate::levels::quorum::held::Served;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::*;
 use crate::rsm::snapshot::SnapMeta;
 use crate::store::{OpOutcome, WriteOp, BUCKETS};
-use crate::wire::{cell_from_peer, cell_to_peer};
+use crate::wire::{cell_from_peer, cell_to_peer, config_from_peer, config_to_peer};
 use protobuf::Message as _;
 use tokio::io::AsyncWriteExt;
 
@@ -113,6 +119,53 @@ fn read_cells(node: &NodeState, peer: Option<u32>, req: ReadCellsRequest) -> Res
     Ok(ReadCellsResponse { cells })
 }
 
+/// A quorum request's configuration; `Err` when it has none or it is invalid.
+fn request_config(c: Option<ReplicaConfig>) -> Result<crate::levels::quorum::ReplicaConfig, Status> {
+    let c = c.ok_or_else(|| Status::invalid_argument("a quorum request without a replica configuration"))?;
+    config_from_peer(c).map_err(|e| Status::invalid_argument(format!("invalid replica configuration: {e}")))
+}
+
+/// One request of the quorum stream, served under the replica rule.
+async fn serve_quorum_request(node: &NodeState, peer: Option<u32>, req: QuorumRequest) -> QuorumReply {
+    let id = req.id;
+    let error = |s: Status| QuorumReply { id, read: None, error: s.message().to_string(), refused: None };
+    let config = match request_config(req.config) {
+        Ok(c) => c,
+        Err(s) => return error(s),
+    };
+    let from = match &req.body {
+        Some(quorum_request::Body::Read(r)) => r.from_node,
+        Some(quorum_request::Body::Write(w)) => w.from_node,
+        None => return error(Status::invalid_argument("a quorum request with neither reads nor writes")),
+    };
+    // Only a member may make this node adopt a configuration.
+    if let Err(s) = check_member(node, peer, from) {
+        return error(s);
+    }
+    let served = match req.body.expect("checked above") {
+        quorum_request::Body::Read(r) => {
+            node.quorum_config.serve_at(&config, async { read_cells(node, peer, r).map(Some) }).await
+        }
+        quorum_request::Body::Write(w) => {
+            node.quorum_config.serve_at(&config, async { replicate(node, peer, w).await.map(|_| None) }).await
+        }
+    };
+    match served {
+        Ok(Served::Served(Ok(read))) => QuorumReply { id, read, error: String::new(), refused: None },
+        Ok(Served::Served(Err(s))) => error(s),
+        Ok(Served::Refused(held)) => {
+            tracing::debug!(
+                from,
+                theirs = config.epoch,
+                ours = held.epoch,
+                "quorum request of an older configuration refused"
+            );
+            QuorumReply { id, read: None, error: String::new(), refused: Some(config_to_peer(&held)) }
+        }
+        Err(e) => error(internal(e)),
+    }
+}
+
 /// Tombstone GC: whether this node covers each tombstone
 /// (`Store::gc_covers`), in request order.
 fn gc_check(node: &NodeState, peer: Option<u32>, req: GcCheckRequest) -> Result<GcCheckResponse, Status> {
@@ -169,27 +222,18 @@ impl Peer for PeerService {
                         _ => break,
                     },
                 };
-                let id = req.id;
-                let reply = match req.body {
-                    Some(quorum_request::Body::Read(r)) => match read_cells(&node, peer, r) {
-                        Ok(read) => QuorumReply { id, read: Some(read), error: String::new() },
-                        Err(s) => QuorumReply { id, read: None, error: s.message().to_string() },
-                    },
-                    Some(quorum_request::Body::Write(w)) => {
-                        // Writes wait for the fsync; reads behind them must not.
-                        let Ok(permit) = writes.clone().acquire_owned().await else { break };
-                        let (node, tx) = (node.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            let error = replicate(&node, peer, w).await.err().map(|s| s.message().to_string());
-                            let _ = tx.send(Ok(QuorumReply { id, read: None, error: error.unwrap_or_default() })).await;
-                            drop(permit);
-                        });
-                        continue;
-                    }
-                    None => {
-                        QuorumReply { id, read: None, error: "a quorum request with neither reads nor writes".into() }
-                    }
-                };
+                if matches!(req.body, Some(quorum_request::Body::Write(_))) {
+                    // Writes wait for the fsync; reads behind them must not.
+                    let Ok(permit) = writes.clone().acquire_owned().await else { break };
+                    let (node, tx) = (node.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let reply = serve_quorum_request(&node, peer, req).await;
+                        drop(permit);
+                        let _ = tx.send(Ok(reply)).await;
+                    });
+                    continue;
+                }
+                let reply = serve_quorum_request(&node, peer, req).await;
                 if tx.send(Ok(reply)).await.is_err() {
                     break;
                 }

@@ -19,6 +19,11 @@
 //!   epoch, state transfer, new epoch (docs/consistency.md, "Changing the
 //!   replica set").
 //!
+//! And the I/O around them: [`shell`] (one client operation: the
+//! coordinator's messages to the replicas, through [`mux`]), [`held`] (the
+//! configuration this node holds, persisted, and the replica rule on the
+//! node's store).
+//!
 //! Test-only: `sim` (a deterministic simulated network driven by one seeded
 //! RNG), `linearizability` (a brute-force per-key linearizability checker,
 //! read/write/CAS; `levels::join_sim` uses it too)
@@ -55,6 +60,7 @@
 
 pub mod config;
 pub mod core;
+pub mod held;
 pub mod mux;
 pub mod reconfig;
 pub mod replica;

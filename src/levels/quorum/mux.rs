@@ -16,7 +16,7 @@
 //! [`Coordinator`]: super::Coordinator
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,12 +26,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Input, Message, Phase};
+use super::{Input, Message, Phase, ReplicaConfig};
 use crate::clock::NodeId;
 use crate::node::peer_batch::{cell_bytes, read_keys_per_request, ByteBudget};
 use crate::node::peers::Peers;
 use crate::proto::peer::{quorum_request, CellsRequest, QuorumReply, QuorumRequest, ReadCellsRequest};
-use crate::wire::{cell_from_peer, cell_to_peer};
+use crate::wire::{cell_from_peer, cell_to_peer, config_from_peer, config_to_peer};
 
 /// Messages queued per peer; a full queue fails the message at once (the
 /// coordinator counts it as that replica failing).
@@ -47,49 +47,68 @@ pub const MAX_QUORUM_WRITE_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// break the stream and fail every request in it.
 pub const MAX_QUORUM_READ_REPLY_BYTES: usize = 32 * 1024 * 1024;
 
-/// One message for one peer, answered on `reply`.
+/// One message for one peer, sent in configuration `config` (the
+/// coordinator's), answered on `reply`.
 pub struct Outgoing {
     pub msg: Message,
+    pub config: Arc<ReplicaConfig>,
     pub deadline: Instant,
     pub reply: mpsc::Sender<Input>,
 }
 
 pub struct Mux {
-    queues: BTreeMap<NodeId, mpsc::Sender<Outgoing>>,
+    /// One queue (and task) per peer, opened at the first message to it:
+    /// members that join later get one too.
+    queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Outgoing>>>,
+    peers: Arc<Peers>,
+    read_keys: usize,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl Mux {
     /// `max_value_bytes` is the cluster's `--max-value-bytes`: it bounds
     /// how many keys one read request may name.
     pub fn start(peers: Arc<Peers>, max_value_bytes: usize, cancel: CancellationToken, tracker: &TaskTracker) -> Mux {
-        let mut queues = BTreeMap::new();
         let read_keys = read_keys_per_request(max_value_bytes, MAX_QUORUM_READ_REPLY_BYTES, MAX_PEER_BATCH_MESSAGES);
-        for id in peers.ids() {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tracker.spawn(run(id, peers.clone(), rx, read_keys, cancel.clone()));
-            queues.insert(id, tx);
-        }
-        Mux { queues }
+        Mux { queues: Mutex::new(BTreeMap::new()), peers, read_keys, cancel, tracker: tracker.clone() }
     }
 
     /// Queues `out` for `to`; if that is impossible the failure is
     /// reported to the coordinator right away.
     pub fn send(&self, to: NodeId, out: Outgoing) {
-        let Some(q) = self.queues.get(&to) else {
-            let _ = out.reply.try_send(failed(to, out.msg.phase(), format!("unknown peer {to}")));
+        let queue = {
+            let mut queues = self.queues.lock().expect("mux queues lock");
+            let open = queues.get(&to).filter(|q| !q.is_closed()).cloned();
+            match open {
+                Some(q) => Some(q),
+                None if self.peers.client(to).is_some() => {
+                    let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+                    self.tracker.spawn(run(to, self.peers.clone(), rx, self.read_keys, self.cancel.clone()));
+                    queues.insert(to, tx.clone());
+                    Some(tx)
+                }
+                None => None,
+            }
+        };
+        let Some(q) = queue else {
+            let input = failed(to, out.msg.phase(), out.config.epoch, format!("unknown peer {to}"));
+            let _ = out.reply.try_send(input);
             return;
         };
         if let Err(e) = q.try_send(out) {
             let out = match e {
                 mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
             };
-            let _ = out.reply.try_send(failed(to, out.msg.phase(), "too many quorum messages queued".into()));
+            let input = failed(to, out.msg.phase(), out.config.epoch, "too many quorum messages queued".into());
+            let _ = out.reply.try_send(input);
         }
     }
 }
 
-fn failed(from: NodeId, phase: Phase, reason: String) -> Input {
-    Input::Failed { from, phase, reason }
+/// A failed request of `phase` to `from`, sent at configuration `epoch`.
+fn failed(from: NodeId, phase: Phase, epoch: u64, reason: String) -> Input {
+    Input::AtEpoch { epoch, reply: Box::new(Input::Failed { from, phase, reason }) }
 }
 
 /// Requests (a batch of reads or of writes) in flight per peer at most.
@@ -102,16 +121,17 @@ pub const MAX_IN_FLIGHT_REQUESTS: usize = 8;
 pub const FAILURE_PAUSE_MS: u64 = 50;
 
 /// Who waits for one request's answer: one coordinator per read key (in
-/// key order), or per written cell.
+/// key order), or per written cell; all sent at configuration `epoch`.
 struct Waiting {
     phase: Phase,
+    epoch: u64,
     replies: Vec<mpsc::Sender<Input>>,
 }
 
 impl Waiting {
     fn fail(&self, from: NodeId, reason: &str) {
         for tx in &self.replies {
-            let _ = tx.try_send(failed(from, self.phase, reason.to_string()));
+            let _ = tx.try_send(failed(from, self.phase, self.epoch, reason.to_string()));
         }
     }
 }
@@ -124,6 +144,7 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let Some(mut client) = peers.client(to) else { return };
+    // The queue is dropped with this task: `Mux::send` then opens another.
     let me = peers.self_id();
     let mut next_id = 0u64;
     loop {
@@ -187,7 +208,7 @@ async fn run(
             w.fail(to, &why);
         }
         if let Some(m) = carried.take() {
-            let _ = m.reply.try_send(failed(to, m.msg.phase(), why.clone()));
+            let _ = m.reply.try_send(failed(to, m.msg.phase(), m.config.epoch, why.clone()));
         }
         let pause = tokio::time::sleep(Duration::from_millis(FAILURE_PAUSE_MS));
         tokio::pin!(pause);
@@ -197,7 +218,7 @@ async fn run(
                 _ = &mut pause => break,
                 m = rx.recv() => match m {
                     Some(m) => {
-                        let _ = m.reply.try_send(failed(to, m.msg.phase(), why.clone()));
+                        let _ = m.reply.try_send(failed(to, m.msg.phase(), m.config.epoch, why.clone()));
                     }
                     None => return,
                 },
@@ -210,7 +231,9 @@ async fn run(
 /// skipping messages past their deadline), as at most one read request of
 /// at most `read_keys` keys and one write request of at most
 /// [`MAX_QUORUM_WRITE_BATCH_BYTES`]; plus the message that did not fit, if
-/// any (the first always fits).
+/// any (the first always fits). Every message of a turn was sent in the
+/// first one's configuration: a message of another configuration ends the
+/// turn (it opens the next), so a request never mixes epochs.
 fn requests(
     me: NodeId,
     first: Outgoing,
@@ -223,10 +246,15 @@ fn requests(
     let mut cells = Vec::new();
     let mut writers = Vec::new();
     let mut write_budget = ByteBudget::new(MAX_PEER_BATCH_MESSAGES, MAX_QUORUM_WRITE_BATCH_BYTES);
-    // Adds `o`, or hands it back when its request is full.
+    let config = first.config.clone();
+    // Adds `o`, or hands it back when its request is full or it was sent
+    // in another configuration.
     let mut add = |o: Outgoing| -> Option<Outgoing> {
         if o.deadline <= now {
             return None;
+        }
+        if !Arc::ptr_eq(&o.config, &config) && *o.config != *config {
+            return Some(o);
         }
         match o.msg {
             Message::Read { key } => {
@@ -262,38 +290,56 @@ fn requests(
         }
     }
     let mut out = Vec::with_capacity(2);
+    let epoch = config.epoch;
+    let wire = Some(config_to_peer(&config));
     if !keys.is_empty() {
         let body = quorum_request::Body::Read(ReadCellsRequest { from_node: me, keys });
-        out.push((QuorumRequest { id: 0, body: Some(body) }, Waiting { phase: Phase::Read, replies: readers }));
+        let req = QuorumRequest { id: 0, body: Some(body), config: wire.clone() };
+        out.push((req, Waiting { phase: Phase::Read, epoch, replies: readers }));
     }
     if !cells.is_empty() {
         let body = quorum_request::Body::Write(CellsRequest { from_node: me, cells });
-        out.push((QuorumRequest { id: 0, body: Some(body) }, Waiting { phase: Phase::Write, replies: writers }));
+        let req = QuorumRequest { id: 0, body: Some(body), config: wire };
+        out.push((req, Waiting { phase: Phase::Write, epoch, replies: writers }));
     }
     (out, rest)
 }
 
-/// Hands one answer to the coordinators waiting for it. `try_send` never
-/// finds a coordinator's queue full: it holds one input per replica and
-/// phase (see `shell::Quorum::run`); a closed one has finished already.
+/// Hands one answer to the coordinators waiting for it, tagged with the
+/// epoch its request was sent at. `try_send` finds a coordinator's queue
+/// full only if it is far behind (see `shell::Quorum::run`); a closed one
+/// has finished already.
 fn deliver(from: NodeId, reply: QuorumReply, waiting: &mut BTreeMap<u64, Waiting>) {
     let Some(w) = waiting.remove(&reply.id) else {
         tracing::warn!(from, id = reply.id, "quorum answer to no request");
         return;
     };
+    if let Some(refused) = reply.refused {
+        return match config_from_peer(refused) {
+            // The coordinators adopt it and run their phase again.
+            Ok(config) if config.epoch > w.epoch => {
+                for tx in &w.replies {
+                    let _ = tx.try_send(Input::StaleConfig { from, config: config.clone() });
+                }
+            }
+            Ok(config) => w.fail(from, &format!("refused: the replica holds configuration epoch {}", config.epoch)),
+            Err(e) => w.fail(from, &format!("refused with an invalid configuration: {e}")),
+        };
+    }
     if !reply.error.is_empty() {
         return w.fail(from, &reply.error);
     }
+    let at = |reply: Input| Input::AtEpoch { epoch: w.epoch, reply: Box::new(reply) };
     match (w.phase, reply.read) {
         (Phase::Write, _) => {
             for tx in &w.replies {
-                let _ = tx.try_send(Input::WriteAck { from });
+                let _ = tx.try_send(at(Input::WriteAck { from }));
             }
         }
         (Phase::Read, Some(read)) if read.cells.len() == w.replies.len() => {
             for (m, tx) in read.cells.into_iter().zip(&w.replies) {
                 let cell = m.cell.filter(|_| m.present).and_then(cell_from_peer).map(|(_, c)| c);
-                let _ = tx.try_send(Input::ReadReply { from, cell });
+                let _ = tx.try_send(at(Input::ReadReply { from, cell }));
             }
         }
         (Phase::Read, _) => w.fail(from, "malformed quorum read answer"),
@@ -310,7 +356,8 @@ mod tests {
     use crate::store::Cell;
 
     fn outgoing(msg: Message, reply: &mpsc::Sender<Input>) -> Outgoing {
-        Outgoing { msg, deadline: Instant::now() + Duration::from_secs(60), reply: reply.clone() }
+        let config = Arc::new(ReplicaConfig::fixed(vec![1, 2, 3]));
+        Outgoing { msg, config, deadline: Instant::now() + Duration::from_secs(60), reply: reply.clone() }
     }
 
     fn write(i: usize, value_bytes: usize) -> Message {
@@ -367,6 +414,34 @@ mod tests {
         msgs.insert(3, write(100, 10));
         let out = turns(msgs, 8);
         assert_eq!(out, vec![(Phase::Read, 8, 0), (Phase::Write, 1, 10), (Phase::Read, 8, 0), (Phase::Read, 4, 0)]);
+    }
+
+    #[test]
+    fn a_request_never_mixes_configurations() {
+        // docs/consistency.md, "Changing the replica set": every request
+        // carries one configuration, so messages of two epochs go apart.
+        let (reply, _replies) = mpsc::channel(1);
+        let (tx, mut rx) = mpsc::channel(8);
+        let old = Arc::new(ReplicaConfig::fixed(vec![1, 2, 3]));
+        let joint = Arc::new(ReplicaConfig { epoch: 1, current: vec![1, 2, 3], next: Some(vec![2, 3, 4]) });
+        let at = |i: usize, config: &Arc<ReplicaConfig>| Outgoing {
+            msg: read(i),
+            config: config.clone(),
+            deadline: Instant::now() + Duration::from_secs(60),
+            reply: reply.clone(),
+        };
+        for (i, c) in [(1, &old), (2, &joint), (3, &joint)] {
+            tx.try_send(at(i, c)).unwrap();
+        }
+        let (reqs, rest) = requests(1, at(0, &old), &mut rx, 512);
+        let epochs: Vec<(u64, usize)> =
+            reqs.iter().map(|(r, w)| (r.config.as_ref().unwrap().epoch, w.replies.len())).collect();
+        assert_eq!(epochs, vec![(0, 2)]);
+        let (reqs, rest) = requests(1, rest.expect("the joint message opens the next turn"), &mut rx, 512);
+        assert!(rest.is_none());
+        let epochs: Vec<(u64, usize)> =
+            reqs.iter().map(|(r, w)| (r.config.as_ref().unwrap().epoch, w.replies.len())).collect();
+        assert_eq!(epochs, vec![(1, 2)]);
     }
 
     #[test]

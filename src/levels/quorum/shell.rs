@@ -10,6 +10,15 @@
 //! New versions come from the node's clock, above everything the read phase
 //! saw, and are covered by the persisted stamp reservation before any
 //! replica sees them (see `store::Store::ensure_reserved`).
+//!
+//! Configurations (docs/consistency.md, "Changing the replica set"): each
+//! coordinator starts in the configuration the node holds ([`HeldConfig`])
+//! and every message carries the coordinator's configuration; every answer
+//! comes back tagged with the epoch it was sent at ([`Input::AtEpoch`]).
+//! A replica that holds a newer configuration refuses
+//! ([`Input::StaleConfig`]): the node adopts it (durably) and the
+//! coordinator runs its phase again in it. This node's own replica follows
+//! the same rule ([`HeldConfig::serve_at`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,8 +29,9 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::held::{HeldConfig, Served};
 use super::mux::{Mux, Outgoing};
-use super::{Coordinator, Effect, Input, Message, Op, Outcome, QuorumConfig, QuorumError};
+use super::{Coordinator, Effect, Input, Message, Op, Outcome, QuorumConfig, QuorumError, ReplicaConfig};
 use crate::clock::{NodeId, Version};
 use crate::levels::LevelError;
 use crate::metrics::{inc, Metrics};
@@ -30,20 +40,27 @@ use crate::store::{Cell, Store, StoreError, WriteOp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Inputs a coordinator's queue holds per member of its configuration: one
+/// answer per phase and epoch it sent in, with room for refusals; a full
+/// queue drops an answer (the operation then waits for the others or its
+/// deadline).
+pub const INPUTS_QUEUED_PER_MEMBER: usize = 8;
+
 pub struct Quorum {
     store: Arc<Store>,
     peers: Arc<Peers>,
     mux: Mux,
-    replicas: Vec<NodeId>,
+    held: Arc<HeldConfig>,
     config: QuorumConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Quorum {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         peers: Arc<Peers>,
-        replicas: Vec<NodeId>,
+        held: Arc<HeldConfig>,
         config: QuorumConfig,
         max_value_bytes: usize,
         metrics: Arc<Metrics>,
@@ -51,12 +68,17 @@ impl Quorum {
         tracker: &TaskTracker,
     ) -> Quorum {
         let mux = Mux::start(peers.clone(), max_value_bytes, cancel, tracker);
-        Quorum { store, peers, mux, replicas, config, metrics }
+        Quorum { store, peers, mux, held, config, metrics }
     }
 
-    /// The replica set this node coordinates with (static: epoch 0).
-    pub fn replica_config(&self) -> super::ReplicaConfig {
-        super::ReplicaConfig::fixed(self.replicas.clone())
+    /// The replica configuration this node holds (coordinates in, and
+    /// serves as a replica under).
+    pub fn replica_config(&self) -> ReplicaConfig {
+        (*self.held.current()).clone()
+    }
+
+    pub fn held(&self) -> &Arc<HeldConfig> {
+        &self.held
     }
 
     /// Linearizable read of one key (tombstones come back as such).
@@ -100,13 +122,22 @@ impl Quorum {
 
     async fn run(&self, op: Op, timeout: Duration) -> Result<Outcome, LevelError> {
         let deadline = Instant::now() + timeout;
-        let mut coord = Coordinator::new(op, self.replicas.clone(), self.config.clone())?;
-        let (tx, mut rx) = mpsc::channel::<Input>(2 * self.replicas.len() + 2);
+        let start = self.held.current();
+        let mut coord = Coordinator::with_config(op, (*start).clone(), self.config.clone())?;
+        // Sized for a joint configuration of the largest sets.
+        let (tx, mut rx) = mpsc::channel::<Input>(INPUTS_QUEUED_PER_MEMBER * 2 * super::MAX_REPLICAS + 2);
+        // The configuration the coordinator's messages go out in.
+        let mut sending = start;
         let mut effects: VecDeque<Effect> = coord.step(Input::Start).into();
         loop {
             while let Some(effect) = effects.pop_front() {
                 match effect {
-                    Effect::Send { to, msg } => self.send(to, msg, deadline, tx.clone()),
+                    Effect::Send { to, msg } => {
+                        if *sending != *coord.replica_config() {
+                            sending = Arc::new(coord.replica_config().clone());
+                        }
+                        self.send(to, msg, sending.clone(), deadline, tx.clone())
+                    }
                     Effect::NeedVersion { above } => {
                         // Nothing is written yet: a floor out of the clock's
                         // range fails this operation alone.
@@ -128,6 +159,17 @@ impl Quorum {
                 Some(input) = rx.recv() => input,
                 _ = tokio::time::sleep_until(deadline) => Input::Deadline,
             };
+            if let Input::StaleConfig { from, config } = &input {
+                // Adopted by the node too, before this coordinator sends in it.
+                if config.epoch > coord.epoch() {
+                    inc(&self.metrics.quorum_stale_config_restarts);
+                    if let Err(e) = self.held.adopt(config).await {
+                        tracing::warn!(replica = from, error = %e, "cannot adopt a newer quorum configuration");
+                        effects.extend(coord.step(Input::Deadline));
+                        continue;
+                    }
+                }
+            }
             effects.extend(coord.step(input));
         }
     }
@@ -142,19 +184,32 @@ impl Quorum {
         }
     }
 
-    /// Delivers one message to one replica; its answer (or failure) comes
-    /// back on `tx`. Peers get it through the batching mux; this node's own
-    /// replica is read at once and written through the store's writer.
-    fn send(&self, to: NodeId, msg: Message, deadline: Instant, tx: mpsc::Sender<Input>) {
+    /// Delivers one message, sent in `config`, to one replica; its answer
+    /// (or failure) comes back on `tx`. Peers get it through the batching
+    /// mux; this node's own replica is read at once and written through the
+    /// store's writer, under the replica rule.
+    fn send(&self, to: NodeId, msg: Message, config: Arc<ReplicaConfig>, deadline: Instant, tx: mpsc::Sender<Input>) {
         let me = self.peers.self_id();
         if to != me {
-            self.mux.send(to, Outgoing { msg, deadline, reply: tx });
+            self.mux.send(to, Outgoing { msg, config, deadline, reply: tx });
             return;
         }
-        let store = self.store.clone();
+        let (store, held) = (self.store.clone(), self.held.clone());
         tokio::spawn(async move {
-            let phase = msg.phase();
-            let input = local(&store, msg).await.unwrap_or_else(|reason| Input::Failed { from: to, phase, reason });
+            let (phase, epoch) = (msg.phase(), config.epoch);
+            let failed =
+                |reason: String| Input::AtEpoch { epoch, reply: Box::new(Input::Failed { from: me, phase, reason }) };
+            let input = match held.serve_at(&config, local(&store, msg)).await {
+                Ok(Served::Served(Ok(input))) => Input::AtEpoch { epoch, reply: Box::new(input) },
+                Ok(Served::Served(Err(reason))) => failed(reason),
+                Ok(Served::Refused(held)) if held.epoch > epoch => {
+                    Input::StaleConfig { from: me, config: (*held).clone() }
+                }
+                Ok(Served::Refused(held)) => {
+                    failed(format!("refused: this node holds configuration epoch {}", held.epoch))
+                }
+                Err(e) => failed(e.to_string()),
+            };
             let _ = tx.send(input).await;
         });
     }
