@@ -62,6 +62,11 @@ counters!(
     quorum_unavailable,
     // Quorum phases run again in a newer replica configuration.
     quorum_stale_config_restarts,
+    // Quorum-level replica-set reconfiguration (levels/quorum/reconfig_task.rs).
+    quorum_reconfig_started,
+    quorum_reconfig_done,
+    quorum_reconfig_failed,
+    quorum_reconfig_cells_pulled,
     // Raft command results written back to a majority of cells (level join).
     write_backs,
     // Compare-and-set at the quorum level (through consensus).

@@ -65,6 +65,10 @@ pub struct UnsafeTestSwitches {
     /// back from a replica that missed the delete).
     #[serde(default)]
     pub gc_skip_replica_check: bool,
+    /// Quorum replica-set changes skip the state transfer: the new set
+    /// takes over holding nothing of what the old one acknowledged.
+    #[serde(default)]
+    pub quorum_reconfig_skip_transfer: bool,
 }
 
 impl UnsafeTestSwitches {
@@ -74,6 +78,7 @@ impl UnsafeTestSwitches {
             || self.skip_level_join
             || self.reassign_without_catch_up
             || self.gc_skip_replica_check
+            || self.quorum_reconfig_skip_transfer
     }
 }
 
@@ -667,6 +672,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         skip_level_join: o.unsafe_skip_level_join || file.unsafe_test.skip_level_join,
         reassign_without_catch_up: o.unsafe_reassign_without_catch_up || file.unsafe_test.reassign_without_catch_up,
         gc_skip_replica_check: o.unsafe_gc_skip_replica_check || file.unsafe_test.gc_skip_replica_check,
+        quorum_reconfig_skip_transfer: file.unsafe_test.quorum_reconfig_skip_transfer,
     };
     let max_clock_drift_ms = o.max_clock_drift_ms.or(file.max_clock_drift_ms).unwrap_or(500);
     let gc_grace_ms = o.gc_grace_ms.or(file.gc_grace_ms).unwrap_or(crate::tombstone_gc::rule::DEFAULT_GC_GRACE_MS);

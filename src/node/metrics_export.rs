@@ -130,6 +130,10 @@ fn counter_help(name: &str) -> &'static str {
         "quorum_stale_config_restarts" => {
             "Quorum phases run again because a replica held a newer replica configuration."
         }
+        "quorum_reconfig_started" => "Quorum replica-set changes started by this node (as Raft leader).",
+        "quorum_reconfig_done" => "Quorum replica-set changes this node completed (new epoch on a majority).",
+        "quorum_reconfig_failed" => "Quorum replica-set changes this node abandoned (retried later).",
+        "quorum_reconfig_cells_pulled" => "Cells this node relayed in quorum state transfers.",
         "write_backs" => "Raft command results written back to a majority of cells (level join).",
         "quorum_cas" => "Compare-and-set at the quorum level (through consensus).",
         "linearizable_ops" => "Commands applied by the Raft state machine that answered a waiter.",

@@ -48,6 +48,7 @@ use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication
 use crate::levels::join::QuorumLevel;
 use crate::levels::linear::{Linear, TestSwitches as LinearSwitches};
 use crate::levels::quorum::held::HeldConfig;
+use crate::levels::quorum::reconfig::ReconfigSettings;
 use crate::levels::quorum::{Quorum, QuorumConfig};
 use crate::metrics::Metrics;
 use crate::proto::admin_server::AdminServer;
@@ -258,7 +259,9 @@ where
     let eventual = Eventual::new(store.clone(), replication, repair, metrics.clone(), cfg.hinted_handoff);
     // The quorum level's replicas: the configuration stored by an earlier
     // run, else `cfg.quorum_replicas` at epoch 0 (the founding members, or
-    // for a node that joined, the set the cluster reported).
+    // for a node that joined, the set the cluster reported). Raft
+    // membership changes move it (`levels::quorum::reconfig_task`, on the
+    // leader).
     let quorum_config = Arc::new(
         HeldConfig::load(store.clone(), cfg.quorum_replicas.clone()).map_err(|e| NodeError::Config(e.to_string()))?,
     );
@@ -291,6 +294,19 @@ where
     .await?;
     let quorum = QuorumLevel::new(abd, linear.clone(), metrics.clone());
     let rsm = linear.rsm().clone();
+    crate::levels::quorum::reconfig_task::start(
+        quorum_config.clone(),
+        store.clone(),
+        peers.clone(),
+        rsm.clone(),
+        metrics.clone(),
+        ReconfigSettings {
+            skip_transfer_unsafe: cfg.unsafe_test.quorum_reconfig_skip_transfer,
+            ..ReconfigSettings::default()
+        },
+        cancel.clone(),
+        &tracker,
+    );
     crate::tombstone_gc::start(
         store.clone(),
         peers.clone(),

@@ -3,7 +3,8 @@
 //! Every handler checks its input first ([`super::peer_input`]): the
 //! service is reachable by anyone who reaches the client port.
 //!
-//! The quorum level's replica side (the `Quorum` stream) applies the replica rule of the reconfiguration through
+//! The quorum level's replica side (the `Quorum` stream, `PullCells`,
+//! `AdoptConfig`) applies the replica rule of the reconfiguration through
 //! the node's [`HeldConfig`](crate::levels::quorum::held::HeldConfig): a
 //! request of an older configuration epoch is refused without reading or
 //! writing, a newer configuration is adopted durably before serving.
@@ -45,6 +46,11 @@ pub const QUORUM_REPLIES_QUEUED: usize = 256;
 /// Write requests of one quorum stream waiting for their fsync at once;
 /// reading more requests waits when they are all taken.
 pub const QUORUM_WRITES_IN_FLIGHT: usize = 64;
+/// Most cells one PullCells answer holds (a larger `limit` is lowered).
+pub const MAX_PULL_CELLS: usize = 4096;
+/// Bytes of keys and values in one PullCells answer past its first cell.
+pub const MAX_PULL_REPLY_BYTES: usize = 16 * 1024 * 1024;
+const _: () = assert!(MAX_PULL_REPLY_BYTES < super::peers::MAX_PEER_MESSAGE_BYTES / 2);
 
 pub struct PeerService {
     node: Arc<NodeState>,
@@ -240,6 +246,40 @@ impl Peer for PeerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn adopt_config(&self, req: Request<AdoptConfigRequest>) -> Result<Response<AdoptConfigResponse>, Status> {
+        let peer = self.peer(&req)?;
+        let req = req.into_inner();
+        self.check_member(peer, req.from_node)?;
+        let config = request_config(req.config)?;
+        let held = self.node.quorum_config.adopt(&config).await.map_err(internal)?;
+        Ok(Response::new(AdoptConfigResponse { held: Some(config_to_peer(&held)) }))
+    }
+
+    async fn pull_cells(&self, req: Request<PullCellsRequest>) -> Result<Response<PullCellsResponse>, Status> {
+        let peer = self.peer(&req)?;
+        let req = req.into_inner();
+        self.check_member(peer, req.from_node)?;
+        let config = request_config(req.config)?;
+        let limit = (req.limit as usize).clamp(1, MAX_PULL_CELLS);
+        let store = self.node.store.clone();
+        let after = req.after_key;
+        let scan = async move {
+            crate::rt::spawn_blocking(move || store.scan_cells(after.as_deref(), limit, MAX_PULL_REPLY_BYTES)).await
+        };
+        match self.node.quorum_config.serve_at(&config, scan).await.map_err(internal)? {
+            Served::Served(scanned) => {
+                let (cells, more) = scanned.map_err(internal)?.map_err(internal)?;
+                let cells = cells.iter().map(|(k, c)| cell_to_peer(k, c)).collect();
+                Ok(Response::new(PullCellsResponse { cells, more, refused: None }))
+            }
+            Served::Refused(held) => Ok(Response::new(PullCellsResponse {
+                cells: Vec::new(),
+                more: false,
+                refused: Some(config_to_peer(&held)),
+            })),
+        }
     }
 
     async fn digest(&self, req: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {

@@ -184,6 +184,11 @@ impl Rsm {
         self.view.borrow().clone()
     }
 
+    /// The view, to wait for its changes.
+    pub fn view_changes(&self) -> watch::Receiver<RaftView> {
+        self.view.clone()
+    }
+
     /// The Raft leader this node knows of (`0`: none known).
     pub fn leader_id(&self) -> u64 {
         self.view.borrow().leader_id

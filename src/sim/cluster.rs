@@ -55,6 +55,9 @@ pub struct SimSettings {
     pub unsafe_local_linear_reads: bool,
     pub unsafe_skip_read_impose: bool,
     pub unsafe_skip_level_join: bool,
+    /// Quorum replica-set changes skip the state transfer (see
+    /// `UnsafeTestSwitches::quorum_reconfig_skip_transfer`).
+    pub unsafe_quorum_reconfig_skip_transfer: bool,
     /// Seeds the nodes' and clients' randomness (see the module docs).
     pub seed: u64,
     /// The network's latency: every read of every connection waits this
@@ -66,6 +69,9 @@ pub struct SimSettings {
     /// make a node that was cut off or down catch up by a snapshot install.
     pub raft_snapshot_entries: Option<u64>,
     pub raft_catch_up_entries: Option<u64>,
+    /// `--anti-entropy-interval-ms` (`None`: the default): a long one keeps
+    /// the eventual level's background repair out of a test's way.
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 impl Default for SimSettings {
@@ -78,6 +84,7 @@ impl Default for SimSettings {
             unsafe_local_linear_reads: false,
             unsafe_skip_read_impose: false,
             unsafe_skip_level_join: false,
+            unsafe_quorum_reconfig_skip_transfer: false,
             seed: 0,
             // The smallest steps tokio's timers take: loopback and an SSD's
             // fsync are below a millisecond.
@@ -85,6 +92,7 @@ impl Default for SimSettings {
             fsync_ms: 1,
             raft_snapshot_entries: None,
             raft_catch_up_entries: None,
+            anti_entropy_interval_ms: None,
         }
     }
 }
@@ -148,6 +156,7 @@ impl SimCluster {
                     raft_election_ticks: Some(settings.raft_election_ticks),
                     raft_snapshot_entries: settings.raft_snapshot_entries,
                     raft_catch_up_entries: settings.raft_catch_up_entries,
+                    anti_entropy_interval_ms: settings.anti_entropy_interval_ms,
                     ..Overrides::default()
                 },
             )
@@ -155,6 +164,7 @@ impl SimCluster {
             cfg.unsafe_test.linearizable_local_reads = settings.unsafe_local_linear_reads;
             cfg.unsafe_test.skip_read_impose = settings.unsafe_skip_read_impose;
             cfg.unsafe_test.skip_level_join = settings.unsafe_skip_level_join;
+            cfg.unsafe_test.quorum_reconfig_skip_transfer = settings.unsafe_quorum_reconfig_skip_transfer;
             // Admin (clock offset, membership changes) is how tests drive nodes.
             cfg.enable_test_hooks = true;
             configs.insert(id, cfg);

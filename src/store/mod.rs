@@ -419,6 +419,38 @@ impl Store {
         Ok((out, false))
     }
 
+    /// The quorum level's state transfer: at most `limit` cells in key
+    /// order after `after` (from the first key when `None`), and past the
+    /// first at most `bytes_max` of keys and values; `true` when more remain.
+    pub fn scan_cells(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<(Bytes, Cell)>, bool), StoreError> {
+        assert!(limit > 0, "an empty cell scan");
+        let mode = match after {
+            None => IteratorMode::Start,
+            Some(a) => IteratorMode::From(a, rocksdb::Direction::Forward),
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.db.iterator_cf(cf(&self.db, Cf::Cells), mode) {
+            let (k, v) = item?;
+            if after.is_some_and(|a| &*k == a) {
+                continue;
+            }
+            let cell = Cell::decode(&v)?;
+            let size = k.len() + cell.value.as_ref().map_or(0, |v| v.len());
+            if out.len() == limit || (!out.is_empty() && bytes + size > bytes_max) {
+                return Ok((out, true));
+            }
+            bytes += size;
+            out.push((Bytes::copy_from_slice(&k), cell));
+        }
+        Ok((out, false))
+    }
+
     /// Tombstone GC: whether this node holds `key` at `version` or newer,
     /// with no hint of the key left holding an older version (a hint is a
     /// copy still to be delivered: once the tombstone is purged, an older

@@ -22,7 +22,8 @@
 //! And the I/O around them: [`shell`] (one client operation: the
 //! coordinator's messages to the replicas, through [`mux`]), [`held`] (the
 //! configuration this node holds, persisted, and the replica rule on the
-//! node's store).
+//! node's store) and [`reconfig_task`] (on the Raft leader, runs
+//! [`Reconfig`] whenever the Raft voters differ from the replica set).
 //!
 //! Test-only: `sim` (a deterministic simulated network driven by one seeded
 //! RNG), `linearizability` (a brute-force per-key linearizability checker,
@@ -63,6 +64,7 @@ pub mod core;
 pub mod held;
 pub mod mux;
 pub mod reconfig;
+pub mod reconfig_task;
 pub mod replica;
 pub mod shell;
 
