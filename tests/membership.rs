@@ -7,8 +7,8 @@
 //!
 //! Changes go through `Cluster.ChangeMembers` on the leader, as `kv
 //! cluster add/promote/remove` send them (tests/cluster_change.rs drives
-//! those commands on real processes); the quorum level keeps the founding
-//! replica set (issue 22).
+//! those commands on real processes); the quorum level's replica set
+//! follows the voters (tests/quorum_reconfig.rs).
 
 use std::time::Duration;
 
