@@ -155,9 +155,35 @@ fn quorum() -> CallOptions {
     CallOptions::new(Level::Quorum).timeout(Duration::from_secs(5))
 }
 
+/// Writes `w<node>-<i>` through node `node` until `stop`; the keys it got
+/// acknowledged (a failed write may or may not have landed: not counted).
+async fn write_until(client: Client, node: u32, stop: tokio::sync::watch::Receiver<bool>) -> Vec<String> {
+    let mut acked = Vec::new();
+    for i in 0.. {
+        if *stop.borrow() {
+            break;
+        }
+        let key = format!("w{node}-{i}");
+        if client.set(key.as_bytes(), key.as_bytes(), quorum()).await.is_ok() {
+            acked.push(key);
+        } else {
+            tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
+        }
+    }
+    acked
+}
+
 /// Runs the scenario; the keys missing (or wrong) when read through node 4
 /// at the end.
 fn replace_through_reconfiguration(seed: u64, skip_transfer: bool) -> Vec<u32> {
+    replace_with_writers(seed, skip_transfer, false).0
+}
+
+/// The scenario, with clients writing through nodes 1, 2 and 3 during both
+/// changes when `writers`; also the keys they got acknowledged that are
+/// missing at the end, how many they got acknowledged, and how many quorum
+/// phases the nodes ran again after a refusal.
+fn replace_with_writers(seed: u64, skip_transfer: bool, writers: bool) -> (Vec<u32>, Vec<String>, usize, u64) {
     let _ = tracing_subscriber::fmt().with_env_filter("capkv=info").try_init();
     let dir = tempfile::tempdir().unwrap();
     runtime(seed).block_on(async {
@@ -183,6 +209,14 @@ fn replace_through_reconfiguration(seed: u64, skip_transfer: bool) -> Vec<u32> {
         cluster.start_node(3);
         await_config(&cluster, &[1, 2, 3], &ReplicaSet { epoch: 0, current: vec![1, 2, 3], next: vec![] }).await;
 
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut writing = Vec::new();
+        if writers {
+            for node in [1, 2, 3] {
+                writing.push(tokio::spawn(write_until(only(&cluster, node), node, stopped.clone())));
+            }
+        }
+
         cluster.join_node(4).unwrap();
         change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await;
         change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await;
@@ -198,6 +232,17 @@ fn replace_through_reconfiguration(seed: u64, skip_transfer: bool) -> Vec<u32> {
         if !skip_transfer {
             stale_requests_are_refused(&cluster, 3, &three).await;
         }
+        stop.send(true).unwrap();
+        let mut acked = Vec::new();
+        for w in writing {
+            acked.extend(w.await.unwrap());
+        }
+        // Phases rerun in a newer configuration after a refusal, all nodes.
+        let mut restarts = 0;
+        for id in 1..=4 {
+            let status = only(&cluster, id).node_status(0, Duration::from_secs(1)).await.expect("node status");
+            restarts += status.counters.get("quorum_stale_config_restarts").copied().unwrap_or(0);
+        }
 
         // A majority of the new set stays: 3 and 4, neither of which took
         // the writes itself.
@@ -211,8 +256,15 @@ fn replace_through_reconfiguration(seed: u64, skip_transfer: bool) -> Vec<u32> {
                 lost.push(i);
             }
         }
+        let mut acked_lost = Vec::new();
+        for key in &acked {
+            let got = reader.get(key.as_bytes(), quorum()).await.expect("quorum get on node 4");
+            if got.map(|v| v.value) != Some(key.clone().into()) {
+                acked_lost.push(key.clone());
+            }
+        }
         cluster.shutdown().await.unwrap();
-        lost
+        (lost, acked_lost, acked.len(), restarts)
     })
 }
 
@@ -223,6 +275,24 @@ fn the_replica_set_follows_membership_and_keeps_every_write() {
     for seed in SEEDS {
         let lost = replace_through_reconfiguration(seed, false);
         assert!(lost.is_empty(), "seed {seed}: {} of {KEYS} keys lost: {lost:?}", lost.len());
+    }
+}
+
+#[test]
+fn writes_during_the_changes_are_kept() {
+    // Clients keep writing through nodes 1, 2 and 3 while the set grows and
+    // shrinks: coordinators meet refusals, adopt newer configurations and
+    // rerun their phases; node 1's writes fail once it is removed. Every
+    // acknowledged write is read back through node 4 from nodes 3 and 4.
+    for seed in SEEDS {
+        let (lost, acked_lost, acked, restarts) = replace_with_writers(seed, false, true);
+        eprintln!(
+            "seed {seed}: {acked} writes acknowledged during the changes, {restarts} phases rerun after a refusal"
+        );
+        assert!(acked > 0, "seed {seed}: no write was acknowledged during the changes");
+        assert!(restarts > 0, "seed {seed}: no coordinator met a refusal: the epoch path was not exercised");
+        assert!(lost.is_empty(), "seed {seed}: {} of {KEYS} keys lost: {lost:?}", lost.len());
+        assert!(acked_lost.is_empty(), "seed {seed}: acknowledged writes lost: {acked_lost:?}");
     }
 }
 
