@@ -1,9 +1,11 @@
 //! Changing the members of a running cluster of real `kv serve` processes
 //! with the commands an operator uses: `kv serve --join`, `kv cluster add`,
-//! `replace` and `members`. A 3-node cluster grows to 4, a dead node is
-//! replaced, and the joined node restarts from what it saved. Every key
-//! written before keeps its value through the nodes that joined, at every
-//! level.
+//! `replace`, `remove` and `members`. A 3-node cluster grows to 4, a dead
+//! node is replaced, a founding node (maybe the leader) is removed and the
+//! quorum level's replica set follows, the joined node restarts from what
+//! it saved, and a removal that would leave no reachable majority is
+//! refused. Every key written before keeps its value through the nodes
+//! that joined, at every level, after two of the three founders are gone.
 
 mod common;
 
@@ -63,7 +65,7 @@ async fn every_key_through(c: &TestCluster, id: u32, keys: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grow_and_replace_with_the_cli() {
+async fn grow_replace_shrink_with_the_cli() {
     const AE: &[&str] = &["--anti-entropy-interval-ms", "300"];
     let mut c = TestCluster::start(3, AE).await;
     let client = c.client(1);
@@ -120,6 +122,32 @@ async fn grow_and_replace_with_the_cli() {
     voters_become(&c, five, &[1, 2, 4, 5]).await;
     every_key_through(&c, five, 30).await;
 
+    // Shrink: a founding node leaves (the leader hands over first if it is
+    // it); the quorum level's replica set follows the voters to {2, 4, 5}.
+    let (code, out, err) = kv(&["--endpoints", &live, "cluster", "remove", "--id", "1"]);
+    assert_eq!(code, 0, "kv cluster remove: {out}{err}");
+    voters_become(&c, five, &[2, 4, 5]).await;
+    let at5 = c.node(five).addr.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = members_json(&at5)["quorum_replicas"].clone();
+        let mut cur: Vec<u64> = q["current"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+        cur.sort();
+        if cur == [2, 4, 5] && q["next"].as_array().is_none_or(|n| n.is_empty()) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let tails: Vec<String> = [2, 4, 5].iter().map(|&id| format!("node {id}:\n{}", c.log_tail(id))).collect();
+            panic!("the quorum replica set did not become {{2, 4, 5}}: {q}\n{}", tails.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two of the three founding nodes are gone: every level still serves
+    // every key, through the nodes that joined.
+    c.kill(1);
+    every_key_through(&c, five, 30).await;
+    every_key_through(&c, four, 30).await;
+
     // The joined node restarts from its data directory's join file and
     // asks nobody (its --join endpoints are not even read).
     c.nodes[five as usize - 1].join = Some("127.0.0.1:1".into());
@@ -129,6 +157,28 @@ async fn grow_and_replace_with_the_cli() {
     c5.set(b"after", b"restart", opts(Level::Linearizable)).await.unwrap();
     let got = c.client(2).get(b"after", opts(Level::Quorum)).await.unwrap();
     assert_eq!(got.map(|v| v.value), Some("restart".into()));
+
+    // With node 4 down, removing node 5 would leave voters 2 and 4 with
+    // only node 2 reachable: refused, and nothing changes.
+    c.kill(four);
+    // The leader counts a voter reachable for an election timeout after
+    // it last heard from it: wait until node 4 is past that.
+    eventually(Duration::from_secs(30), "the leader has not heard from node 4 for 2 s", || async {
+        for id in [2, 5] {
+            let st = c.client(id).node_status(0, Duration::from_millis(500)).await.ok()?;
+            let raft = st.raft?;
+            if raft.role == "leader" {
+                return raft.last_contact_ms.get(&4).is_none_or(|&ms| ms >= 2_000).then_some(());
+            }
+        }
+        None
+    })
+    .await;
+    let ends = [2, 5].map(|id| c.node(id).addr.clone()).join(",");
+    let (code, out, err) = kv(&["--endpoints", &ends, "cluster", "remove", "--id", "5", "--wait", "5s"]);
+    assert_eq!(code, 2, "the removal must be refused: {out}{err}");
+    assert!(err.contains("would leave"), "{err}");
+    assert_eq!(voters(&c.node(2).addr), vec![2, 4, 5]);
 }
 
 #[test]

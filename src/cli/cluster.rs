@@ -80,6 +80,9 @@ async fn members(cli: &Cli) -> ExitCode {
                 json!({
                     "members": members, "answered_by": r.answered_by,
                     "leader_id": r.leader_id, "commit_index": r.commit_index,
+                    "quorum_replicas": r.quorum_replicas.as_ref().map(|q| json!({
+                        "epoch": q.epoch, "current": q.current, "next": q.next,
+                    })),
                 })
             );
         }
@@ -97,6 +100,10 @@ async fn members(cli: &Cli) -> ExitCode {
                     m.peer_address,
                     matched
                 );
+            }
+            if let Some(q) = &r.quorum_replicas {
+                let next = if q.next.is_empty() { String::new() } else { format!(", changing to {:?}", q.next) };
+                println!("quorum replicas: {:?} (epoch {}{next})", q.current, q.epoch);
             }
             println!("(answered by node {}; commit index {})", r.answered_by, r.commit_index);
         }

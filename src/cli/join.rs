@@ -16,8 +16,10 @@
 //!
 //! What it refuses: joining with an id that is already a **voter** while
 //! the data directory holds no join file (that voter's log is not in this
-//! directory: remove it and add the node under a new id), or with the id
-//! of a founding quorum replica (founding nodes restart with `--cluster`).
+//! directory: remove it and add the node under a new id). The quorum
+//! replica set it saves is where it starts (at epoch 0): the replicas
+//! refuse a stale configuration and teach it the current one
+//! (`levels::quorum::held`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +43,8 @@ const JOIN_RETRY_MS: u64 = 1_000;
 pub struct Joined {
     /// Every member's client and peer address, this node's own included.
     pub members: BTreeMap<NodeId, (String, String)>,
-    /// The quorum level's replicas when the node joined.
+    /// The quorum level's replicas when the node joined (its starting
+    /// point only: the configuration it holds follows the cluster's).
     pub quorum_replicas: Vec<NodeId>,
 }
 
@@ -137,12 +140,6 @@ pub async fn ask(endpoints: &[String], opts: &ConnectOptions, me: (NodeId, Strin
         Some(q) if !q.current.is_empty() => q.current.clone(),
         _ => return Err(format!("--join: node {} did not report the quorum replica set", r.answered_by)),
     };
-    if quorum_replicas.contains(&id) {
-        return Err(format!(
-            "node {id} is one of the quorum level's founding replicas: a founding node restarts with \
-             --cluster, not --join"
-        ));
-    }
     Ok(Joined { members, quorum_replicas })
 }
 

@@ -333,6 +333,26 @@ impl Cluster for ClusterService {
             Err(_) => return Err(Status::invalid_argument(format!("unknown membership change {}", r.op))),
         };
         let timeout = Duration::from_millis(r.timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS));
+        // A change of the voters waits until the quorum level's replica
+        // set has followed the previous one: its state transfer reads
+        // from a majority of the old set, which two changes in a row could
+        // take away (a removed member is no longer a peer).
+        if matches!(op, MemberOp::Promote(_) | MemberOp::Remove(_)) {
+            let held = self.node.quorum.replica_config();
+            let mut voters: Vec<u32> = self.node.linear.view().voters.iter().map(|&v| v as u32).collect();
+            voters.sort_unstable();
+            let mut current = held.current.clone();
+            current.sort_unstable();
+            if held.next.is_some() || current != voters {
+                return Err(Status::aborted(format!(
+                    "the quorum level is still moving its replica set to the last membership change (epoch {}, \
+                     replicas {:?}{}, Raft voters {voters:?}); retry once it is done",
+                    held.epoch,
+                    held.current,
+                    held.next.as_ref().map_or(String::new(), |n| format!(" -> {n:?}")),
+                )));
+            }
+        }
         match self.node.rsm.change_members(op, timeout).await {
             Ok(cs) => Ok(Response::new(ChangeMembersResponse { voters: cs.voters, learners: cs.learners })),
             Err(e) => Err(match &e {
