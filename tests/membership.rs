@@ -10,63 +10,16 @@
 //! those commands on real processes); the quorum level's replica set
 //! follows the voters (tests/quorum_reconfig.rs).
 
+mod common;
+
 use std::time::Duration;
 
 use capkv::client::{CallOptions, Client};
-use capkv::proto::{ChangeMembersRequest, ChangeMembersResponse, MemberChangeOp, MembersResponse};
-use capkv::sim::cluster::{host, peer_host, SimCluster, SimSettings};
+use capkv::proto::{ChangeMembersRequest, MemberChangeOp};
+use capkv::sim::cluster::{peer_host, SimCluster, SimSettings};
 use capkv::Level;
+use common::sim::{change, members, only, runtime, ATTEMPTS, RETRY_MS};
 use tonic::Code;
-
-fn runtime(seed: u64) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_current_thread();
-    b.enable_all().start_paused(true);
-    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
-    b.build().expect("runtime")
-}
-
-const ATTEMPTS: usize = 200;
-const RETRY_MS: u64 = 50;
-
-async fn members(client: &Client) -> MembersResponse {
-    for _ in 0..ATTEMPTS {
-        if let Ok(r) = client.members(Duration::from_secs(1)).await {
-            if r.leader_id != 0 {
-                return r;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-    }
-    panic!("no leader known after {ATTEMPTS} attempts");
-}
-
-/// One membership change on the current leader; retried while the answer
-/// says "not now" (no leader, leadership moving, learner catching up).
-async fn change(
-    cluster: &SimCluster,
-    client: &Client,
-    op: MemberChangeOp,
-    id: u32,
-) -> Result<ChangeMembersResponse, tonic::Status> {
-    let req = ChangeMembersRequest {
-        op: op as i32,
-        id,
-        client_address: host(id),
-        peer_address: peer_host(id),
-        timeout_ms: 5_000,
-    };
-    let mut last = None;
-    for _ in 0..ATTEMPTS {
-        let leader = members(client).await.leader_id as u32;
-        match cluster.cluster_service(leader).change_members(req.clone()).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) => last = Some(s),
-            Err(s) => return Err(s),
-        }
-        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-    }
-    panic!("membership change {op:?} {id} kept failing: {last:?}");
-}
 
 fn lin() -> CallOptions {
     CallOptions::new(Level::Linearizable).timeout(Duration::from_secs(5))
@@ -115,7 +68,7 @@ fn a_node_joining_an_uncompacted_cluster_learns_every_voter() {
         cluster.join_node(4).unwrap();
         change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await.unwrap();
         change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await.unwrap();
-        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        let only4 = only(&cluster, 4);
         node_lists_voters(&only4, 4, &[1, 2, 3, 4]).await;
         // Cut off, the new node cannot win an election (it needs 3 of 4).
         cluster.isolate(4);
@@ -144,7 +97,7 @@ fn eventual_replication_follows_the_members() {
         let mut cluster = SimCluster::start(dir.path().to_path_buf(), settings).unwrap();
         let client = cluster.client("client");
         write_keys(&client, 0..5).await;
-        let only1 = Client::with_dialer(&[host(1)], &cluster.net.dialer("only1")).unwrap();
+        let only1 = only(&cluster, 1);
         let ev = || CallOptions::new(Level::Eventual).timeout(Duration::from_secs(5));
         // Node 3 is down: node 1 keeps hints for it.
         cluster.stop_node(3).await.unwrap();
@@ -170,7 +123,7 @@ fn eventual_replication_follows_the_members() {
 
         // A write on node 1 reaches node 4 by replication, well before an
         // anti-entropy round could bring it.
-        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        let only4 = only(&cluster, 4);
         node_lists_voters(&only4, 4, &[1, 2, 4]).await;
         only1.set(b"late", b"pushed", ev()).await.unwrap();
         let mut got = None;
@@ -214,7 +167,7 @@ fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
         // The new node knows every member and its addresses (its own from
         // the record the change wrote, which it got by snapshot or log).
         // It applies the promotion once it learns the commit index.
-        let only4 = Client::with_dialer(&[host(4)], &cluster.net.dialer("only4")).unwrap();
+        let only4 = only(&cluster, 4);
         node_lists_voters(&only4, 4, &[1, 2, 3, 4]).await;
 
         // Node 1 dies for good and is removed; the group of 2, 3, 4 serves.
@@ -233,7 +186,7 @@ fn a_node_joins_is_promoted_and_replaces_a_dead_voter() {
         // in its state machine (its --cluster still names 1, 2, 3): it
         // lists 4 with its address and reaches it.
         cluster.restart_node(2).await.unwrap();
-        let only2 = Client::with_dialer(&[host(2)], &cluster.net.dialer("only2")).unwrap();
+        let only2 = only(&cluster, 2);
         let want: Vec<(u32, String)> = [2, 3, 4].into_iter().map(|id| (id, peer_host(id))).collect();
         let mut listed = Vec::new();
         for _ in 0..ATTEMPTS {

@@ -23,67 +23,21 @@
 //! keep every acknowledged write; a change left joint on one node (as a
 //! leader dying mid-change leaves it) is finished by the leader.
 
+mod common;
+
 use std::time::Duration;
 
 use capkv::client::{CallOptions, Client};
 use capkv::node::peers::Dialer;
 use capkv::proto::peer::{self, peer_client::PeerClient};
-use capkv::proto::{ChangeMembersRequest, ChangeMembersResponse, MemberChangeOp, MembersResponse, ReplicaSet};
-use capkv::sim::cluster::{host, peer_host, SimCluster, SimSettings};
+use capkv::proto::{MemberChangeOp, ReplicaSet};
+use capkv::sim::cluster::{peer_host, SimCluster, SimSettings};
 use capkv::Level;
-use tonic::Code;
+use common::sim::{change, members, only, runtime, RETRY_MS};
 
-fn runtime(seed: u64) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_current_thread();
-    b.enable_all().start_paused(true);
-    b.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
-    b.build().expect("runtime")
-}
-
-const ATTEMPTS: usize = 200;
-const RETRY_MS: u64 = 50;
 /// How long a replica-set change may take (simulated time).
 const CONFIG_WAIT_MS: u64 = 120_000;
 const KEYS: u32 = 300;
-
-async fn members(client: &Client) -> MembersResponse {
-    for _ in 0..ATTEMPTS {
-        if let Ok(r) = client.members(Duration::from_secs(1)).await {
-            if r.leader_id != 0 {
-                return r;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-    }
-    panic!("no leader known after {ATTEMPTS} attempts");
-}
-
-/// One membership change on the current leader; retried while the answer
-/// says "not now".
-async fn change(cluster: &SimCluster, client: &Client, op: MemberChangeOp, id: u32) -> ChangeMembersResponse {
-    let req = ChangeMembersRequest {
-        op: op as i32,
-        id,
-        client_address: host(id),
-        peer_address: peer_host(id),
-        timeout_ms: 5_000,
-    };
-    let mut last = None;
-    for _ in 0..ATTEMPTS {
-        let leader = members(client).await.leader_id as u32;
-        match cluster.cluster_service(leader).change_members(req.clone()).await {
-            Ok(r) => return r.into_inner(),
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) => last = Some(s),
-            Err(s) => panic!("membership change {op:?} {id}: {s:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(RETRY_MS)).await;
-    }
-    panic!("membership change {op:?} {id} kept failing: {last:?}");
-}
-
-fn only(cluster: &SimCluster, id: u32) -> Client {
-    Client::with_dialer(&[host(id)], &cluster.net.dialer(&format!("only{id}"))).unwrap()
-}
 
 /// Waits until each of `nodes` reports `want` as its quorum replica set.
 async fn await_config(cluster: &SimCluster, nodes: &[u32], want: &ReplicaSet) {
@@ -222,12 +176,12 @@ fn replace_with_writers(seed: u64, skip_transfer: bool, writers: bool) -> (Vec<u
         }
 
         cluster.join_node(4).unwrap();
-        change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await;
-        change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await;
+        change(&cluster, &client, MemberChangeOp::MemberAddLearner, 4).await.unwrap();
+        change(&cluster, &client, MemberChangeOp::MemberPromote, 4).await.unwrap();
         let four = ReplicaSet { epoch: 2, current: vec![1, 2, 3, 4], next: vec![] };
         await_config(&cluster, &[1, 2, 3, 4], &four).await;
 
-        let r = change(&cluster, &client, MemberChangeOp::MemberRemove, 1).await;
+        let r = change(&cluster, &client, MemberChangeOp::MemberRemove, 1).await.unwrap();
         let mut voters = r.voters;
         voters.sort();
         assert_eq!(voters, vec![2, 3, 4]);

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod sim;
 pub mod topics;
 
 use std::path::{Path, PathBuf};
