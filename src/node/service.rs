@@ -339,11 +339,8 @@ impl Cluster for ClusterService {
         // take away (a removed member is no longer a peer).
         if matches!(op, MemberOp::Promote(_) | MemberOp::Remove(_)) {
             let held = self.node.quorum.replica_config();
-            let mut voters: Vec<u32> = self.node.linear.view().voters.iter().map(|&v| v as u32).collect();
-            voters.sort_unstable();
-            let mut current = held.current.clone();
-            current.sort_unstable();
-            if held.next.is_some() || current != voters {
+            let voters = self.node.linear.view().voters;
+            if !held.is_settled_on(&voters) {
                 return Err(Status::aborted(format!(
                     "the quorum level is still moving its replica set to the last membership change (epoch {}, \
                      replicas {:?}{}, Raft voters {voters:?}); retry once it is done",

@@ -65,6 +65,16 @@ impl ReplicaConfig {
         self.next.is_some()
     }
 
+    /// Whether this configuration has finished following the Raft voter
+    /// set `voters` (any order): not joint, and `current` is that set.
+    pub fn is_settled_on(&self, voters: &[u64]) -> bool {
+        let mut current: Vec<u64> = self.current.iter().map(|&n| n as u64).collect();
+        let mut voters = voters.to_vec();
+        current.sort_unstable();
+        voters.sort_unstable();
+        !self.is_joint() && current == voters
+    }
+
     /// Every node a phase must contact: `current` in order, then the nodes
     /// of `next` not in `current`.
     pub fn members(&self) -> Vec<NodeId> {
@@ -108,6 +118,16 @@ mod tests {
 
     fn joint(current: &[NodeId], next: &[NodeId]) -> ReplicaConfig {
         ReplicaConfig { epoch: 1, current: current.to_vec(), next: Some(next.to_vec()) }
+    }
+
+    #[test]
+    fn settled_on_means_not_joint_and_the_same_set_in_any_order() {
+        let fixed = ReplicaConfig { epoch: 2, current: vec![3, 1, 2], next: None };
+        assert!(fixed.is_settled_on(&[1, 2, 3]));
+        assert!(!fixed.is_settled_on(&[1, 2]));
+        assert!(!fixed.is_settled_on(&[1, 2, 3, 4]));
+        let joint = ReplicaConfig { next: Some(vec![1, 2, 3]), ..fixed };
+        assert!(!joint.is_settled_on(&[1, 2, 3]));
     }
 
     #[test]

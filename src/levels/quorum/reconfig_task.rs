@@ -161,9 +161,7 @@ async fn run(ctx: Arc<Ctx>, rsm: Arc<Rsm>, settings: ReconfigSettings, cancel: C
                 (ReplicaConfig { epoch, current: held.current.clone(), next: None }, next.clone())
             }
             None => {
-                let mut current = held.current.clone();
-                current.sort_unstable();
-                if current == voters {
+                if held.is_settled_on(&v.voters) {
                     continue;
                 }
                 ((*held).clone(), voters)
