@@ -48,7 +48,8 @@ pub struct JepsenArgs {
     level: Option<RegisterLevel>,
 
     /// Faults: a comma-separated list of kill, pause, partition, clock,
-    /// kill-isr (topic workload), or none.
+    /// membership (replace a member: remove it, add a new node; register
+    /// workload, 3+ nodes), kill-isr (topic workload), or none.
     #[arg(long, value_parser = NemesisKind::parse_list)]
     nemesis: std::vec::Vec<NemesisKind>,
 

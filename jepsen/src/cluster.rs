@@ -158,7 +158,17 @@ pub enum ClusterError {
 /// One node process.
 #[derive(Debug)]
 struct Node {
+    /// The slot: the address and directory, fixed for the run.
     id: NodeId,
+    /// The id it serves under (`kv serve --id`): the slot's own at first, a
+    /// fresh one each time the membership nemesis replaces it.
+    raft_id: u32,
+    /// `None` for a founder (`--cluster`); the endpoints it was told to
+    /// join otherwise (`--join`).
+    join: Option<Vec<String>>,
+    /// Removed from the cluster (and stopped, data deleted): not restarted
+    /// until it joins again under a new id.
+    removed: bool,
     addr: SocketAddr,
     peer_addr: SocketAddr,
     dir: PathBuf,
@@ -187,6 +197,8 @@ pub struct Cluster {
     members: String,
     /// How the harness's clients connect (TLS when `spec.tls`).
     connect: ConnectOptions,
+    /// The largest serving id of a retired node (never given again).
+    retired_max: u32,
     /// The certificates of a TLS cluster.
     certs: Option<capkv::node::tls_certs::DevCerts>,
     /// TLS to the peer ports: the CA and a client certificate it signed.
@@ -217,6 +229,9 @@ impl Cluster {
             fs::create_dir_all(&dir).map_err(|source| ClusterError::Prepare { path: dir.clone(), source })?;
             nodes.push(Node {
                 id,
+                raft_id: id,
+                join: None,
+                removed: false,
                 addr: SocketAddr::new(IpAddr::V4(ip), port),
                 peer_addr: SocketAddr::new(IpAddr::V4(ip), peer_port),
                 dir,
@@ -237,7 +252,7 @@ impl Cluster {
         } else {
             (ConnectOptions::default(), None, None)
         };
-        let mut cluster = Cluster { spec, nodes, members, connect, certs, peer_tls };
+        let mut cluster = Cluster { spec, nodes, members, connect, retired_max: 0, certs, peer_tls };
         for id in cluster.ids() {
             cluster.spawn(id)?;
         }
@@ -250,6 +265,52 @@ impl Cluster {
     /// Node ids, ascending.
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The id node slot `id` serves under now (`kv serve --id`): `id`
+    /// itself until the membership nemesis replaced it.
+    pub fn raft_id(&self, id: NodeId) -> u32 {
+        self.node(id).raft_id
+    }
+
+    /// A serving id no node of this run ever had: one above the largest.
+    pub fn fresh_raft_id(&self) -> u32 {
+        self.nodes.iter().map(|n| n.raft_id).max().unwrap_or(0).max(self.retired_max) + 1
+    }
+
+    /// Whether slot `id` was removed from the cluster and has not joined
+    /// again.
+    pub fn is_removed(&self, id: NodeId) -> bool {
+        self.node(id).removed
+    }
+
+    /// Stops node `id` for good after the cluster removed it: kill -9, its
+    /// data deleted (a removed member's data must never serve again), and
+    /// no restarts until [`Cluster::join`].
+    pub fn retire(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        self.kill(id)?;
+        self.retired_max = self.retired_max.max(self.node(id).raft_id);
+        let node = self.node_mut(id);
+        node.removed = true;
+        let data = node.data_dir();
+        match fs::remove_dir_all(&data) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ClusterError::Prepare { path: data, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts slot `id`, retired before, as a new node `raft_id` that joins
+    /// through `endpoints` (`kv serve --join`, empty data), and waits until
+    /// it answers. The caller then adds it to the membership.
+    pub async fn join(&mut self, id: NodeId, raft_id: u32, endpoints: Vec<String>) -> Result<(), ClusterError> {
+        let node = self.node_mut(id);
+        assert!(node.removed && node.child.is_none(), "node {id} joins only after it was retired");
+        assert!(!endpoints.is_empty(), "a joining node needs endpoints");
+        node.raft_id = raft_id;
+        node.join = Some(endpoints);
+        node.removed = false;
+        self.spawn(id)?;
+        self.wait_ready(id).await
     }
 
     /// The address node `id` serves clients on.
@@ -316,8 +377,12 @@ impl Cluster {
     }
 
     /// Starts node `id` again on its address and data, and waits until it
-    /// answers. A running node is left alone.
+    /// answers. A running node, and one removed from the cluster, are left
+    /// alone.
     pub async fn restart(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        if self.is_removed(id) {
+            return Ok(());
+        }
         if self.reap(id).is_none() && self.is_running(id) {
             return Ok(());
         }
@@ -446,12 +511,19 @@ impl Cluster {
 
     fn spawn(&mut self, id: NodeId) -> Result<(), ClusterError> {
         let kv = self.spec.kv.clone();
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--id".into(),
-            id.to_string(),
-            "--cluster".into(),
-            self.members.clone(),
+        let node = self.node(id);
+        assert!(!node.removed, "spawning node {id}, which was removed from the cluster");
+        let mut args: Vec<String> = Vec::new();
+        if let (Some(_), Some(c)) = (&node.join, &self.certs) {
+            // A joining node asks a member for the membership over TLS.
+            args.extend(["--cacert".into(), c.ca.display().to_string()]);
+        }
+        args.extend(["serve".into(), "--id".into(), node.raft_id.to_string()]);
+        match &node.join {
+            None => args.extend(["--cluster".into(), self.members.clone()]),
+            Some(endpoints) => args.extend(["--join".into(), endpoints.join(",")]),
+        }
+        args.extend([
             "--listen".into(),
             self.addr(id).to_string(),
             "--peer-listen".into(),
@@ -460,7 +532,7 @@ impl Cluster {
             self.node(id).data_dir().display().to_string(),
             // The clock nemesis moves node clocks through Admin.
             "--enable-test-hooks".into(),
-        ];
+        ]);
         if let Some(c) = &self.certs {
             args.extend(c.serve_args(id));
         }

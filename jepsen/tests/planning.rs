@@ -79,6 +79,9 @@ fn every_fault_respects_its_bounds() {
                     // the topic's metadata when it starts (and bounded to a
                     // minority there: `kill_isr::choose`, unit-tested).
                     Fault::KillIsr { .. } => {}
+                    // Also a number: the slot is `pick mod N` when it
+                    // starts, one member at a time.
+                    Fault::Membership { .. } => {}
                 }
             }
         }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::kill_isr::{self, TopicTarget};
 use super::nft::Firewall;
 use super::schedule::{Action, Step};
-use super::{clock, kill, pause, Fault, NemesisError, NemesisKind, Partition};
+use super::{clock, kill, membership, pause, Fault, NemesisError, NemesisKind, Partition};
 use crate::cluster::{Cluster, NodeId};
 use crate::record::RunClock;
 
@@ -58,6 +58,7 @@ pub struct Driver<'a> {
     topic: Option<&'a TopicTarget>,
     skewed: BTreeSet<NodeId>,
     kill_isr: Option<kill_isr::Active>,
+    membership: Option<membership::Active>,
     windows: Vec<AppliedWindow>,
     crashes: Vec<Crash>,
 }
@@ -72,6 +73,7 @@ impl<'a> Driver<'a> {
             topic: None,
             skewed: BTreeSet::new(),
             kill_isr: None,
+            membership: None,
             windows: Vec::new(),
             crashes: Vec::new(),
         }
@@ -167,6 +169,12 @@ impl<'a> Driver<'a> {
                 self.skewed.extend(offsets_ms.keys().copied());
                 clock::start(self.cluster, offsets_ms).await
             }
+            Fault::Membership { pick } => {
+                let (active, what) = membership::start(self.cluster, *pick).await?;
+                self.membership = active;
+                self.describe_last(what);
+                Ok(())
+            }
             Fault::KillIsr { pick } => {
                 let target = self.topic.ok_or(NemesisError::NoTopic)?;
                 let (active, what) = kill_isr::start(self.cluster, target, *pick).await?;
@@ -194,6 +202,7 @@ impl<'a> Driver<'a> {
                 clock::heal(self.cluster, offsets_ms.keys().copied()).await?;
                 self.skewed.retain(|id| !offsets_ms.contains_key(id));
             }
+            Fault::Membership { .. } => self.heal_membership().await?,
             Fault::KillIsr { .. } => {
                 if let Some(active) = self.kill_isr.take() {
                     let target = self.topic.ok_or(NemesisError::NoTopic)?;
@@ -225,11 +234,27 @@ impl<'a> Driver<'a> {
         // A kill-isr window's paused follower was resumed above, its killed
         // nodes restarted with the others.
         self.kill_isr = None;
+        // A removed member's slot gets its new node once the others are up
+        // (adding it needs a leader).
+        self.heal_membership().await?;
         let skewed: Vec<NodeId> = std::mem::take(&mut self.skewed).into_iter().collect();
         clock::heal(self.cluster, skewed).await?;
         let now = self.clock.now_ns();
         for window in &mut self.windows {
             window.end_ns.get_or_insert(now);
+        }
+        Ok(())
+    }
+
+    /// Finishes a half-done replacement, if any: the new node joins.
+    async fn heal_membership(&mut self) -> Result<(), NemesisError> {
+        if let Some(active) = self.membership.take() {
+            let what = membership::heal(self.cluster, &active).await?;
+            let before = self.windows.iter().rev().find(|w| w.kind == NemesisKind::Membership);
+            let before = before.map(|w| w.description.clone()).unwrap_or_default();
+            if let Some(w) = self.windows.iter_mut().rev().find(|w| w.kind == NemesisKind::Membership) {
+                w.description = format!("{before}; {what}");
+            }
         }
         Ok(())
     }

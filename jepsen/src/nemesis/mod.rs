@@ -7,6 +7,7 @@
 //! | `pause`     | SIGSTOP a random minority of nodes             | SIGCONT                       |
 //! | `partition` | cut links with nftables: isolate one node, majority/minority split, or bridge | delete the rules |
 //! | `clock`     | offset the HLC source of random nodes (admin RPC) | offsets back to 0          |
+//! | `membership` | remove a member from the cluster, kill it, delete its data | a new node joins on its address, is added as a learner and promoted |
 //! | `kill-isr`  | (topic workload) SIGSTOP a follower of a partition until it leaves the ISR | kill -9 the ISR, SIGCONT the follower, let the controller elect, restart the ISR |
 //!
 //! Planning is separate from doing: [`Fault`]s are chosen by pure functions
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod driver;
 pub mod kill;
 pub mod kill_isr;
+pub mod membership;
 pub mod nft;
 pub mod partition;
 pub mod pause;
@@ -52,6 +54,9 @@ pub enum NemesisKind {
     Partition,
     /// Clock skew.
     Clock,
+    /// Replace a member: remove it, then add a new node in its place (see
+    /// [`membership`]).
+    Membership,
     /// Topic workload: a follower falls out of a partition's ISR, then
     /// the ISR is killed (see [`kill_isr`]).
     KillIsr,
@@ -59,8 +64,14 @@ pub enum NemesisKind {
 
 impl NemesisKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [NemesisKind; 5] =
-        [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition, NemesisKind::Clock, NemesisKind::KillIsr];
+    pub const ALL: [NemesisKind; 6] = [
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Partition,
+        NemesisKind::Clock,
+        NemesisKind::Membership,
+        NemesisKind::KillIsr,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -69,6 +80,7 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Clock => "clock",
+            NemesisKind::Membership => "membership",
             NemesisKind::KillIsr => "kill-isr",
         }
     }
@@ -83,7 +95,7 @@ impl NemesisKind {
         self == NemesisKind::Partition
     }
 
-    /// Parses `kill,pause,partition,clock,kill-isr` (any subset, any order) or
+    /// Parses `kill,pause,partition,clock,membership,kill-isr` (any subset, any order) or
     /// `none`. Duplicates are folded; the result is sorted.
     pub fn parse_list(text: &str) -> Result<Vec<NemesisKind>, String> {
         let text = text.trim();
@@ -110,7 +122,7 @@ impl FromStr for NemesisKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         NemesisKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis {s:?}: expected a comma-separated list of kill, pause, partition, clock, kill-isr, or none"
+                "unknown nemesis {s:?}: expected a comma-separated list of kill, pause, partition, clock, membership, kill-isr, or none"
             )
         })
     }
@@ -136,6 +148,12 @@ pub enum Fault {
         /// Offset per node, in ms (non-zero).
         offsets_ms: BTreeMap<NodeId, i64>,
     },
+    /// Remove the member in slot `pick mod N`, then (heal) add a new node
+    /// in its place ([`membership`]).
+    Membership {
+        /// Chooses the slot.
+        pick: u32,
+    },
     /// Pause a follower until it leaves the ISR, then kill the ISR; the
     /// partition and nodes are chosen from the metadata by `pick` when the
     /// fault starts ([`kill_isr::choose`]).
@@ -153,6 +171,7 @@ impl Fault {
             Fault::Pause { .. } => NemesisKind::Pause,
             Fault::Partition(_) => NemesisKind::Partition,
             Fault::Clock { .. } => NemesisKind::Clock,
+            Fault::Membership { .. } => NemesisKind::Membership,
             Fault::KillIsr { .. } => NemesisKind::KillIsr,
         }
     }
@@ -164,6 +183,7 @@ impl Fault {
             NemesisKind::Pause => Fault::Pause { nodes: pick_minority(nodes, rng) },
             NemesisKind::Partition => Fault::Partition(partition::plan_random(nodes, rng)),
             NemesisKind::Clock => Fault::Clock { offsets_ms: clock::plan(nodes, rng) },
+            NemesisKind::Membership => Fault::Membership { pick: rng.random() },
             NemesisKind::KillIsr => Fault::KillIsr { pick: rng.random() },
         }
     }
@@ -179,6 +199,7 @@ impl fmt::Display for Fault {
                 let parts: Vec<String> = offsets_ms.iter().map(|(id, ms)| format!("n{id} {ms:+} ms")).collect();
                 write!(f, "clock skew {}", parts.join(", "))
             }
+            Fault::Membership { pick } => write!(f, "membership: replace a member (pick {pick})"),
             Fault::KillIsr { pick } => write!(f, "kill-isr (pick {pick})"),
         }
     }
@@ -229,6 +250,10 @@ pub enum NemesisError {
     /// The topic's metadata could not be read.
     #[error("topic: {0}")]
     Topic(String),
+    /// A membership change failed (not refused: failed, or its outcome is
+    /// unknown).
+    #[error("membership change: {0}")]
+    Membership(String),
 }
 
 #[cfg(test)]
@@ -247,7 +272,10 @@ mod tests {
             NemesisKind::parse_list("partition,kill,partition").unwrap(),
             vec![NemesisKind::Kill, NemesisKind::Partition]
         );
-        assert_eq!(NemesisKind::parse_list("kill,pause,partition,clock,kill-isr").unwrap(), NemesisKind::ALL.to_vec());
+        assert_eq!(
+            NemesisKind::parse_list("kill,pause,partition,clock,membership,kill-isr").unwrap(),
+            NemesisKind::ALL.to_vec()
+        );
         let e = NemesisKind::parse_list("kill,flood").unwrap_err();
         assert!(e.contains("\"flood\""), "{e}");
     }

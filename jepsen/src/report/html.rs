@@ -46,6 +46,7 @@ fn nemesis_color(kind: &str) -> &'static str {
         "pause" => "#b279a2",
         "partition" => "#f58518",
         "clock" => "#54a24b",
+        "membership" => "#4c78a8",
         "kill-isr" => "#9d755d",
         _ => "#999999",
     }
@@ -91,7 +92,7 @@ pub fn render(results: &Results, charts: &Charts) -> String {
         swatch(OK_COLOR, "ok"),
         swatch(FAIL_COLOR, "fail"),
         swatch(INFO_COLOR, "info (unknown)"),
-        ["kill", "pause", "partition", "clock", "kill-isr"]
+        ["kill", "pause", "partition", "clock", "membership", "kill-isr"]
             .iter()
             .map(|k| swatch(nemesis_color(k), k))
             .collect::<Vec<_>>()

@@ -295,6 +295,12 @@ impl RunConfig {
         if !(1..=NODES_MAX).contains(&self.nodes) {
             return bad(format!("--nodes {} is out of range: 1 to {NODES_MAX}", self.nodes));
         }
+        if self.nemeses.contains(&NemesisKind::Membership) && self.nodes < 3 {
+            return bad(format!(
+                "the membership nemesis needs at least 3 nodes (it removes one and adds a new one), not {}",
+                self.nodes
+            ));
+        }
         if self.nemeses.contains(&NemesisKind::Partition) && self.nodes < 2 {
             return bad("the partition nemesis needs at least 2 nodes".into());
         }
@@ -341,6 +347,9 @@ impl RunConfig {
                 }
             }
             Workload::Topic => {
+                if self.nemeses.contains(&NemesisKind::Membership) {
+                    return bad("the membership nemesis runs with the register workload only (topic replicas are placed on the founding nodes)".into());
+                }
                 if self.checkers.is_some() {
                     return bad(
                         "--checker chooses the register workload's checkers; the topic workload has its own".into()
