@@ -121,12 +121,12 @@ pub async fn run(ctx: Arc<Ctx>, topics: Arc<Topics>) {
         };
         let alive = alive_nodes(
             ctx.node_id,
-            ctx.members.keys().copied(),
+            ctx.configured_clients.keys().copied(),
             &view.last_contact_ms,
             since.elapsed().as_millis() as u64,
             ctx.settings.node_timeout_ms,
         );
-        let down: BTreeSet<NodeId> = ctx.members.keys().copied().filter(|id| !alive.contains(id)).collect();
+        let down: BTreeSet<NodeId> = ctx.configured_clients.keys().copied().filter(|id| !alive.contains(id)).collect();
         if down != down_logged {
             tracing::info!(?down, "controller: nodes considered down changed");
             down_logged = down;
