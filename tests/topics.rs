@@ -294,7 +294,7 @@ async fn keyed_messages_land_on_one_partition_and_the_cli_explains_errors() {
     // Errors: one clear line, exit 2.
     for (args, needle) in [
         (vec!["topic", "create", "keys", "--partitions", "1"], "already exists"),
-        (vec!["topic", "create", "big", "--replication-factor", "4"], "exceeds the 3 nodes"),
+        (vec!["topic", "create", "big", "--replication-factor", "4"], "exceeds the 3 members"),
         (vec!["topic", "create", "bad/name"], "contains '/'"),
         (vec!["topic", "describe", "nope"], "does not exist"),
         (vec!["topic", "consume", "keys", "--partition", "7"], "no partition 7"),

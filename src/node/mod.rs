@@ -324,13 +324,11 @@ where
         store.clone(),
         rsm.clone(),
         cfg.cluster.clone(),
-        &cfg.peer_cluster,
-        &*env.dialer,
+        env.dialer.clone(),
         cfg.topics.clone(),
         cancel.clone(),
         &tracker,
-    )
-    .map_err(NodeError::Config)?;
+    );
 
     let state = Arc::new(NodeState {
         cfg: cfg.clone(),

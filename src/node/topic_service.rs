@@ -3,6 +3,7 @@
 //! with one sentence, plus `capkv-topic-error` naming the condition, and
 //! `capkv-retry: safe` when certainly nothing was written.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,7 +133,11 @@ impl TopicService {
     }
 
     fn info(&self, t: &TopicMeta, offsets: Option<&[Option<Offsets>]>) -> TopicInfo {
-        let members = self.node.topics.members();
+        Self::info_with(&self.node.topics.members(), t, offsets)
+    }
+
+    /// `info` with the members' client addresses already read.
+    fn info_with(members: &BTreeMap<u32, String>, t: &TopicMeta, offsets: Option<&[Option<Offsets>]>) -> TopicInfo {
         TopicInfo {
             name: t.name.clone(),
             id: t.id,
@@ -193,11 +198,12 @@ impl TopicsApi for TopicService {
             s.replica_lag_time_max_ms,
         )
         .map_err(topic_status)?;
-        let nodes: Vec<u32> = self.node.cfg.cluster.keys().copied().collect();
+        // Replicas go on the current members (joined nodes included).
+        let nodes: Vec<u32> = self.node.topics.members().into_keys().collect();
         if config.replication_factor as usize > nodes.len() {
             return Err(tag(
                 Status::invalid_argument(format!(
-                    "--replication-factor {} exceeds the {} nodes of the cluster",
+                    "--replication-factor {} exceeds the {} members of the cluster",
                     config.replication_factor,
                     nodes.len()
                 )),
@@ -232,7 +238,8 @@ impl TopicsApi for TopicService {
             topic: req.topic,
             partition: req.partition,
             replicas: req.replicas,
-            nodes: self.node.cfg.cluster.keys().copied().collect(),
+            // Targets must be current members (refused otherwise).
+            nodes: self.node.topics.members().into_keys().collect(),
         });
         let r = self.node.topics.propose(caller, op, timeout).await.map_err(topic_status)?;
         let t = r.topic.ok_or_else(|| Status::internal("reassign reply without the topic"))?;
@@ -243,9 +250,10 @@ impl TopicsApi for TopicService {
         let req = req.into_inner();
         let timeout = self.timeout(req.timeout_ms);
         let topics = self.node.topics.metadata(&req.topics, req.linearizable, timeout).await.map_err(topic_status)?;
+        let members = self.node.topics.members();
         Ok(Response::new(MetadataResponse {
-            topics: topics.iter().map(|t| self.info(t, None)).collect(),
-            nodes: self.node.cfg.cluster.iter().map(|(&id, a)| Member { id, address: a.clone() }).collect(),
+            topics: topics.iter().map(|t| Self::info_with(&members, t, None)).collect(),
+            nodes: members.into_iter().map(|(id, address)| Member { id, address }).collect(),
         }))
     }
 

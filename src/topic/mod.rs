@@ -13,6 +13,11 @@
 //!   fetches; follower: pulls from the leader).
 //! * [`peer`]: connections to other nodes for topic traffic.
 //!
+//! The nodes topics run on are the cluster's current members (the Raft
+//! voters and learners, as `node::peers` follows them): new topics and
+//! reassignments may place replicas on a node that joined, and a node that
+//! is removed is treated as down at once (see [`controller`]).
+//!
 //! Topic and group metadata live in the linearizable state machine
 //! (`rsm::state_machine::topic_meta`: the commands, their epoch
 //! compare-and-set rules and the key layout); this layer reads that layout
@@ -105,11 +110,13 @@ pub struct Ctx {
     /// The node's replicated state machine (`crate::rsm`), where topic
     /// metadata lives.
     pub rsm: Arc<Rsm>,
+    /// Connections to the other members; also who the members are now.
     pub peers: peer::PeerConns,
     pub settings: TopicSettings,
-    /// Each member's client address (what clients routing to partition
-    /// leaders are told); peers are dialed at their peer addresses.
-    pub members: BTreeMap<NodeId, String>,
+    /// The client addresses the start-up configuration names (`--cluster`,
+    /// or the join file): the fallback for members the state machine holds
+    /// no record of ([`Topics::members`]).
+    pub configured_clients: BTreeMap<NodeId, String>,
     pub tracker: TaskTracker,
     pub cancel: CancellationToken,
     started: Instant,
@@ -196,21 +203,21 @@ impl Topics {
         node_id: NodeId,
         store: Arc<Store>,
         rsm: Arc<Rsm>,
-        members: BTreeMap<NodeId, String>,
-        peer_addrs: &BTreeMap<NodeId, String>,
-        dialer: &dyn crate::node::peers::Dialer,
+        configured_clients: BTreeMap<NodeId, String>,
+        dialer: Arc<dyn crate::node::peers::Dialer>,
         settings: TopicSettings,
         cancel: CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Arc<Topics>, String> {
-        let peers = peer::PeerConns::new(node_id, peer_addrs, dialer)?;
+    ) -> Arc<Topics> {
+        assert_eq!(rsm.peers().self_id(), node_id, "the member set is this node's");
+        let peers = peer::PeerConns::new(rsm.peers().clone(), dialer);
         let ctx = Arc::new(Ctx {
             node_id,
             store,
             rsm,
             peers,
             settings,
-            members,
+            configured_clients,
             tracker: tracker.clone(),
             cancel,
             started: Instant::now(),
@@ -223,7 +230,7 @@ impl Topics {
         tracker.spawn(topics.clone().reconcile_loop());
         tracker.spawn(topics.clone().tick_loop());
         tracker.spawn(controller::run(ctx, topics.clone()));
-        Ok(topics)
+        topics
     }
 
     pub fn ctx(&self) -> &Arc<Ctx> {
@@ -528,9 +535,28 @@ impl Topics {
         Ok(out)
     }
 
-    /// Nodes of the cluster, for clients that route to partition leaders.
-    pub fn members(&self) -> &BTreeMap<NodeId, String> {
-        &self.ctx.members
+    /// The current members (Raft voters and learners) with their client
+    /// addresses, for placing replicas and for clients that route to
+    /// partition leaders. An address comes from the member's record in the
+    /// state machine (a node that joined), else from the start-up
+    /// configuration (a founder).
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let records = self.ctx.rsm.member_records().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "topics: cannot read the member records; founders' addresses only");
+            BTreeMap::new()
+        });
+        self.ctx
+            .peers
+            .member_ids()
+            .into_iter()
+            .map(|id| {
+                let addr = match records.get(&id) {
+                    Some(r) if !r.removed => r.client_address.clone(),
+                    _ => self.ctx.configured_clients.get(&id).cloned().unwrap_or_default(),
+                };
+                (id, addr)
+            })
+            .collect()
     }
 }
 
