@@ -199,8 +199,9 @@ pub struct Cluster {
     connect: ConnectOptions,
     /// The largest serving id of a retired node (never given again).
     retired_max: u32,
-    /// The certificates of a TLS cluster.
-    certs: Option<capkv::node::tls_certs::DevCerts>,
+    /// The certificates of a TLS cluster, and the CA that issues one for
+    /// each node that joins.
+    certs: Option<(capkv::node::tls_certs::DevCerts, capkv::node::tls_certs::Ca)>,
     /// TLS to the peer ports: the CA and a client certificate it signed.
     peer_tls: Option<ClientTls>,
 }
@@ -244,11 +245,12 @@ impl Cluster {
         let (connect, certs, peer_tls) = if spec.tls {
             let hosts: Vec<(NodeId, String)> = nodes.iter().map(|n| (n.id, n.addr.ip().to_string())).collect();
             let tls_dir = spec.dir.join("tls");
-            let certs = capkv::node::tls_certs::generate(&tls_dir, &hosts).map_err(ClusterError::Invalid)?;
+            let (certs, ca) =
+                capkv::node::tls_certs::generate_keeping_ca(&tls_dir, &hosts).map_err(ClusterError::Invalid)?;
             let tls = ClientTls::load(&certs.ca, None, None).map_err(ClusterError::Invalid)?;
             let peer_tls = ClientTls::load(&certs.ca, Some(&certs.client_cert), Some(&certs.client_key))
                 .map_err(ClusterError::Invalid)?;
-            (ConnectOptions { token: None, tls: Some(tls) }, Some(certs), Some(peer_tls))
+            (ConnectOptions { token: None, tls: Some(tls) }, Some((certs, ca)), Some(peer_tls))
         } else {
             (ConnectOptions::default(), None, None)
         };
@@ -309,6 +311,11 @@ impl Cluster {
         node.raft_id = raft_id;
         node.join = Some(endpoints);
         node.removed = false;
+        if let Some((certs, ca)) = &mut self.certs {
+            // Its certificate names its new id (`node-<ID>`), as peers check.
+            let host = node_ip(id).to_string();
+            certs.issue_node(ca, &self.spec.dir.join("tls"), raft_id, &host).map_err(ClusterError::Invalid)?;
+        }
         self.spawn(id)?;
         self.wait_ready(id).await
     }
@@ -514,7 +521,7 @@ impl Cluster {
         let node = self.node(id);
         assert!(!node.removed, "spawning node {id}, which was removed from the cluster");
         let mut args: Vec<String> = Vec::new();
-        if let (Some(_), Some(c)) = (&node.join, &self.certs) {
+        if let (Some(_), Some((c, _))) = (&node.join, &self.certs) {
             // A joining node asks a member for the membership over TLS.
             args.extend(["--cacert".into(), c.ca.display().to_string()]);
         }
@@ -533,8 +540,8 @@ impl Cluster {
             // The clock nemesis moves node clocks through Admin.
             "--enable-test-hooks".into(),
         ]);
-        if let Some(c) = &self.certs {
-            args.extend(c.serve_args(id));
+        if let Some((c, _)) = &self.certs {
+            args.extend(c.serve_args(node.raft_id));
         }
         args.extend(self.spec.serve_args.iter().cloned());
         let node = self.node_mut(id);

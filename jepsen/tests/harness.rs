@@ -559,14 +559,14 @@ fn assert_replaced_a_member(run: &Run) {
 // same keys stay linearizable while a member is removed (its data deleted)
 // and a new node under a new id joins in its place, between kills and
 // partitions: Raft's joint configuration changes and the quorum level's
-// epoch-fenced reconfiguration together.
+// epoch-fenced reconfiguration together. With TLS on every port, so the
+// peers must accept the certificate of a node that joined after them.
 #[test]
-fn mixed_levels_are_linearizable_under_membership_kill_and_partition() {
-    let run = run_harness(&short_args(
-        "membership,kill,partition",
-        32,
-        &[("--level", "mixed"), ("--op-timeout", "2s"), ("--time", "15s")],
-    ));
+fn mixed_levels_are_linearizable_with_tls_under_membership_kill_and_partition() {
+    let mut args =
+        short_args("membership,kill,partition", 32, &[("--level", "mixed"), ("--op-timeout", "2s"), ("--time", "15s")]);
+    args.push("--tls".to_string());
+    let run = run_harness(&args);
     assert_linearizable(&run);
     assert_replaced_a_member(&run);
 }

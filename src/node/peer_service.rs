@@ -67,7 +67,7 @@ impl PeerService {
 
     /// The member calling, by its TLS certificate (`None` without TLS).
     fn peer<T>(&self, req: &Request<T>) -> Result<Option<u32>, Status> {
-        super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.cfg.cluster, req)
+        super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.peers, req)
     }
 }
 

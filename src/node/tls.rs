@@ -18,8 +18,6 @@
 //!
 //! Without the flags nothing changes: plaintext, no certificate checks.
 
-use std::collections::BTreeMap;
-
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -111,16 +109,16 @@ pub fn cert_member<'a>(
 }
 
 /// The member a peer request comes from, by its certificate; `None` when
-/// this node does not use TLS.
-pub fn peer_member<T>(
-    tls: bool,
-    members: &BTreeMap<NodeId, String>,
-    req: &Request<T>,
-) -> Result<Option<NodeId>, Status> {
+/// this node does not use TLS. The certificate is matched against the
+/// members as they are now (`peers`, which follows the Raft configuration):
+/// a node that joined after this one started is accepted, a removed one is
+/// refused.
+pub fn peer_member<T>(tls: bool, peers: &super::peers::Peers, req: &Request<T>) -> Result<Option<NodeId>, Status> {
     if !tls {
         return Ok(None);
     }
     let certs = req.peer_certs();
+    let members = peers.members();
     cert_member(certs.as_deref().map_or(&[][..], |c| &c[..]), members.keys()).map(Some)
 }
 
@@ -137,6 +135,8 @@ pub fn check_claim(peer: Option<NodeId>, claimed: NodeId) -> Result<(), Status> 
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn cert_for(names: &[&str]) -> CertificateDer<'static> {

@@ -45,6 +45,13 @@ pub struct Ca {
     cert: rcgen::Certificate,
 }
 
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
 impl Ca {
     pub fn new(name: &str) -> Result<Ca, String> {
         let mut params = CertificateParams::default();
@@ -109,21 +116,38 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 /// A CA and certificates for `nodes` (id, host) and one client, in `dir`.
 pub fn generate(dir: &Path, nodes: &[(NodeId, String)]) -> Result<DevCerts, String> {
+    generate_keeping_ca(dir, nodes).map(|(certs, _)| certs)
+}
+
+/// [`generate`], and the CA, to issue certificates for nodes that join
+/// later ([`DevCerts::issue_node`]).
+pub fn generate_keeping_ca(dir: &Path, nodes: &[(NodeId, String)]) -> Result<(DevCerts, Ca), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca = Ca::new("capkv dev CA")?;
     let ca_path = dir.join("ca.pem");
     write_private(&ca_path, &ca.pem())?;
-    let mut out = Vec::new();
-    for (id, host) in nodes {
-        let (cert, key) = ca.issue_now(&[host.clone(), "localhost".into(), member_name(*id)])?;
-        let (c, k) = (dir.join(format!("node-{id}.pem")), dir.join(format!("node-{id}-key.pem")));
-        write_private(&c, &cert)?;
-        write_private(&k, &key)?;
-        out.push((*id, c, k));
-    }
     let (cert, key) = ca.issue_now(&["client".to_string()])?;
     let (client_cert, client_key) = (dir.join("client.pem"), dir.join("client-key.pem"));
     write_private(&client_cert, &cert)?;
     write_private(&client_key, &key)?;
-    Ok(DevCerts { ca: ca_path, nodes: out, client_cert, client_key })
+    let mut certs = DevCerts { ca: ca_path, nodes: Vec::new(), client_cert, client_key };
+    for (id, host) in nodes {
+        certs.issue_node(&ca, dir, *id, host)?;
+    }
+    Ok((certs, ca))
+}
+
+impl DevCerts {
+    /// Issues node `id`'s certificate (for `host`, `localhost` and the DNS
+    /// name `node-<ID>`) with `ca`, writes it to `dir` and adds it to
+    /// [`DevCerts::nodes`].
+    pub fn issue_node(&mut self, ca: &Ca, dir: &Path, id: NodeId, host: &str) -> Result<(), String> {
+        let (cert, key) = ca.issue_now(&[host.to_string(), "localhost".into(), member_name(id)])?;
+        let (c, k) = (dir.join(format!("node-{id}.pem")), dir.join(format!("node-{id}-key.pem")));
+        write_private(&c, &cert)?;
+        write_private(&k, &key)?;
+        self.nodes.retain(|n| n.0 != id);
+        self.nodes.push((id, c, k));
+        Ok(())
+    }
 }

@@ -21,7 +21,7 @@ impl TopicPeerService {
     /// certificate the caller presented on `req`.
     fn check_member<T>(&self, req: &Request<T>, from: u32) -> Result<(), Status> {
         super::peer_input::check_peer(|id| self.node.peers.contains(id), self.node.cfg.id, from)?;
-        let peer = super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.cfg.cluster, req)?;
+        let peer = super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.peers, req)?;
         super::tls::check_claim(peer, from)
     }
 }
