@@ -43,7 +43,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, SystemWallTime, WallTime};
+use crate::clock::{Clock, NodeId, SystemWallTime, WallTime};
 use crate::levels::eventual::{anti_entropy, read_repair::ReadRepair, replication::Replication, Eventual};
 use crate::levels::join::QuorumLevel;
 use crate::levels::linear::{Linear, TestSwitches as LinearSwitches};
@@ -73,6 +73,13 @@ pub enum NodeError {
     Config(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    /// The cluster removed this node: it stopped serving. Its data must
+    /// not serve again; a node on this machine rejoins under a new id.
+    #[error(
+        "node {id} was removed from the cluster ({why}); it stopped. Delete its data directory; to bring a node back \
+         here, start it with an empty one, `--join` and a new --id, and `kv cluster add` it"
+    )]
+    Removed { id: NodeId, why: String },
 }
 
 /// Accepted connections with Nagle's algorithm off. tonic's
@@ -351,11 +358,14 @@ where
         metrics_http::spawn(listener, state.clone(), cancel.clone(), &tracker);
     }
     // Either server failing stops the other: a node serves both or neither.
+    // So does learning that the cluster removed this node (node::peers).
     let stopping = state.stopping.clone();
+    let removed = state.peers.removed();
     let signal = async {
         tokio::select! {
             _ = shutdown => {}
             _ = stopping.cancelled() => {}
+            _ = removed.cancelled() => tracing::error!(id = cfg.id, "removed from the cluster: stopping"),
         }
         stopping.cancel();
     };
@@ -412,8 +422,12 @@ where
     if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop in time");
     }
+    let removed_why = state.peers.removed_why();
     drop(state);
     store.shutdown();
     tracing::info!(id = cfg.id, "stopped");
+    if let Some(why) = removed_why {
+        return Err(NodeError::Removed { id: cfg.id, why });
+    }
     served.map_err(|e| NodeError::Serve(e.to_string()))
 }

@@ -65,9 +65,21 @@ impl PeerService {
         check_member(&self.node, peer, from)
     }
 
-    /// The member calling, by its TLS certificate (`None` without TLS).
+    /// The member calling, by its TLS certificate (`None` without TLS). A
+    /// certificate of a removed member gets [`super::peers::removed_status`].
     fn peer<T>(&self, req: &Request<T>) -> Result<Option<u32>, Status> {
-        super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.peers, req)
+        super::tls::peer_member(self.node.cfg.tls.is_some(), &self.node.peers, req).map_err(|e| {
+            let removed = || {
+                let records = self.node.rsm.member_records().ok()?;
+                let ids: Vec<u32> = records.iter().filter(|(_, r)| r.removed).map(|(&id, _)| id).collect();
+                let certs = req.peer_certs()?;
+                super::tls::cert_member(&certs, ids.iter()).ok()
+            };
+            match removed() {
+                Some(id) => super::peers::removed_status(id),
+                None => e,
+            }
+        })
     }
 }
 
@@ -78,8 +90,15 @@ fn internal(e: impl std::fmt::Display) -> Status {
 /// `from` is a member other than us and, with TLS, the member whose
 /// certificate the caller (`peer`) presented.
 fn check_member(node: &NodeState, peer: Option<u32>, from: u32) -> Result<(), Status> {
-    check_peer(|id| node.peers.contains(id), node.cfg.id, from)?;
+    if let Err(e) = check_peer(|id| node.peers.contains(id), node.cfg.id, from) {
+        return Err(if was_removed(node, from) { super::peers::removed_status(from) } else { e });
+    }
     super::tls::check_claim(peer, from)
+}
+
+/// Whether `id` was a member and was removed (a node still joining is not).
+fn was_removed(node: &NodeState, id: u32) -> bool {
+    node.rsm.member_records().is_ok_and(|records| records.get(&id).is_some_and(|r| r.removed))
 }
 
 /// LWW-merges the cells, durably.

@@ -13,11 +13,19 @@
 //! ([`Peers::ids`], [`Peers::members`]) and ask for a connection by id
 //! ([`Peers::client`]), which is `None` once the member is gone; tasks that
 //! keep one loop per peer watch [`Peers::changes`].
+//!
+//! It also carries the news that this node itself was removed
+//! ([`Peers::mark_removed`]): learnt when the node applies its own removal,
+//! or when a member answers its Raft messages with [`REMOVED_HEADER`]
+//! (like etcd's "the member has been permanently removed"). The node then
+//! stops serving (`node::run`), so a removed node that keeps running does
+//! not go on taking writes nobody else will ever hold.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::clock::NodeId;
@@ -34,12 +42,37 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 /// The largest member set a node accepts (Raft voters and learners together).
 pub const MAX_MEMBERS: usize = 15;
 
+/// Metadata key of a peer's refusal that means "you were removed from the
+/// cluster" (not merely "not a member yet", as a node still joining hears).
+pub const REMOVED_HEADER: &str = "capkv-removed";
+
+/// A refusal of a request from `from`, a removed member: carries
+/// [`REMOVED_HEADER`], which tells `from` to stop.
+pub fn removed_status(from: NodeId) -> tonic::Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(REMOVED_HEADER, tonic::metadata::MetadataValue::from(from));
+    tonic::Status::with_metadata(
+        tonic::Code::FailedPrecondition,
+        format!("node {from} was removed from the cluster"),
+        md,
+    )
+}
+
+/// Whether `status` is a [`removed_status`].
+pub fn is_removed_status(status: &tonic::Status) -> bool {
+    status.metadata().get(REMOVED_HEADER).is_some()
+}
+
 pub struct Peers {
     self_id: NodeId,
     dialer: Arc<dyn Dialer>,
     inner: RwLock<Inner>,
     /// Bumped on every change of the member set.
     changes: watch::Sender<u64>,
+    /// Cancelled once this node learns it was removed from the cluster.
+    removed: CancellationToken,
+    /// How it learnt it, for the logs and the exit message.
+    removed_why: RwLock<Option<String>>,
 }
 
 #[derive(Default)]
@@ -60,7 +93,14 @@ impl Peers {
     /// `cluster` lists every member including this node; connections are
     /// opened with `dialer` (TCP from the node's listen IP, or a simulated network).
     pub fn new(self_id: NodeId, cluster: &BTreeMap<NodeId, String>, dialer: Arc<dyn Dialer>) -> Result<Peers, String> {
-        let peers = Peers { self_id, dialer, inner: RwLock::new(Inner::default()), changes: watch::Sender::new(0) };
+        let peers = Peers {
+            self_id,
+            dialer,
+            inner: RwLock::new(Inner::default()),
+            changes: watch::Sender::new(0),
+            removed: CancellationToken::new(),
+            removed_why: RwLock::new(None),
+        };
         for (&id, addr) in cluster {
             peers.add(id, addr)?;
         }
@@ -127,5 +167,27 @@ impl Peers {
     /// Changes of the member set: the value is bumped on each.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Records that this node was removed from the cluster (`why`: how it
+    /// learnt it). The first reason is kept.
+    pub fn mark_removed(&self, why: String) {
+        let mut w = self.removed_why.write().expect("peers lock");
+        if w.is_none() {
+            tracing::error!(node = self.self_id, "{why}: this node was removed from the cluster");
+            *w = Some(why);
+        }
+        drop(w);
+        self.removed.cancel();
+    }
+
+    /// Cancelled once [`Peers::mark_removed`] was called.
+    pub fn removed(&self) -> CancellationToken {
+        self.removed.clone()
+    }
+
+    /// How this node learnt it was removed; `None` while it was not.
+    pub fn removed_why(&self) -> Option<String> {
+        self.removed_why.read().expect("peers lock").clone()
     }
 }

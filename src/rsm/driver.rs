@@ -779,6 +779,8 @@ impl Driver {
                         }
                     } else if !in_conf && m.id != self.id {
                         peers.remove(m.id);
+                    } else if !in_conf && m.removed {
+                        peers.mark_removed(format!("applied its own removal at index {}", ch.index));
                     }
                 }
                 tracing::info!(index = ch.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");

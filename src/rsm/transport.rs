@@ -181,7 +181,12 @@ async fn send_loop(
                     _ = cancel.cancelled() => return,
                     r = &mut rpc => break match r {
                         Ok(_) => "the peer ended the stream".to_string(),
-                        Err(s) => s.message().to_string(),
+                        Err(s) => {
+                            if crate::node::peers::is_removed_status(&s) {
+                                peers.mark_removed(format!("node {to} refused its Raft messages: {}", s.message()));
+                            }
+                            s.message().to_string()
+                        }
                     },
                     m = rx.recv() => match m { Some(m) => m, None => return },
                 },
