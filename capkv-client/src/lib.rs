@@ -569,8 +569,7 @@ impl Client {
                 let idx = (start + i) % n;
                 let now = Instant::now();
                 if now >= deadline {
-                    let seen = if failures.is_empty() { &last_round } else { &failures };
-                    return Err(self.give_up(opts, seen, maybe_applied));
+                    return Err(self.give_up(opts, &both(&last_round, &failures), maybe_applied));
                 }
                 let ep = &self.endpoints[idx];
                 // The server gets the deadline (in the request header, and in
@@ -620,11 +619,11 @@ impl Client {
             // Only keep going while some node is alive and asked for a retry
             // (e.g. a leader election); dead endpoints fail fast.
             if !server_said_retry && maybe_applied.is_none() {
-                return Err(self.give_up(opts, &failures, None));
+                return Err(self.give_up(opts, &both(&last_round, &failures), None));
             }
             let pause = Duration::from_millis(RETRY_PAUSE_MS * (round as u64).min(10));
             if Instant::now() + pause >= deadline {
-                return Err(self.give_up(opts, &failures, maybe_applied));
+                return Err(self.give_up(opts, &both(&last_round, &failures), maybe_applied));
             }
             tokio::time::sleep(pause).await;
             last_round = std::mem::take(&mut failures);
@@ -659,6 +658,14 @@ impl Client {
             }
         }
     }
+}
+
+/// The failures of the previous round and of this one, for the error a
+/// caller sees: a retry that ran out of time ("no answer within 48 ms")
+/// must not hide why the round before failed (e.g. "1 of 3 replicas
+/// answered; 2 needed"). At most two rounds over the endpoints.
+fn both(last_round: &[String], failures: &[String]) -> Vec<String> {
+    last_round.iter().chain(failures).cloned().collect()
 }
 
 fn write_retry(opts: CallOptions) -> Retry {
