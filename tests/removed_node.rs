@@ -28,7 +28,8 @@ async fn removed_node_stops(c: &mut TestCluster, paused: bool, how: &str) {
     if paused {
         c.stop(3);
     }
-    let endpoints: Vec<String> = (1..=3).map(|id| c.node(id).addr.clone()).collect();
+    // Not node 3: a paused node would hold the call until its deadline.
+    let endpoints: Vec<String> = (1..=2).map(|id| c.node(id).addr.clone()).collect();
     let admin = Client::connect(&endpoints, &c.connect).unwrap();
     let req = ChangeMembersRequest { op: MemberChangeOp::MemberRemove as i32, id: 3, ..Default::default() };
     let cs = admin.change_members(req, Duration::from_secs(30)).await.expect("remove node 3");
