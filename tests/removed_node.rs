@@ -28,8 +28,11 @@ async fn removed_node_stops(c: &mut TestCluster, paused: bool, how: &str) {
     if paused {
         c.stop(3);
     }
-    // Not node 3: a paused node would hold the call until its deadline.
-    let endpoints: Vec<String> = (1..=2).map(|id| c.node(id).addr.clone()).collect();
+    // A running node 3 may lead: it must get the removal (it hands its
+    // leadership over first). A paused one would hold the call until the
+    // deadline: the others elect a leader and take it.
+    let last = if paused { 2 } else { 3 };
+    let endpoints: Vec<String> = (1..=last).map(|id| c.node(id).addr.clone()).collect();
     let admin = Client::connect(&endpoints, &c.connect).unwrap();
     let req = ChangeMembersRequest { op: MemberChangeOp::MemberRemove as i32, id: 3, ..Default::default() };
     let cs = admin.change_members(req, Duration::from_secs(30)).await.expect("remove node 3");
