@@ -77,22 +77,8 @@ async fn grow_replace_shrink_with_the_cli() {
     let founders = c.endpoints();
 
     // Grow: node 4 starts with --join (no --cluster), then is added.
-    let four = c.prepare_joiner(&[1, 2, 3], AE);
-    c.spawn(four);
-    c.wait_ready(four).await;
-    let (code, out, err) = kv(&[
-        "--endpoints",
-        &founders,
-        "cluster",
-        "add",
-        "--id",
-        "4",
-        "--address",
-        &c.node(four).addr,
-        "--peer-address",
-        &c.node(four).peer_addr,
-    ]);
-    assert_eq!(code, 0, "kv cluster add: {out}{err}");
+    let (four, out) = c.join_and_add(&[1, 2, 3], AE, &founders).await;
+    assert_eq!(four, 4);
     assert!(out.contains("added as a learner") && out.contains("promoted to voter"), "{out}");
     voters_become(&c, four, &[1, 2, 3, 4]).await;
     every_key_through(&c, four, 30).await;

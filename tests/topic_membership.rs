@@ -114,22 +114,8 @@ async fn topics_follow_a_join_a_reassignment_and_a_removal_without_losing_acks_a
     acked_at_least(&count, 300, "300 records acknowledged").await;
 
     // Node 4 joins and is added.
-    let four = c.prepare_joiner(&[1, 2, 3], FLAGS);
-    c.spawn(four);
-    c.wait_ready(four).await;
-    let (code, out, err) = kv(&[
-        "--endpoints",
-        &founders,
-        "cluster",
-        "add",
-        "--id",
-        "4",
-        "--address",
-        &c.node(four).addr,
-        "--peer-address",
-        &c.node(four).peer_addr,
-    ]);
-    assert_eq!(code, 0, "kv cluster add: {out}{err}");
+    let (four, _) = c.join_and_add(&[1, 2, 3], FLAGS, &founders).await;
+    assert_eq!(four, 4);
 
     // A reassignment to a node that is not a member is refused; one onto
     // node 4 and away from the leaving founder is taken.

@@ -174,6 +174,35 @@ impl TestCluster {
         id
     }
 
+    /// Starts a new node that joins through `via` ([`prepare_joiner`]) and
+    /// adds it with `kv --endpoints ENDPOINTS cluster add` (learner, then
+    /// promoted), asserting the command succeeded. Returns its id and the
+    /// command's output.
+    ///
+    /// [`prepare_joiner`]: TestCluster::prepare_joiner
+    pub async fn join_and_add(&mut self, via: &[u32], extra: &[&str], endpoints: &str) -> (u32, String) {
+        let id = self.prepare_joiner(via, extra);
+        self.spawn(id);
+        self.wait_ready(id).await;
+        let node = self.node(id);
+        let id_arg = id.to_string();
+        let args = [
+            "--endpoints",
+            endpoints,
+            "cluster",
+            "add",
+            "--id",
+            &id_arg,
+            "--address",
+            &node.addr,
+            "--peer-address",
+            &node.peer_addr,
+        ];
+        let (code, out, err) = kv(&args);
+        assert_eq!(code, 0, "kv cluster add: {out}{err}");
+        (id, out)
+    }
+
     pub fn node(&self, id: u32) -> &Node {
         &self.nodes[id as usize - 1]
     }
