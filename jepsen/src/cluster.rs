@@ -197,8 +197,6 @@ pub struct Cluster {
     members: String,
     /// How the harness's clients connect (TLS when `spec.tls`).
     connect: ConnectOptions,
-    /// The largest serving id of a retired node (never given again).
-    retired_max: u32,
     /// The certificates of a TLS cluster, and the CA that issues one for
     /// each node that joins.
     certs: Option<(capkv::node::tls_certs::DevCerts, capkv::node::tls_certs::Ca)>,
@@ -254,7 +252,7 @@ impl Cluster {
         } else {
             (ConnectOptions::default(), None, None)
         };
-        let mut cluster = Cluster { spec, nodes, members, connect, retired_max: 0, certs, peer_tls };
+        let mut cluster = Cluster { spec, nodes, members, connect, certs, peer_tls };
         for id in cluster.ids() {
             cluster.spawn(id)?;
         }
@@ -275,9 +273,11 @@ impl Cluster {
         self.node(id).raft_id
     }
 
-    /// A serving id no node of this run ever had: one above the largest.
+    /// A serving id no node of this run ever had: one above the largest
+    /// now. (Each id given is the largest, and a slot keeps it until it
+    /// joins again under a larger one, so the largest ever is still here.)
     pub fn fresh_raft_id(&self) -> u32 {
-        self.nodes.iter().map(|n| n.raft_id).max().unwrap_or(0).max(self.retired_max) + 1
+        self.nodes.iter().map(|n| n.raft_id).max().unwrap_or(0) + 1
     }
 
     /// Whether slot `id` was removed from the cluster and has not joined
@@ -291,7 +291,6 @@ impl Cluster {
     /// no restarts until [`Cluster::join`].
     pub fn retire(&mut self, id: NodeId) -> Result<(), ClusterError> {
         self.kill(id)?;
-        self.retired_max = self.retired_max.max(self.node(id).raft_id);
         let node = self.node_mut(id);
         node.removed = true;
         let data = node.data_dir();

@@ -22,7 +22,7 @@
 //! not go on taking writes nobody else will ever hold.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -71,8 +71,8 @@ pub struct Peers {
     changes: watch::Sender<u64>,
     /// Cancelled once this node learns it was removed from the cluster.
     removed: CancellationToken,
-    /// How it learnt it, for the logs and the exit message.
-    removed_why: RwLock<Option<String>>,
+    /// How it learnt it (the first way), for the logs and the exit message.
+    removed_why: OnceLock<String>,
 }
 
 #[derive(Default)]
@@ -99,7 +99,7 @@ impl Peers {
             inner: RwLock::new(Inner::default()),
             changes: watch::Sender::new(0),
             removed: CancellationToken::new(),
-            removed_why: RwLock::new(None),
+            removed_why: OnceLock::new(),
         };
         for (&id, addr) in cluster {
             peers.add(id, addr)?;
@@ -172,12 +172,10 @@ impl Peers {
     /// Records that this node was removed from the cluster (`why`: how it
     /// learnt it). The first reason is kept.
     pub fn mark_removed(&self, why: String) {
-        let mut w = self.removed_why.write().expect("peers lock");
-        if w.is_none() {
+        if self.removed_why.set(why).is_ok() {
+            let why = self.removed_why.get().expect("just set");
             tracing::error!(node = self.self_id, "{why}: this node was removed from the cluster");
-            *w = Some(why);
         }
-        drop(w);
         self.removed.cancel();
     }
 
@@ -188,6 +186,6 @@ impl Peers {
 
     /// How this node learnt it was removed; `None` while it was not.
     pub fn removed_why(&self) -> Option<String> {
-        self.removed_why.read().expect("peers lock").clone()
+        self.removed_why.get().cloned()
     }
 }

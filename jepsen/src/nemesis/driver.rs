@@ -250,10 +250,8 @@ impl<'a> Driver<'a> {
     async fn heal_membership(&mut self) -> Result<(), NemesisError> {
         if let Some(active) = self.membership.take() {
             let what = membership::heal(self.cluster, &active).await?;
-            let before = self.windows.iter().rev().find(|w| w.kind == NemesisKind::Membership);
-            let before = before.map(|w| w.description.clone()).unwrap_or_default();
             if let Some(w) = self.windows.iter_mut().rev().find(|w| w.kind == NemesisKind::Membership) {
-                w.description = format!("{before}; {what}");
+                w.description = format!("{}; {what}", w.description);
             }
         }
         Ok(())
