@@ -69,6 +69,9 @@ counters!(
     quorum_reconfig_cells_pulled,
     // Raft command results written back to a majority of cells (level join).
     write_backs,
+    // Write-back cells from peers acknowledged without a write: this
+    // replica had applied their Raft entry already.
+    write_back_cells_held,
     // Compare-and-set at the quorum level (through consensus).
     quorum_cas,
     linearizable_ops,

@@ -18,6 +18,7 @@ pub fn cell_to_peer(key: &Bytes, cell: &Cell) -> proto::peer::Cell {
         node_id: cell.version.node_id,
         origin: cell.origin as u32,
         rmw: cell.version.rmw,
+        applied_at: 0,
     }
 }
 

@@ -268,3 +268,42 @@ async fn dashboard_queries_only_exported_metrics() {
     let missing: Vec<_> = queried.difference(&exported).collect();
     assert!(missing.is_empty(), "the dashboard queries metrics no node exports: {missing:?}");
 }
+
+/// A linearizable set's write-back names the applied index its node
+/// answered at; a replica that has applied that far holds the cell already
+/// and acknowledges without writing (`capkv_write_back_cells_held_total`,
+/// docs/consistency.md step 3). The cell is on a majority at every ack all
+/// the same: a majority of the nodes' own cells (eventual gets read only
+/// the local cell) hold each set's version as soon as it is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_backs_are_held_by_replicas_that_applied_the_entry() {
+    use capkv::Level;
+    let c = TestCluster::start(3, &["--metrics-listen", "127.0.0.1:0"]).await;
+    c.raft_leader(&[1, 2, 3]).await;
+    let mut addrs = Vec::new();
+    for id in 1..=3 {
+        addrs.push(metrics_addr(&c, id).await);
+    }
+    let held = |addrs: &[String]| -> f64 {
+        addrs.iter().map(|a| value(&scrape(a), "capkv_write_back_cells_held_total", &[]).unwrap_or(0.0)).sum()
+    };
+    assert_eq!(held(&addrs), 0.0, "nothing written back yet");
+    let (client, readers) = (c.client(1), [c.client(1), c.client(2), c.client(3)]);
+    // Followers apply as soon as the leader broadcasts the commit, so they
+    // have usually applied by the time the write-back reaches them; bounded.
+    let mut sets = 0;
+    while held(&addrs) == 0.0 {
+        assert!(sets < 300, "no replica held a write-back in {sets} linearizable sets");
+        for _ in 0..10 {
+            let key = format!("held-{sets}");
+            let v = client.set(key.as_bytes(), b"x", opts(Level::Linearizable)).await.unwrap();
+            let mut holding = 0;
+            for r in &readers {
+                let own = r.get(key.as_bytes(), opts(Level::Eventual)).await.unwrap();
+                holding += usize::from(own.is_some_and(|g| g.version == v));
+            }
+            assert!(holding >= 2, "set {sets}: only {holding} of 3 replicas hold the acknowledged write");
+            sets += 1;
+        }
+    }
+}

@@ -34,6 +34,7 @@ fn cell(key: &str, hlc: u64, node_id: u32) -> Cell {
         node_id,
         origin: Level::Eventual as u32,
         rmw: 0,
+        applied_at: 0,
     }
 }
 

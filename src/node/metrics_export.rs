@@ -135,6 +135,9 @@ fn counter_help(name: &str) -> &'static str {
         "quorum_reconfig_failed" => "Quorum replica-set changes this node abandoned (retried later).",
         "quorum_reconfig_cells_pulled" => "Cells this node relayed in quorum state transfers.",
         "write_backs" => "Raft command results written back to a majority of cells (level join).",
+        "write_back_cells_held" => {
+            "Write-back cells from peers acknowledged without writing: this node had applied their Raft entry."
+        }
         "quorum_cas" => "Compare-and-set at the quorum level (through consensus).",
         "linearizable_ops" => "Commands applied by the Raft state machine that answered a waiter.",
         "linearizable_gets" => "Gets served at the linearizable level.",

@@ -110,6 +110,7 @@ mod tests {
             node_id: 2,
             origin: 1,
             rmw: 0,
+            applied_at: 0,
         }
     }
 

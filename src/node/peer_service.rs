@@ -19,6 +19,7 @@ use super::peer_input::{check_cells, check_peer, check_raft_message, check_snaps
 use super::NodeState;
 use crate::clock::Version;
 use crate::levels::quorum::held::Served;
+use crate::levels::quorum::shell::holds_applied;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::*;
 use crate::rsm::snapshot::SnapMeta;
@@ -105,8 +106,14 @@ fn was_removed(node: &NodeState, id: u32) -> bool {
 async fn replicate(node: &NodeState, peer: Option<u32>, req: CellsRequest) -> Result<CellsResponse, Status> {
     check_member(node, peer, req.from_node)?;
     check_cells(node.store.clock(), &req.cells)?;
+    // Write-backs of Raft results this node has applied already are here
+    // (durably): nothing to write for them.
+    let (held, cells): (Vec<_>, Vec<_>) = req.cells.into_iter().partition(|c| holds_applied(&node.store, c.applied_at));
+    if !held.is_empty() {
+        crate::metrics::add(&node.metrics.write_back_cells_held, held.len() as u64);
+    }
     let ops: Vec<WriteOp> =
-        req.cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
+        cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();
     if ops.is_empty() {
         return Ok(CellsResponse { applied: 0 });
     }

@@ -143,7 +143,16 @@ impl Default for RaftSettings {
 
 pub struct Proposal {
     pub cmd: rsm::Command,
-    pub reply: oneshot::Sender<Result<rsm::Reply, LevelError>>,
+    pub reply: oneshot::Sender<Result<Applied, LevelError>>,
+}
+
+/// A command's reply, with the applied index of the batch that answered
+/// it: at or above the command's own entry, so a node that has applied
+/// that far holds the command's cells (`Store::raft_applied`).
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub reply: rsm::Reply,
+    pub index: u64,
 }
 
 /// Completes with the read index once this node has applied up to it.
@@ -297,7 +306,7 @@ pub struct Driver {
     /// Per (client id, request id): the term it was proposed in, and who waits.
     /// A `BTreeMap`: failing them all (a new term) wakes their callers in
     /// one fixed order, which a seeded simulation relies on.
-    waiters: BTreeMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<rsm::Reply, LevelError>>)>>,
+    waiters: BTreeMap<(u64, u64), Vec<(u64, oneshot::Sender<Result<Applied, LevelError>>)>>,
     /// Read-index requests in flight and the lease (see [`ReadIndexQueue`]).
     reads: ReadIndexQueue<ReadWaiter>,
     /// The term waiters were last checked against.
@@ -403,6 +412,8 @@ impl Driver {
         let reads = ReadIndexQueue::new(settings.read_mode == ReadMode::Lease, lease_ms(&settings));
         let cs = node.store().conf_state();
         let conf_ids = (sorted(&cs.voters), sorted(&cs.learners));
+        // What the store holds now is what the applied index says.
+        store.set_raft_applied(applied);
         let mut d = Driver {
             node,
             id,
@@ -1069,12 +1080,14 @@ impl Driver {
         if let Some((index, _)) = applied {
             assert!(index > self.applied, "applied index regressed: {} -> {index}", self.applied);
             self.applied = index;
+            // Written (and fsynced if it merged cells) before this call.
+            self.store.set_raft_applied(index);
         }
         add(&self.metrics.linearizable_ops, answers.len() as u64);
         for a in answers {
             if let Some(ws) = self.waiters.remove(&(a.client_id, a.request_id)) {
                 for (_, w) in ws {
-                    let _ = w.send(Ok(a.reply.clone()));
+                    let _ = w.send(Ok(Applied { reply: a.reply.clone(), index: self.applied }));
                 }
             }
         }
@@ -1106,6 +1119,7 @@ impl Driver {
         self.rsm_cache.clear();
         install(&self.store, self.node.store(), &name, meta.get_conf_state()).await?;
         self.applied = meta.index;
+        self.store.set_raft_applied(meta.index);
         let cs = meta.get_conf_state();
         self.conf_ids = (sorted(&cs.voters), sorted(&cs.learners));
         // The snapshot brings the member records of the changes it covers.

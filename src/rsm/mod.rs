@@ -52,8 +52,8 @@ use crate::metrics::Metrics;
 use crate::node::peers::Peers;
 use crate::proto::rsm::{self, command::Op, reply};
 use crate::store::{Store, StoreError};
+pub use driver::{Applied, DbRsm, RaftRole, RaftSettings, RaftView, ReadMode};
 use driver::{Channels, Driver, Proposal, ReadWaiter};
-pub use driver::{DbRsm, RaftRole, RaftSettings, RaftView, ReadMode};
 pub use error::RaftError;
 use snapshot::Snapshots;
 pub use state_machine::RsmRead;
@@ -232,6 +232,11 @@ impl Rsm {
     /// Proposes `op` for `caller` and waits for its reply (refusals and
     /// busy sessions come back as errors).
     pub async fn propose(&self, caller: Caller, op: Op, timeout: Duration) -> Result<rsm::Reply, LevelError> {
+        Ok(self.propose_applied(caller, op, timeout).await?.reply)
+    }
+
+    /// [`Rsm::propose`], with the applied index this node's answer came at.
+    pub async fn propose_applied(&self, caller: Caller, op: Op, timeout: Duration) -> Result<Applied, LevelError> {
         let deadline = Instant::now() + timeout;
         let caller = if caller.client_id == 0 {
             let seq = self.own_seq.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +262,7 @@ impl Rsm {
             Ok(Err(_)) => return Err(RaftError::StoppedBeforeApplied.into()),
             Err(_) => return Err(RaftError::NotAppliedWithin { waited_ms: timeout.as_millis() as u64 }.into()),
         };
-        match &reply.result {
+        match &reply.reply.result {
             Some(reply::Result::Refused(why)) => Err(LevelError::Refused { reason: why.clone() }),
             Some(reply::Result::Busy(why)) => Err(RaftError::SessionBusy(why.clone()).into()),
             Some(_) => Ok(reply),

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options, ReadOptions, DB,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use cell::Cell;
 pub use digest::{Digests, BUCKETS};
@@ -192,6 +192,9 @@ pub struct Store {
     /// The other nodes (whose hints this node may keep); follows the
     /// member set ([`Store::set_hint_peers`]), shared with the writer.
     peers: HintPeers,
+    /// The highest Raft index whose apply is durable here
+    /// ([`Store::raft_applied`]).
+    raft_applied: watch::Sender<u64>,
     dir: PathBuf,
     _lock: DirLock,
 }
@@ -292,6 +295,7 @@ impl Store {
             cache,
             reserved_hlc,
             peers,
+            raft_applied: watch::Sender::new(0),
             dir: dir.to_path_buf(),
             _lock: lock,
         }))
@@ -371,6 +375,41 @@ impl Store {
             tx.send(job).await.map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The highest Raft index whose apply is durable in this store: every
+    /// cell the entries up to it merged (or a snapshot at or above it
+    /// brought) is here, fsynced, or superseded by a newer cell. `0` until
+    /// the Raft driver says otherwise. A replica asked to write back a
+    /// command's cell that it has applied already holds it, so it need not
+    /// write (or fsync) again (`levels::quorum::core::Message::Write`).
+    pub fn raft_applied(&self) -> u64 {
+        *self.raft_applied.borrow()
+    }
+
+    /// Called by the Raft driver once an apply (or a snapshot install) up
+    /// to `index` is written and, when it merged cells, fsynced. Never goes
+    /// back: the driver's applied index only grows.
+    pub fn set_raft_applied(&self, index: u64) {
+        self.raft_applied.send_if_modified(|a| {
+            if index > *a {
+                *a = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits at most `wait` for [`Store::raft_applied`] to reach `index`;
+    /// returns whether it did.
+    pub async fn wait_raft_applied(&self, index: u64, wait: std::time::Duration) -> bool {
+        if self.raft_applied() >= index {
+            return true;
+        }
+        let mut rx = self.raft_applied.subscribe();
+        let reached = tokio::time::timeout(wait, rx.wait_for(|&a| a >= index)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// Makes sure a stamp about to leave this node (e.g. a quorum write's

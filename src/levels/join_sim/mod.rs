@@ -103,6 +103,10 @@ pub enum Join {
     /// Linear gets answer the state machine's newer cell without writing
     /// it back to a majority first.
     NoGetWriteBack,
+    /// Replicas acknowledge a command's write-back without writing it even
+    /// when they have not applied the command's entry (the real rule holds
+    /// it only at an applied index of at least `applied_at`).
+    HoldUnapplied,
 }
 
 impl Join {
@@ -259,6 +263,9 @@ pub struct JoinSimStats {
     pub answers_lost: usize,
     pub refused: usize,
     pub write_backs: usize,
+    /// Write-back messages a replica acknowledged without writing: it had
+    /// applied the command's entry already (`Message::Write::applied_at`).
+    pub write_backs_held: usize,
     /// Linear gets whose state machine cell was newer than the majority's.
     pub gets_from_state_machine: usize,
     pub partitions: usize,
@@ -287,6 +294,7 @@ impl JoinSimStats {
         self.answers_lost += o.answers_lost;
         self.refused += o.refused;
         self.write_backs += o.write_backs;
+        self.write_backs_held += o.write_backs_held;
         self.gets_from_state_machine += o.gets_from_state_machine;
         self.partitions += o.partitions;
         self.dropped += o.dropped;
@@ -788,7 +796,7 @@ impl Sim {
                     if w.answer_lost {
                         self.stats.answers_lost += 1;
                     } else {
-                        self.proposal_reply(w.client, w.hist, a.reply);
+                        self.proposal_reply(w.client, w.hist, a.reply, upto);
                     }
                 }
             }
@@ -1026,7 +1034,16 @@ impl Sim {
         let storage = &mut self.nodes.get_mut(&to).expect("node").storage;
         let input = match &msg {
             Message::Read { key } => Input::ReadReply { from: to, cell: storage.cells().read(key) },
-            Message::Write { key, cell } => {
+            // A write-back of a command this node has applied: held
+            // already, nothing written (as `peer_service::replicate` does).
+            Message::Write { applied_at, .. }
+                if *applied_at > 0
+                    && (storage.applied() >= *applied_at || self.config.variant.join == Join::HoldUnapplied) =>
+            {
+                self.stats.write_backs_held += 1;
+                Input::WriteAck { from: to }
+            }
+            Message::Write { key, cell, .. } => {
                 storage.write_synced(key.clone(), cell.clone());
                 Input::WriteAck { from: to }
             }
@@ -1133,7 +1150,7 @@ impl Sim {
                 self.stats.gets_from_state_machine += 1;
                 self.stats.write_backs += 1;
                 let answer = value_of(Some(&own));
-                self.start_coord(client, Step::GetWriteBack { answer }, Op::Impose { key, cell: own });
+                self.start_coord(client, Step::GetWriteBack { answer }, Op::Impose { key, cell: own, applied_at: 0 });
             }
             _ => self.finish(client, HistResult::Read(value_of(majority.as_ref()))),
         }
@@ -1187,7 +1204,7 @@ impl Sim {
 
     /// The proposer's node applied the command's entry (mirrors the rest
     /// of `Linear::write` and `Linear::cas`).
-    fn proposal_reply(&mut self, client: usize, hist: usize, reply: rsm::Reply) {
+    fn proposal_reply(&mut self, client: usize, hist: usize, reply: rsm::Reply, applied_at: u64) {
         let Some(Step::Proposed { read }) = self.step_of(client, hist) else { return };
         let read = read.take();
         let join = self.config.variant.join;
@@ -1215,7 +1232,7 @@ impl Sim {
         match cell {
             Some(cell) if join.writes_back_commands() && write_back => {
                 self.stats.write_backs += 1;
-                self.start_coord(client, Step::WriteBack { answer }, Op::Impose { key, cell });
+                self.start_coord(client, Step::WriteBack { answer }, Op::Impose { key, cell, applied_at });
             }
             _ => self.finish(client, answer),
         }

@@ -71,6 +71,7 @@ fn joined_schedules_are_linearizable() {
                 && t.answers_lost > 0
                 && t.refused > 0
                 && t.write_backs > 0
+                && t.write_backs_held > 0
                 && t.gets_from_state_machine > 0
                 && t.crashes > t.power_losses
                 && t.power_losses > 0
@@ -134,9 +135,10 @@ fn expect_caught(what: &str, variant: Variant) {
 #[test]
 fn each_part_of_the_join_is_needed() {
     // Leaving out any one part of the join — the dependency, the commands'
-    // write-back, the gets' write-back — must be caught on some seed too:
-    // none of them is decoration, and the schedules reach each one's case.
-    for join in [Join::NoDependency, Join::NoCommandWriteBack, Join::NoGetWriteBack] {
+    // write-back, the gets' write-back, the applied-index check that lets a
+    // replica skip a write-back — must be caught on some seed too: none of
+    // them is decoration, and the schedules reach each one's case.
+    for join in [Join::NoDependency, Join::NoCommandWriteBack, Join::NoGetWriteBack, Join::HoldUnapplied] {
         expect_caught(&format!("with {join:?}"), Variant::join(join));
     }
 }

@@ -104,13 +104,17 @@ impl Linear {
     /// the answer. The command is applied already, so failing here makes
     /// the outcome indeterminate to the client (a retry with the same
     /// request id gets the same reply and writes it back again).
-    async fn write_back(&self, key: Bytes, cell: Cell, deadline: Instant) -> Result<(), LevelError> {
+    ///
+    /// `applied_at`: the applied index this node answered the command at
+    /// (0 when unknown): replicas that have applied that far hold the cell
+    /// already, so only the others write it.
+    async fn write_back(&self, key: Bytes, cell: Cell, applied_at: u64, deadline: Instant) -> Result<(), LevelError> {
         if !self.joined() {
             return Ok(());
         }
         let version = cell.version;
         self.quorum
-            .impose(key, cell, left(deadline))
+            .impose(key, cell, applied_at, left(deadline))
             .await
             .map_err(|e| LevelError::NotWrittenBack { version, source: Box::new(e) })
     }
@@ -148,7 +152,8 @@ impl Linear {
                 // proposer may still be writing it back): make it so before
                 // answering, or a later quorum read could miss what this
                 // read returned.
-                self.write_back(key.clone(), own.clone(), deadline)
+                // Its entry's index is not known here: every replica writes.
+                self.write_back(key.clone(), own.clone(), 0, deadline)
                     .await
                     .map_err(|e| LevelError::GetNotWrittenBack { source: Box::new(e) })?;
                 Ok(Some(own))
@@ -170,11 +175,13 @@ impl Linear {
             Some(value) => Op::Put(rsm::Put { key: key.clone(), value, dep }),
             None => Op::Del(rsm::Del { key: key.clone(), dep }),
         };
-        let version = match self.rsm.propose(caller, op, left(deadline)).await?.result {
+        let applied = self.rsm.propose_applied(caller, op, left(deadline)).await?;
+        let version = match applied.reply.result {
             Some(reply::Result::Written(w)) => Version::new(w.hlc, w.node_id),
             other => return Err(LevelError::UnexpectedReply { command: "write", reply: format!("{other:?}") }),
         };
-        self.write_back(key, Cell { value, version, origin: Level::Linearizable }, deadline).await?;
+        let cell = Cell { value, version, origin: Level::Linearizable };
+        self.write_back(key, cell, applied.index, deadline).await?;
         Ok(version)
     }
 
@@ -196,7 +203,8 @@ impl Linear {
             new_value,
             dep: kv::dep_of(read.as_ref()),
         });
-        let c = match self.rsm.propose(caller, op, left(deadline)).await?.result {
+        let applied = self.rsm.propose_applied(caller, op, left(deadline)).await?;
+        let c = match applied.reply.result {
             Some(reply::Result::Cas(c)) => c,
             other => return Err(LevelError::UnexpectedReply { command: "cas", reply: format!("{other:?}") }),
         };
@@ -204,7 +212,7 @@ impl Linear {
         // The new cell, or the one the comparison failed on when that is
         // newer than what the majority had (the state machine's own).
         if let Some(cell) = cell.clone().filter(|c| c.version > read_version) {
-            self.write_back(key, cell, deadline).await?;
+            self.write_back(key, cell, applied.index, deadline).await?;
         }
         Ok(CasReply { swapped: c.swapped, current: cell.filter(|c| !c.is_tombstone()) })
     }

@@ -93,6 +93,10 @@ pub enum Op {
     Impose {
         key: Bytes,
         cell: Cell,
+        /// The Raft applied index at which `cell` was made (`0`: unknown):
+        /// a replica that has applied that far holds it already
+        /// ([`Message::Write`]).
+        applied_at: u64,
     },
 }
 
@@ -141,7 +145,11 @@ pub enum Message {
     Read { key: Bytes },
     /// Store `cell` if it supersedes the key's current cell, then
     /// acknowledge ([`Input::WriteAck`]) — also when it did not supersede.
-    Write { key: Bytes, cell: Cell },
+    /// With `applied_at > 0` (a Raft command's write-back), a replica whose
+    /// durable Raft applied index is at least `applied_at` acknowledges
+    /// without writing: applying the command merged `cell` there and
+    /// fsynced it (`Store::raft_applied`).
+    Write { key: Bytes, cell: Cell, applied_at: u64 },
 }
 
 impl Message {
@@ -520,7 +528,7 @@ impl Coordinator {
         if !matches!(self.state, State::NotStarted) {
             return Vec::new();
         }
-        if let Op::Impose { key, cell } = self.op.clone() {
+        if let Op::Impose { key, cell, .. } = self.op.clone() {
             return self.start_write(WriteKind::Impose, key, cell);
         }
         self.start_read()
@@ -595,10 +603,16 @@ impl Coordinator {
     }
 
     fn start_write(&mut self, kind: WriteKind, key: Bytes, cell: Cell) -> Vec<Effect> {
+        // Only a write-back names where its cell was made: a get's
+        // read-impose and a set write cells no Raft entry made.
+        let applied_at = match &self.op {
+            Op::Impose { applied_at, .. } => *applied_at,
+            Op::Get { .. } | Op::Set { .. } => 0,
+        };
         let effects = self
             .replicas
             .iter()
-            .map(|&to| Effect::Send { to, msg: Message::Write { key: key.clone(), cell: cell.clone() } })
+            .map(|&to| Effect::Send { to, msg: Message::Write { key: key.clone(), cell: cell.clone(), applied_at } })
             .collect();
         self.state = State::Writing { kind, cell, acks: Tally::new(self.replicas.len()) };
         effects
@@ -824,7 +838,7 @@ mod tests {
         c.step(read_reply(1, Some(cell("old", 5, 1))));
         let effects = c.step(read_reply(2, Some(new.clone())));
         assert_eq!(done(&effects), None, "must not answer before the write-back");
-        let write = Message::Write { key: Bytes::from_static(KEY), cell: new.clone() };
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: new.clone(), applied_at: 0 };
         assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
         assert_eq!(c.phase(), Some(Phase::Write));
         assert!(c.step(Input::WriteAck { from: 3 }).is_empty(), "one ack of three is not a majority");
@@ -857,9 +871,11 @@ mod tests {
         // result): sent as is, answered once a majority acknowledged it,
         // and a minority of acks is not enough.
         let made = Cell { version: Version::new(7, 1).after_rmw(), ..cell("cas", 7, 1) };
-        let mut c = coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made.clone() }, &[1, 2, 3]);
+        let mut c =
+            coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made.clone(), applied_at: 12 }, &[1, 2, 3]);
         let effects = c.step(Input::Start);
-        let write = Message::Write { key: Bytes::from_static(KEY), cell: made.clone() };
+        // The applied index travels with the write, for the replicas.
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: made.clone(), applied_at: 12 };
         assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
         assert_eq!(c.phase(), Some(Phase::Write));
         assert!(c.step(Input::WriteAck { from: 2 }).is_empty());
@@ -867,7 +883,7 @@ mod tests {
         let outcome = done(&c.step(Input::WriteAck { from: 1 })).unwrap().unwrap();
         assert_eq!(outcome, Outcome::Get { cell: Some(made.clone()), imposed: true });
         // Two failures of three: unavailable, never "done" without a majority.
-        let mut c = coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made }, &[1, 2, 3]);
+        let mut c = coordinator(Op::Impose { key: Bytes::from_static(KEY), cell: made, applied_at: 0 }, &[1, 2, 3]);
         c.step(Input::Start);
         c.step(failed(1, Phase::Write));
         let err = done(&c.step(failed(2, Phase::Write))).unwrap().unwrap_err();
@@ -899,7 +915,7 @@ mod tests {
         let v = Version::new(42, 2);
         let effects = c.step(Input::Version(v));
         let written = Cell::value(Bytes::from_static(b"v"), v, Level::Quorum);
-        let write = Message::Write { key: Bytes::from_static(KEY), cell: written };
+        let write = Message::Write { key: Bytes::from_static(KEY), cell: written, applied_at: 0 };
         assert_eq!(sends(&effects), vec![(1, write.clone()), (2, write.clone()), (3, write)]);
         c.step(Input::WriteAck { from: 2 });
         let effects = c.step(Input::WriteAck { from: 3 });
@@ -915,7 +931,10 @@ mod tests {
         assert_eq!(c.step(read_reply(1, None)), vec![Effect::NeedVersion { above: Version::ZERO }]);
         let effects = c.step(Input::Version(Version::new(1, 1)));
         let tomb = Cell::tombstone(Version::new(1, 1), Level::Quorum);
-        assert_eq!(sends(&effects), vec![(1, Message::Write { key: Bytes::from_static(KEY), cell: tomb })]);
+        assert_eq!(
+            sends(&effects),
+            vec![(1, Message::Write { key: Bytes::from_static(KEY), cell: tomb, applied_at: 0 })]
+        );
         assert_eq!(done(&c.step(Input::WriteAck { from: 1 })), Some(Ok(Outcome::Set { version: Version::new(1, 1) })));
     }
 

@@ -30,7 +30,9 @@ use super::{Input, Message, Phase, ReplicaConfig};
 use crate::clock::NodeId;
 use crate::node::peer_batch::{cell_bytes, read_keys_per_request, ByteBudget};
 use crate::node::peers::Peers;
-use crate::proto::peer::{quorum_request, CellsRequest, QuorumReply, QuorumRequest, ReadCellsRequest};
+use crate::proto::peer::{
+    self as peer_proto, quorum_request, CellsRequest, QuorumReply, QuorumRequest, ReadCellsRequest,
+};
 use crate::wire::{cell_from_peer, cell_to_peer, config_from_peer, config_to_peer};
 
 /// Messages queued per peer; a full queue fails the message at once (the
@@ -264,13 +266,13 @@ fn requests(
                 keys.push(key);
                 readers.push(o.reply);
             }
-            Message::Write { key, cell } => {
+            Message::Write { key, cell, applied_at } => {
                 let bytes = cell_bytes(key.len(), cell.value.as_ref().map_or(0, |v| v.len()));
                 if !write_budget.admits(bytes) {
-                    return Some(Outgoing { msg: Message::Write { key, cell }, ..o });
+                    return Some(Outgoing { msg: Message::Write { key, cell, applied_at }, ..o });
                 }
                 write_budget.add(bytes);
-                cells.push(cell_to_peer(&key, &cell));
+                cells.push(peer_proto::Cell { applied_at, ..cell_to_peer(&key, &cell) });
                 writers.push(o.reply);
             }
         }
@@ -362,7 +364,7 @@ mod tests {
 
     fn write(i: usize, value_bytes: usize) -> Message {
         let cell = Cell::value(Bytes::from(vec![b'v'; value_bytes]), Version::new(1, 1), Level::Quorum);
-        Message::Write { key: Bytes::from(format!("k{i}")), cell }
+        Message::Write { key: Bytes::from(format!("k{i}")), cell, applied_at: 0 }
     }
 
     fn read(i: usize) -> Message {

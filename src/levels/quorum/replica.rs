@@ -80,7 +80,8 @@ impl Replica {
     pub fn serve(&mut self, me: NodeId, msg: &Message) -> Input {
         match msg {
             Message::Read { key } => Input::ReadReply { from: me, cell: self.read(key) },
-            Message::Write { key, cell } => {
+            // No Raft here: every write is written.
+            Message::Write { key, cell, .. } => {
                 self.write(key.clone(), cell.clone());
                 Input::WriteAck { from: me }
             }
@@ -189,7 +190,7 @@ mod tests {
         // configuration instead.
         let mut r = Replica::new();
         let k = Bytes::from_static(b"k");
-        let write = Message::Write { key: k.clone(), cell: cell("a", 1, 1) };
+        let write = Message::Write { key: k.clone(), cell: cell("a", 1, 1), applied_at: 0 };
         assert_eq!(
             r.serve_at(2, &config(1, &[1, 2, 3]), &write),
             Input::AtEpoch { epoch: 1, reply: Box::new(Input::WriteAck { from: 2 }) }
@@ -197,7 +198,7 @@ mod tests {
         assert_eq!(r.config().epoch, 1, "a newer epoch is adopted");
         r.adopt(&config(3, &[2, 3, 4]));
         let before = r.clone();
-        let newer = Message::Write { key: k.clone(), cell: cell("b", 2, 1) };
+        let newer = Message::Write { key: k.clone(), cell: cell("b", 2, 1), applied_at: 0 };
         assert_eq!(
             r.serve_at(2, &config(2, &[1, 2, 3]), &newer),
             Input::StaleConfig { from: 2, config: config(3, &[2, 3, 4]) }
@@ -231,7 +232,7 @@ mod tests {
     fn redelivered_write_is_acked_and_changes_nothing() {
         let mut r = Replica::new();
         let k = Bytes::from_static(b"k");
-        let msg = Message::Write { key: k.clone(), cell: cell("a", 1, 1) };
+        let msg = Message::Write { key: k.clone(), cell: cell("a", 1, 1), applied_at: 0 };
         assert_eq!(r.serve(2, &msg), Input::WriteAck { from: 2 });
         let before = r.clone();
         assert_eq!(r.serve(2, &msg), Input::WriteAck { from: 2 });

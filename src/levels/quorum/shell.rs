@@ -112,9 +112,11 @@ impl Quorum {
     /// Writes `cell` (made elsewhere: a Raft command's result) back to a
     /// majority of replicas, so that every later quorum read sees it.
     /// Failing is `Unavailable` (the cell stays where it already is).
-    pub async fn impose(&self, key: Bytes, cell: Cell, timeout: Duration) -> Result<(), LevelError> {
+    /// `applied_at`: the Raft applied index at which `cell` was made, or 0
+    /// (see [`Message::Write`]).
+    pub async fn impose(&self, key: Bytes, cell: Cell, applied_at: u64, timeout: Duration) -> Result<(), LevelError> {
         inc(&self.metrics.write_backs);
-        match self.run(Op::Impose { key, cell }, timeout).await? {
+        match self.run(Op::Impose { key, cell, applied_at }, timeout).await? {
             Outcome::Get { .. } => Ok(()),
             Outcome::Set { .. } => unreachable!("an impose answers like a get"),
         }
@@ -215,14 +217,23 @@ impl Quorum {
     }
 }
 
+/// Whether this replica holds a write-back's cell already: it has applied
+/// (durably) the Raft entries up to `applied_at`, which merged the cell
+/// (see [`Message::Write`]). `applied_at = 0` is never held.
+pub fn holds_applied(store: &Store, applied_at: u64) -> bool {
+    applied_at > 0 && store.raft_applied() >= applied_at
+}
+
 async fn local(store: &Store, msg: Message) -> Result<Input, String> {
     let me = store.clock().node_id();
     match msg {
         Message::Read { key } => {
             Ok(Input::ReadReply { from: me, cell: store.get_cell(&key).map_err(|e| e.to_string())? })
         }
-        Message::Write { key, cell } => {
-            store.write(vec![WriteOp::Merge { key, cell }], true).await.map_err(|e| e.to_string())?;
+        Message::Write { key, cell, applied_at } => {
+            if !holds_applied(store, applied_at) {
+                store.write(vec![WriteOp::Merge { key, cell }], true).await.map_err(|e| e.to_string())?;
+            }
             Ok(Input::WriteAck { from: me })
         }
     }
