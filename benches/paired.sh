@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# benches/paired.sh — compare two kv binaries without the machine's drift.
+#
+# Alternated runs on a shared VM are biased: the machine's speed drifts over
+# minutes, and the first of two back-to-back clusters tends to do better
+# (docs/performance.md, "Order matters"). Here both clusters live at once
+# and take turns: cluster A (binary --a) and cluster B (binary --b) start
+# side by side; before each run the one not measured is SIGSTOPped (every
+# process of it), so it costs nothing, and the order within each pair
+# alternates (A B, B A, A B, ...). Each run is one `kv bench` of the
+# measured binary against its own cluster. Prints one line per run, then
+# the mean of each side over the pairs after --skip, and in how many of
+# those pairs B was lower than A.
+#
+# Usage: benches/paired.sh --a BIN --b BIN [options]
+#   --a BIN, --b BIN   the two kv binaries (e.g. two builds' target/release/kv)
+#   --level L          eventual | quorum | linearizable (default quorum)
+#   --op OP            kv bench op (default set)
+#   --clients N        (default 32)
+#   --pairs N          pairs of runs (default 12)
+#   --skip N           first pairs left out of the means, as warm-up (default 2)
+#   --duration D       per run, after a 1 s warm-up (default 4s)
+#   --port P           first client port of A (default 17501); B uses P+100
+set -euo pipefail
+
+A="" B="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --a) A=$2; shift 2 ;;
+    --b) B=$2; shift 2 ;;
+    --level) LEVEL=$2; shift 2 ;;
+    --op) OP=$2; shift 2 ;;
+    --clients) CLIENTS=$2; shift 2 ;;
+    --pairs) PAIRS=$2; shift 2 ;;
+    --skip) SKIP=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --port) PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -x "$A" ] && [ -x "$B" ] || { echo "--a and --b must name kv binaries" >&2; exit 2; }
+[ "$SKIP" -lt "$PAIRS" ] || { echo "--skip must be below --pairs" >&2; exit 2; }
+
+declare -A BIN=([A]=$A [B]=$B) BASE=([A]=$PORT [B]=$((PORT + 100))) DEV=()
+WORK=$(mktemp -d)
+kids() { pgrep -P "${DEV[$1]}" || true; }
+signal() { kill "-$1" "${DEV[$2]}" $(kids "$2") 2>/dev/null || true; }
+cleanup() {
+  for X in "${!DEV[@]}"; do signal CONT "$X"; kill -INT "${DEV[$X]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+endpoints() { local p=${BASE[$1]}; echo "127.0.0.1:$p,127.0.0.1:$((p + 1)),127.0.0.1:$((p + 2))"; }
+
+for X in A B; do
+  "${BIN[$X]}" dev --base-port "${BASE[$X]}" --data-dir "$WORK/$X" >"$WORK/dev-$X.log" 2>&1 &
+  DEV[$X]=$!
+done
+for X in A B; do
+  ready=no
+  for _ in $(seq 120); do
+    if "${BIN[$X]}" --endpoints "$(endpoints "$X")" -c "$LEVEL" set paired-ready x >/dev/null 2>&1; then ready=yes; break; fi
+    sleep 0.5
+  done
+  [ $ready = yes ] || { echo "cluster $X did not start; its log:" >&2; cat "$WORK/dev-$X.log" >&2; exit 1; }
+done
+
+signal STOP B
+running=A
+declare -A SUM=([A]=0 [B]=0)
+lower=0
+for i in $(seq "$PAIRS"); do
+  if [ $((i % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
+  declare -A GOT=()
+  for X in $order; do
+    if [ "$running" != "$X" ]; then signal STOP "$running"; signal CONT "$X"; running=$X; fi
+    out=$("${BIN[$X]}" --endpoints "$(endpoints "$X")" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
+      --duration "$DURATION" --warmup 1s 2>&1) || { echo "$out" >&2; exit 1; }
+    GOT[$X]=$(echo "$out" | awk '/throughput/ {print $2}')
+    echo "pair $i $X ${BIN[$X]} $LEVEL $OP clients=$CLIENTS ${GOT[$X]} ops/s"
+  done
+  if [ "$i" -gt "$SKIP" ]; then
+    for X in A B; do SUM[$X]=$(awk -v s="${SUM[$X]}" -v g="${GOT[$X]}" 'BEGIN {print s + g}'); done
+    lower=$((lower + $(awk -v a="${GOT[A]}" -v b="${GOT[B]}" 'BEGIN {print (b < a) ? 1 : 0}')))
+  fi
+done
+awk -v a="${SUM[A]}" -v b="${SUM[B]}" -v n=$((PAIRS - SKIP)) -v from=$((SKIP + 1)) -v to="$PAIRS" -v lower="$lower" \
+  'BEGIN {printf "mean over pairs %d-%d: A %.0f ops/s, B %.0f ops/s (B/A %+.1f %%); B lower in %d of %d pairs\n",
+          from, to, a / n, b / n, (b / a - 1) * 100, lower, n}'
