@@ -108,9 +108,11 @@ async fn replicate(node: &NodeState, peer: Option<u32>, req: CellsRequest) -> Re
     check_cells(node.store.clock(), &req.cells)?;
     // Write-backs of Raft results this node has applied already are here
     // (durably): nothing to write for them.
-    let (held, cells): (Vec<_>, Vec<_>) = req.cells.into_iter().partition(|c| holds_applied(&node.store, c.applied_at));
-    if !held.is_empty() {
-        crate::metrics::add(&node.metrics.write_back_cells_held, held.len() as u64);
+    let mut cells = req.cells;
+    let sent = cells.len();
+    cells.retain(|c| !holds_applied(&node.store, c.applied_at));
+    if cells.len() < sent {
+        crate::metrics::add(&node.metrics.write_back_cells_held, (sent - cells.len()) as u64);
     }
     let ops: Vec<WriteOp> =
         cells.into_iter().filter_map(cell_from_peer).map(|(key, cell)| WriteOp::Merge { key, cell }).collect();

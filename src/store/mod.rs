@@ -29,7 +29,7 @@ use bytes::Bytes;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options, ReadOptions, DB,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 pub use cell::Cell;
 pub use digest::{Digests, BUCKETS};
@@ -194,7 +194,7 @@ pub struct Store {
     peers: HintPeers,
     /// The highest Raft index whose apply is durable here
     /// ([`Store::raft_applied`]).
-    raft_applied: watch::Sender<u64>,
+    raft_applied: AtomicU64,
     dir: PathBuf,
     _lock: DirLock,
 }
@@ -295,7 +295,7 @@ impl Store {
             cache,
             reserved_hlc,
             peers,
-            raft_applied: watch::Sender::new(0),
+            raft_applied: AtomicU64::new(0),
             dir: dir.to_path_buf(),
             _lock: lock,
         }))
@@ -384,32 +384,14 @@ impl Store {
     /// command's cell that it has applied already holds it, so it need not
     /// write (or fsync) again (`levels::quorum::core::Message::Write`).
     pub fn raft_applied(&self) -> u64 {
-        *self.raft_applied.borrow()
+        self.raft_applied.load(Ordering::SeqCst)
     }
 
     /// Called by the Raft driver once an apply (or a snapshot install) up
     /// to `index` is written and, when it merged cells, fsynced. Never goes
     /// back: the driver's applied index only grows.
     pub fn set_raft_applied(&self, index: u64) {
-        self.raft_applied.send_if_modified(|a| {
-            if index > *a {
-                *a = index;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// Waits at most `wait` for [`Store::raft_applied`] to reach `index`;
-    /// returns whether it did.
-    pub async fn wait_raft_applied(&self, index: u64, wait: std::time::Duration) -> bool {
-        if self.raft_applied() >= index {
-            return true;
-        }
-        let mut rx = self.raft_applied.subscribe();
-        let reached = tokio::time::timeout(wait, rx.wait_for(|&a| a >= index)).await;
-        matches!(reached, Ok(Ok(_)))
+        self.raft_applied.fetch_max(index, Ordering::SeqCst);
     }
 
     /// Makes sure a stamp about to leave this node (e.g. a quorum write's
