@@ -211,6 +211,49 @@ fn serve_config_errors_name_the_line_and_print_config_round_trips() {
     assert!(!std::path::Path::new(d).exists(), "--print-config must not start the node");
 }
 
+/// `kv bench --timeline-ms` (what benches/failover.sh reads): every
+/// request of the measured phase is in exactly one interval, and the
+/// intervals cover the measured time; a timeline needs --duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_timeline_counts_every_request_in_one_interval() {
+    let c = TestCluster::start(3, &[]).await;
+    let ep = c.endpoints();
+    let (code, out, err) = kv(&[
+        "--endpoints",
+        &ep,
+        "--output",
+        "json",
+        "-c",
+        "quorum",
+        "bench",
+        "--op",
+        "set",
+        "--clients",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--timeline-ms",
+        "50",
+    ]);
+    assert_eq!(code, 0, "kv bench failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let t = &v["timeline"];
+    let sum = |f: &str| t[f].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("ok"), v["ops"].as_u64().unwrap(), "{v}");
+    assert_eq!(sum("errors"), v["errors"].as_u64().unwrap(), "{v}");
+    assert_eq!(t["bucket_ms"], 50);
+    let intervals = t["ok"].as_array().unwrap().len() as f64;
+    let covered = v["elapsed_s"].as_f64().unwrap() * 1000.0 / 50.0;
+    assert!(intervals >= covered.floor() && intervals <= covered.floor() + 1.0, "{intervals} intervals over {v}");
+    assert!(t["longest_stall"].is_null() || t["longest_stall"]["length_ms"].is_u64(), "{t}");
+    // A request count has no known span: refused in one line.
+    let (code, _, err) = kv(&["--endpoints", &ep, "bench", "--requests", "10", "--timeline-ms", "10"]);
+    assert_ne!(code, 0);
+    assert_one_clear_line(&err, "--timeline-ms needs --duration");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_status_lists_every_node_and_who_is_unreachable() {
     let mut c = TestCluster::start(3, &[]).await;

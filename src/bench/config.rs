@@ -153,6 +153,9 @@ pub struct BenchConfig {
     /// capkv: the token (`--token` / `KV_TOKEN`) and TLS settings
     /// (`--cacert`, `--cert`, `--key`) of every connection.
     pub connect: crate::client::ConnectOptions,
+    /// `--timeline-ms`: count successes and errors per interval of this
+    /// length over the measured phase (needs `--duration`).
+    pub timeline: Option<Duration>,
 }
 
 impl BenchConfig {
@@ -181,7 +184,16 @@ impl BenchConfig {
             transport: crate::client::Transport::Session,
             plain_client: false,
             connect: crate::client::ConnectOptions::default(),
+            timeline: None,
         }
+    }
+
+    /// Buckets a client's timeline needs: the measured duration plus one
+    /// request timeout (requests in flight at the end finish within it).
+    pub fn timeline_buckets(&self) -> Option<(Duration, usize)> {
+        let (bucket, StopAfter::Duration(d)) = (self.timeline?, self.stop) else { return None };
+        let span = d + self.timeout;
+        Some((bucket, (span.as_nanos() / bucket.as_nanos().max(1)) as usize + 1))
     }
 
     /// The level requests really run at: etcd's puts and ranges are always
@@ -222,6 +234,22 @@ impl BenchConfig {
         }
         if self.timeout.is_zero() {
             return err("the request timeout must be positive".into());
+        }
+        if let Some(bucket) = self.timeline {
+            if bucket.is_zero() {
+                return err("--timeline-ms must be at least 1".into());
+            }
+            let StopAfter::Duration(_) = self.stop else {
+                return err("--timeline-ms needs --duration (a timeline spans a known time)".into());
+            };
+            let (_, buckets) = self.timeline_buckets().expect("a duration run with a timeline");
+            if buckets > super::stats::MAX_TIMELINE_BUCKETS {
+                return err(format!(
+                    "--timeline-ms {} over --duration plus --timeout makes {buckets} intervals; at most {}",
+                    bucket.as_millis(),
+                    super::stats::MAX_TIMELINE_BUCKETS
+                ));
+            }
         }
         if self.key_prefix.len() > MAX_KEY_PREFIX_BYTES {
             return err(format!("--key-prefix is over {MAX_KEY_PREFIX_BYTES} bytes"));
@@ -290,12 +318,30 @@ mod tests {
             Box::new(|c| c.stop = StopAfter::Duration(Duration::ZERO)),
             Box::new(|c| c.warmup = MAX_WARMUP + Duration::from_secs(1)),
             Box::new(|c| c.endpoints.clear()),
+            Box::new(|c| c.timeline = Some(Duration::ZERO)),
+            Box::new(|c| {
+                c.timeline = Some(Duration::from_millis(10));
+                c.stop = StopAfter::Requests(10);
+            }),
+            // 10 s + the 5 s timeout at 0.1 ms: 150,001 intervals.
+            Box::new(|c| c.timeline = Some(Duration::from_micros(100))),
         ];
         for (i, f) in bad.iter().enumerate() {
             let mut c = cfg(Operation::Get);
             f(&mut c);
             assert!(matches!(c.validate(), Err(BenchError::Config(_))), "case {i} should be rejected");
         }
+    }
+
+    /// A timeline spans the duration plus one timeout, bucket by bucket.
+    #[test]
+    fn timeline_buckets_cover_duration_and_timeout() {
+        let mut c = cfg(Operation::Set);
+        assert_eq!(c.timeline_buckets(), None);
+        c.timeline = Some(Duration::from_millis(10));
+        assert!(c.validate().is_ok());
+        // 10 s + 5 s at 10 ms, plus the partial last one.
+        assert_eq!(c.timeline_buckets(), Some((Duration::from_millis(10), 1_501)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{BenchConfig, Operation, StopAfter};
 use super::report::Report;
-use super::stats::{ClientStats, OpError};
+use super::stats::{ClientStats, OpError, Timeline};
 use super::target::Connection;
 use super::workload::{Outcome, Request, Workload};
 use super::BenchError;
@@ -158,7 +158,10 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
     let tasks: Vec<_> = connections
         .into_iter()
         .zip(workloads)
-        .map(|(c, w)| tokio::spawn(client_loop(c, w, control.clone(), progress.clone())))
+        .map(|(c, w)| {
+            let timeline = cfg.timeline_buckets().map(|(bucket, n)| Timeline::new(bucket, n));
+            tokio::spawn(client_loop(c, w, timeline, control.clone(), progress.clone()))
+        })
         .collect();
 
     sleep_unless_stopped(cfg.warmup, &progress.stop).await;
@@ -293,10 +296,11 @@ async fn populate(
 async fn client_loop(
     mut connection: Connection,
     mut workload: Workload,
+    timeline: Option<Timeline>,
     control: Arc<Control>,
     progress: Arc<Progress>,
 ) -> ClientStats {
-    let mut stats = ClientStats::default();
+    let mut stats = ClientStats { timeline, ..ClientStats::default() };
     while !progress.stop.is_cancelled() {
         let recording = control.recording.load(Ordering::Acquire);
         if recording {
@@ -309,8 +313,12 @@ async fn client_loop(
         let request = workload.next_request();
         let started = Instant::now();
         let result = connection.execute(&request).await;
-        let latency = started.elapsed();
+        let finished = Instant::now();
+        let latency = finished - started;
         if recording {
+            if let (Some(t), Some(since)) = (&mut stats.timeline, progress.measuring_since()) {
+                t.record(finished.saturating_duration_since(since), result.is_ok());
+            }
             match &result {
                 Ok(outcome) => {
                     stats.record_ok(request.kind(), latency);
@@ -320,7 +328,7 @@ async fn client_loop(
                     progress.ops.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    stats.record_error(request.kind(), e, Instant::now());
+                    stats.record_error(request.kind(), e, finished);
                     progress.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::config::{BenchConfig, Operation, StopAfter};
-use super::stats::{ClientStats, Summary};
+use super::stats::{ClientStats, Stall, Summary};
 
 /// The settings of a run, repeated in every report so a JSON line stands
 /// on its own.
@@ -107,6 +107,23 @@ pub struct Report {
     /// and their payload in MB/s (10^6 bytes).
     pub records_per_sec: Option<f64>,
     pub mb_per_sec: Option<f64>,
+    /// `--timeline-ms` only: successes and errors per interval, by when
+    /// they finished, from the start of the measured phase.
+    pub timeline: Option<TimelineReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineReport {
+    /// Wall-clock start of the measured phase (Unix ms), to line the
+    /// intervals up with outside events such as a node being killed.
+    pub start_unix_ms: u64,
+    pub bucket_ms: u64,
+    pub ok: Vec<u32>,
+    pub errors: Vec<u32>,
+    /// The longest run of intervals within `--duration` in which no
+    /// request succeeded (to the interval: at most this long, and longer
+    /// than this minus two intervals); `None` when none was empty.
+    pub longest_stall: Option<Stall>,
 }
 
 impl Report {
@@ -129,6 +146,21 @@ impl Report {
             client_cpu_cores: 0.0,
             records_per_sec,
             mb_per_sec: records_per_sec.map(|r| r * cfg.value_bytes as f64 / 1e6),
+            timeline: stats.timeline.as_ref().map(|t| {
+                let within = match cfg.stop {
+                    StopAfter::Duration(d) => d,
+                    StopAfter::Requests(_) => elapsed,
+                };
+                // Buckets past the last answer are left out.
+                let used = ((elapsed.as_nanos() / t.bucket.as_nanos()) as usize + 1).min(t.ok.len());
+                TimelineReport {
+                    start_unix_ms: measured_since_unix_ms(elapsed),
+                    bucket_ms: t.bucket.as_millis() as u64,
+                    ok: t.ok[..used].to_vec(),
+                    errors: t.errors[..used].to_vec(),
+                    longest_stall: t.longest_stall(within.min(elapsed)),
+                }
+            }),
         }
     }
 
@@ -198,6 +230,22 @@ impl Report {
             }
         }
         let _ = writeln!(out, "  client CPU  {:.2} cores (this load generator)", self.client_cpu_cores);
+        if let Some(t) = &self.timeline {
+            match t.longest_stall {
+                Some(st) => {
+                    let _ = writeln!(
+                        out,
+                        "  stall       no request succeeded for {} ms (to {} ms), from {:.2} s into the run",
+                        st.length_ms,
+                        t.bucket_ms,
+                        st.start_ms as f64 / 1e3
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  stall       none: requests succeeded in every {} ms", t.bucket_ms);
+                }
+            }
+        }
         if let (Some(sw), Some(failed)) = (self.cas_swapped, self.cas_failed_compare) {
             let _ = writeln!(out, "  cas         {sw} swapped, {failed} failed compares");
         }
@@ -210,6 +258,13 @@ impl Report {
         }
         out
     }
+}
+
+/// When the measured phase began, in Unix ms: now minus `elapsed` (the
+/// report is made right after the last answer).
+fn measured_since_unix_ms(elapsed: Duration) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.saturating_sub(elapsed).as_millis() as u64
 }
 
 fn latency_line(s: &Summary) -> String {
@@ -313,6 +368,34 @@ mod tests {
         assert!(r.to_text().contains("1000 records/s, 1.0 MB/s"));
         let plain = Report::new(&cfg(), &s, Duration::from_secs(2), false);
         assert!(plain.records_per_sec.is_none() && plain.mb_per_sec.is_none());
+    }
+
+    /// `--timeline-ms`: the JSON carries the intervals up to the last
+    /// answer and the longest stall within --duration; the text names it.
+    #[test]
+    fn timelines_report_their_intervals_and_the_longest_stall() {
+        let mut c = cfg();
+        c.stop = StopAfter::Duration(Duration::from_millis(100));
+        c.timeline = Some(Duration::from_millis(10));
+        let (bucket, n) = c.timeline_buckets().unwrap();
+        let mut t = super::super::stats::Timeline::new(bucket, n);
+        for at in [1, 11, 21, 61, 71, 81, 91, 101] {
+            t.record(Duration::from_millis(at), true);
+        }
+        t.record(Duration::from_millis(45), false);
+        let s = ClientStats { timeline: Some(t), ..ClientStats::default() };
+        let r = Report::new(&c, &s, Duration::from_millis(105), false);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let tl = &v["timeline"];
+        assert_eq!(tl["bucket_ms"], 10);
+        assert_eq!(tl["ok"], serde_json::json!([1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1]));
+        assert_eq!(tl["errors"][4], 1);
+        assert_eq!(tl["longest_stall"], serde_json::json!({"start_ms": 30, "length_ms": 30}));
+        assert!(tl["start_unix_ms"].as_u64().unwrap() > 0);
+        assert!(r.to_text().contains("no request succeeded for 30 ms"), "{}", r.to_text());
+        // Without the option there is no timeline.
+        let plain = Report::new(&cfg(), &ClientStats::default(), Duration::from_secs(1), false);
+        assert!(serde_json::from_str::<serde_json::Value>(&plain.to_json()).unwrap()["timeline"].is_null());
     }
 
     #[test]

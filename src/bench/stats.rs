@@ -119,6 +119,8 @@ pub struct ClientStats {
     pub first_error: Option<(Instant, OpError)>,
     pub cas_swapped: u64,
     pub cas_failed_compare: u64,
+    /// With `--timeline-ms`: when requests finished.
+    pub timeline: Option<Timeline>,
 }
 
 impl ClientStats {
@@ -160,6 +162,11 @@ impl ClientStats {
         }
         self.cas_swapped += other.cas_swapped;
         self.cas_failed_compare += other.cas_failed_compare;
+        match (&mut self.timeline, &other.timeline) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.timeline = Some(theirs.clone()),
+            (_, None) => {}
+        }
     }
 
     /// All kinds in one histogram.
@@ -178,6 +185,97 @@ impl ClientStats {
 
     pub fn errors(&self) -> u64 {
         self.errors_by_kind.values().sum()
+    }
+}
+
+/// Most buckets one client's [`Timeline`] holds: 100,000 (about 17 min at
+/// 10 ms); `--timeline-ms` is refused when the run would need more.
+pub const MAX_TIMELINE_BUCKETS: usize = 100_000;
+
+/// Successes and errors per fixed interval of the measured phase, as they
+/// *finished* (`--timeline-ms`): what the clients saw over time, e.g.
+/// while a node is killed. Fixed-size and preallocated, so recording costs
+/// one index per request; merged by adding bucket to bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    pub bucket: Duration,
+    pub ok: Vec<u32>,
+    pub errors: Vec<u32>,
+}
+
+/// The longest run of buckets in which nothing succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Stall {
+    /// From the start of the measured phase to the first empty bucket.
+    pub start_ms: u64,
+    /// Length, in whole buckets: the true stall is at most this long and
+    /// longer than this minus two buckets.
+    pub length_ms: u64,
+}
+
+impl Timeline {
+    /// `buckets` intervals of `bucket` each (at most [`MAX_TIMELINE_BUCKETS`]).
+    pub fn new(bucket: Duration, buckets: usize) -> Timeline {
+        assert!(!bucket.is_zero(), "a timeline bucket has a length");
+        assert!(buckets <= MAX_TIMELINE_BUCKETS, "{buckets} timeline buckets, at most {MAX_TIMELINE_BUCKETS}");
+        Timeline { bucket, ok: vec![0; buckets], errors: vec![0; buckets] }
+    }
+
+    fn index(&self, since_start: Duration) -> Option<usize> {
+        let i = (since_start.as_nanos() / self.bucket.as_nanos()) as usize;
+        (i < self.ok.len()).then_some(i)
+    }
+
+    /// Counts one request that finished `since_start` into the measured
+    /// phase; past the last bucket it is not counted here (it still is in
+    /// the totals).
+    pub fn record(&mut self, since_start: Duration, ok: bool) {
+        if let Some(i) = self.index(since_start) {
+            let slot = if ok { &mut self.ok[i] } else { &mut self.errors[i] };
+            *slot = slot.saturating_add(1);
+        }
+    }
+
+    /// Adds `other`'s counts bucket by bucket (same bucket length).
+    pub fn merge(&mut self, other: &Timeline) {
+        assert_eq!(self.bucket, other.bucket, "timelines of different buckets");
+        if other.ok.len() > self.ok.len() {
+            self.ok.resize(other.ok.len(), 0);
+            self.errors.resize(other.errors.len(), 0);
+        }
+        for (i, (&ok, &errors)) in other.ok.iter().zip(&other.errors).enumerate() {
+            self.ok[i] = self.ok[i].saturating_add(ok);
+            self.errors[i] = self.errors[i].saturating_add(errors);
+        }
+    }
+
+    /// The longest run of buckets without a success among the first
+    /// `within` of the measured phase (the tail, where clients stop, is
+    /// left out); `None` when every bucket had one. Empty buckets before
+    /// the first success are not a stall: requests already in flight when
+    /// measuring began are not recorded, so the first answers come one
+    /// latency in. With no success at all, the whole span is one stall.
+    pub fn longest_stall(&self, within: Duration) -> Option<Stall> {
+        let end = ((within.as_nanos() / self.bucket.as_nanos()) as usize).min(self.ok.len());
+        let ms = self.bucket.as_millis() as u64;
+        let Some(first) = self.ok[..end].iter().position(|&n| n > 0) else {
+            return (end > 0).then_some(Stall { start_ms: 0, length_ms: end as u64 * ms });
+        };
+        let mut best: Option<(usize, usize)> = None;
+        let mut run_start = None;
+        for i in first..=end {
+            match (i < end && self.ok[i] == 0, run_start) {
+                (true, None) => run_start = Some(i),
+                (false, Some(s)) => {
+                    if best.is_none_or(|(_, len)| i - s > len) {
+                        best = Some((s, i - s));
+                    }
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        best.map(|(s, len)| Stall { start_ms: s as u64 * ms, length_ms: len as u64 * ms })
     }
 }
 
@@ -313,6 +411,43 @@ mod tests {
     fn long_error_messages_are_truncated() {
         let e = OpError::new(ErrorKind::Other, "é".repeat(ERROR_MESSAGE_MAX_BYTES));
         assert!(e.message.len() <= ERROR_MESSAGE_MAX_BYTES + '…'.len_utf8());
+    }
+
+    /// Requests land in the bucket of when they finished; merging adds
+    /// bucket to bucket; the longest stall is the longest run of buckets
+    /// without a success (errors do not count), the tail left out.
+    #[test]
+    fn timelines_count_per_bucket_and_find_the_longest_stall() {
+        let mut a = Timeline::new(ms(10), 10);
+        let mut b = Timeline::new(ms(10), 10);
+        for t in [0, 5, 15, 25, 85, 95] {
+            a.record(ms(t), true);
+        }
+        b.record(ms(35), false);
+        b.record(ms(36), false);
+        b.record(ms(75), true);
+        b.record(ms(100), true); // past the last bucket: not in the timeline
+        a.merge(&b);
+        assert_eq!(a.ok, vec![2, 1, 1, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(a.errors, vec![0, 0, 0, 2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(a.longest_stall(ms(100)), Some(Stall { start_ms: 30, length_ms: 40 }));
+        // Only the first 50 ms: the run is cut at the end.
+        assert_eq!(a.longest_stall(ms(50)), Some(Stall { start_ms: 30, length_ms: 20 }));
+        // Empty buckets before the first success are not a stall; with
+        // no success at all the whole span is one; none at all is None.
+        let mut c = Timeline::new(ms(10), 4);
+        c.record(ms(21), true);
+        assert_eq!(c.longest_stall(ms(40)), Some(Stall { start_ms: 30, length_ms: 10 }));
+        c.record(ms(31), true);
+        assert_eq!(c.longest_stall(ms(40)), None);
+        assert_eq!(Timeline::new(ms(10), 4).longest_stall(ms(40)), Some(Stall { start_ms: 0, length_ms: 40 }));
+        c.ok = vec![1; 4];
+        assert_eq!(c.longest_stall(ms(40)), None);
+        // Stats merge their timelines.
+        let mut x = ClientStats { timeline: Some(Timeline::new(ms(10), 2)), ..Default::default() };
+        let y = ClientStats { timeline: Some(c), ..Default::default() };
+        x.merge(&y);
+        assert_eq!(x.timeline.unwrap().ok, vec![1; 4]);
     }
 
     #[test]

@@ -107,6 +107,11 @@ pub struct BenchArgs {
     /// another language that fills in only what the proto requires).
     #[arg(long, value_enum, default_value_t = TransportArg::Session)]
     pub transport: TransportArg,
+    /// Count successes and errors per interval of this many milliseconds
+    /// and report the longest stretch in which no request succeeded (JSON
+    /// output carries the per-interval counts); e.g. 10 while killing a node.
+    #[arg(long, value_name = "MS")]
+    pub timeline_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -167,6 +172,7 @@ fn config(cli: &Cli, args: &BenchArgs) -> Result<BenchConfig, String> {
     cfg.acks = args.acks;
     cfg.partitions = args.partitions;
     cfg.replication_factor = args.replication_factor;
+    cfg.timeline = args.timeline_ms.map(Duration::from_millis);
     Ok(cfg)
 }
 
