@@ -5,7 +5,7 @@
 # (append + fdatasync in the data directory) and the bare gRPC round trip
 # (`kv bench --op ping`).
 #
-# Starts a 3-node capkv (`kv dev`) and then a 3-member etcd, both on
+# Starts a 3-node capkv (`kv dev`) and then a 3-member etcd (--nodes), both on
 # loopback, both durable (fsync per acknowledged write), with their data in
 # one work directory on the same disk. Runs each op at each client count for
 # each capkv level and for etcd, then prints a markdown table. Levels a node
@@ -40,7 +40,8 @@
 #   --tls              capkv with TLS on every port (kv dev --tls: mutual TLS
 #                      between nodes, clients verify the nodes' CA); etcd and
 #                      NATS stay plaintext, so their ratios are conservative
-#   --etcd-port P      first etcd client port (default 17201; clients P..P+2, peers P+10..P+12)
+#   --etcd-port P      first etcd client port (default 17201; clients P..P+N-1, peers P+10..P+9+N)
+#   --nodes N          capkv nodes and etcd members (default 3, at most 7); NATS stays 3 servers
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -69,6 +70,7 @@ PRODUCE_VALUE_SIZE=1024
 NATS=1
 NATS_PORT=17301
 TLS=0
+NODES=3
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -92,12 +94,14 @@ while [ $# -gt 0 ]; do
     --produce-batches) PRODUCE_BATCHES=$2; shift 2 ;;
     --produce-value-size) PRODUCE_VALUE_SIZE=$2; shift 2 ;;
     --no-nats) NATS=0; shift ;;
+    --nodes) NODES=$2; shift 2 ;;
     --tls) TLS=1; shift ;;
     --nats-port) NATS_PORT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$NODES" in [1-7]) ;; *) echo "--nodes must be 1 to 7" >&2; exit 2 ;; esac
 
 say() { echo "==> $*" >&2; }
 
@@ -110,7 +114,7 @@ print_table() {
 def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | f2) ms" end;'
   jq -rs "$defs"'
     (map(select(.bench == "meta")) | last // {}) as $m
-    | "### capkv\(if $m.tls then " with TLS (mutual between nodes)" else "" end) vs etcd (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
+    | "### capkv\(if ($m.nodes // 3) != 3 then " (\($m.nodes) nodes)" else "" end)\(if $m.tls then " with TLS (mutual between nodes)" else "" end) vs etcd\(if ($m.nodes // 3) != 3 then " (\($m.nodes) members)" else "" end) (\($m.date // "?"), \($m.duration // "?") per run after \($m.warmup // "?") warm-up, \($m.value_size // "?") B values, \($m.keys // "?") keys)",
       "",
       "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
         + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
@@ -286,11 +290,11 @@ say "fsync floor in $WORK_DIR"
 run fsync "" fsync 1 --data-dir "$WORK_DIR" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup 1s
 
 # capkv
-say "starting a 3-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + 2)))"
+say "starting a $NODES-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + NODES - 1)))"
 dev_ok=0
 dev_flags=()
 [ "$TLS" = 1 ] && dev_flags=(--tls)
-capkv_start_dev "$CAPKV_PORT" "$WORK_DIR/capkv" "$WORK_DIR/kv-dev" "${dev_flags[@]}" && dev_ok=1
+CAPKV_DEV_NODES=$NODES capkv_start_dev "$CAPKV_PORT" "$WORK_DIR/capkv" "$WORK_DIR/kv-dev" "${dev_flags[@]}" && dev_ok=1
 dev_pid=$CAPKV_DEV_PID
 pids+=("$dev_pid")
 [ "$dev_ok" = 1 ] || exit 2
@@ -347,12 +351,12 @@ SERVER_PIDS=""
 if [ "$ETCD" = 1 ]; then
   etcd_endpoints=""
   cluster=""
-  for i in 1 2 3; do
+  for i in $(seq 1 "$NODES"); do
     cluster+="${cluster:+,}e$i=http://127.0.0.1:$((ETCD_PORT + 9 + i))"
     etcd_endpoints+="${etcd_endpoints:+,}127.0.0.1:$((ETCD_PORT + i - 1))"
   done
-  say "starting a 3-member etcd ($(etcd --version | head -1), clients $etcd_endpoints)"
-  for i in 1 2 3; do
+  say "starting a $NODES-member etcd ($(etcd --version | head -1), clients $etcd_endpoints)"
+  for i in $(seq 1 "$NODES"); do
     cport=$((ETCD_PORT + i - 1)); pport=$((ETCD_PORT + 9 + i))
     etcd --name "e$i" --data-dir "$WORK_DIR/etcd/e$i" \
       --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
@@ -361,7 +365,7 @@ if [ "$ETCD" = 1 ]; then
       > "$WORK_DIR/etcd-e$i.log" 2>&1 &
     pids+=("$!")
   done
-  for i in 1 2 3; do
+  for i in $(seq 1 "$NODES"); do
     ok=0
     for _ in $(seq 1 300); do
       if curl -fsS "http://127.0.0.1:$((ETCD_PORT + i - 1))/health" 2>/dev/null | grep -q '"health":"true"'; then ok=1; break; fi
@@ -428,8 +432,8 @@ jq -cn --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson nproc "$(nproc)" \
   --arg fs "$work_fs" --arg kernel "$(uname -r)" --arg etcd "$(etcd --version 2>/dev/null | head -1 || true)" \
   --arg load_before "$load_before" --arg load_after "$load_after" \
   --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson value_size "$VALUE_SIZE" --argjson keys "$KEYS" \
-  --argjson tls "$TLS" \
-  '{bench: "meta", tls: ($tls == 1), date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
+  --argjson tls "$TLS" --argjson nodes "$NODES" \
+  '{bench: "meta", tls: ($tls == 1), nodes: $nodes, date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
     load_before: $load_before, load_after: $load_after, duration: $duration, warmup: $warmup,
     value_size: $value_size, keys: $keys}' >> "$RESULTS"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
