@@ -76,23 +76,18 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-EP="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
-
-"$KV" dev --base-port "$PORT" --data-dir "$WORK/data" >"$WORK/dev.log" 2>&1 &
-DEV=$!
-ready=no
-for _ in $(seq 120); do
-  if "$KV" --endpoints "$EP" -c "$LEVEL" set failover-ready x >/dev/null 2>&1; then ready=yes; break; fi
-  sleep 0.5
-done
-[ $ready = yes ] || { echo "the cluster did not start; its log:" >&2; cat "$WORK/dev.log" >&2; exit 1; }
+# Ready once every node knows the Raft leader (kv dev prints its endpoints then).
+capkv_start_dev "$PORT" "$WORK/data" "$WORK/dev" || { DEV=$CAPKV_DEV_PID; exit 1; }
+DEV=$CAPKV_DEV_PID
+EP=$CAPKV_ENDPOINTS
 
 "$KV" --endpoints "$EP" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" --duration "$DURATION" --warmup 1s \
   --timeline-ms "$BUCKET_MS" --output json --no-progress >"$WORK/bench.json" 2>"$WORK/bench.err" &
 BENCH=$!
 
-# The measured phase starts after the bench's set-up and warm-up; wait for
-# it on the clock the report uses (its progress is not on stdout).
+# Past the bench's 1 s warm-up, find the victim, then kill it KILL_AFTER
+# later. Where the kill fell in the measured phase is worked out afterwards
+# from the report's start_unix_ms and the wall clock at the kill.
 now_ms() { date +%s%3N; }
 sleep 1
 status=$("$KV" --endpoints "$EP" cluster status 2>/dev/null || true)

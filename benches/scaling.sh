@@ -41,7 +41,7 @@ fi
 
 # One row per system × op × clients × nodes: "label nodes ops_per_sec".
 rows=$(mktemp)
-trap 'rm -f "$rows"' EXIT
+trap 'rm -f "$rows" "$rows".*' EXIT
 for n in $NODES; do
   [ -r "$OUT-$n.jsonl" ] || { echo "no $OUT-$n.jsonl" >&2; exit 1; }
   jq -r --argjson n "$n" 'select(.bench == "capkv" or .bench == "etcd") | select(.ops_per_sec != null)
@@ -78,5 +78,4 @@ set yrange [0:*]
 set key outside right
 plot $plot
 EOF
-rm -f "$rows".*
 echo "plot: $OUT.png" >&2

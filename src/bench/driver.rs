@@ -155,11 +155,12 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
             StopAfter::Duration(_) => None,
         },
     });
+    let timeline = cfg.timeline_buckets();
     let tasks: Vec<_> = connections
         .into_iter()
         .zip(workloads)
         .map(|(c, w)| {
-            let timeline = cfg.timeline_buckets().map(|(bucket, n)| Timeline::new(bucket, n));
+            let timeline = timeline.map(|(bucket, n)| Timeline::new(bucket, n));
             tokio::spawn(client_loop(c, w, timeline, control.clone(), progress.clone()))
         })
         .collect();
