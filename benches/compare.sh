@@ -34,6 +34,9 @@
 #   --produce-clients "32"   client counts of the topic produce runs ("" = none)
 #   --produce-batches "1 64" records per produce request (each run waits for all acks)
 #   --produce-value-size B   record size of the produce runs (default 1024)
+#   --produce-producers "each 1"   how the produce clients share producers
+#                      (capkv) and connections (NATS): "each" = one per
+#                      client, N = N shared ones (`kv bench --producers N`)
 #   --no-nats          no NATS JetStream produce runs
 #   --nats-port P      first NATS client port (default 17301; clients P..P+2, routes P+10..P+12)
 #   --capkv-port P     first capkv port (default 17101; clients P..P+2, peers P+1000..P+1002)
@@ -67,6 +70,7 @@ ETCD_PORT=17201
 PRODUCE_CLIENTS="32"
 PRODUCE_BATCHES="1 64"
 PRODUCE_VALUE_SIZE=1024
+PRODUCE_PRODUCERS="each 1"
 NATS=1
 NATS_PORT=17301
 TLS=0
@@ -93,6 +97,7 @@ while [ $# -gt 0 ]; do
     --produce-clients) PRODUCE_CLIENTS=$2; shift 2 ;;
     --produce-batches) PRODUCE_BATCHES=$2; shift 2 ;;
     --produce-value-size) PRODUCE_VALUE_SIZE=$2; shift 2 ;;
+    --produce-producers) PRODUCE_PRODUCERS=$2; shift 2 ;;
     --no-nats) NATS=0; shift ;;
     --nodes) NODES=$2; shift 2 ;;
     --tls) TLS=1; shift ;;
@@ -145,13 +150,14 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
     echo
     echo "Topic produce (keyless records, round-robin over 3 partitions × 3 replicas; a request is a batch of records sent together and ends when all are acknowledged):"
     echo
-    echo "| system | acks | clients | records/request | record size | records/s | MB/s | p50 (request) | p99 (request) | server CPU (cores) | client CPU (cores) | machine CPU busy |"
-    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| system | acks | clients | producers (NATS: connections) | records/request | record size | records/s | MB/s | p50 (request) | p99 (request) | server CPU (cores) | client CPU (cores) | machine CPU busy |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     jq -rs "$defs"'
       .[] | select(.op == "produce")
       | (if .bench == "nats" then "NATS JetStream (\(.nats // "?"))" else "capkv topic" end) as $who
-      | if .error != null then "| \($who) | \(.level) | \(.clients) | | | failed: \(.error_kind // "error") | | | | | | |"
-        else "| \($who) | \(.level) | \(.clients) | \(.batch_records) | \(.value_size) B | \(.records_per_sec | round) | \(.mb_per_sec | f2) | \(.p50_us | t) | \(.p99_us | t) | \(if .server_cpu_cores == null then "–" else (.server_cpu_cores | f2) end) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
+      | (if (.producers // .clients) == .clients then "one per client" else "\(.producers) shared" end) as $producers
+      | if .error != null then "| \($who) | \(.level) | \(.clients) | | | | failed: \(.error_kind // "error") | | | | | | |"
+        else "| \($who) | \(.level) | \(.clients) | \($producers) | \(.batch_records) | \(.value_size) B | \(.records_per_sec | round) | \(.mb_per_sec | f2) | \(.p50_us | t) | \(.p99_us | t) | \(if .server_cpu_cores == null then "–" else (.server_cpu_cores | f2) end) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |"
           + (if .errors > 0 then " \(.errors) errors (\(.errors_by_kind | keys | join(", ")))" else "" end)
           + (if .server_died then " a server died during the run" else "" end) end
     ' "$results"
@@ -334,11 +340,17 @@ for level in $LEVELS; do
   done
 done
 done
+# producers_flag MODE: the `kv bench` flag of a --produce-producers mode.
+producers_flag() { [ "$1" = each ] || echo "--producers $1"; }
 for c in $PRODUCE_CLIENTS; do
   for b in $PRODUCE_BATCHES; do
     for acks in 1 all; do
-      run topic "acks=$acks" produce "$c" --target capkv --endpoints "$endpoints" "${capkv_conn[@]}" --acks "$acks" --batch "$b" \
-        --topic "bench-a$acks-b$b-c$c" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+      for p in $PRODUCE_PRODUCERS; do
+        # shellcheck disable=SC2046 # the flag is two words or none
+        run topic "acks=$acks" produce "$c" --target capkv --endpoints "$endpoints" "${capkv_conn[@]}" --acks "$acks" --batch "$b" \
+          --topic "bench-a$acks-b$b-c$c-p$p" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP" \
+          $(producers_flag "$p")
+      done
     done
   done
 done
@@ -412,8 +424,12 @@ if [ "$NATS" = 1 ] && [ -n "$PRODUCE_CLIENTS" ]; then
   SERVER_PIDS="${pids[*]}"
   for c in $PRODUCE_CLIENTS; do
     for b in $PRODUCE_BATCHES; do
-      run nats "R3" produce "$c" --target nats --endpoints "$nats_endpoints" --batch "$b" \
-        --topic "bench-b$b-c$c" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP"
+      for p in $PRODUCE_PRODUCERS; do
+        # shellcheck disable=SC2046 # the flag is two words or none
+        run nats "R3" produce "$c" --target nats --endpoints "$nats_endpoints" --batch "$b" \
+          --topic "bench-b$b-c$c-p$p" --value-size "$PRODUCE_VALUE_SIZE" --duration "$DURATION" --warmup "$WARMUP" \
+          $(producers_flag "$p")
+      done
     done
   done
   tmp=$(mktemp)

@@ -427,22 +427,39 @@ async fn bench_produce_creates_the_topic_and_counts_acknowledged_records() {
     assert_eq!(t.partitions.len(), 3);
     let total: u64 = t.partitions.iter().map(|p| p.high_watermark).sum();
     assert!(total >= 41 * 8, "only {total} records below the high watermarks");
-    // Against a topic that exists, a second run reuses it.
-    let (code, _, err) = kv(&[
+    // Against a topic that exists, a second run reuses it; with
+    // `--producers 1` its four clients share one producer, and every
+    // record they were acknowledged for is in the log.
+    let (code, out, err) = kv(&[
         "--endpoints",
         &eps,
+        "--output",
+        "json",
         "bench",
         "--op",
         "produce",
         "--topic",
         "bp",
+        "--batch",
+        "2",
+        "--clients",
+        "4",
+        "--producers",
+        "1",
         "--requests",
-        "5",
+        "20",
         "--warmup",
         "0",
-        "--no-progress",
     ]);
     assert_eq!(code, 0, "second run: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((v["errors"].as_u64(), v["ops"].as_u64(), v["producers"].as_u64()), (Some(0), Some(20), Some(1)), "{v}");
+    let t = described(&client, "bp", "the bench topic", |_| true).await;
+    let after: u64 = t.partitions.iter().map(|p| p.high_watermark).sum();
+    assert!(after >= total + 21 * 2, "{total} records before, {after} after 21 more requests of 2");
+    let (code, _, err) = kv(&["bench", "--op", "produce", "--endpoints", &eps, "--clients", "2", "--producers", "3"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--producers 3 is out of range"), "{err}");
     // etcd has no topics: refused before connecting.
     let (code, _, err) = kv(&["bench", "--op", "produce", "--target", "etcd", "--endpoints", "127.0.0.1:1"]);
     assert_eq!(code, 2);

@@ -139,6 +139,15 @@ pub struct BenchConfig {
     /// `produce`: acknowledgement level (capkv; JetStream always acks once
     /// the stream's replicas have the message).
     pub acks: crate::client::topics::Acks,
+    /// `produce`: how many producers (capkv: idempotent [`Producer`]s with
+    /// their connections; NATS: connections) the clients share, client i
+    /// using the (i mod N)-th; `None` gives every client its own. A shared
+    /// producer batches the concurrent sends of its clients into one
+    /// request per partition, as one Kafka producer shared by an
+    /// application's threads does.
+    ///
+    /// [`Producer`]: crate::client::topics::Producer
+    pub producers: Option<usize>,
     /// `produce`: partitions and replicas of a topic (stream) it creates.
     pub partitions: u32,
     pub replication_factor: u32,
@@ -179,6 +188,7 @@ impl BenchConfig {
             topic: "bench".into(),
             batch_records: 1,
             acks: crate::client::topics::Acks::All,
+            producers: None,
             partitions: 3,
             replication_factor: 3,
             transport: crate::client::Transport::Session,
@@ -282,6 +292,11 @@ impl BenchConfig {
             if self.replication_factor == 0 {
                 return err("--replication-factor must be at least 1".into());
             }
+            if let Some(n) = self.producers {
+                if n == 0 || n > self.clients {
+                    return err(format!("--producers {n} is out of range: 1 to --clients ({})", self.clients));
+                }
+            }
             if self.topic.is_empty() || !self.topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return err(format!("--topic {:?} must be letters, digits, '-' or '_'", self.topic));
             }
@@ -379,6 +394,8 @@ mod tests {
             |c| c.partitions = 0,
             |c| c.replication_factor = 0,
             |c| c.topic = "a b".into(),
+            |c| c.producers = Some(0),
+            |c| c.producers = Some(c.clients + 1),
         ] {
             let mut c = cfg(Operation::Produce);
             edit(&mut c);

@@ -132,9 +132,16 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
     if cfg.operation == Operation::Produce {
         super::target::prepare(cfg).await?;
     }
-    let mut connections = Vec::with_capacity(cfg.clients);
+    let mut connections: Vec<Connection> = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
-        connections.push(Connection::open(cfg, i).await?);
+        let shared = match cfg.producers {
+            Some(n) if i >= n => connections[i % n].share(i),
+            _ => None,
+        };
+        connections.push(match shared {
+            Some(c) => c,
+            None => Connection::open(cfg, i).await?,
+        });
     }
     let mut workloads: Vec<Workload> = (0..cfg.clients).map(|i| Workload::new(cfg, i)).collect();
 

@@ -39,6 +39,9 @@ pub struct Parameters {
     pub acks: Option<&'static str>,
     pub partitions: Option<u32>,
     pub replication_factor: Option<u32>,
+    /// `produce` only: producers (NATS: connections) the clients share;
+    /// equal to `clients` when each has its own.
+    pub producers: Option<usize>,
     /// capkv get/set/cas/mixed/ping only: "session" or "unary".
     pub transport: Option<&'static str>,
 }
@@ -70,6 +73,7 @@ impl Parameters {
             acks: (produce && cfg.target == super::config::Target::Capkv).then_some(cfg.acks.name()),
             partitions: produce.then_some(cfg.partitions),
             replication_factor: produce.then_some(cfg.replication_factor),
+            producers: produce.then_some(cfg.producers.unwrap_or(cfg.clients)),
             transport: (cfg.target == super::config::Target::Capkv
                 && !matches!(cfg.operation, Operation::Fsync | Operation::Produce))
             .then_some(if cfg.plain_client && cfg.operation != Operation::Ping {
@@ -212,6 +216,9 @@ impl Report {
             let _ = write!(shape, ", topic {t} ({n} partitions × {r} replicas), {b} per request");
             if let Some(a) = p.acks {
                 let _ = write!(shape, ", acks={a}");
+            }
+            if let Some(n) = p.producers.filter(|&n| n != p.clients) {
+                let _ = write!(shape, ", clients share {n} producer{}", if n == 1 { "" } else { "s" });
             }
         }
         if !p.endpoints.is_empty() {
@@ -366,6 +373,14 @@ mod tests {
         assert_eq!(v["batch_records"], 10);
         assert!(v["consistency"].is_null());
         assert!(r.to_text().contains("1000 records/s, 1.0 MB/s"));
+        assert_eq!(v["producers"], 1, "one client, its own producer");
+        assert!(!r.to_text().contains("share"));
+        c.clients = 32;
+        c.producers = Some(2);
+        let shared = Report::new(&c, &s, Duration::from_secs(2), false);
+        let v: serde_json::Value = serde_json::from_str(&shared.to_json()).unwrap();
+        assert_eq!(v["producers"], 2);
+        assert!(shared.to_text().contains("clients share 2 producers"), "{}", shared.to_text());
         let plain = Report::new(&cfg(), &s, Duration::from_secs(2), false);
         assert!(plain.records_per_sec.is_none() && plain.mb_per_sec.is_none());
     }

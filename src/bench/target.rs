@@ -232,6 +232,26 @@ impl Connection {
         }
     }
 
+    /// Client `index`'s use of this connection's producer (`--producers`):
+    /// the same [`Producer`] (capkv) or connection (NATS), with NATS's
+    /// round-robin starting at `index` as if it had opened its own. `None`
+    /// for connections that are not shared.
+    pub fn share(&self, index: usize) -> Option<Connection> {
+        match self {
+            Connection::Topic { producer, timeout } => {
+                Some(Connection::Topic { producer: producer.clone(), timeout: *timeout })
+            }
+            Connection::Nats { js, partitions, topic, timeout, .. } => Some(Connection::Nats {
+                js: js.clone(),
+                partitions: *partitions,
+                topic: topic.clone(),
+                next: index as u64,
+                timeout: *timeout,
+            }),
+            _ => None,
+        }
+    }
+
     /// Sends one request and waits for its answer.
     pub async fn execute(&mut self, request: &Request) -> Result<Outcome, OpError> {
         match self {

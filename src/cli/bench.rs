@@ -95,6 +95,13 @@ pub struct BenchArgs {
     /// --op produce: 0, 1 or all (capkv; JetStream acks once its replicas have the record).
     #[arg(long, default_value = "all", help_heading = "Produce")]
     pub acks: crate::client::topics::Acks,
+    /// --op produce: the clients share this many producers (capkv) or
+    /// connections (NATS), client i using the (i mod N)-th; a shared capkv
+    /// producer batches its clients' concurrent sends into one request per
+    /// partition, like one Kafka producer shared by an application's
+    /// threads. Default: one per client.
+    #[arg(long, help_heading = "Produce")]
+    pub producers: Option<usize>,
     /// --op produce: partitions of a topic it creates (NATS: streams).
     #[arg(long, default_value_t = 3, help_heading = "Produce")]
     pub partitions: u32,
@@ -170,6 +177,7 @@ fn config(cli: &Cli, args: &BenchArgs) -> Result<BenchConfig, String> {
     cfg.topic = args.topic.clone();
     cfg.batch_records = args.batch_records;
     cfg.acks = args.acks;
+    cfg.producers = args.producers;
     cfg.partitions = args.partitions;
     cfg.replication_factor = args.replication_factor;
     cfg.timeline = args.timeline_ms.map(Duration::from_millis);
