@@ -254,6 +254,43 @@ async fn bench_timeline_counts_every_request_in_one_interval() {
     assert_one_clear_line(&err, "--timeline-ms needs --duration");
 }
 
+/// `kv bench --rate`: the clients together send at most the rate (each
+/// request of a client one interval after its previous one), and the
+/// report says what they were paced at. The fsync workload needs no
+/// cluster; unpaced it does hundreds of requests a second on any disk.
+#[test]
+fn bench_rate_paces_the_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = kv(&[
+        "--output",
+        "json",
+        "bench",
+        "--op",
+        "fsync",
+        "--data-dir",
+        d,
+        "--clients",
+        "2",
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(code, 0, "kv bench failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let ops = v["ops"].as_u64().unwrap();
+    // Each client: one request at once, then one per 50 ms.
+    let most = (v["elapsed_s"].as_f64().unwrap() * 40.0).floor() as u64 + 2;
+    assert!(ops >= 1 && ops <= most, "{ops} requests in {v}");
+    assert_eq!(v["rate_per_sec"], 40.0);
+    let (code, _, err) = kv(&["bench", "--op", "fsync", "--data-dir", d, "--rate", "0"]);
+    assert_eq!(code, 2);
+    assert_one_clear_line(&err, "--rate 0 must be a positive number");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_status_lists_every_node_and_who_is_unreachable() {
     let mut c = TestCluster::start(3, &[]).await;

@@ -165,6 +165,9 @@ pub struct BenchConfig {
     /// `--timeline-ms`: count successes and errors per interval of this
     /// length over the measured phase (needs `--duration`).
     pub timeline: Option<Duration>,
+    /// `--rate`: at most this many requests per second in total, spread
+    /// evenly over the clients ([`super::pace::Pacer`]); `None`: flat out.
+    pub rate_per_sec: Option<f64>,
 }
 
 impl BenchConfig {
@@ -195,6 +198,7 @@ impl BenchConfig {
             plain_client: false,
             connect: crate::client::ConnectOptions::default(),
             timeline: None,
+            rate_per_sec: None,
         }
     }
 
@@ -281,6 +285,11 @@ impl BenchConfig {
                 return err(format!("--target nats supports --op produce only, not {}", op.name()))
             }
             _ => {}
+        }
+        if let Some(r) = self.rate_per_sec {
+            if !(r > 0.0 && r.is_finite()) {
+                return err(format!("--rate {r} must be a positive number of requests per second"));
+            }
         }
         if self.operation == Operation::Produce {
             if self.batch_records == 0 || self.batch_records > MAX_BATCH_RECORDS {
@@ -396,6 +405,8 @@ mod tests {
             |c| c.topic = "a b".into(),
             |c| c.producers = Some(0),
             |c| c.producers = Some(c.clients + 1),
+            |c| c.rate_per_sec = Some(0.0),
+            |c| c.rate_per_sec = Some(f64::NAN),
         ] {
             let mut c = cfg(Operation::Produce);
             edit(&mut c);

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{BenchConfig, Operation, StopAfter};
+use super::pace::Pacer;
 use super::report::Report;
 use super::stats::{ClientStats, OpError, Timeline};
 use super::target::Connection;
@@ -168,7 +169,8 @@ pub async fn run(cfg: &BenchConfig, progress: Arc<Progress>) -> Result<Report, B
         .zip(workloads)
         .map(|(c, w)| {
             let timeline = timeline.map(|(bucket, n)| Timeline::new(bucket, n));
-            tokio::spawn(client_loop(c, w, timeline, control.clone(), progress.clone()))
+            let pacer = cfg.rate_per_sec.map(|r| Pacer::new(Pacer::interval_for(r, cfg.clients)));
+            tokio::spawn(client_loop(c, w, timeline, pacer, control.clone(), progress.clone()))
         })
         .collect();
 
@@ -305,11 +307,18 @@ async fn client_loop(
     mut connection: Connection,
     mut workload: Workload,
     timeline: Option<Timeline>,
+    mut pacer: Option<Pacer>,
     control: Arc<Control>,
     progress: Arc<Progress>,
 ) -> ClientStats {
     let mut stats = ClientStats { timeline, ..ClientStats::default() };
     while !progress.stop.is_cancelled() {
+        if let Some(at) = pacer.as_mut().and_then(|p| p.before_send(tokio::time::Instant::now())) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = progress.stop.cancelled() => break,
+            }
+        }
         let recording = control.recording.load(Ordering::Acquire);
         if recording {
             if let Some(max) = control.requests_max {

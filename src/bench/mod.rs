@@ -24,6 +24,7 @@
 pub mod config;
 pub mod driver;
 pub mod fsync;
+pub mod pace;
 pub mod report;
 pub mod stats;
 pub mod target;

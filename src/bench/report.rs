@@ -42,6 +42,8 @@ pub struct Parameters {
     /// `produce` only: producers (NATS: connections) the clients share;
     /// equal to `clients` when each has its own.
     pub producers: Option<usize>,
+    /// `--rate`: the requests per second the clients were paced at.
+    pub rate_per_sec: Option<f64>,
     /// capkv get/set/cas/mixed/ping only: "session" or "unary".
     pub transport: Option<&'static str>,
 }
@@ -74,6 +76,7 @@ impl Parameters {
             partitions: produce.then_some(cfg.partitions),
             replication_factor: produce.then_some(cfg.replication_factor),
             producers: produce.then_some(cfg.producers.unwrap_or(cfg.clients)),
+            rate_per_sec: cfg.rate_per_sec,
             transport: (cfg.target == super::config::Target::Capkv
                 && !matches!(cfg.operation, Operation::Fsync | Operation::Produce))
             .then_some(if cfg.plain_client && cfg.operation != Operation::Ping {
@@ -208,6 +211,9 @@ impl Report {
         }
         if let Some(r) = p.read_ratio {
             let _ = write!(shape, ", {:.0} % gets", r * 100.0);
+        }
+        if let Some(r) = p.rate_per_sec {
+            let _ = write!(shape, ", paced at {r:.0} requests/s");
         }
         if let Some(d) = &p.data_dir {
             let _ = write!(shape, ", in {d}");

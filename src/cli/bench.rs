@@ -119,6 +119,12 @@ pub struct BenchArgs {
     /// output carries the per-interval counts); e.g. 10 while killing a node.
     #[arg(long, value_name = "MS")]
     pub timeline_ms: Option<u64>,
+    /// At most this many requests per second in total, spread evenly over
+    /// the clients (each still has one request in flight; a slow answer
+    /// delays its next request, no catch-up bursts), e.g. half of a flat-out
+    /// run's ops/s for a soak. Default: as fast as answers come.
+    #[arg(long = "rate", value_name = "OPS")]
+    pub rate_per_sec: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -181,6 +187,7 @@ fn config(cli: &Cli, args: &BenchArgs) -> Result<BenchConfig, String> {
     cfg.partitions = args.partitions;
     cfg.replication_factor = args.replication_factor;
     cfg.timeline = args.timeline_ms.map(Duration::from_millis);
+    cfg.rate_per_sec = args.rate_per_sec;
     Ok(cfg)
 }
 
