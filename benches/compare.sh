@@ -45,6 +45,13 @@
 #                      NATS stay plaintext, so their ratios are conservative
 #   --etcd-port P      first etcd client port (default 17201; clients P..P+N-1, peers P+10..P+9+N)
 #   --nodes N          capkv nodes and etcd members (default 3, at most 7); NATS stays 3 servers
+#   --etcd-quota-bytes N   etcd's --quota-backend-bytes (default: etcd's own, 2 GiB);
+#                      raise it for large data sets, or etcd refuses writes (NOSPACE)
+#
+# The data directories' sizes (capkv: all nodes, before it stops; etcd:
+# all members) are printed with the tables. Unless --keep, capkv's data is
+# deleted once it stops, so that large runs need the disk of only one
+# system at a time.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -75,6 +82,9 @@ NATS=1
 NATS_PORT=17301
 TLS=0
 NODES=3
+ETCD_QUOTA_BYTES=""
+CAPKV_DISK_MIB=null
+ETCD_DISK_MIB=null
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -100,6 +110,7 @@ while [ $# -gt 0 ]; do
     --produce-producers) PRODUCE_PRODUCERS=$2; shift 2 ;;
     --no-nats) NATS=0; shift ;;
     --nodes) NODES=$2; shift 2 ;;
+    --etcd-quota-bytes) ETCD_QUOTA_BYTES=$2; shift 2 ;;
     --tls) TLS=1; shift ;;
     --nats-port) NATS_PORT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -124,7 +135,11 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
       "Machine: \($m.nproc // "?") cores (\($m.cpu // "?")), \($m.mem_gib // "?") GiB RAM, data on \($m.fs // "?"), Linux \($m.kernel // "?"); \($m.etcd // "etcd ?")."
         + " Load average before: \($m.load_before // "?"); after: \($m.load_after // "?")"
         + (if (($m.load_before // "0") | split(" ")[0] | tonumber) > ($m.nproc // 1) / 2
-           then " — other work shared the CPUs: PRELIMINARY, noisy numbers." else "." end),
+           then " — other work shared the CPUs: PRELIMINARY, noisy numbers." else "." end)
+        + (if $m.capkv_disk_mib != null or $m.etcd_disk_mib != null
+           then " Data directories at the end: capkv \($m.capkv_disk_mib // "–") MiB, etcd \($m.etcd_disk_mib // "–") MiB (all nodes)."
+           else "" end)
+        + (if $m.etcd_quota_bytes != null then " etcd quota raised to \($m.etcd_quota_bytes) bytes." else "" end),
       ""
   ' "$results"
   echo "| target | op | clients | ops/s | p50 | p99 | vs etcd | server CPU (cores) | ops per server core-s | client CPU (cores) | machine CPU busy |"
@@ -354,10 +369,13 @@ for c in $PRODUCE_CLIENTS; do
     done
   done
 done
-say "stopping capkv"
+CAPKV_DISK_MIB=$(du -sm "$WORK_DIR/capkv" | cut -f1)
+say "stopping capkv (data: $CAPKV_DISK_MIB MiB)"
 stop_pids "$dev_pid"
 pids=()
 SERVER_PIDS=""
+# The nodes' data goes (their logs stay) unless --keep.
+[ "$KEEP" = 1 ] || rm -rf "$WORK_DIR"/capkv/node-*/
 
 # etcd
 if [ "$ETCD" = 1 ]; then
@@ -368,13 +386,15 @@ if [ "$ETCD" = 1 ]; then
     etcd_endpoints+="${etcd_endpoints:+,}127.0.0.1:$((ETCD_PORT + i - 1))"
   done
   say "starting a $NODES-member etcd ($(etcd --version | head -1), clients $etcd_endpoints)"
+  etcd_flags=()
+  [ -n "$ETCD_QUOTA_BYTES" ] && etcd_flags=(--quota-backend-bytes "$ETCD_QUOTA_BYTES")
   for i in $(seq 1 "$NODES"); do
     cport=$((ETCD_PORT + i - 1)); pport=$((ETCD_PORT + 9 + i))
     etcd --name "e$i" --data-dir "$WORK_DIR/etcd/e$i" \
       --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
       --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
       --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token capkv-compare \
-      > "$WORK_DIR/etcd-e$i.log" 2>&1 &
+      "${etcd_flags[@]}" > "$WORK_DIR/etcd-e$i.log" 2>&1 &
     pids+=("$!")
   done
   for i in $(seq 1 "$NODES"); do
@@ -392,7 +412,8 @@ if [ "$ETCD" = 1 ]; then
         --value-size "$VALUE_SIZE" --keys "$KEYS" --key-prefix "bench/" --duration "$DURATION" --warmup "$WARMUP"
     done
   done
-  say "stopping etcd"
+  ETCD_DISK_MIB=$(du -sm "$WORK_DIR/etcd" | cut -f1)
+  say "stopping etcd (data: $ETCD_DISK_MIB MiB)"
   stop_pids "${pids[@]}"
   pids=()
   SERVER_PIDS=""
@@ -448,8 +469,10 @@ jq -cn --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson nproc "$(nproc)" \
   --arg fs "$work_fs" --arg kernel "$(uname -r)" --arg etcd "$(etcd --version 2>/dev/null | head -1 || true)" \
   --arg load_before "$load_before" --arg load_after "$load_after" \
   --arg duration "$DURATION" --arg warmup "$WARMUP" --argjson value_size "$VALUE_SIZE" --argjson keys "$KEYS" \
-  --argjson tls "$TLS" --argjson nodes "$NODES" \
-  '{bench: "meta", tls: ($tls == 1), nodes: $nodes, date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
+  --argjson tls "$TLS" --argjson nodes "$NODES" --argjson capkv_disk_mib "$CAPKV_DISK_MIB" \
+  --argjson etcd_disk_mib "$ETCD_DISK_MIB" --arg etcd_quota "$ETCD_QUOTA_BYTES" \
+  '{bench: "meta", tls: ($tls == 1), nodes: $nodes, capkv_disk_mib: $capkv_disk_mib, etcd_disk_mib: $etcd_disk_mib,
+    etcd_quota_bytes: (if $etcd_quota == "" then null else ($etcd_quota | tonumber) end), date: $date, nproc: $nproc, cpu: $cpu, mem_gib: $mem_gib, fs: $fs, kernel: $kernel, etcd: $etcd,
     load_before: $load_before, load_after: $load_after, duration: $duration, warmup: $warmup,
     value_size: $value_size, keys: $keys}' >> "$RESULTS"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"

@@ -37,44 +37,6 @@ const PARTITIONS: u32 = 3;
 /// Records a producer keeps unacknowledged at most (per round, all partitions).
 const IN_FLIGHT_MAX: usize = 30;
 
-/// What a producer run got: per partition, (value, offset) of every
-/// acknowledged record in sending order; the values whose send failed.
-#[derive(Default)]
-struct Produced {
-    acked: BTreeMap<u32, Vec<(String, u64)>>,
-    failed: Vec<String>,
-}
-
-/// Sends "p<partition>-<n>" to every partition in turn, in rounds of
-/// [`IN_FLIGHT_MAX`] concurrent sends, until `stop`.
-async fn produce_until(producer: Arc<Producer>, stop: Arc<AtomicBool>, acked_count: Arc<AtomicU64>) -> Produced {
-    let mut out = Produced::default();
-    let mut next = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let mut round = Vec::with_capacity(IN_FLIGHT_MAX);
-        for _ in 0..IN_FLIGHT_MAX {
-            let partition = (next % PARTITIONS as u64) as u32;
-            let v = format!("p{partition}-{next:06}");
-            next += 1;
-            let rx = producer.enqueue(partition, None, v.as_bytes()).unwrap();
-            round.push((partition, v, rx));
-        }
-        for (partition, v, rx) in round {
-            match rx.await.unwrap() {
-                Ok(m) => {
-                    out.acked.entry(partition).or_default().push((v, m.offset.expect("acks=all gives offsets")));
-                    acked_count.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    eprintln!("{v} not acknowledged: {e}");
-                    out.failed.push(v);
-                }
-            }
-        }
-    }
-    out
-}
-
 async fn acked_at_least(count: &AtomicU64, n: u64, what: &str) {
     eventually(Duration::from_secs(60), what, || async { (count.load(Ordering::Relaxed) >= n).then_some(()) }).await;
 }
@@ -110,7 +72,7 @@ async fn topics_follow_a_join_a_reassignment_and_a_removal_without_losing_acks_a
     let client = client_for(&c, &stay);
     let producer = Arc::new(Producer::new(client.clone(), "grow", ProducerOptions::default()).await.unwrap());
     let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let run = tokio::spawn(produce_until(producer, stop.clone(), count.clone()));
+    let run = tokio::spawn(produce_until(producer, PARTITIONS, IN_FLIGHT_MAX, stop.clone(), count.clone()));
     acked_at_least(&count, 300, "300 records acknowledged").await;
 
     // Node 4 joins and is added.

@@ -1,5 +1,8 @@
-//! Helpers the topic tests share (tests/topics.rs, tests/topic_reassign.rs).
+//! Helpers the topic tests share (tests/topics.rs, tests/topic_reassign.rs,
+//! tests/topic_membership.rs).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,51 @@ pub async fn consume(
             Err(e) => {
                 eprintln!("poll: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    out
+}
+
+/// What a producer run got: per partition, (value, offset) of every
+/// acknowledged record in sending order; the values whose send failed.
+#[derive(Default)]
+pub struct Produced {
+    pub acked: BTreeMap<u32, Vec<(String, u64)>>,
+    pub failed: Vec<String>,
+}
+
+/// Sends "p<partition>-<n>" to partitions 0..`partitions` in turn, in
+/// rounds of `in_flight` concurrent sends, until `stop`, counting
+/// acknowledgements in `acked_count`.
+pub async fn produce_until(
+    producer: Arc<Producer>,
+    partitions: u32,
+    in_flight: usize,
+    stop: Arc<AtomicBool>,
+    acked_count: Arc<AtomicU64>,
+) -> Produced {
+    let mut out = Produced::default();
+    let mut next = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut round = Vec::with_capacity(in_flight);
+        for _ in 0..in_flight {
+            let partition = (next % partitions as u64) as u32;
+            let v = format!("p{partition}-{next:06}");
+            next += 1;
+            let rx = producer.enqueue(partition, None, v.as_bytes()).unwrap();
+            round.push((partition, v, rx));
+        }
+        for (partition, v, rx) in round {
+            match rx.await.unwrap() {
+                Ok(m) => {
+                    out.acked.entry(partition).or_default().push((v, m.offset.expect("acks=all gives offsets")));
+                    acked_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    eprintln!("{v} not acknowledged: {e}");
+                    out.failed.push(v);
+                }
             }
         }
     }
