@@ -48,6 +48,10 @@
 #   --etcd-quota-bytes N   etcd's --quota-backend-bytes (default: etcd's own, 2 GiB);
 #                      raise it for large data sets, or etcd refuses writes (NOSPACE)
 #
+# With produce runs it also measures the disk's sequential write bandwidth
+# (dd: 1 GiB in 1 MiB O_DIRECT blocks, then fdatasync) and prints each
+# batched produce row's MB/s as a share of it.
+#
 # The data directories' sizes (capkv: all nodes, before it stops; etcd:
 # all members) are printed with the tables. Unless --keep, capkv's data is
 # deleted once it stops, so that large runs need the disk of only one
@@ -83,6 +87,7 @@ NATS_PORT=17301
 TLS=0
 NODES=3
 ETCD_QUOTA_BYTES=""
+DISK_PROBE_MIB=1024
 CAPKV_DISK_MIB=null
 ETCD_DISK_MIB=null
 
@@ -176,6 +181,15 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
           + (if .errors > 0 then " \(.errors) errors (\(.errors_by_kind | keys | join(", ")))" else "" end)
           + (if .server_died then " a server died during the run" else "" end) end
     ' "$results"
+    jq -rs "$defs"'
+      (map(select(.bench == "disk" and .error == null)) | last) as $d
+      | if $d == null then empty else
+          "", "MB/s as a share of the disk'"'"'s sequential write bandwidth (\($d.mb_per_sec | f2) MB/s, dd, below): "
+          + (map(select(.op == "produce" and .error == null and .batch_records > 1))
+             | map("\(if .bench == "nats" then "NATS" else "capkv \(.level)" end) \(.batch_records)/request \(.clients) clients \(.mb_per_sec / $d.mb_per_sec * 100 | round) %")
+             | join("; ")) + "."
+        end
+    ' "$results"
   fi
   echo
   echo "Machine floors (same tool, same disk):"
@@ -189,6 +203,11 @@ def t: if . == null then "–" elif . < 1000 then "\(.) µs" else "\(. / 1000 | 
        else "gRPC ping over a session stream (bare round trip of the capkv client transport, loopback)" end) as $what
     | if .error != null then "| \($what) | \(.clients) | failed: \(.error_kind // "error") | | | | | |"
       else "| \($what) | \(.clients) | \(.ops_per_sec | round) | \(.p50_us | t) | \(.p99_us | t) | \(.p999_us | t) | \(.client_cpu_cores | f2) | \(.machine_cpu_busy_pct) % |" end
+  ' "$results"
+  jq -rs "$defs"'
+    .[] | select(.bench == "disk")
+    | if .error != null then "", "Sequential write (dd): failed."
+      else "", "Sequential write (dd, \(.mib) MiB in 1 MiB O_DIRECT blocks, then fdatasync): \(.mb_per_sec | f2) MB/s." end
   ' "$results"
 }
 
@@ -309,6 +328,20 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # Physical floors, measured with the same tool on the same disk.
 say "fsync floor in $WORK_DIR"
 run fsync "" fsync 1 --data-dir "$WORK_DIR" --value-size "$VALUE_SIZE" --duration "$DURATION" --warmup 1s
+# The disk's sequential write bandwidth, the ceiling of batched produce:
+# DISK_PROBE_MIB in 1 MiB direct writes, then fdatasync, timed here.
+if [ -n "$PRODUCE_CLIENTS" ]; then
+  say "sequential write floor in $WORK_DIR ($DISK_PROBE_MIB MiB, dd)"
+  t0=$(date +%s.%N)
+  if dd if=/dev/zero of="$WORK_DIR/dd.bin" bs=1M count="$DISK_PROBE_MIB" oflag=direct conv=fdatasync status=none; then
+    t1=$(date +%s.%N)
+    jq -cn --argjson mib "$DISK_PROBE_MIB" --argjson s "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" \
+      '{bench: "disk", mib: $mib, seconds: $s, mb_per_sec: ($mib * 1048576 / 1e6 / $s)}' >> "$RESULTS"
+  else
+    jq -cn '{bench: "disk", error: "dd failed"}' >> "$RESULTS"
+  fi
+  rm -f "$WORK_DIR/dd.bin"
+fi
 
 # capkv
 say "starting a $NODES-node capkv (kv dev, ports $CAPKV_PORT-$((CAPKV_PORT + NODES - 1)))"

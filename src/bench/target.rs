@@ -14,10 +14,13 @@
 //!   returns the current value in the same round trip, like capkv's CAS;
 //! * fsync: a file of its own ([`super::fsync`]);
 //! * produce, capkv: an idempotent [`Producer`] of its own over its own
-//!   [`TopicClient`]; a request's records go round-robin over the
-//!   partitions, all enqueued at once (the producer batches them per
-//!   partition) and the request ends when every one is acknowledged;
-//! * produce, NATS: a JetStream context on its own connection; the topic is
+//!   [`TopicClient`] (with `--producers N`, client i shares the (i mod N)-th
+//!   one, which then batches the records of its clients: [`Connection::share`]);
+//!   a request's records go round-robin over the partitions, all enqueued
+//!   at once (the producer batches them per partition) and the request
+//!   ends when every one is acknowledged;
+//! * produce, NATS: a JetStream context on its own connection (shared like
+//!   capkv's producers with `--producers N`); the topic is
 //!   one stream per partition (`TOPIC-i`, subject `TOPIC.i`, file storage,
 //!   `replication_factor` replicas), like Kafka's partitions each with its
 //!   own leader; a request publishes its records round-robin over the
