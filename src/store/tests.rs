@@ -245,6 +245,31 @@ fn second_open_of_same_dir_is_refused() {
     assert!(err.to_string().contains("in use"), "{err}");
 }
 
+#[test]
+fn the_info_log_is_bounded() {
+    // RocksDB records the options it runs with in db/OPTIONS-*; by default
+    // its info log (db/LOG) is never rolled while the node runs and grows
+    // without bound under load.
+    let dir = tempfile::tempdir().unwrap();
+    let _s = open(dir.path(), 1);
+    let options_file = std::fs::read_dir(dir.path().join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+        .max()
+        .expect("RocksDB wrote no OPTIONS file");
+    let options = std::fs::read_to_string(&options_file).unwrap();
+    let value = |name: &str| {
+        options
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{name} not in {}", options_file.display()))
+            .to_string()
+    };
+    assert_eq!(value("max_log_file_size"), MAX_INFO_LOG_BYTES.to_string());
+    assert_eq!(value("keep_log_file_num"), INFO_LOG_FILES_KEPT.to_string());
+}
+
 #[tokio::test]
 async fn writes_survive_reopen_after_log_files_are_recycled() {
     // Enough synced writes to switch the write-ahead log many times and pass
