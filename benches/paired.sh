@@ -20,10 +20,12 @@
 #   --pairs N          pairs of runs (default 12)
 #   --skip N           first pairs left out of the means, as warm-up (default 2)
 #   --duration D       per run, after a 1 s warm-up (default 4s)
+#   --value-size B     kv bench --value-size (default: kv bench's, 128)
+#   --keys K           kv bench --keys (default: kv bench's, 1000)
 #   --port P           first client port of A (default 17501); B uses P+100
 set -euo pipefail
 
-A="" B="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501
+A="" B="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501 VALUE_SIZE=128 KEYS=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --a) A=$2; shift 2 ;;
@@ -35,7 +37,9 @@ while [ $# -gt 0 ]; do
     --skip) SKIP=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --value-size) VALUE_SIZE=$2; shift 2 ;;
+    --keys) KEYS=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -77,7 +81,7 @@ for i in $(seq "$PAIRS"); do
   for X in $order; do
     if [ "$running" != "$X" ]; then signal STOP "$running"; signal CONT "$X"; running=$X; fi
     out=$("${BIN[$X]}" --endpoints "$(endpoints "$X")" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
-      --duration "$DURATION" --warmup 1s 2>&1) || { echo "$out" >&2; exit 1; }
+      --value-size "$VALUE_SIZE" --keys "$KEYS" --duration "$DURATION" --warmup 1s 2>&1) || { echo "$out" >&2; exit 1; }
     GOT[$X]=$(echo "$out" | awk '/throughput/ {print $2}')
     echo "pair $i $X ${BIN[$X]} $LEVEL $OP clients=$CLIENTS ${GOT[$X]} ops/s"
   done
