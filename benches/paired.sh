@@ -25,6 +25,10 @@
 #   --port P           first client port of A (default 17501); B uses P+100
 set -euo pipefail
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../scripts/env.sh
+source "$here/../scripts/env.sh"
+
 A="" B="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501 VALUE_SIZE=128 KEYS=1000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -59,16 +63,8 @@ trap cleanup EXIT
 endpoints() { local p=${BASE[$1]}; echo "127.0.0.1:$p,127.0.0.1:$((p + 1)),127.0.0.1:$((p + 2))"; }
 
 for X in A B; do
-  "${BIN[$X]}" dev --base-port "${BASE[$X]}" --data-dir "$WORK/$X" >"$WORK/dev-$X.log" 2>&1 &
-  DEV[$X]=$!
-done
-for X in A B; do
-  ready=no
-  for _ in $(seq 120); do
-    if "${BIN[$X]}" --endpoints "$(endpoints "$X")" -c "$LEVEL" set paired-ready x >/dev/null 2>&1; then ready=yes; break; fi
-    sleep 0.5
-  done
-  [ $ready = yes ] || { echo "cluster $X did not start; its log:" >&2; cat "$WORK/dev-$X.log" >&2; exit 1; }
+  CAPKV_KV=${BIN[$X]} capkv_start_dev "${BASE[$X]}" "$WORK/$X" "$WORK/dev-$X" || { DEV[$X]=$CAPKV_DEV_PID; exit 1; }
+  DEV[$X]=$CAPKV_DEV_PID
 done
 
 signal STOP B

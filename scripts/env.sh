@@ -41,11 +41,12 @@ capkv_build() {
 # output in LOG.out / LOG.err, and waits until it prints its endpoints.
 # Sets CAPKV_DEV_PID (also on failure, for the caller's cleanup) and
 # CAPKV_ENDPOINTS; returns 1 with the reason on stderr if it died or did not
-# become ready within 90 s. CAPKV_DEV_NODES sets the node count (default 3).
+# become ready within 90 s. CAPKV_DEV_NODES sets the node count (default 3);
+# CAPKV_KV another kv binary to run (default $CAPKV_BIN/kv).
 capkv_start_dev() {
   local port=$1 dir=$2 log=$3
   shift 3
-  "$CAPKV_BIN/kv" dev --nodes "${CAPKV_DEV_NODES:-3}" --base-port "$port" --data-dir "$dir" "$@" >"$log.out" 2>"$log.err" &
+  "${CAPKV_KV:-$CAPKV_BIN/kv}" dev --nodes "${CAPKV_DEV_NODES:-3}" --base-port "$port" --data-dir "$dir" "$@" >"$log.out" 2>"$log.err" &
   CAPKV_DEV_PID=$!
   CAPKV_ENDPOINTS=
   for _ in $(seq 1 900); do
