@@ -20,8 +20,8 @@
 #   --pairs N          pairs of runs (default 12)
 #   --skip N           first pairs left out of the means, as warm-up (default 2)
 #   --duration D       per run, after a 1 s warm-up (default 4s)
-#   --value-size B     kv bench --value-size (default: kv bench's, 128)
-#   --keys K           kv bench --keys (default: kv bench's, 1000)
+#   --value-size B     kv bench --value-size (default 128, as kv bench)
+#   --keys K           kv bench --keys (default 1000, as kv bench)
 #   --port P           first client port of A (default 17501); B uses P+100
 set -euo pipefail
 
@@ -50,7 +50,7 @@ done
 [ -x "$A" ] && [ -x "$B" ] || { echo "--a and --b must name kv binaries" >&2; exit 2; }
 [ "$SKIP" -lt "$PAIRS" ] || { echo "--skip must be below --pairs" >&2; exit 2; }
 
-declare -A BIN=([A]=$A [B]=$B) BASE=([A]=$PORT [B]=$((PORT + 100))) DEV=()
+declare -A BIN=([A]=$A [B]=$B) BASE=([A]=$PORT [B]=$((PORT + 100))) DEV=() ENDPOINTS=()
 WORK=$(mktemp -d)
 kids() { pgrep -P "${DEV[$1]}" || true; }
 signal() { kill "-$1" "${DEV[$2]}" $(kids "$2") 2>/dev/null || true; }
@@ -60,11 +60,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-endpoints() { local p=${BASE[$1]}; echo "127.0.0.1:$p,127.0.0.1:$((p + 1)),127.0.0.1:$((p + 2))"; }
 
 for X in A B; do
   CAPKV_KV=${BIN[$X]} capkv_start_dev "${BASE[$X]}" "$WORK/$X" "$WORK/dev-$X" || { DEV[$X]=$CAPKV_DEV_PID; exit 1; }
   DEV[$X]=$CAPKV_DEV_PID
+  ENDPOINTS[$X]=$CAPKV_ENDPOINTS
 done
 
 signal STOP B
@@ -76,7 +76,7 @@ for i in $(seq "$PAIRS"); do
   declare -A GOT=()
   for X in $order; do
     if [ "$running" != "$X" ]; then signal STOP "$running"; signal CONT "$X"; running=$X; fi
-    out=$("${BIN[$X]}" --endpoints "$(endpoints "$X")" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
+    out=$("${BIN[$X]}" --endpoints "${ENDPOINTS[$X]}" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
       --value-size "$VALUE_SIZE" --keys "$KEYS" --duration "$DURATION" --warmup 1s 2>&1) || { echo "$out" >&2; exit 1; }
     GOT[$X]=$(echo "$out" | awk '/throughput/ {print $2}')
     echo "pair $i $X ${BIN[$X]} $LEVEL $OP clients=$CLIENTS ${GOT[$X]} ops/s"
