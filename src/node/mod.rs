@@ -80,6 +80,15 @@ pub enum NodeError {
          here, start it with an empty one, `--join` and a new --id, and `kv cluster add` it"
     )]
     Removed { id: NodeId, why: String },
+    /// Writing the Raft log or state machine failed (a full disk, an I/O
+    /// error): the node stopped. The failed write was not applied or
+    /// acknowledged; what is on disk is consistent, so a restart once the
+    /// cause is fixed resumes where it was.
+    #[error(
+        "node {id} stopped: writing its Raft log failed ({why}). Nothing unwritten was acknowledged. Fix the \
+         cause (free disk space, replace a failing disk) and start it again with the same data directory"
+    )]
+    RaftStorage { id: NodeId, why: String },
 }
 
 /// Accepted connections with Nagle's algorithm off. tonic's
@@ -359,15 +368,26 @@ where
     }
     // Either server failing stops the other: a node serves both or neither.
     // So does learning that the cluster removed this node (node::peers).
+    // So does a storage failure under the Raft log (`rsm::driver`): like
+    // etcd and Kafka, the node stops rather than serve on without it.
     let stopping = state.stopping.clone();
     let removed = state.peers.removed();
+    let rsm = state.rsm.clone();
     let signal = async {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stopping.cancelled() => {}
-            _ = removed.cancelled() => tracing::error!(id = cfg.id, "removed from the cluster: stopping"),
-        }
+        let failed = tokio::select! {
+            _ = shutdown => None,
+            _ = stopping.cancelled() => None,
+            _ = removed.cancelled() => {
+                tracing::error!(id = cfg.id, "removed from the cluster: stopping");
+                None
+            }
+            why = rsm.storage_failed() => {
+                tracing::error!(id = cfg.id, error = %why, "raft storage failed: stopping");
+                Some(why)
+            }
+        };
         stopping.cancel();
+        failed
     };
     let max_request_bytes = cfg.max_value_bytes + config::MAX_KEY_BYTES + 64 * 1024;
     let (client_server, peer_server) = match &env.tls {
@@ -413,7 +433,7 @@ where
         stopping.cancel();
         r
     };
-    let ((), client_served, peer_served) = tokio::join!(signal, client_served, peer_served);
+    let (storage_failed, client_served, peer_served) = tokio::join!(signal, client_served, peer_served);
     let served = client_served.and(peer_served);
 
     tracing::info!(id = cfg.id, "shutting down");
@@ -428,6 +448,9 @@ where
     tracing::info!(id = cfg.id, "stopped");
     if let Some(why) = removed_why {
         return Err(NodeError::Removed { id: cfg.id, why });
+    }
+    if let Some(why) = storage_failed {
+        return Err(NodeError::RaftStorage { id: cfg.id, why });
     }
     served.map_err(|e| NodeError::Serve(e.to_string()))
 }

@@ -205,6 +205,11 @@ pub struct RaftView {
     pub learners: Vec<u64>,
     /// Leader only: the highest index known replicated to each member.
     pub matched: BTreeMap<u64, u64>,
+    /// `Some(why)` once the driver stopped on a storage failure: what this
+    /// node's Raft log holds is no longer known to it, so it can take no
+    /// further part, and the node stops (`node::run_with`). `None` while
+    /// the driver runs, and after an orderly shutdown.
+    pub stopped: Option<String>,
 }
 
 /// Applied entries not yet written: their writes and what to do after.
@@ -532,8 +537,16 @@ impl Driver {
                 }
             }
             if let Err(e) = self.handle_ready().await {
-                // A storage failure: this node can no longer take part safely.
-                tracing::error!(error = %e, "raft storage failed; the linearizable level stops on this node");
+                // A storage failure: this node can no longer take part
+                // safely. Nothing of the failed write was acknowledged (it
+                // is one atomic batch); what is on disk stays consistent.
+                let why = e.to_string();
+                tracing::error!(error = %why, "raft storage failed: this node stops");
+                self.view.send_modify(|v| {
+                    v.stopped = Some(why);
+                    v.leader_id = INVALID_ID;
+                    v.role = RaftRole::Follower;
+                });
                 break;
             }
             // Once our entry was applied (or given up on), the next one aims
@@ -1166,6 +1179,7 @@ impl Driver {
             } else {
                 BTreeMap::new()
             },
+            stopped: None,
         };
         let prev_leader = self.view.borrow().leader_id;
         if view.leader_id != prev_leader && view.leader_id != INVALID_ID {

@@ -189,6 +189,19 @@ impl Rsm {
         self.view.clone()
     }
 
+    /// Completes with the reason once the driver stopped on a storage
+    /// failure ([`RaftView::stopped`]); never after an orderly shutdown.
+    pub async fn storage_failed(&self) -> String {
+        let mut view = self.view.clone();
+        // The borrow of the view ends here, before any waiting below.
+        let why = view.wait_for(|v| v.stopped.is_some()).await.ok().and_then(|v| v.stopped.clone());
+        match why {
+            Some(why) => why,
+            // The driver ended without failing (shutdown).
+            None => std::future::pending().await,
+        }
+    }
+
     /// The Raft leader this node knows of (`0`: none known).
     pub fn leader_id(&self) -> u64 {
         self.view.borrow().leader_id

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cell;
 pub mod digest;
 pub mod engine_stats;
+pub mod failure_log;
 pub mod keys;
 pub mod lock;
 pub mod writer;
@@ -282,6 +283,7 @@ impl Store {
             reserved_hlc: reserved_hlc.clone(),
             peers: peers.clone(),
             fsync: matches!(mode, WriterMode::Thread),
+            failures: Default::default(),
         };
         let writer = match mode {
             WriterMode::Thread => {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::CellCache;
 use super::cell::Cell;
 use super::digest::Digests;
+use super::failure_log::{FailureLog, OnFailure};
 use super::keys::{self, Cf};
 use super::{cf, read_cell, StoreError};
 use crate::clock::{hlc_from_physical_ms, hlc_physical_ms, Clock, NodeId, Version};
@@ -155,6 +156,8 @@ pub(super) struct Writer {
     /// Whether `sync` jobs fsync the WAL. Only the simulation's inline
     /// writer says no (see `WriterMode::Inline`).
     pub fsync: bool,
+    /// Failing batches logged once per streak, not one line each.
+    pub failures: std::sync::Mutex<FailureLog>,
 }
 
 /// A cell's (version, tombstone) before and after a change.
@@ -221,6 +224,7 @@ impl Writer {
             // What is on disk is unknown: forget everything.
             Err(_) => self.cache.clear(),
         }
+        self.log_outcome(&outcome);
         match outcome {
             Ok(()) => {
                 if let Some(r) = new_reservation {
@@ -234,11 +238,32 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "write batch failed");
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Rocks(e.clone())));
                 }
             }
+        }
+    }
+
+    fn log_outcome(&self, outcome: &Result<(), rocksdb::Error>) {
+        let mut failures = self.failures.lock().expect("failure log lock");
+        let now = std::time::Instant::now();
+        match outcome {
+            Ok(()) => {
+                if let Some(r) = failures.succeeded(now) {
+                    tracing::warn!(failed = r.failed, lasted_ms = r.lasted.as_millis() as u64, "writes succeed again");
+                }
+            }
+            Err(e) => match failures.failed(now) {
+                OnFailure::First => tracing::error!(error = %e, "write batch failed"),
+                OnFailure::Summary { failed_since_last } => tracing::error!(
+                    error = %e,
+                    failed_since_last,
+                    "write batches still failing (one line per {} s)",
+                    super::failure_log::SUMMARY_INTERVAL_MS / 1000
+                ),
+                OnFailure::Quiet => {}
+            },
         }
     }
 

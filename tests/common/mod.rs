@@ -80,6 +80,11 @@ pub struct Node {
     /// `Some(endpoints)`: the node joins with `kv serve --join endpoints`
     /// instead of `--cluster` ([`TestCluster::prepare_joiner`]).
     pub join: Option<String>,
+    /// `Some(bytes)`: the process may not grow any file past `bytes`
+    /// (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored): a write that would fails
+    /// with `EFBIG`, as a full disk fails it with `ENOSPC`. A storage fault
+    /// without root or a small filesystem.
+    pub max_file_bytes: Option<u64>,
 }
 
 pub struct TestCluster {
@@ -147,6 +152,7 @@ impl TestCluster {
                 child: None,
                 extra: extra(id),
                 join: None,
+                max_file_bytes: None,
             })
             .collect();
         TestCluster { nodes, spec, dir, connect: Default::default(), certs: None }
@@ -170,6 +176,7 @@ impl TestCluster {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             join: Some(join),
+            max_file_bytes: None,
         });
         id
     }
@@ -231,6 +238,21 @@ impl TestCluster {
                 &n.peer_addr,
             ]),
         };
+        if let Some(limit) = n.max_file_bytes {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (signal, setrlimit), no allocation.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .arg("--data-dir")
             .arg(&n.data_dir)
