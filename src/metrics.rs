@@ -89,6 +89,9 @@ counters!(
     topic_fetch_requests,
     topic_fetch_records,
     topic_fetch_errors,
+    // Client writes refused because the disk was below its reserve
+    // (node::disk_space).
+    writes_refused_disk_full,
 );
 
 pub fn inc(c: &AtomicU64) {

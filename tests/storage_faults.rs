@@ -103,3 +103,60 @@ async fn a_node_whose_raft_storage_fails_stops_and_catches_up_after_a_restart() 
     let got = three.get(last.as_bytes(), opts(Level::Linearizable)).await.unwrap();
     assert_eq!(got.map(|v| v.value.to_vec()), acked.get(&last).cloned());
 }
+
+/// The free-space reserve (`--min-free-disk-mb`, `node::disk_space`): a
+/// node below it refuses sets and CAS before writing anything, as
+/// retry-safe, so a client that knows another node writes there; reads and
+/// deletes through it are served. Node 3's reserve here is more than any
+/// disk has, so it is below it from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_its_disk_reserve_a_node_refuses_writes_and_serves_reads_and_deletes() {
+    let c = TestCluster::start_with(3, |id| {
+        if id == 3 {
+            vec!["--min-free-disk-mb".into(), "1000000000".into()]
+        } else {
+            Vec::new()
+        }
+    })
+    .await;
+    let (one, three) = (c.client(1), c.client(3));
+    for level in [Level::Eventual, Level::Quorum, Level::Linearizable] {
+        let key = format!("k-{level:?}");
+        one.set(key.as_bytes(), b"v", opts(level)).await.unwrap();
+
+        let e = three.set(key.as_bytes(), b"w", opts(level)).await.unwrap_err().to_string();
+        assert!(e.contains("disk almost full") && e.contains("--min-free-disk-mb"), "{level:?}: {e}");
+        let e = three.cas(key.as_bytes(), Some(b"v"), b"w", opts(level)).await.unwrap_err().to_string();
+        assert!(e.contains("disk almost full"), "{level:?}: {e}");
+        // Nothing of the refused writes was written.
+        let got = one.get(key.as_bytes(), opts(Level::Linearizable)).await.unwrap();
+        assert_eq!(got.map(|v| v.value), Some("v".into()), "{level:?}");
+
+        // Reads and deletes through node 3 are served.
+        if level != Level::Eventual {
+            let got = three.get(key.as_bytes(), opts(level)).await.unwrap();
+            assert_eq!(got.map(|v| v.value), Some("v".into()), "{level:?}");
+        }
+        three.delete(key.as_bytes(), opts(level)).await.unwrap();
+        if level == Level::Eventual {
+            // Replicated after the answer.
+            eventually(Duration::from_secs(20), "the eventual delete to reach node 1", || async {
+                one.get(key.as_bytes(), opts(Level::Eventual)).await.unwrap().is_none().then_some(())
+            })
+            .await;
+        } else {
+            let got = one.get(key.as_bytes(), opts(Level::Linearizable)).await.unwrap();
+            assert_eq!(got, None, "{level:?}: deleted through node 3");
+        }
+    }
+
+    // Each refusal is counted (Prometheus: capkv_writes_refused_disk_full_total).
+    let st = three.node_status(0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(st.counters.get("writes_refused_disk_full"), Some(&6), "3 levels × set and cas: {:?}", st.counters);
+
+    // A client that knows another node writes there.
+    let both = Client::connect(&[c.node(3).addr.clone(), c.node(1).addr.clone()], &c.connect).unwrap();
+    both.set(b"elsewhere", b"1", opts(Level::Linearizable)).await.expect("taken by node 1");
+    let got = three.get(b"elsewhere", opts(Level::Linearizable)).await.unwrap();
+    assert_eq!(got.map(|v| v.value), Some("1".into()));
+}

@@ -596,6 +596,10 @@ impl Client {
                         match classify(&s) {
                             Class::Fatal => return Err(fatal(s)),
                             Class::NotSent => failures.push(why),
+                            // A node out of disk space (below its reserve)
+                            // will not have room a moment later: try the
+                            // others, but do not wait for it.
+                            Class::NotApplied if s.code() == Code::ResourceExhausted => failures.push(why),
                             Class::NotApplied => {
                                 server_said_retry = true;
                                 failures.push(why);

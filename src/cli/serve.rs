@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// Log a WARN line for each KV request taking at least this many ms (default 1000; 0 = every request).
     #[arg(long)]
     pub slow_request_ms: Option<u64>,
+    /// Refuse client writes that add data (set, cas, produce) while less
+    /// than this many MiB are free under --data-dir; reads and deletes go on
+    /// (default 256; 0 = never refuse).
+    #[arg(long)]
+    pub min_free_disk_mb: Option<u64>,
     /// Require a token on every client request: a file of `TOKEN ROLE` lines
     /// (role read, readwrite or admin). Default: no tokens checked.
     #[arg(long)]
@@ -185,6 +190,7 @@ pub fn run(args: ServeArgs, connect: Result<ConnectOptions, String>) -> ExitCode
         unsafe_gc_skip_replica_check: args.unsafe_gc_skip_replica_check,
         metrics_listen: args.metrics_listen.clone(),
         slow_request_ms: args.slow_request_ms,
+        min_free_disk_mb: args.min_free_disk_mb,
         token_file: args.token_file.clone(),
         enable_test_hooks: args.enable_test_hooks,
         tls_cert: args.tls_cert.clone(),

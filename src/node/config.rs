@@ -121,6 +121,9 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// KV requests taking this long or longer log a WARN line (0 = every request).
     pub slow_request_ms: u64,
+    /// Client writes that add data are refused while the data directory's
+    /// filesystem has less free (`node::disk_space`; 0 = never refused).
+    pub min_free_disk_bytes: u64,
     /// Client tokens and their roles (`node::auth`); `None` = no token checks.
     pub token_file: Option<PathBuf>,
     /// Serve the Admin test hooks (clock offset) on the peer port.
@@ -214,6 +217,10 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_request_ms: Option<u64>,
+    /// MiB that must stay free under the data directory for client writes
+    /// to be taken (default 256; 0 = no reserve).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_disk_mb: Option<u64>,
     /// Token file (`TOKEN ROLE` lines); client requests need a token when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
@@ -343,6 +350,7 @@ impl NodeConfig {
             unsafe_test: self.unsafe_test.clone(),
             metrics_listen: self.metrics_listen.map(|a| a.to_string()),
             slow_request_ms: Some(self.slow_request_ms),
+            min_free_disk_mb: Some(self.min_free_disk_bytes >> 20),
             token_file: self.token_file.clone(),
             enable_test_hooks: Some(self.enable_test_hooks),
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
@@ -470,6 +478,7 @@ pub struct Overrides {
     pub unsafe_gc_skip_replica_check: bool,
     pub metrics_listen: Option<String>,
     pub slow_request_ms: Option<u64>,
+    pub min_free_disk_mb: Option<u64>,
     pub token_file: Option<PathBuf>,
     pub enable_test_hooks: bool,
     pub tls_cert: Option<PathBuf>,
@@ -708,6 +717,11 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         Some(text) => Some(parse_metrics_listen(&text, &metrics_origin)?),
         None => None,
     };
+    let min_free_disk_mb =
+        o.min_free_disk_mb.or(file.min_free_disk_mb).unwrap_or(crate::node::disk_space::DEFAULT_MIN_FREE_DISK_MB);
+    let Some(min_free_disk_bytes) = min_free_disk_mb.checked_mul(1 << 20) else {
+        return err(format!("--min-free-disk-mb {min_free_disk_mb} is too large"));
+    };
     let quorum_replicas = match o.join_quorum_replicas {
         Some(r) => r,
         None => cluster.keys().copied().collect(),
@@ -736,6 +750,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         unsafe_test,
         metrics_listen,
         slow_request_ms: o.slow_request_ms.or(file.slow_request_ms).unwrap_or(DEFAULT_SLOW_REQUEST_MS),
+        min_free_disk_bytes,
         token_file: o.token_file.or_else(|| file.token_file.clone()),
         enable_test_hooks: o.enable_test_hooks || file.enable_test_hooks.unwrap_or(false),
         tls,
@@ -858,6 +873,22 @@ mod tests {
         assert_eq!(resolve(Some(f), base()).unwrap().metrics_listen, Some("127.0.0.1:9102".parse().unwrap()));
         let e = resolve(None, Overrides { metrics_listen: Some("127.0.0.1".into()), ..base() }).unwrap_err();
         assert!(e.to_string().contains("--metrics-listen"), "{e}");
+    }
+
+    #[test]
+    fn min_free_disk_mb_defaults_and_overrides() {
+        let mib = 1u64 << 20;
+        assert_eq!(
+            resolve(None, base()).unwrap().min_free_disk_bytes,
+            crate::node::disk_space::DEFAULT_MIN_FREE_DISK_MB * mib
+        );
+        let f: FileConfig = toml::from_str("min_free_disk_mb = 1024").unwrap();
+        assert_eq!(resolve(Some(f), base()).unwrap().min_free_disk_bytes, 1024 * mib);
+        let f: FileConfig = toml::from_str("min_free_disk_mb = 1024").unwrap();
+        let c = resolve(Some(f), Overrides { min_free_disk_mb: Some(0), ..base() }).unwrap();
+        assert_eq!(c.min_free_disk_bytes, 0);
+        let e = resolve(None, Overrides { min_free_disk_mb: Some(u64::MAX), ..base() }).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 
     #[test]

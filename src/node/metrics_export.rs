@@ -48,6 +48,10 @@ pub struct Scrape {
     /// (topic, partition, gauges) of every hosted replica.
     pub partitions: Vec<(String, u32, PartitionGauges)>,
     pub engine: EngineStats,
+    /// Free bytes under the data directory (`node::disk_space`), and the
+    /// reserve below which client writes are refused.
+    pub disk_free_bytes: Option<u64>,
+    pub disk_reserve_bytes: u64,
     pub resident_memory_bytes: Option<u64>,
     pub open_fds: Option<u64>,
 }
@@ -88,6 +92,8 @@ pub fn gather(node: &NodeState) -> Scrape {
         hints_pending,
         partitions,
         engine: engine_stats(&node.store),
+        disk_free_bytes: Some(node.disk.free_bytes()).filter(|&b| b != u64::MAX),
+        disk_reserve_bytes: node.disk.reserve_bytes(),
         resident_memory_bytes: process::resident_memory_bytes(),
         open_fds: process::open_fds(),
     }
@@ -353,6 +359,17 @@ impl Collector for Scrape {
             )?;
         }
 
+        // Disk (node::disk_space).
+        if let Some(b) = self.disk_free_bytes {
+            gauge(&mut m, "capkv_disk_free_bytes", "Bytes free under the data directory (statvfs).", b)?;
+        }
+        gauge(
+            &mut m,
+            "capkv_disk_reserve_bytes",
+            "Client writes are refused while capkv_disk_free_bytes is below this (--min-free-disk-mb).",
+            self.disk_reserve_bytes,
+        )?;
+
         // Process (the conventional names, so stock dashboards find them).
         if let Some(b) = self.resident_memory_bytes {
             gauge(&mut m, "process_resident_memory_bytes", "Resident memory of the node process.", b)?;
@@ -433,6 +450,8 @@ mod tests {
             },
             resident_memory_bytes: Some(1 << 20),
             open_fds: Some(9),
+            disk_free_bytes: Some(5 << 30),
+            disk_reserve_bytes: 256 << 20,
             ..Default::default()
         };
         let text = render(scrape);
@@ -454,6 +473,8 @@ mod tests {
         assert_eq!(v("capkv_topic_under_replicated", &[("topic", "t"), ("partition", "1")]), Some(0.0));
         assert_eq!(v("capkv_rocksdb_live_data_bytes", &[("cf", "cells")]), Some(1234.0));
         assert_eq!(v("process_open_fds", &[]), Some(9.0));
+        assert_eq!(v("capkv_disk_free_bytes", &[]), Some((5u64 << 30) as f64));
+        assert_eq!(v("capkv_disk_reserve_bytes", &[]), Some((256u64 << 20) as f64));
         let hist = s
             .samples
             .iter()

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod disk_space;
 pub mod metrics_export;
 pub mod metrics_http;
 pub mod peer_batch;
@@ -132,6 +133,8 @@ pub struct NodeState {
     pub metrics: Arc<Metrics>,
     /// Request ids and the slow-request log threshold (`router`).
     pub request_log: router::RequestLog,
+    /// The free-space reserve client writes are checked against.
+    pub disk: disk_space::DiskSpace,
     pub started: Instant,
     /// Cancelled when shutdown begins, before the server waits for open
     /// requests to finish: long-lived streams (peers' Raft and quorum
@@ -358,6 +361,7 @@ where
         topics,
         metrics,
         request_log: router::RequestLog::new(Duration::from_millis(cfg.slow_request_ms)),
+        disk: disk_space::DiskSpace::new(&cfg.data_dir, cfg.min_free_disk_bytes),
         started: Instant::now(),
         stopping: CancellationToken::new(),
     });
