@@ -183,3 +183,30 @@ fn join_refuses_what_it_cannot_do() {
     assert_eq!(code, 2);
     assert!(err.contains("--address"), "{err}");
 }
+
+/// A paused (SIGSTOPped) endpoint accepts connections and never answers.
+/// The membership change must still reach the others within its deadline,
+/// not spend all of it waiting on the first endpoint: here the leader's
+/// refusal of a removal of a non-member comes back, instead of
+/// "membership change not done within". (A review read
+/// `Client::change_members` as giving each endpoint all the time left; the
+/// channel's HTTP/2 keep-alive, 1 s interval and 2 s timeout, ends the call
+/// to a paused node after about 3 s, so this passed before any change.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_endpoint_does_not_hold_up_a_membership_change() {
+    let c = TestCluster::start(3, &[]).await;
+    c.stop(1);
+    let endpoints: Vec<String> = (1..=3).map(|id| c.node(id).addr.clone()).collect();
+    let admin = capkv::client::Client::connect(&endpoints, &c.connect).unwrap();
+    let req = capkv::proto::ChangeMembersRequest {
+        op: capkv::proto::MemberChangeOp::MemberRemove as i32,
+        id: 9,
+        ..Default::default()
+    };
+    let r = admin.change_members(req, Duration::from_secs(20)).await;
+    c.cont(1);
+    match r {
+        Err(capkv::client::ClientError::FailedPrecondition(m)) => assert!(m.contains("not a member"), "{m}"),
+        other => panic!("expected the leader's refusal, got {other:?}"),
+    }
+}
