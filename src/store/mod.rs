@@ -118,6 +118,12 @@ pub const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 /// Memtable size of topic records: appended once, never rewritten, and
 /// written in bulk, where a small memtable would only mean more flushes.
 pub const TOPIC_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Memtable size of the Raft log: like topic records, entries are
+/// appended once under new keys and never rewritten (only deleted by log
+/// compaction), so a small memtable buys no shallower skip list, only more
+/// flushes. Measured against 2 MiB: docs/performance.md, "1 M keys of 4
+/// KiB" (per column family).
+pub const RAFT_LOG_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// Write-ahead log kept at most before the column families still holding
 /// its oldest file are flushed. Rarely written families (metadata, hints)
 /// would otherwise pin every log file behind them, and none would become
@@ -143,6 +149,7 @@ pub const INFO_LOG_FILES_KEPT: usize = 4;
 fn write_buffer_bytes(c: Cf) -> usize {
     match c {
         Cf::TopicData => TOPIC_WRITE_BUFFER_BYTES,
+        Cf::RaftLog => RAFT_LOG_WRITE_BUFFER_BYTES,
         _ => WRITE_BUFFER_BYTES,
     }
 }
