@@ -264,6 +264,18 @@ impl BenchConfig {
                     super::stats::MAX_TIMELINE_BUCKETS
                 ));
             }
+            // Every client holds its own timeline until the run ends.
+            let total_bytes = buckets.saturating_mul(self.clients).saturating_mul(super::stats::TIMELINE_BUCKET_BYTES);
+            if total_bytes > super::stats::MAX_TIMELINE_TOTAL_BYTES {
+                return err(format!(
+                    "--timeline-ms {} with {} clients needs {} MiB of interval counters ({buckets} intervals per \
+                     client); at most {} MiB: use longer intervals, fewer clients or a shorter run",
+                    bucket.as_millis(),
+                    self.clients,
+                    total_bytes >> 20,
+                    super::stats::MAX_TIMELINE_TOTAL_BYTES >> 20
+                ));
+            }
         }
         if self.key_prefix.len() > MAX_KEY_PREFIX_BYTES {
             return err(format!("--key-prefix is over {MAX_KEY_PREFIX_BYTES} bytes"));
@@ -349,6 +361,12 @@ mod tests {
             }),
             // 10 s + the 5 s timeout at 0.1 ms: 150,001 intervals.
             Box::new(|c| c.timeline = Some(Duration::from_micros(100))),
+            // 1,501 intervals is fine for one client, not for the most
+            // clients at 1 ms: 15,001 × MAX_CLIENTS × 8 B is over the total.
+            Box::new(|c| {
+                c.timeline = Some(Duration::from_millis(1));
+                c.clients = MAX_CLIENTS;
+            }),
         ];
         for (i, f) in bad.iter().enumerate() {
             let mut c = cfg(Operation::Get);

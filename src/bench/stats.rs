@@ -191,6 +191,12 @@ impl ClientStats {
 /// Most buckets one client's [`Timeline`] holds: 100,000 (about 17 min at
 /// 10 ms); `--timeline-ms` is refused when the run would need more.
 pub const MAX_TIMELINE_BUCKETS: usize = 100_000;
+/// Bytes of one bucket of a [`Timeline`] (two `u32` counters).
+pub const TIMELINE_BUCKET_BYTES: usize = 2 * std::mem::size_of::<u32>();
+/// Bytes all clients' timelines may hold together: each client keeps its
+/// own until the run ends, so [`MAX_TIMELINE_BUCKETS`] alone would allow
+/// 800 kB per client, times every client.
+pub const MAX_TIMELINE_TOTAL_BYTES: usize = 256 * 1024 * 1024;
 
 /// Successes and errors per fixed interval of the measured phase, as they
 /// *finished* (`--timeline-ms`): what the clients saw over time, e.g.
