@@ -76,16 +76,6 @@ impl KvService {
         Ok(())
     }
 
-    /// Writes that add data wait for room under the data directory
-    /// (`node::disk_space`): refused before anything is written, so
-    /// another node may take them.
-    fn room(&self) -> Result<(), Status> {
-        self.node.disk.check_write().map_err(|e| {
-            crate::metrics::inc(&self.node.metrics.writes_refused_disk_full);
-            retry_safe(Status::resource_exhausted(e.to_string()))
-        })
-    }
-
     fn value(&self, value: &Bytes) -> Result<(), Status> {
         let max = self.node.cfg.max_value_bytes;
         if value.len() > max {
@@ -150,6 +140,16 @@ pub fn level_status(e: LevelError) -> Status {
     }
 }
 
+/// Writes that add data (set, cas, produce) wait for room under the data
+/// directory (`node::disk_space`): refused before anything is written, as
+/// retry-safe, so another node may take them. Counted when refused.
+pub fn room(node: &NodeState) -> Result<(), Status> {
+    node.disk.check_write().map_err(|e| {
+        crate::metrics::inc(&node.metrics.writes_refused_disk_full);
+        retry_safe(Status::resource_exhausted(e.to_string()))
+    })
+}
+
 pub fn retry_safe(mut s: Status) -> Status {
     s.metadata_mut().insert(RETRY_SAFE_HEADER, "safe".parse().expect("ascii"));
     s
@@ -186,7 +186,7 @@ impl Kv for KvService {
         let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.value)?;
-        self.room()?;
+        room(&self.node)?;
         let version = router::write(&self.node, level, req.key, Some(req.value), call).await.map_err(level_status)?;
         Ok(self.with_leader(level, SetResponse { version: Some(version_to_proto(version)) }))
     }
@@ -204,7 +204,7 @@ impl Kv for KvService {
         let (level, call) = self.header(req.header.as_ref())?;
         self.key(&req.key)?;
         self.value(&req.new_value)?;
-        self.room()?;
+        room(&self.node)?;
         let expected = if req.expect_absent { None } else { Some(req.expected) };
         let reply =
             router::cas(&self.node, level, req.key, expected, req.new_value, call).await.map_err(level_status)?;

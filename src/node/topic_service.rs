@@ -283,11 +283,7 @@ impl TopicsApi for TopicService {
                 req.records.len()
             )));
         }
-        // Room under the data directory first (`node::disk_space`).
-        if let Err(e) = self.node.disk.check_write() {
-            crate::metrics::inc(&self.node.metrics.writes_refused_disk_full);
-            return Err(super::service::retry_safe(Status::resource_exhausted(e.to_string())));
-        }
+        super::service::room(&self.node)?;
         let max_value = self.node.cfg.max_value_bytes;
         let mut bytes = 0usize;
         for r in &req.records {
