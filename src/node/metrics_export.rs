@@ -342,6 +342,12 @@ impl Collector for Scrape {
             "Bytes RocksDB estimates compaction must rewrite (rocksdb.estimate-pending-compaction-bytes).",
             &cf(&self.engine.pending_compaction_bytes),
         )?;
+        gauges(
+            &mut m,
+            "capkv_rocksdb_memtable_limit_bytes",
+            "Memtable size chosen for a column family from the size of what is written to it.",
+            &cf(&self.engine.memtable_limit_bytes),
+        )?;
         if let Some(s) = self.engine.write_stopped {
             gauge(
                 &mut m,
@@ -445,6 +451,7 @@ mod tests {
             ],
             engine: EngineStats {
                 live_data_bytes: vec![("cells", 1234)],
+                memtable_limit_bytes: vec![("rsm", 4 << 20)],
                 write_stopped: Some(false),
                 ..Default::default()
             },
@@ -472,6 +479,7 @@ mod tests {
         assert_eq!(v("capkv_topic_under_replicated", &[("topic", "t"), ("partition", "0")]), Some(1.0));
         assert_eq!(v("capkv_topic_under_replicated", &[("topic", "t"), ("partition", "1")]), Some(0.0));
         assert_eq!(v("capkv_rocksdb_live_data_bytes", &[("cf", "cells")]), Some(1234.0));
+        assert_eq!(v("capkv_rocksdb_memtable_limit_bytes", &[("cf", "rsm")]), Some((4u64 << 20) as f64));
         assert_eq!(v("process_open_fds", &[]), Some(9.0));
         assert_eq!(v("capkv_disk_free_bytes", &[]), Some((5u64 << 30) as f64));
         assert_eq!(v("capkv_disk_reserve_bytes", &[]), Some((256u64 << 20) as f64));

@@ -15,6 +15,9 @@ pub struct EngineStats {
     pub live_data_bytes: Vec<(&'static str, u64)>,
     /// (column family, `rocksdb.estimate-pending-compaction-bytes`).
     pub pending_compaction_bytes: Vec<(&'static str, u64)>,
+    /// (column family, memtable size chosen for it), for the families
+    /// sized by what is written (`memtable_size`).
+    pub memtable_limit_bytes: Vec<(&'static str, u64)>,
     /// `rocksdb.is-write-stopped`: writes are stopped until compaction catches up.
     pub write_stopped: Option<bool>,
     /// `rocksdb.actual-delayed-write-rate`: bytes/s writes are slowed to; 0 = no slowdown.
@@ -32,6 +35,7 @@ pub fn engine_stats(store: &Store) -> EngineStats {
     EngineStats {
         live_data_bytes: per_cf(properties::ESTIMATE_LIVE_DATA_SIZE),
         pending_compaction_bytes: per_cf(properties::ESTIMATE_PENDING_COMPACTION_BYTES),
+        memtable_limit_bytes: store.memtable_sizes().into_iter().map(|(c, b)| (c.name(), b as u64)).collect(),
         write_stopped: db.property_int_value(properties::IS_WRITE_STOPPED).ok().flatten().map(|v| v != 0),
         delayed_write_rate_bytes: db.property_int_value(properties::ACTUAL_DELAYED_WRITE_RATE).ok().flatten(),
     }

@@ -8,6 +8,8 @@
 //! * [`digest`]: per-bucket digests for anti-entropy.
 //! * [`keys`]: column families and key layouts.
 //! * [`lock`]: exclusive ownership of the data directory.
+//! * [`memtable_size`]: the cells and state machine memtables sized from
+//!   the entries written to them.
 //!
 //! Reads go to RocksDB from any thread (cells through the cell cache first);
 //! every mutation is a [`WriteOp`] sent to the writer, answered after its
@@ -20,6 +22,7 @@ pub mod engine_stats;
 pub mod failure_log;
 pub mod keys;
 pub mod lock;
+pub mod memtable_size;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -113,8 +116,11 @@ pub enum StoreError {
 /// cache misses, not its size, set the cost of each insert and get. A deep
 /// skip list made inserts and gets ~10 % of a busy node's CPU with RocksDB's
 /// default of 64 MiB; 8 → 2 MiB gave 5–30 % more quorum and linearizable
-/// sets at 32 clients (1 MiB measured the same as 2).
+/// sets at 32 clients (1 MiB measured the same as 2). The cells and state
+/// machine families open with it and then follow the size of what is
+/// written to them ([`memtable_size`]): large values get larger memtables.
 pub const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+const _: () = assert!(WRITE_BUFFER_BYTES == memtable_size::MIN_MEMTABLE_BYTES);
 /// Memtable size of topic records: appended once, never rewritten, and
 /// written in bulk, where a small memtable would only mean more flushes.
 pub const TOPIC_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
@@ -213,6 +219,9 @@ pub struct Store {
     /// The highest Raft index whose apply is durable here
     /// ([`Store::raft_applied`]).
     raft_applied: AtomicU64,
+    /// Memtable sizes of the cells and state machine families, as the
+    /// writer chose them.
+    memtables: Arc<Mutex<memtable_size::MemtableSizes>>,
     dir: PathBuf,
     _lock: DirLock,
 }
@@ -282,6 +291,7 @@ impl Store {
         let reserved_hlc = Arc::new(AtomicU64::new(reserved));
         let cache = Arc::new(cache::CellCache::default());
         let peers: HintPeers = Arc::new(std::sync::RwLock::new(peers));
+        let memtables = Arc::new(Mutex::new(memtable_size::MemtableSizes::default()));
         let w = writer::Writer {
             cache: cache.clone(),
             db: db.clone(),
@@ -291,6 +301,7 @@ impl Store {
             peers: peers.clone(),
             fsync: matches!(mode, WriterMode::Thread),
             failures: Default::default(),
+            memtables: memtables.clone(),
         };
         let writer = match mode {
             WriterMode::Thread => {
@@ -316,6 +327,7 @@ impl Store {
             reserved_hlc,
             peers,
             raft_applied: AtomicU64::new(0),
+            memtables,
             dir: dir.to_path_buf(),
             _lock: lock,
         }))
@@ -360,6 +372,12 @@ impl Store {
 
     pub fn cf(&self, c: Cf) -> &ColumnFamily {
         cf(&self.db, c)
+    }
+
+    /// (family, memtable size in bytes) of the families whose memtable
+    /// follows what is written ([`memtable_size`]).
+    pub fn memtable_sizes(&self) -> Vec<(Cf, usize)> {
+        self.memtables.lock().expect("memtable sizes lock").current()
     }
 
     /// The key's current cell, from the cell cache when it holds the key.

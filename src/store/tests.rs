@@ -452,3 +452,43 @@ async fn tombstone_scans_are_bounded_and_resume() {
     let (found, next) = s.scan_tombstones(b"k5", 100, 100, |_| false).unwrap();
     assert_eq!((found.len(), next), (0, None));
 }
+
+#[tokio::test]
+async fn large_values_grow_the_cells_memtable_and_rocksdb_applies_it() {
+    // memtable_size: 4 KiB values make the cells family's memtable 16 MiB
+    // after one window of entries; RocksDB then holds more than the 2 MiB
+    // it opened with before flushing.
+    use memtable_size::{MAX_MEMTABLE_BYTES, MIN_MEMTABLE_BYTES, WINDOW_ENTRIES};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 1);
+    let value = Bytes::from(vec![b'v'; 4096]);
+    let write = |from: usize, n: usize| {
+        let ops: Vec<WriteOp> = (from..from + n)
+            .map(|i| WriteOp::Fresh {
+                key: Bytes::from(format!("big/{i:06}")),
+                value: Some(value.clone()),
+                origin: Level::Quorum,
+                hints: false,
+            })
+            .collect();
+        s.write(ops, false)
+    };
+    let sizes = |s: &Store| s.memtable_sizes().into_iter().collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(sizes(&s)[&Cf::Cells], MIN_MEMTABLE_BYTES);
+    let window = WINDOW_ENTRIES as usize;
+    for from in (0..window).step_by(64) {
+        write(from, 64).await.unwrap();
+    }
+    assert_eq!(sizes(&s)[&Cf::Cells], MAX_MEMTABLE_BYTES);
+    assert_eq!(sizes(&s)[&Cf::Rsm], MIN_MEMTABLE_BYTES, "nothing was written to the state machine");
+    // Start from empty memtables (and obsolete log files), then write 8 MiB.
+    for c in Cf::ALL {
+        s.db().flush_cf(s.cf(c)).unwrap();
+    }
+    for from in (window..window + 2048).step_by(64) {
+        write(from, 64).await.unwrap();
+    }
+    let active = s.db().property_int_value_cf(s.cf(Cf::Cells), "rocksdb.cur-size-active-mem-table").unwrap().unwrap();
+    assert!(active > 2 * MIN_MEMTABLE_BYTES as u64, "active memtable holds {active} bytes");
+    assert_eq!(s.get_cell(b"big/000000").unwrap().and_then(|c| c.value), Some(value));
+}

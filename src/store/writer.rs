@@ -25,6 +25,7 @@ use super::cell::Cell;
 use super::digest::Digests;
 use super::failure_log::{FailureLog, OnFailure};
 use super::keys::{self, Cf};
+use super::memtable_size::MemtableSizes;
 use super::{cf, read_cell, StoreError};
 use crate::clock::{hlc_from_physical_ms, hlc_physical_ms, Clock, NodeId, Version};
 use crate::level::Level;
@@ -114,6 +115,18 @@ impl WriteOp {
             WriteOp::Purge { key, .. } => key.len(),
         }
     }
+
+    /// The column family and bytes of the memtable entry this op adds, for
+    /// the memtable sizes (`memtable_size`); `None` for deletes and hints.
+    fn memtable_entry(&self) -> Option<(Cf, u64)> {
+        match self {
+            WriteOp::Fresh { .. } | WriteOp::Cas { .. } | WriteOp::Merge { .. } => {
+                Some((Cf::Cells, self.payload_bytes() as u64))
+            }
+            WriteOp::Put { cf, .. } => Some((*cf, self.payload_bytes() as u64)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +171,9 @@ pub(super) struct Writer {
     pub fsync: bool,
     /// Failing batches logged once per streak, not one line each.
     pub failures: std::sync::Mutex<FailureLog>,
+    /// The memtable sizes of the cells and state machine families, fed
+    /// with what each batch wrote (shared with the store for metrics).
+    pub memtables: Arc<std::sync::Mutex<MemtableSizes>>,
 }
 
 /// A cell's (version, tombstone) before and after a change.
@@ -233,14 +249,35 @@ impl Writer {
                 for (key, old, new) in &pending.digest_updates {
                     self.digests.update(key, *old, *new);
                 }
+                let resized = {
+                    let mut sizes = self.memtables.lock().expect("memtable sizes lock");
+                    for (c, bytes) in jobs.iter().flat_map(|j| j.ops.iter().filter_map(WriteOp::memtable_entry)) {
+                        sizes.record(c, 1, bytes);
+                    }
+                    sizes.decide(std::time::Instant::now())
+                };
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
                 }
+                // After the answers: `SetOptions` writes a file. The next
+                // batch is written only after it, with the new size.
+                self.resize_memtables(resized);
             }
             Err(e) => {
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Rocks(e.clone())));
                 }
+            }
+        }
+    }
+
+    /// Applies the memtable sizes the sizers chose. A size RocksDB refuses
+    /// is logged and left (the family keeps its size).
+    fn resize_memtables(&self, changes: Vec<(Cf, usize)>) {
+        for (c, bytes) in changes {
+            match self.db.set_options_cf(cf(&self.db, c), &[("write_buffer_size", &bytes.to_string())]) {
+                Ok(()) => tracing::info!(cf = c.name(), bytes, "memtable size changed"),
+                Err(e) => tracing::warn!(cf = c.name(), bytes, error = %e, "cannot change the memtable size"),
             }
         }
     }
