@@ -23,13 +23,17 @@
 #   --value-size B     kv bench --value-size (default 128, as kv bench)
 #   --keys K           kv bench --keys (default 1000, as kv bench)
 #   --port P           first client port of A (default 17501); B uses P+100
+#   --bench BIN        run every `kv bench` with this binary instead of the
+#                      measured one, so both sides share one load generator
+#                      (it runs on the same cores: a costlier client lowers
+#                      the servers' throughput too)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../scripts/env.sh
 source "$here/../scripts/env.sh"
 
-A="" B="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501 VALUE_SIZE=128 KEYS=1000
+A="" B="" BENCH="" LEVEL=quorum OP=set CLIENTS=32 PAIRS=12 SKIP=2 DURATION=4s PORT=17501 VALUE_SIZE=128 KEYS=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --a) A=$2; shift 2 ;;
@@ -43,11 +47,13 @@ while [ $# -gt 0 ]; do
     --port) PORT=$2; shift 2 ;;
     --value-size) VALUE_SIZE=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --bench) BENCH=$2; shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -x "$A" ] && [ -x "$B" ] || { echo "--a and --b must name kv binaries" >&2; exit 2; }
+[ -z "$BENCH" ] || [ -x "$BENCH" ] || { echo "--bench must name a kv binary" >&2; exit 2; }
 [ "$SKIP" -lt "$PAIRS" ] || { echo "--skip must be below --pairs" >&2; exit 2; }
 
 declare -A BIN=([A]=$A [B]=$B) BASE=([A]=$PORT [B]=$((PORT + 100))) DEV=() ENDPOINTS=()
@@ -76,7 +82,7 @@ for i in $(seq "$PAIRS"); do
   declare -A GOT=()
   for X in $order; do
     if [ "$running" != "$X" ]; then signal STOP "$running"; signal CONT "$X"; running=$X; fi
-    out=$("${BIN[$X]}" --endpoints "${ENDPOINTS[$X]}" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
+    out=$("${BENCH:-${BIN[$X]}}" --endpoints "${ENDPOINTS[$X]}" -c "$LEVEL" bench --op "$OP" --clients "$CLIENTS" \
       --value-size "$VALUE_SIZE" --keys "$KEYS" --duration "$DURATION" --warmup 1s 2>&1) || { echo "$out" >&2; exit 1; }
     GOT[$X]=$(echo "$out" | awk '/throughput/ {print $2}')
     echo "pair $i $X ${BIN[$X]} $LEVEL $OP clients=$CLIENTS ${GOT[$X]} ops/s"
