@@ -240,7 +240,9 @@ impl Writer {
             // What is on disk is unknown: forget everything.
             Err(_) => self.cache.clear(),
         }
-        self.log_outcome(&outcome);
+        // One clock read per batch, for the failure log and the memtable sizes.
+        let now = std::time::Instant::now();
+        self.log_outcome(&outcome, now);
         match outcome {
             Ok(()) => {
                 if let Some(r) = new_reservation {
@@ -254,7 +256,7 @@ impl Writer {
                     for (c, bytes) in jobs.iter().flat_map(|j| j.ops.iter().filter_map(WriteOp::memtable_entry)) {
                         sizes.record(c, 1, bytes);
                     }
-                    sizes.decide(std::time::Instant::now())
+                    sizes.decide(now)
                 };
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
@@ -282,9 +284,8 @@ impl Writer {
         }
     }
 
-    fn log_outcome(&self, outcome: &Result<(), rocksdb::Error>) {
+    fn log_outcome(&self, outcome: &Result<(), rocksdb::Error>, now: std::time::Instant) {
         let mut failures = self.failures.lock().expect("failure log lock");
-        let now = std::time::Instant::now();
         match outcome {
             Ok(()) => {
                 if let Some(r) = failures.succeeded(now) {
