@@ -34,8 +34,9 @@ use super::keys::Cf;
 
 /// Entries one memtable should hold (about what 2 MiB holds of 128 B cells).
 pub const ENTRIES_PER_MEMTABLE: usize = 8192;
-/// The smallest size, and the one a column family opens with.
-pub const MIN_MEMTABLE_BYTES: usize = 2 * 1024 * 1024;
+/// The smallest size, and the one a column family opens with: the store's
+/// size for small, often rewritten keys.
+pub const MIN_MEMTABLE_BYTES: usize = super::WRITE_BUFFER_BYTES;
 /// The largest size: with two memtables per family (one flushing) the two
 /// sized families hold at most 64 MiB per node.
 pub const MAX_MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
@@ -48,9 +49,14 @@ pub const MIN_CHANGE_INTERVAL_MS: u64 = 10_000;
 /// The column families whose memtable is sized here.
 pub const SIZED: [Cf; 2] = [Cf::Cells, Cf::Rsm];
 
+/// [`ENTRIES_PER_MEMTABLE`] entries of `mean_entry_bytes`, unrounded.
+fn raw_bytes(mean_entry_bytes: u64) -> usize {
+    (mean_entry_bytes as usize).saturating_mul(ENTRIES_PER_MEMTABLE)
+}
+
 /// The size for entries of `mean_entry_bytes`, before hysteresis.
 pub fn target_bytes(mean_entry_bytes: u64) -> usize {
-    let raw = (mean_entry_bytes as usize).saturating_mul(ENTRIES_PER_MEMTABLE);
+    let raw = raw_bytes(mean_entry_bytes);
     let pow2 = if raw == 0 { 0 } else { 1usize << (usize::BITS - 1 - raw.leading_zeros()) };
     pow2.clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES)
 }
@@ -89,7 +95,7 @@ impl Sizer {
         let mean = self.window_bytes / self.window_entries;
         (self.window_entries, self.window_bytes) = (0, 0);
         let target = target_bytes(mean);
-        let raw = (mean as usize).saturating_mul(ENTRIES_PER_MEMTABLE);
+        let raw = raw_bytes(mean);
         let settled = self
             .last_change
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(MIN_CHANGE_INTERVAL_MS));

@@ -120,7 +120,6 @@ pub enum StoreError {
 /// machine families open with it and then follow the size of what is
 /// written to them ([`memtable_size`]): large values get larger memtables.
 pub const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
-const _: () = assert!(WRITE_BUFFER_BYTES == memtable_size::MIN_MEMTABLE_BYTES);
 /// Memtable size of topic records: appended once, never rewritten, and
 /// written in bulk, where a small memtable would only mean more flushes.
 pub const TOPIC_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
