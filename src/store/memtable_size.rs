@@ -111,6 +111,16 @@ impl Sizer {
     }
 }
 
+impl Sizer {
+    /// RocksDB refused the size [`Sizer::decide`] chose: the family still
+    /// has `previous_bytes`, and that is what is reported. The next full
+    /// window decides again.
+    pub fn refused(&mut self, previous_bytes: usize) {
+        assert!((MIN_MEMTABLE_BYTES..=MAX_MEMTABLE_BYTES).contains(&previous_bytes));
+        self.current_bytes = previous_bytes;
+    }
+}
+
 /// The sizers of [`SIZED`], shared by the writer (which feeds them) and the
 /// store (which reports their sizes in metrics).
 #[derive(Debug, Default)]
@@ -128,6 +138,13 @@ impl MemtableSizes {
     /// Families whose size should change now, with the new size.
     pub fn decide(&mut self, now: Instant) -> Vec<(Cf, usize)> {
         SIZED.iter().zip(&mut self.sizers).filter_map(|(&c, s)| Some((c, s.decide(now)?))).collect()
+    }
+
+    /// See [`Sizer::refused`].
+    pub fn refused(&mut self, cf: Cf, previous_bytes: usize) {
+        if let Some(i) = SIZED.iter().position(|&c| c == cf) {
+            self.sizers[i].refused(previous_bytes);
+        }
     }
 
     /// (family, memtable size in bytes) of each sized family.
@@ -203,5 +220,17 @@ mod tests {
         m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 100);
         assert_eq!(m.decide(t0), vec![(Cf::Rsm, 16 * MIB)]);
         assert_eq!(m.current(), vec![(Cf::Cells, 2 * MIB), (Cf::Rsm, 16 * MIB)]);
+    }
+
+    #[test]
+    fn a_refused_size_is_reported_as_the_old_one_and_tried_again_at_the_next_window() {
+        let t0 = Instant::now();
+        let mut m = MemtableSizes::default();
+        m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 4130);
+        assert_eq!(m.decide(t0), vec![(Cf::Cells, 16 * MIB)]);
+        m.refused(Cf::Cells, 2 * MIB);
+        assert_eq!(m.current(), vec![(Cf::Cells, 2 * MIB), (Cf::Rsm, 2 * MIB)]);
+        m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 4130);
+        assert_eq!(m.decide(t0), vec![(Cf::Cells, 16 * MIB)]);
     }
 }

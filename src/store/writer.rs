@@ -256,7 +256,15 @@ impl Writer {
                     for (c, bytes) in jobs.iter().flat_map(|j| j.ops.iter().filter_map(WriteOp::memtable_entry)) {
                         sizes.record(c, 1, bytes);
                     }
-                    sizes.decide(now)
+                    let before = sizes.current();
+                    let changes = sizes.decide(now);
+                    changes
+                        .into_iter()
+                        .map(|(c, bytes)| {
+                            let (_, old) = *before.iter().find(|(b, _)| *b == c).expect("a sized family");
+                            (c, old, bytes)
+                        })
+                        .collect::<Vec<_>>()
                 };
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
@@ -273,13 +281,17 @@ impl Writer {
         }
     }
 
-    /// Applies the memtable sizes the sizers chose. A size RocksDB refuses
-    /// is logged and left (the family keeps its size).
-    fn resize_memtables(&self, changes: Vec<(Cf, usize)>) {
-        for (c, bytes) in changes {
+    /// Applies the memtable sizes the sizers chose, `(family, old, new)`.
+    /// A size RocksDB refuses is logged, and the sizer goes back to the old
+    /// size (the family keeps it, and the metric says so).
+    fn resize_memtables(&self, changes: Vec<(Cf, usize, usize)>) {
+        for (c, old, bytes) in changes {
             match self.db.set_options_cf(cf(&self.db, c), &[("write_buffer_size", &bytes.to_string())]) {
                 Ok(()) => tracing::info!(cf = c.name(), bytes, "memtable size changed"),
-                Err(e) => tracing::warn!(cf = c.name(), bytes, error = %e, "cannot change the memtable size"),
+                Err(e) => {
+                    tracing::warn!(cf = c.name(), bytes, kept_bytes = old, error = %e, "cannot change the memtable size");
+                    self.memtables.lock().expect("memtable sizes lock").refused(c, old);
+                }
             }
         }
     }
