@@ -254,6 +254,9 @@ pub struct Client {
     /// Request ids in flight; the smallest is sent as `ack_below` so the
     /// linearizable state machine can forget finished requests.
     inflight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Plaintext TCP: a connection a node drops at once may be a TLS port
+    /// refusing it, and the error says how to fix that.
+    plaintext_tcp: bool,
 }
 
 /// A request id, released from the in-flight set when dropped.
@@ -281,27 +284,32 @@ enum Retry {
 impl Client {
     /// A client for `endpoints` (`host:port`). Connections are made lazily.
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Client, ClientError> {
-        Client::with_dialer(endpoints, &TcpDialer::any())
+        Client::build(endpoints, &TcpDialer::any(), None, true)
     }
 
     /// A client that opens its connections with `dialer` (a simulation's
     /// in-memory network, for instance).
     pub fn with_dialer<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer) -> Result<Client, ClientError> {
-        Client::build(endpoints, dialer, None)
+        Client::build(endpoints, dialer, None, false)
     }
 
     /// A client for `endpoints` that sends `token` (when given) as a
     /// bearer token with every call, for nodes that check tokens.
     pub fn new_with_token<S: AsRef<str>>(endpoints: &[S], token: Option<&str>) -> Result<Client, ClientError> {
-        Client::build(endpoints, &TcpDialer::any(), token)
+        Client::build(endpoints, &TcpDialer::any(), token, true)
     }
 
     /// A client for `endpoints` with a token and/or TLS (`opts`).
     pub fn connect<S: AsRef<str>>(endpoints: &[S], opts: &ConnectOptions) -> Result<Client, ClientError> {
-        Client::build(endpoints, &opts.dialer(), opts.token.as_deref())
+        Client::build(endpoints, &opts.dialer(), opts.token.as_deref(), opts.tls.is_none())
     }
 
-    fn build<S: AsRef<str>>(endpoints: &[S], dialer: &dyn Dialer, token: Option<&str>) -> Result<Client, ClientError> {
+    fn build<S: AsRef<str>>(
+        endpoints: &[S],
+        dialer: &dyn Dialer,
+        token: Option<&str>,
+        plaintext_tcp: bool,
+    ) -> Result<Client, ClientError> {
         let bearer = auth::Bearer::new(token).map_err(ClientError::Config)?;
         if endpoints.is_empty() {
             return Err(ClientError::Config(
@@ -335,6 +343,7 @@ impl Client {
             preferred: AtomicUsize::new(0),
             leader: AtomicUsize::new(NO_LEADER),
             inflight: Default::default(),
+            plaintext_tcp,
         })
     }
 
@@ -657,9 +666,11 @@ impl Client {
                 "no definite answer within {} ms (the operation may have been applied): {tried}",
                 opts.timeout.as_millis()
             )),
-            None => {
-                ClientError::Unavailable(format!("no endpoint could serve the {} request: {tried}", opts.consistency))
-            }
+            None => ClientError::Unavailable(format!(
+                "no endpoint could serve the {} request: {tried}{}",
+                opts.consistency,
+                if self.plaintext_tcp && tried.contains(DROPPED_AT_ONCE) { PLAINTEXT_HINT } else { "" }
+            )),
         }
     }
 }
@@ -738,6 +749,14 @@ pub(crate) fn is_connect_error(s: &Status) -> bool {
     false
 }
 
+/// What a plaintext client is told when a node may be serving TLS.
+const PLAINTEXT_HINT: &str = "; if it uses TLS, pass --cacert CA.pem (or set KV_CACERT)";
+/// hyper's words for a connection closed under a request: what a plaintext
+/// client sees when a TLS port drops it before its HTTP/2 preface is read
+/// (a busy node; otherwise the client reads the TLS alert as an "h2
+/// protocol error").
+const DROPPED_AT_ONCE: &str = "operation was canceled";
+
 pub(crate) fn describe(s: &Status) -> String {
     let mut msg = s.message().to_string();
     if is_connect_error(s) {
@@ -768,9 +787,9 @@ fn fatal(s: Status) -> ClientError {
         ),
         Code::Unimplemented => ClientError::Unimplemented(m),
         // What a plaintext HTTP/2 client sees from a TLS port.
-        Code::Internal if m.contains("h2 protocol error") => ClientError::Unavailable(format!(
-            "{m}: the node did not answer plaintext gRPC; if it uses TLS, pass --cacert CA.pem (or set KV_CACERT)"
-        )),
+        Code::Internal if m.contains("h2 protocol error") => {
+            ClientError::Unavailable(format!("{m}: the node did not answer plaintext gRPC{PLAINTEXT_HINT}"))
+        }
         // The node's sentence starts with the same words as our Display.
         Code::Unauthenticated => {
             ClientError::Unauthenticated(m.strip_prefix("unauthenticated: ").unwrap_or(&m).to_string())
@@ -779,5 +798,29 @@ fn fatal(s: Status) -> ClientError {
             ClientError::PermissionDenied(m.strip_prefix("permission denied: ").unwrap_or(&m).to_string())
         }
         c => ClientError::Server { code: format!("{c:?}"), message: m },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plaintext_client_whose_connections_are_dropped_at_once_is_told_about_tls() {
+        let opts = CallOptions::new(Level::Linearizable);
+        let dropped = vec![format!("127.0.0.1:1 ({DROPPED_AT_ONCE})"), format!("127.0.0.1:2 ({DROPPED_AT_ONCE})")];
+        let refused = vec!["127.0.0.1:1 (cannot connect: Connection refused)".to_string()];
+        let plain = Client::new(&["127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+        let e = plain.give_up(opts, &dropped, None).to_string();
+        assert!(
+            e.starts_with("unavailable: no endpoint could serve") && e.contains("if it uses TLS, pass --cacert"),
+            "{e}"
+        );
+        let e = plain.give_up(opts, &refused, None).to_string();
+        assert!(!e.contains("TLS"), "a refused connection is not a TLS port: {e}");
+        // Not plain TCP (a simulation's network, or a TLS client): no hint.
+        let other = Client::with_dialer(&["127.0.0.1:1"], &TcpDialer::any()).unwrap();
+        let e = other.give_up(opts, &dropped, None).to_string();
+        assert!(!e.contains("TLS"), "{e}");
     }
 }
