@@ -109,9 +109,7 @@ impl Sizer {
         assert!((MIN_MEMTABLE_BYTES..=MAX_MEMTABLE_BYTES).contains(&self.current_bytes));
         Some(target)
     }
-}
 
-impl Sizer {
     /// RocksDB refused the size [`Sizer::decide`] chose: the family still
     /// has `previous_bytes`, and that is what is reported. The next full
     /// window decides again.
@@ -135,9 +133,16 @@ impl MemtableSizes {
         }
     }
 
-    /// Families whose size should change now, with the new size.
-    pub fn decide(&mut self, now: Instant) -> Vec<(Cf, usize)> {
-        SIZED.iter().zip(&mut self.sizers).filter_map(|(&c, s)| Some((c, s.decide(now)?))).collect()
+    /// Families whose size should change now: `(family, old size, new size)`.
+    pub fn decide(&mut self, now: Instant) -> Vec<(Cf, usize, usize)> {
+        SIZED
+            .iter()
+            .zip(&mut self.sizers)
+            .filter_map(|(&c, s)| {
+                let old = s.current_bytes();
+                Some((c, old, s.decide(now)?))
+            })
+            .collect()
     }
 
     /// See [`Sizer::refused`].
@@ -218,7 +223,7 @@ mod tests {
         m.record(Cf::RaftLog, WINDOW_ENTRIES, WINDOW_ENTRIES * 4096);
         m.record(Cf::Rsm, WINDOW_ENTRIES, WINDOW_ENTRIES * 4096);
         m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 100);
-        assert_eq!(m.decide(t0), vec![(Cf::Rsm, 16 * MIB)]);
+        assert_eq!(m.decide(t0), vec![(Cf::Rsm, 2 * MIB, 16 * MIB)]);
         assert_eq!(m.current(), vec![(Cf::Cells, 2 * MIB), (Cf::Rsm, 16 * MIB)]);
     }
 
@@ -227,10 +232,10 @@ mod tests {
         let t0 = Instant::now();
         let mut m = MemtableSizes::default();
         m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 4130);
-        assert_eq!(m.decide(t0), vec![(Cf::Cells, 16 * MIB)]);
+        assert_eq!(m.decide(t0), vec![(Cf::Cells, 2 * MIB, 16 * MIB)]);
         m.refused(Cf::Cells, 2 * MIB);
         assert_eq!(m.current(), vec![(Cf::Cells, 2 * MIB), (Cf::Rsm, 2 * MIB)]);
         m.record(Cf::Cells, WINDOW_ENTRIES, WINDOW_ENTRIES * 4130);
-        assert_eq!(m.decide(t0), vec![(Cf::Cells, 16 * MIB)]);
+        assert_eq!(m.decide(t0), vec![(Cf::Cells, 2 * MIB, 16 * MIB)]);
     }
 }

@@ -256,15 +256,7 @@ impl Writer {
                     for (c, bytes) in jobs.iter().flat_map(|j| j.ops.iter().filter_map(WriteOp::memtable_entry)) {
                         sizes.record(c, 1, bytes);
                     }
-                    let before = sizes.current();
-                    let changes = sizes.decide(now);
-                    changes
-                        .into_iter()
-                        .map(|(c, bytes)| {
-                            let (_, old) = *before.iter().find(|(b, _)| *b == c).expect("a sized family");
-                            (c, old, bytes)
-                        })
-                        .collect::<Vec<_>>()
+                    sizes.decide(now)
                 };
                 for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
