@@ -60,6 +60,8 @@ counters!(
     quorum_writes,
     read_imposes,
     quorum_unavailable,
+    // Quorum read phases that asked the replicas they held back.
+    quorum_read_hedges,
     // Quorum phases run again in a newer replica configuration.
     quorum_stale_config_restarts,
     // Quorum-level replica-set reconfiguration (levels/quorum/reconfig_task.rs).

@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// `unsafe-unbounded-lease` is a TEST-ONLY negative control.
     #[arg(long)]
     pub read_mode: Option<String>,
+    /// Quorum reads: `majority` (default) asks this node and one peer of
+    /// three first and the others only after a hedge delay or a failure;
+    /// `all` asks every replica at once. Both answer from a majority.
+    #[arg(long)]
+    pub quorum_read_fanout: Option<String>,
     /// Topics: a node the controller has not heard from for this long is down (ms, default 3000).
     #[arg(long)]
     pub topic_node_timeout_ms: Option<u64>,
@@ -180,6 +185,7 @@ pub fn run(args: ServeArgs, connect: Result<ConnectOptions, String>) -> ExitCode
         raft_snapshot_entries: args.raft_snapshot_entries,
         raft_catch_up_entries: args.raft_catch_up_entries,
         read_mode: args.read_mode.clone(),
+        quorum_read_fanout: args.quorum_read_fanout.clone(),
         topic_node_timeout_ms: args.topic_node_timeout_ms,
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
         topic_retention_check_ms: args.topic_retention_check_ms,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::NodeId;
+use crate::levels::quorum::ReadFanout;
 use crate::rsm::{RaftSettings, ReadMode};
 use crate::topic::TopicSettings;
 
@@ -100,6 +101,8 @@ pub struct NodeConfig {
     /// for a node that joined (`kv serve --join`), the set the cluster told
     /// it (saved in its data directory, `cli::join`).
     pub quorum_replicas: Vec<NodeId>,
+    /// Which replicas a quorum read asks first (`--quorum-read-fanout`).
+    pub quorum_read_fanout: ReadFanout,
     pub max_value_bytes: usize,
     pub request_timeout_ms: u64,
     /// Period of anti-entropy rounds (eventual level), one peer per round.
@@ -194,6 +197,9 @@ pub struct FileConfig {
     /// "read-index" (default) or "lease".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_mode: Option<String>,
+    /// "majority" (default) or "all".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_read_fanout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_node_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -339,6 +345,7 @@ impl NodeConfig {
             raft_snapshot_entries: Some(self.raft.snapshot_entries),
             raft_catch_up_entries: Some(self.raft.catch_up_entries),
             read_mode: Some(read_mode_name(self.raft.read_mode).to_string()),
+            quorum_read_fanout: Some(read_fanout_name(self.quorum_read_fanout).to_string()),
             topic_node_timeout_ms: Some(self.topics.node_timeout_ms),
             replica_lag_time_max_ms: Some(self.topics.replica_lag_time_max_ms),
             topic_retention_check_ms: Some(self.topics.retention_check_interval_ms),
@@ -468,6 +475,7 @@ pub struct Overrides {
     pub raft_snapshot_entries: Option<u64>,
     pub raft_catch_up_entries: Option<u64>,
     pub read_mode: Option<String>,
+    pub quorum_read_fanout: Option<String>,
     pub topic_node_timeout_ms: Option<u64>,
     pub replica_lag_time_max_ms: Option<u64>,
     pub topic_retention_check_ms: Option<u64>,
@@ -509,6 +517,22 @@ pub fn parse_log_format(s: &str) -> Result<LogFormat, ConfigError> {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
         _ => err(format!("unknown log format {s:?}: expected text or json")),
+    }
+}
+
+/// The name `parse_read_fanout` reads back.
+pub fn read_fanout_name(fanout: ReadFanout) -> &'static str {
+    match fanout {
+        ReadFanout::Majority => "majority",
+        ReadFanout::All => "all",
+    }
+}
+
+pub fn parse_read_fanout(s: &str) -> Result<ReadFanout, ConfigError> {
+    match s {
+        "majority" => Ok(ReadFanout::Majority),
+        "all" => Ok(ReadFanout::All),
+        _ => err(format!("unknown quorum read fan-out {s:?}: expected majority or all")),
     }
 }
 
@@ -722,6 +746,13 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
     let Some(min_free_disk_bytes) = min_free_disk_mb.checked_mul(1 << 20) else {
         return err(format!("--min-free-disk-mb {min_free_disk_mb} is too large"));
     };
+    let quorum_read_fanout = match (&o.quorum_read_fanout, &file.quorum_read_fanout) {
+        (Some(f), _) => parse_read_fanout(f)?,
+        (None, Some(f)) => {
+            parse_read_fanout(f).map_err(|e| ConfigError(format!("{e}{}", file.origin("quorum_read_fanout", false))))?
+        }
+        (None, None) => ReadFanout::Majority,
+    };
     let quorum_replicas = match o.join_quorum_replicas {
         Some(r) => r,
         None => cluster.keys().copied().collect(),
@@ -734,6 +765,7 @@ pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<NodeConfig, Con
         cluster,
         peer_cluster,
         quorum_replicas,
+        quorum_read_fanout,
         max_value_bytes,
         request_timeout_ms,
         anti_entropy_interval_ms: o

@@ -133,6 +133,9 @@ fn counter_help(name: &str) -> &'static str {
         "quorum_writes" => "Writes served at the quorum level.",
         "read_imposes" => "Quorum gets that wrote the value back to a majority (ABD read-impose).",
         "quorum_unavailable" => "Quorum operations refused for want of a majority.",
+        "quorum_read_hedges" => {
+            "Quorum read phases that asked the replicas they had held back (a chosen replica was slow or failed)."
+        }
         "quorum_stale_config_restarts" => {
             "Quorum phases run again because a replica held a newer replica configuration."
         }

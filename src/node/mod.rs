@@ -288,7 +288,7 @@ where
         store.clone(),
         peers.clone(),
         quorum_config.clone(),
-        QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose },
+        QuorumConfig { skip_read_impose_unsafe: cfg.unsafe_test.skip_read_impose, read_fanout: cfg.quorum_read_fanout },
         cfg.max_value_bytes,
         metrics.clone(),
         cancel.clone(),

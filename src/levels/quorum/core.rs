@@ -16,6 +16,13 @@
 //!   returned at once. Otherwise phase 2 **read-imposes** (writes back) the
 //!   cell to all replicas and answers after a majority acknowledged, so any
 //!   later read — whose majority intersects this one — sees at least it.
+//! - **Read fan-out** ([`ReadFanout`]): a read phase either asks every
+//!   replica at once, or asks only a majority first (in the order the shell
+//!   prefers, [`Coordinator::prefer`]: this node, then the peer it expects
+//!   to answer soonest) and holds the rest back until [`Input::Hedge`] (the
+//!   shell's hedge delay passed) or until an asked replica fails. Which
+//!   majority answers does not matter to ABD, so both are equally safe;
+//!   asking fewer saves a message and a peer's work per read.
 //! - **set/del**: phase 1 reads versions from a majority; the shell then
 //!   supplies a version strictly above every version seen
 //!   ([`Effect::NeedVersion`] / [`Input::Version`]); phase 2 writes the cell
@@ -73,6 +80,20 @@ pub struct QuorumConfig {
     /// (a later read may return an older value); the test harness uses it as
     /// a negative control to show the linearizability checker catches it.
     pub skip_read_impose_unsafe: bool,
+    /// Which replicas a read phase asks first.
+    pub read_fanout: ReadFanout,
+}
+
+/// Which replicas a read phase (a get's, or a set's version read) asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFanout {
+    /// Every member at once; the first majority of answers is used.
+    #[default]
+    All,
+    /// A majority first, in the order of [`Coordinator::prefer`]; the others
+    /// on [`Input::Hedge`] or as soon as an asked replica fails. A joint
+    /// configuration always asks every member.
+    Majority,
 }
 
 /// One client operation on one key.
@@ -187,6 +208,9 @@ pub enum Input {
     Version(Version),
     /// The operation's deadline passed: finish now if not done.
     Deadline,
+    /// The hedge delay passed ([`ReadFanout::Majority`]): ask the replicas
+    /// the read phase held back. Nothing happens if none are held back.
+    Hedge,
     /// A reply ([`Input::ReadReply`], [`Input::WriteAck`] or
     /// [`Input::Failed`]) to a message sent at configuration `epoch`. It is
     /// ignored unless `epoch` is the coordinator's current epoch, so that
@@ -359,6 +383,10 @@ pub struct Coordinator {
     state: State,
     /// Highest version seen in the read phase (for the write invariant).
     max_read: Option<Version>,
+    /// The order in which a [`ReadFanout::Majority`] read asks replicas.
+    preferred: Vec<NodeId>,
+    /// Members the current read phase has not asked yet.
+    held_back: Vec<NodeId>,
 }
 
 impl Coordinator {
@@ -374,7 +402,45 @@ impl Coordinator {
     pub fn with_config(op: Op, replica_config: ReplicaConfig, config: QuorumConfig) -> Result<Self, ReplicaSetError> {
         replica_config.validate()?;
         let replicas = replica_config.members();
-        Ok(Coordinator { op, replica_config, replicas, config, state: State::NotStarted, max_read: None })
+        Ok(Coordinator {
+            op,
+            replica_config,
+            replicas,
+            config,
+            state: State::NotStarted,
+            max_read: None,
+            preferred: Vec::new(),
+            held_back: Vec::new(),
+        })
+    }
+
+    /// The order in which a [`ReadFanout::Majority`] read phase asks the
+    /// replicas: those listed first (members only, in this order), then the
+    /// other members in their configuration order. Set before
+    /// [`Input::Start`]; a restart in a newer configuration keeps it.
+    pub fn prefer(&mut self, order: Vec<NodeId>) {
+        self.preferred = order;
+    }
+
+    /// Whether the current read phase holds replicas back for a hedge: the
+    /// shell then arms its hedge timer.
+    pub fn holds_back(&self) -> bool {
+        matches!(self.state, State::Reading(_)) && !self.held_back.is_empty()
+    }
+
+    /// The replicas asked in the current phase that have not answered.
+    pub fn unanswered(&self) -> Vec<NodeId> {
+        let answers = match &self.state {
+            State::Reading(t) => t.answers.iter().map(|a| matches!(a, Answer::Pending)).collect::<Vec<_>>(),
+            State::Writing { acks, .. } => acks.answers.iter().map(|a| matches!(a, Answer::Pending)).collect(),
+            _ => return Vec::new(),
+        };
+        self.replicas
+            .iter()
+            .zip(answers)
+            .filter(|(r, pending)| *pending && !self.held_back.contains(r))
+            .map(|(r, _)| *r)
+            .collect()
     }
 
     /// The configuration epoch every message of the current phase is sent
@@ -443,6 +509,7 @@ impl Coordinator {
             reply @ (Input::ReadReply { .. } | Input::WriteAck { .. } | Input::Failed { .. }) => self.on_reply(reply),
             Input::Version(v) => self.on_version(v),
             Input::Deadline => self.on_deadline(),
+            Input::Hedge => self.release_held_back(),
         };
         // Invariant: Done is the last effect, and only Done ends a coordinator.
         debug_assert_eq!(
@@ -536,8 +603,33 @@ impl Coordinator {
 
     fn start_read(&mut self) -> Vec<Effect> {
         self.state = State::Reading(Tally::new(self.replicas.len()));
+        let mut order: Vec<NodeId> = Vec::with_capacity(self.replicas.len());
+        for &r in self.preferred.iter().chain(self.replicas.iter()) {
+            if self.replicas.contains(&r) && !order.contains(&r) {
+                order.push(r);
+            }
+        }
+        debug_assert_eq!(order.len(), self.replicas.len());
+        let first = match self.config.read_fanout {
+            ReadFanout::Majority if !self.replica_config.is_joint() => self.majority(),
+            _ => order.len(),
+        };
+        self.held_back = order.split_off(first);
         let key = self.op.key().clone();
-        self.replicas.iter().map(|&to| Effect::Send { to, msg: Message::Read { key: key.clone() } }).collect()
+        order.into_iter().map(|to| Effect::Send { to, msg: Message::Read { key: key.clone() } }).collect()
+    }
+
+    /// Asks the replicas the read phase held back (on a hedge, or when an
+    /// asked replica failed).
+    fn release_held_back(&mut self) -> Vec<Effect> {
+        if !matches!(self.state, State::Reading(_)) {
+            return Vec::new();
+        }
+        let key = self.op.key().clone();
+        std::mem::take(&mut self.held_back)
+            .into_iter()
+            .map(|to| Effect::Send { to, msg: Message::Read { key: key.clone() } })
+            .collect()
     }
 
     fn on_read_answer(&mut self, slot: usize, answer: Answer<Option<Cell>>) -> Vec<Effect> {
@@ -545,11 +637,15 @@ impl Coordinator {
             // A late reply to a finished read phase (or a stray one).
             return Vec::new();
         };
+        let failed = matches!(answer, Answer::Failed);
         if !tally.record(slot, answer) {
             return Vec::new();
         }
+        // A held-back replica may be needed now: ask it at once.
+        let asked = if failed { self.release_held_back() } else { Vec::new() };
+        let State::Reading(tally) = &self.state else { unreachable!("still reading") };
         match quorum_status(&self.replica_config, &self.replicas, tally) {
-            Status::Open => return Vec::new(),
+            Status::Open => return asked,
             Status::Lost(Shortfall { answered, needed, total }) => {
                 return self.finish(Err(QuorumError::Unavailable {
                     answered,
@@ -603,6 +699,8 @@ impl Coordinator {
     }
 
     fn start_write(&mut self, kind: WriteKind, key: Bytes, cell: Cell) -> Vec<Effect> {
+        // A write goes to every member: nothing is held back any more.
+        self.held_back.clear();
         // Only a write-back names where its cell was made: a get's
         // read-impose and a set write cells no Raft entry made.
         let applied_at = match &self.op {
@@ -893,7 +991,7 @@ mod tests {
     #[test]
     fn skip_read_impose_unsafe_answers_the_highest_without_writing_back() {
         // Negative-control switch: ABD read WITHOUT phase 2.
-        let config = QuorumConfig { skip_read_impose_unsafe: true };
+        let config = QuorumConfig { skip_read_impose_unsafe: true, ..QuorumConfig::default() };
         let mut c = Coordinator::new(Op::get(KEY), vec![1, 2, 3], config).unwrap();
         c.step(Input::Start);
         c.step(read_reply(1, Some(cell("old", 5, 1))));
@@ -1259,5 +1357,90 @@ mod tests {
         c.step(Input::Start);
         assert!(c.step(Input::StaleConfig { from: 1, config: bad }).is_empty());
         assert_eq!(c.epoch(), 0, "an invalid configuration is not adopted");
+    }
+
+    // Majority-first reads (ReadFanout::Majority): any majority serves ABD;
+    // the held-back replicas are asked on a hedge or a failure.
+
+    fn majority_first(op: Op, replicas: &[NodeId], order: Vec<NodeId>) -> Coordinator {
+        let config = QuorumConfig { read_fanout: ReadFanout::Majority, ..QuorumConfig::default() };
+        let mut c = Coordinator::new(op, replicas.to_vec(), config).unwrap();
+        c.prefer(order);
+        c
+    }
+
+    fn destinations(effects: &[Effect]) -> Vec<NodeId> {
+        sends(effects).iter().map(|(to, _)| *to).collect()
+    }
+
+    #[test]
+    fn a_majority_first_get_asks_the_preferred_majority_and_answers_from_it() {
+        let mut c = majority_first(Op::get(KEY), &[1, 2, 3, 4, 5], vec![2, 5]);
+        assert_eq!(destinations(&c.step(Input::Start)), vec![2, 5, 1], "the preferred, then configuration order");
+        assert!(c.holds_back());
+        assert_eq!(c.unanswered(), vec![1, 2, 5]);
+        c.step(read_reply(2, Some(cell("a", 1, 1))));
+        c.step(read_reply(5, Some(cell("a", 1, 1))));
+        assert_eq!(c.unanswered(), vec![1]);
+        let done = done(&c.step(read_reply(1, Some(cell("a", 1, 1))))).expect("a majority answered");
+        assert_eq!(done, Ok(Outcome::Get { cell: Some(cell("a", 1, 1)), imposed: false }));
+        assert!(!c.holds_back());
+    }
+
+    #[test]
+    fn a_hedge_asks_the_held_back_replicas_once() {
+        let mut c = majority_first(Op::get(KEY), &[1, 2, 3], vec![1, 2]);
+        assert_eq!(destinations(&c.step(Input::Start)), vec![1, 2]);
+        c.step(read_reply(1, None));
+        assert_eq!(destinations(&c.step(Input::Hedge)), vec![3]);
+        assert!(!c.holds_back());
+        assert!(c.step(Input::Hedge).is_empty(), "nothing left to ask");
+        // 2 stays silent; 3's answer completes the majority.
+        assert_eq!(done(&c.step(read_reply(3, None))), Some(Ok(Outcome::Get { cell: None, imposed: false })));
+    }
+
+    #[test]
+    fn a_failed_replica_releases_the_held_back_ones_at_once() {
+        let mut c = majority_first(Op::set(KEY, "v"), &[1, 2, 3], vec![1, 2]);
+        c.step(Input::Start);
+        assert_eq!(destinations(&c.step(failed(2, Phase::Read))), vec![3], "no hedge delay after a failure");
+        c.step(read_reply(1, None));
+        assert_eq!(c.step(read_reply(3, None)), vec![Effect::NeedVersion { above: Version::ZERO }]);
+        // The write phase goes to every replica, the silent one included.
+        assert_eq!(destinations(&c.step(Input::Version(Version::new(1, 1)))), vec![1, 2, 3]);
+        assert!(!c.holds_back());
+        assert!(c.step(Input::Hedge).is_empty(), "a hedge in the write phase does nothing");
+    }
+
+    #[test]
+    fn a_majority_first_read_is_unavailable_only_when_no_majority_is_left() {
+        let mut c = majority_first(Op::get(KEY), &[1, 2, 3], vec![1, 2]);
+        c.step(Input::Start);
+        c.step(failed(1, Phase::Read));
+        let effects = c.step(failed(3, Phase::Read));
+        let err = done(&effects).expect("two of three failed").unwrap_err();
+        assert_eq!(
+            err,
+            QuorumError::Unavailable { answered: 0, needed: 2, total: 3, phase: Phase::Read, timed_out: false }
+        );
+    }
+
+    #[test]
+    fn a_majority_first_read_in_a_joint_configuration_asks_everyone() {
+        let config = QuorumConfig { read_fanout: ReadFanout::Majority, ..QuorumConfig::default() };
+        let mut c = Coordinator::with_config(Op::get(KEY), joint(1, &[1, 2, 3], &[1, 2, 4]), config).unwrap();
+        c.prefer(vec![1, 2]);
+        assert_eq!(destinations(&c.step(Input::Start)), vec![1, 2, 3, 4]);
+        assert!(!c.holds_back());
+    }
+
+    #[test]
+    fn a_majority_first_read_restarted_in_a_newer_configuration_asks_a_majority_of_it() {
+        let mut c = majority_first(Op::get(KEY), &[1, 2, 3], vec![1, 3]);
+        c.step(Input::Start);
+        let newer = ReplicaConfig { epoch: 2, current: vec![1, 3, 4, 5, 6], next: None };
+        let effects = c.step(Input::StaleConfig { from: 3, config: newer });
+        assert_eq!(destinations(&effects), vec![1, 3, 4], "the preference is kept, a majority of the new set");
+        assert!(c.holds_back());
     }
 }

@@ -20,7 +20,8 @@
 //!   replica set").
 //!
 //! And the I/O around them: [`shell`] (one client operation: the
-//! coordinator's messages to the replicas, through [`mux`]), [`held`] (the
+//! coordinator's messages to the replicas, through [`mux`]; [`hedge`]
+//! picks whom a read asks first and when it asks the rest), [`held`] (the
 //! configuration this node holds, persisted, and the replica rule on the
 //! node's store) and [`reconfig_task`] (on the Raft leader, runs
 //! [`Reconfig`] whenever the Raft voters differ from the replica set).
@@ -61,6 +62,7 @@
 
 pub mod config;
 pub mod core;
+pub mod hedge;
 pub mod held;
 pub mod mux;
 pub mod reconfig;
@@ -81,8 +83,8 @@ mod tests;
 
 pub use self::config::ReplicaConfig;
 pub use self::core::{
-    majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReplicaSetError,
-    MAX_REPLICAS,
+    majority, Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReadFanout,
+    ReplicaSetError, MAX_REPLICAS,
 };
 pub use self::reconfig::{Reconfig, ReconfigError};
 pub use self::replica::{PullReply, Replica};

@@ -11,6 +11,10 @@
 //! saw, and are covered by the persisted stamp reservation before any
 //! replica sees them (see `store::Store::ensure_reserved`).
 //!
+//! Read fan-out: with [`ReadFanout::Majority`] a read phase asks this node
+//! and the peers [`ReadPlanner`] puts first, and the rest after the
+//! planner's hedge delay or at the first failure.
+//!
 //! Configurations (docs/consistency.md, "Changing the replica set"): each
 //! coordinator starts in the configuration the node holds ([`HeldConfig`])
 //! and every message carries the coordinator's configuration; every answer
@@ -29,9 +33,12 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::hedge::ReadPlanner;
 use super::held::{HeldConfig, Served};
 use super::mux::{Mux, Outgoing};
-use super::{Coordinator, Effect, Input, Message, Op, Outcome, QuorumConfig, QuorumError, ReplicaConfig};
+use super::{
+    Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReadFanout, ReplicaConfig,
+};
 use crate::clock::{NodeId, Version};
 use crate::levels::LevelError;
 use crate::metrics::{inc, Metrics};
@@ -52,6 +59,7 @@ pub struct Quorum {
     mux: Mux,
     held: Arc<HeldConfig>,
     config: QuorumConfig,
+    planner: ReadPlanner,
     metrics: Arc<Metrics>,
 }
 
@@ -68,7 +76,7 @@ impl Quorum {
         tracker: &TaskTracker,
     ) -> Quorum {
         let mux = Mux::start(peers.clone(), max_value_bytes, cancel, tracker);
-        Quorum { store, peers, mux, held, config, metrics }
+        Quorum { store, peers, mux, held, config, planner: ReadPlanner::new(), metrics }
     }
 
     /// The replica configuration this node holds (coordinates in, and
@@ -126,6 +134,15 @@ impl Quorum {
         let deadline = Instant::now() + timeout;
         let start = self.held.current();
         let mut coord = Coordinator::with_config(op, (*start).clone(), self.config.clone())?;
+        let started = Instant::now();
+        if self.config.read_fanout == ReadFanout::Majority {
+            coord.prefer(self.planner.order(self.peers.self_id(), coord.replicas(), started));
+        }
+        let hedge_delay = self.planner.hedge_delay();
+        let hedge_at = started + hedge_delay;
+        // Until the read phase (if any) reached its majority.
+        let mut reading = matches!(coord.op(), Op::Get { .. } | Op::Set { .. });
+        let mut hedged = false;
         // Sized for a joint configuration of the largest sets.
         let (tx, mut rx) = mpsc::channel::<Input>(INPUTS_QUEUED_PER_MEMBER * 2 * super::MAX_REPLICAS + 2);
         // The configuration the coordinator's messages go out in.
@@ -159,8 +176,21 @@ impl Quorum {
             }
             let input = tokio::select! {
                 Some(input) = rx.recv() => input,
+                _ = tokio::time::sleep_until(hedge_at), if coord.holds_back() => {
+                    hedged = true;
+                    inc(&self.metrics.quorum_read_hedges);
+                    self.planner.avoid(&coord.unanswered(), Instant::now());
+                    Input::Hedge
+                }
                 _ = tokio::time::sleep_until(deadline) => Input::Deadline,
             };
+            if let Input::AtEpoch { reply, .. } = &input {
+                if let Input::Failed { from, phase: Phase::Read, .. } = **reply {
+                    if from != self.peers.self_id() {
+                        self.planner.avoid(&[from], Instant::now());
+                    }
+                }
+            }
             if let Input::StaleConfig { from, config } = &input {
                 // Adopted by the node too, before this coordinator sends in it.
                 if config.epoch > coord.epoch() {
@@ -173,6 +203,14 @@ impl Quorum {
                 }
             }
             effects.extend(coord.step(input));
+            if reading && coord.phase() != Some(Phase::Read) {
+                reading = false;
+                // A read that waited for a stalled peer counts as the delay
+                // it was given: one dead peer must not push the delay to its
+                // maximum (the average still rises when every read is slow).
+                let took = if hedged { started.elapsed().min(hedge_delay) } else { started.elapsed() };
+                self.planner.observe_read_phase(took);
+            }
         }
     }
 

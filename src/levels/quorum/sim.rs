@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
-use super::core::{Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError};
+use super::core::{Coordinator, Effect, Input, Message, Op, Outcome, Phase, QuorumConfig, QuorumError, ReadFanout};
 use super::linearizability::{self, Entry, RegOp, Value};
 use super::replica::Replica;
 use crate::clock::{NodeId, Version};
@@ -67,15 +67,18 @@ pub struct SimConfig {
     pub clock_jump_pct: u32,
     pub timeout_ms: u64,
     pub max_think_ms: u64,
+    /// With [`ReadFanout::Majority`] (half the seeds): when a read phase
+    /// asks the replicas it held back.
+    pub hedge_after_ms: u64,
 }
 
 impl SimConfig {
     /// Draws every knob from the seed (the same RNG then drives the run),
     /// so the seed alone reproduces a schedule.
-    fn draw(seed: u64, quorum: QuorumConfig, rng: &mut StdRng) -> SimConfig {
-        SimConfig {
+    fn draw(seed: u64, mut quorum: QuorumConfig, rng: &mut StdRng) -> SimConfig {
+        let mut config = SimConfig {
             seed,
-            quorum,
+            quorum: quorum.clone(),
             replica_count: *[1, 2, 3, 3, 3, 3, 4, 5].choose(rng).expect("non-empty"),
             client_count: rng.random_range(2..=4),
             key_count: *[1, 1, 2, 3].choose(rng).expect("non-empty"),
@@ -92,7 +95,14 @@ impl SimConfig {
             clock_jump_pct: rng.random_range(0..=10),
             timeout_ms: rng.random_range(50..=300),
             max_think_ms: rng.random_range(0..=20),
+            hedge_after_ms: rng.random_range(1..=40),
+        };
+        // Half the seeds read a majority first and hedge (as the node does).
+        if rng.random_bool(0.5) {
+            quorum.read_fanout = ReadFanout::Majority;
+            config.quorum = quorum;
         }
+        config
     }
 }
 
@@ -136,6 +146,8 @@ pub struct SimStats {
     pub imposed: usize,
     pub messages: usize,
     pub dropped: usize,
+    /// Read phases that asked the replicas they held back.
+    pub hedges: usize,
     pub end_ms: u64,
 }
 
@@ -224,6 +236,11 @@ enum Event {
         input: Input,
     },
     Deadline {
+        client: usize,
+        op_id: u64,
+    },
+    /// The hedge delay of a majority-first read passed.
+    Hedge {
         client: usize,
         op_id: u64,
     },
@@ -384,6 +401,15 @@ impl Sim {
                     self.perform(client, effects);
                 }
             }
+            Event::Hedge { client, op_id } => {
+                if let Some(coord) = self.coordinator(client, op_id) {
+                    if coord.holds_back() {
+                        let effects = coord.step(Input::Hedge);
+                        self.stats.hedges += 1;
+                        self.perform(client, effects);
+                    }
+                }
+            }
             Event::CrashReplica { node } => self.replicas.get_mut(&node).expect("replica").up = false,
             Event::RestartReplica { node } => self.replicas.get_mut(&node).expect("replica").up = true,
         }
@@ -413,7 +439,15 @@ impl Sim {
             (Op::del(key_bytes), Some(None))
         };
         let replicas: Vec<NodeId> = self.replicas.keys().copied().collect();
-        let coord = Coordinator::new(op, replicas, self.config.quorum.clone()).expect("valid replica set");
+        let mut coord = Coordinator::new(op, replicas, self.config.quorum.clone()).expect("valid replica set");
+        if self.config.quorum.read_fanout == ReadFanout::Majority {
+            // The client's home node first (the node's own replica), the
+            // others in a random order.
+            let home = self.clients[client].home;
+            let mut others: Vec<NodeId> = self.replicas.keys().copied().filter(|&r| r != home).collect();
+            others.shuffle(&mut self.rng);
+            coord.prefer(std::iter::once(home).chain(others).collect());
+        }
         let invoke = self.stamp();
         self.history.push(HistOp {
             client,
@@ -431,6 +465,9 @@ impl Sim {
         let c = &mut self.clients[client];
         c.running = Some(Running { op_id, coord, hist });
         self.schedule_at(self.now_ms + self.config.timeout_ms, Event::Deadline { client, op_id });
+        if self.config.quorum.read_fanout == ReadFanout::Majority {
+            self.schedule_at(self.now_ms + self.config.hedge_after_ms, Event::Hedge { client, op_id });
+        }
         let effects = self.clients[client].running.as_mut().expect("just set").coord.step(Input::Start);
         self.perform(client, effects);
     }

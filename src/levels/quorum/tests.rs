@@ -97,7 +97,7 @@ fn without_read_impose_the_new_old_inversion_appears() {
     // (`skip_read_impose_unsafe`), the same schedule produces the new/old
     // inversion ABD's phase 2 exists to prevent, and the linearizability
     // checker rejects the history. This shows the scenario can fail.
-    let config = QuorumConfig { skip_read_impose_unsafe: true };
+    let config = QuorumConfig { skip_read_impose_unsafe: true, ..QuorumConfig::default() };
     let (r1, r2, history) = inversion_schedule(config, [1, 2]);
     assert_eq!(value_of(&r1), Some(2));
     assert!(!r1.imposed());
@@ -198,8 +198,9 @@ fn random_schedules_are_linearizable_per_key() {
     // schedules: 2-4 concurrent clients doing get/set/del on 1-3 keys over
     // 1-5 replicas, with random delays and reordering, dropped and
     // duplicated messages, replica crashes, writers crashing mid-write and
-    // clock jumps. Failed operations never took effect; indeterminate and
-    // crashed writes may take effect at any point after their invocation.
+    // clock jumps; half the seeds read a majority first and hedge. Failed
+    // operations never took effect; indeterminate and crashed writes may
+    // take effect at any point after their invocation.
     if let Some(seed) = env_seed() {
         let stats = check_seed(seed, QuorumConfig::default()).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("quorum sim: seed {seed} is linearizable: {stats:?}");
@@ -220,6 +221,7 @@ fn random_schedules_are_linearizable_per_key() {
         t.imposed += stats.imposed;
         t.messages += stats.messages;
         t.dropped += stats.dropped;
+        t.hedges += stats.hedges;
         t.end_ms += stats.end_ms;
         Ok(())
     });
@@ -230,6 +232,7 @@ fn random_schedules_are_linearizable_per_key() {
     eprintln!("quorum sim: {SCHEDULE_CASES} schedules linearizable; totals {t:?}");
     // The schedules exercised what they claim to.
     assert!(t.imposed > 0 && t.failed > 0 && t.indeterminate > 0 && t.crashed_mid_op > 0 && t.dropped > 0, "{t:?}");
+    assert!(t.hedges > 0, "majority-first reads hedged in some schedules: {t:?}");
 }
 
 #[test]
@@ -238,7 +241,7 @@ fn random_schedules_without_read_impose_are_caught() {
     // kind of schedules, with ABD's read write-back switched off, must
     // find a non-linearizable history — proof that the checker and the
     // schedules have teeth.
-    let unsafe_config = QuorumConfig { skip_read_impose_unsafe: true };
+    let unsafe_config = QuorumConfig { skip_read_impose_unsafe: true, ..QuorumConfig::default() };
     let result = seed_runner(SCHEDULE_CASES)
         .run(&any::<u64>(), |seed| check_seed(seed, unsafe_config.clone()).map(|_| ()).map_err(TestCaseError::fail));
     match result {
