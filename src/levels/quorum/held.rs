@@ -109,6 +109,17 @@ impl HeldConfig {
         Ok(held.clone())
     }
 
+    /// Runs `serve` at once, under the replica rule, when that needs no
+    /// waiting: `theirs` is exactly the held configuration and no change
+    /// of it is under way. Otherwise `None`: use [`HeldConfig::serve_at`].
+    pub fn try_serve_now<T>(&self, theirs: &ReplicaConfig, serve: impl FnOnce() -> T) -> Option<T> {
+        let held = self.guard.try_read().ok()?;
+        if held.epoch != theirs.epoch || **held != *theirs {
+            return None;
+        }
+        Some(serve())
+    }
+
     /// Runs `serve` (one read or write of a message sent in `theirs`) under
     /// the replica rule of the module docs.
     pub async fn serve_at<T>(

@@ -135,13 +135,15 @@ impl Quorum {
         let start = self.held.current();
         let mut coord = Coordinator::with_config(op, (*start).clone(), self.config.clone())?;
         let started = Instant::now();
-        if self.config.read_fanout == ReadFanout::Majority {
+        let is_get = matches!(coord.op(), Op::Get { .. });
+        if is_get && self.config.read_fanout == ReadFanout::Majority {
             coord.prefer(self.planner.order(self.peers.self_id(), coord.replicas(), started));
         }
         let hedge_delay = self.planner.hedge_delay();
         let hedge_at = started + hedge_delay;
-        // Until the read phase (if any) reached its majority.
-        let mut reading = matches!(coord.op(), Op::Get { .. } | Op::Set { .. });
+        // Until a get's read phase reached its majority (the hedge delay
+        // follows gets' read phases).
+        let mut reading = is_get;
         let mut hedged = false;
         // Sized for a joint configuration of the largest sets.
         let (tx, mut rx) = mpsc::channel::<Input>(INPUTS_QUEUED_PER_MEMBER * 2 * super::MAX_REPLICAS + 2);
@@ -155,7 +157,7 @@ impl Quorum {
                         if *sending != *coord.replica_config() {
                             sending = Arc::new(coord.replica_config().clone());
                         }
-                        self.send(to, msg, sending.clone(), deadline, tx.clone())
+                        self.send(to, msg, sending.clone(), deadline, tx.clone(), is_get)
                     }
                     Effect::NeedVersion { above } => {
                         // Nothing is written yet: a floor out of the clock's
@@ -226,13 +228,38 @@ impl Quorum {
 
     /// Delivers one message, sent in `config`, to one replica; its answer
     /// (or failure) comes back on `tx`. Peers get it through the batching
-    /// mux; this node's own replica is read at once and written through the
-    /// store's writer, under the replica rule.
-    fn send(&self, to: NodeId, msg: Message, config: Arc<ReplicaConfig>, deadline: Instant, tx: mpsc::Sender<Input>) {
+    /// mux; this node's own replica is read at once (in place when the
+    /// configuration is settled, else in a task that waits for it) and
+    /// written through the store's writer, under the replica rule.
+    fn send(
+        &self,
+        to: NodeId,
+        msg: Message,
+        config: Arc<ReplicaConfig>,
+        deadline: Instant,
+        tx: mpsc::Sender<Input>,
+        in_place: bool,
+    ) {
         let me = self.peers.self_id();
         if to != me {
             self.mux.send(to, Outgoing { msg, config, deadline, reply: tx });
             return;
+        }
+        if let (Message::Read { key }, true) = (&msg, in_place) {
+            // This node's own cell, read in place when the configuration is
+            // settled: no task and no wake-up for the commonest message.
+            let epoch = config.epoch;
+            if let Some(cell) = self.held.try_serve_now(&config, || self.store.get_cell(key)) {
+                let reply = match cell {
+                    Ok(cell) => Input::ReadReply { from: me, cell },
+                    Err(e) => Input::Failed { from: me, phase: Phase::Read, reason: e.to_string() },
+                };
+                // The queue has room for every member's answers of a phase.
+                if tx.try_send(Input::AtEpoch { epoch, reply: Box::new(reply) }).is_err() {
+                    tracing::warn!("quorum coordinator queue full; own read answer dropped");
+                }
+                return;
+            }
         }
         let (store, held) = (self.store.clone(), self.held.clone());
         tokio::spawn(async move {
